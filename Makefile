@@ -1,0 +1,35 @@
+# Every target does its own set-up: system packages (as root), .venv, pinned Python packages, compiled modules.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= $(CURDIR)/var
+
+.PHONY: build run test bench clean
+.DEFAULT_GOAL := build
+
+$(VENV)/.stamp-system: tools/system-deps.sh
+	bash tools/system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	touch $@
+
+# Build requirements come from pyproject.toml's [build-system], the one place they are pinned.
+$(VENV)/.stamp-deps: $(VENV)/.stamp-system pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['build-system']['requires']))")
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+build: $(VENV)/.stamp-deps
+	$(PY) setup.py -q build_ext --inplace -j 2
+
+run: build
+	XAPI_DATA_DIR=$${XAPI_DATA_DIR:-$(DATA)} $(VENV)/bin/xapi serve --http-port 8080 --https-port 8443
+
+test: build
+	$(PY) -m pytest -q tests
+
+bench: build
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build $(VENV) xapi/*.so xapi/_*.c *.egg-info
