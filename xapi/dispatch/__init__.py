@@ -1,0 +1,96 @@
+"""The server layer's last step: arity, types, session and RBAC, then the forwarding layer's callable.
+
+One Entry per wire name ("VM.start", its alias "VM_start"), all built from the datamodel.
+"""
+from __future__ import annotations
+
+import inspect
+
+from xapi import datamodel as dm
+from xapi.datamodel.defaults import PARAM_DEFAULTS
+from xapi.datamodel.errors import XapiError
+
+from .convert import converter
+
+
+def _denied(message: dm.Message) -> XapiError:
+    roles = ", ".join(r for r in dm.ROLES if r in message.roles)
+    return XapiError("RBAC_PERMISSION_DENIED", message.permission,
+                     f"No permission in user session. (Roles with this permission: {roles})")
+
+
+class Entry:
+    """How to call one message: checks in xapi's order (arity, types, session, RBAC), then the action."""
+
+    __slots__ = ("name", "message", "nparams", "min_params", "defaults", "convs", "takes_session",
+                 "roles", "handler", "is_async", "raw")
+
+    def __init__(self, name: str, message: dm.Message | None, handler, *, nparams: int, takes_session: bool,
+                 convs=(), defaults=(), roles=frozenset(), raw: bool = False) -> None:
+        self.name = name
+        self.message = message
+        self.nparams = nparams
+        self.defaults = tuple(defaults)
+        self.min_params = nparams - len(self.defaults)
+        self.convs = tuple(convs)
+        self.takes_session = takes_session
+        self.roles = roles
+        self.handler = handler
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.raw = raw                      # reply without the Status/Value envelope (system.listMethods)
+
+    def __call__(self, ctx, params):
+        """Runs the call for connection `ctx`; returns the value, or a coroutine for async actions."""
+        skip = 1 if self.takes_session else 0
+        received = len(params) - skip
+        if received != self.nparams:
+            if self.min_params <= received < self.nparams:
+                params = list(params) + [v for _, v in self.defaults[received - self.min_params:]]
+            else:
+                raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", self.name, self.min_params, max(received, 0))
+        args = [conv(v) for conv, v in zip(self.convs, params[skip:])] if self.convs else params[skip:]
+        if skip:
+            session = ctx.app.sessions.get(params[0])
+            if not session.superuser and session.role not in self.roles:
+                raise _denied(self.message)
+        else:
+            session = None
+        return self.handler(ctx, session, *args)
+
+
+class Dispatcher:
+    def __init__(self, resolve) -> None:
+        """`resolve(message) -> callable | None` gives the forwarding layer's callable for a message."""
+        self.entries: dict[str, Entry] = {}
+        for cls in dm.CLASSES.values():
+            for m in cls.messages.values():
+                handler = resolve(m)
+                if handler is None:
+                    handler = _not_implemented(m.wire_name)
+                defaults = PARAM_DEFAULTS.get(m.wire_name, ())
+                entry = Entry(m.wire_name, m, handler, nparams=len(m.params), takes_session=m.takes_session,
+                              convs=[converter(p.type, p.name) for p in m.params], defaults=defaults,
+                              roles=m.roles)
+                self.entries[m.wire_name] = entry
+                self.entries[f"{cls.name}_{m.name}"] = entry
+        self.entries["system.listMethods"] = Entry("system.listMethods", None, self._list_methods, nparams=0,
+                                                   takes_session=False, raw=True)
+        self.method_names = sorted(n for n, e in self.entries.items() if n == e.name)
+
+    def _list_methods(self, ctx, session):
+        return self.method_names
+
+    def lookup(self, ctx, name: str, params) -> Entry:
+        entry = self.entries.get(name)
+        if entry is None:
+            # xapi checks the session before saying the method is unknown
+            if params and type(params[0]) is str and params[0].startswith("OpaqueRef:"):
+                ctx.app.sessions.get(params[0])
+            raise XapiError("MESSAGE_METHOD_UNKNOWN", name)
+        return entry
+
+
+def _not_implemented(name: str):
+    def handler(ctx, session, *args):
+        raise XapiError("NOT_IMPLEMENTED", name)
+    return handler

@@ -1,0 +1,147 @@
+"""The xapi daemon: one host's state and its listeners (HTTP, TLS, the local Unix socket)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from xapi import startup
+from xapi.auth.passwords import LocalAuth, PamAuth, root_password
+from xapi.auth.sessions import Sessions
+from xapi.db.schema import new_database
+from xapi.dispatch import Dispatcher
+from xapi.forwarding import resolve
+from xapi.server import tls
+from xapi.server.http import HttpProtocol
+from xapi.server.rpc import Endpoints
+
+log = logging.getLogger("xapi")
+
+
+@dataclass
+class Config:
+    data_dir: str
+    address: str = "127.0.0.1"
+    http_port: int = 80
+    https_port: int = 443
+    backend: str = "sim"
+    sim_config: str = ""
+    auth: str = "local"
+    auth_failure_delay: float = 2.0
+    max_request_size: int = 64 << 20
+    request_timeout: float = 60.0
+    idle_timeout: float = 300.0
+
+
+class Daemon:
+    """Everything one host serves. Connections see it as `ctx.app`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.app = self
+        self.connections: set[HttpProtocol] = set()
+        self.is_coordinator = True
+        self.coordinator_address = config.address
+        self.servers: list[asyncio.AbstractServer] = []
+        self.generated_password: str | None = None
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        cfg = self.config
+        os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+        password, generated = root_password(cfg.data_dir)
+        if generated:
+            self.generated_password = password
+        self.auth = PamAuth() if cfg.auth == "pam" else LocalAuth(password)
+        self.cert_path = os.path.join(cfg.data_dir, "xapi-ssl.pem")
+        if cfg.https_port:
+            tls.ensure_certificate(self.cert_path, cfg.address)
+        self.hypervisor = startup.open_hypervisor(cfg.backend, cfg.sim_config)
+        self.db = new_database()
+        inventory = startup.read_inventory(cfg.data_dir)
+        address = "127.0.0.1" if cfg.address in ("", "0.0.0.0", "::") else cfg.address
+        self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address)
+        self.coordinator_address = address
+        self.sessions = Sessions(self.db, self.host_ref)
+        self.dispatcher = Dispatcher(resolve)
+        self.endpoints = Endpoints(self.dispatcher)
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.config.data_dir, "xapi")
+
+    @property
+    def pid_path(self) -> str:
+        return os.path.join(self.config.data_dir, "xapi.pid")
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        self.servers.append(await loop.create_server(lambda: HttpProtocol(self), cfg.address, cfg.http_port,
+                                                     reuse_address=True, backlog=1024))
+        if cfg.https_port:
+            self.servers.append(await loop.create_server(lambda: HttpProtocol(self), cfg.address, cfg.https_port,
+                                                         ssl=tls.server_context(self.cert_path),
+                                                         reuse_address=True, backlog=1024))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        self.servers.append(await loop.create_unix_server(lambda: HttpProtocol(self, local=True),
+                                                          self.socket_path))
+        os.chmod(self.socket_path, 0o600)
+        with open(self.pid_path + ".tmp", "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.rename(self.pid_path + ".tmp", self.pid_path)
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.idle_check(now)
+
+    async def stop(self) -> None:
+        self._sweeper.cancel()
+        for s in self.servers:
+            s.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        for s in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2)
+        for path in (self.socket_path, self.pid_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def banner(self) -> str:
+        cfg = self.config
+        host = "127.0.0.1" if cfg.address in ("", "0.0.0.0") else cfg.address
+        lines = [f"xapi: XML-RPC  http://{host}:{cfg.http_port}/",
+                 f"xapi: JSON-RPC http://{host}:{cfg.http_port}/jsonrpc"]
+        if cfg.https_port:
+            lines.append(f"xapi: TLS      https://{host}:{cfg.https_port}/")
+        lines.append(f"xapi: local    {self.socket_path} (callers are root)")
+        lines.append(f"xapi: data     {cfg.data_dir} (pid {os.getpid()}, backend {cfg.backend}, auth {cfg.auth})")
+        if self.generated_password:
+            lines.append(f"xapi: user root, password {self.generated_password} "
+                         f"(kept in {os.path.join(cfg.data_dir, 'root-password')})")
+        return "\n".join(lines)
+
+
+async def serve(config: Config) -> None:
+    daemon = Daemon(config)
+    daemon.prepare()
+    await daemon.start()
+    print(daemon.banner(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await daemon.stop()

@@ -1,0 +1,15 @@
+"""Trailing parameters a client may leave out, with the values xapi then uses.
+
+The published datamodel does not carry these; they are xapi's `param_default`s. Only trailing
+parameters can be defaulted, so each list is in parameter order.
+"""
+
+PARAM_DEFAULTS: dict[str, tuple[tuple[str, object], ...]] = {
+    "session.login_with_password": (("version", "1.1"), ("originator", "")),
+    "VM.snapshot": (("ignore_vdis", []),),
+    "VM.migrate_send": (("vgpu_map", {}), ("vdi_format_map", {})),
+    "VDI.clone": (("driver_params", {}),),
+    "VDI.snapshot": (("driver_params", {}),),
+    "VDI.copy": (("base_vdi", "OpaqueRef:NULL"), ("into_vdi", "OpaqueRef:NULL")),
+    "host.evacuate": (("network", "OpaqueRef:NULL"), ("evacuate_batch_size", 0)),
+}

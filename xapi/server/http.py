@@ -1,0 +1,213 @@
+"""HTTP/1.1 front end on httptools: keep-alive, pipelining, size limits and timeouts.
+
+POST /jsonrpc is JSON-RPC; every other POST is XML-RPC (xapi matches the longest prefix, so
+/, /RPC2 and XO's /xmlrpc all land there). Replies go out in request order even when one of them
+waits (a login, a long poll): later replies queue behind it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+import httptools
+
+from .rpc import JSON, XML, HttpReply
+
+log = logging.getLogger("xapi.http")
+
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            408: b"Request Timeout", 413: b"Payload Too Large", 500: b"Internal Error"}
+
+
+def _head(status: int, content_type: bytes, close: bool) -> bytes:
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%sContent-Length: " % (
+        status, _REASONS.get(status, b"Error"), content_type, b"Connection: close\r\n" if close else b"")
+
+
+_HEAD_OK = {(ct, close): _head(200, ct, close) for ct in (XML, JSON) for close in (False, True)}
+
+
+class Reject(Exception):
+    """Stops the parser: the request is refused with this status and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = ("server", "app", "local", "parser", "transport", "url", "headers", "body", "body_len",
+                 "pending", "in_request", "request_started", "last_active", "closing", "paused")
+
+    def __init__(self, server, local: bool = False) -> None:
+        self.server = server
+        self.app = server.app
+        self.local = local                # on the Unix socket: callers are root
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self.url = b""
+        self.headers: list = []
+        self.body: list = []
+        self.body_len = 0
+        self.pending: collections.deque = collections.deque()
+        self.in_request = False
+        self.request_started = 0.0
+        self.last_active = time.monotonic()
+        self.closing = False
+        self.paused = False
+
+    # -- asyncio ---------------------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+        for fut, _, _ in self.pending:
+            fut.cancel()
+        self.pending.clear()
+
+    def pause_writing(self) -> None:       # the client isn't reading: stop reading its requests too
+        self.paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if not self.closing:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, Reject):
+                self.refuse(cause.status, str(cause))
+            else:
+                log.exception("error handling a request", exc_info=cause)
+                self.refuse(500, "internal error")
+        except httptools.HttpParserUpgrade:
+            self.refuse(400, "protocol upgrade is not supported here")
+        except httptools.HttpParserError as e:
+            self.refuse(400, f"malformed HTTP request: {e}")
+
+    def eof_received(self):
+        return False
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_request = True
+        self.request_started = self.last_active
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_len = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > 65536:
+            raise Reject(414, "URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+        if len(self.headers) > 256:
+            raise Reject(400, "too many headers")
+
+    def on_headers_complete(self) -> None:
+        limit = self.server.config.max_request_size
+        for name, value in self.headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    raise Reject(400, "bad Content-Length") from None
+                if size > limit:
+                    raise Reject(413, f"request body of {size} bytes exceeds the limit of {limit}")
+            elif lname == b"expect" and value.lower() == b"100-continue":
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_len += len(body)
+        if self.body_len > self.server.config.max_request_size:
+            raise Reject(413, f"request body exceeds the limit of {self.server.config.max_request_size}")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_request = False
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.body = []
+        keep_alive = self.parser.should_keep_alive()
+        method = self.parser.get_method()
+        endpoints = self.server.endpoints
+        if method == b"POST":
+            path = self.url.split(b"?", 1)[0]
+            if path == b"/jsonrpc" or path == b"/json":
+                self.respond(endpoints.json(self, body), JSON, keep_alive)
+            else:
+                self.respond(endpoints.xml(self, body), XML, keep_alive)
+        elif method in (b"GET", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS", b"DELETE"):
+            self.respond(HttpReply(404, b"text/plain", b"no handler for this path\n"), XML, keep_alive)
+        else:
+            self.respond(HttpReply(405, b"text/plain", b"method not allowed\n"), XML, keep_alive)
+
+    # -- replies ---------------------------------------------------------------------------------
+    def respond(self, reply, content_type: bytes, keep_alive: bool) -> None:
+        if type(reply) is bytes or type(reply) is HttpReply:
+            if not self.pending:
+                self._write(reply, content_type, keep_alive)
+                return
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(reply)
+        else:
+            fut = asyncio.ensure_future(reply)
+            fut.add_done_callback(self._flush)
+        self.pending.append((fut, content_type, keep_alive))
+
+    def _flush(self, _=None) -> None:
+        while self.pending and self.pending[0][0].done():
+            fut, content_type, keep_alive = self.pending.popleft()
+            if fut.cancelled():
+                continue
+            exc = fut.exception()
+            if exc is not None:
+                log.error("reply failed", exc_info=exc)
+                self.refuse(500, "internal error")
+                return
+            self._write(fut.result(), content_type, keep_alive)
+
+    def _write(self, reply, content_type: bytes, keep_alive: bool) -> None:
+        if self.closing:
+            return
+        close = not keep_alive
+        if type(reply) is bytes:
+            self.transport.write(b"%s%d\r\n\r\n%s" % (_HEAD_OK[content_type, close], len(reply), reply))
+        else:
+            self.transport.write(b"%s%d\r\n\r\n%s" % (_head(reply.status, reply.content_type, close),
+                                                     len(reply.body), reply.body))
+        if close:
+            self.closing = True
+            self.transport.close()
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answers with an error status and closes: used when the request itself can't be read."""
+        if self.closing:
+            return
+        body = message.encode() + b"\n"
+        self.transport.write(b"%s%d\r\n\r\n%s" % (_head(status, b"text/plain", True), len(body), body))
+        self.closing = True
+        self.transport.close()
+
+    def idle_check(self, now: float) -> None:
+        """Called about once a second: ends requests that take too long and idle keep-alive connections."""
+        cfg = self.server.config
+        if self.in_request:
+            if now - self.request_started > cfg.request_timeout:
+                self.refuse(408, "request not received in time")
+        elif not self.pending and now - self.last_active > cfg.idle_timeout:
+            self.closing = True
+            self.transport.close()

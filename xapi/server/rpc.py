@@ -1,0 +1,110 @@
+"""The RPC endpoints: request body in, reply body out, XML-RPC and JSON-RPC. No IO here.
+
+A reply is bytes for HTTP 200, an HttpReply for anything else, or a coroutine that yields one of
+those when the action is asynchronous (logins, long polls).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from xmlrpc.client import Fault
+
+from xapi import rpc
+from xapi.datamodel.errors import XapiError
+
+log = logging.getLogger("xapi.rpc")
+
+XML = b"text/xml"
+JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class HttpReply:
+    status: int
+    content_type: bytes
+    body: bytes
+
+
+def _internal(e: BaseException) -> XapiError:
+    log.exception("unexpected error in a call", exc_info=e)
+    return XapiError("INTERNAL_ERROR", f"{type(e).__name__}: {e}")
+
+
+class Endpoints:
+    def __init__(self, dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    # -- XML-RPC --------------------------------------------------------------------------------
+    def xml(self, ctx, body: bytes):
+        try:
+            params, method = rpc.loads(body)
+            if method is None:
+                raise rpc.CodecError("a methodCall was expected")
+        except (rpc.CodecError, Fault) as e:
+            # xapi answers a body it cannot parse with HTTP 500; we keep the envelope and the connection
+            return HttpReply(500, XML, rpc.dumps_failure(["INTERNAL_ERROR", f"cannot parse XML-RPC request: {e}"]))
+        try:
+            entry = self.dispatcher.lookup(ctx, method, params)
+            result = entry(ctx, params)
+        except XapiError as e:
+            return rpc.dumps_failure(e.description)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a XenAPI error, never a traceback
+            return rpc.dumps_failure(_internal(e).description)
+        if entry.is_async:
+            return self._xml_later(entry, result)
+        return self._xml_encode(entry, result)
+
+    @staticmethod
+    def _xml_encode(entry, result) -> bytes:
+        try:
+            if entry.raw:
+                return rpc.dumps((result,), methodresponse=True, ints_as_strings=True)
+            return rpc.dumps_success(result)
+        except Exception as e:  # noqa: BLE001 - a value that cannot be encoded
+            return rpc.dumps_failure(_internal(e).description)
+
+    async def _xml_later(self, entry, pending):
+        try:
+            result = await pending
+        except XapiError as e:
+            return rpc.dumps_failure(e.description)
+        except Exception as e:  # noqa: BLE001
+            return rpc.dumps_failure(_internal(e).description)
+        return self._xml_encode(entry, result)
+
+    # -- JSON-RPC -------------------------------------------------------------------------------
+    def json(self, ctx, body: bytes):
+        try:
+            method, params, rid, version = rpc.json_loads_request(body)
+        except rpc.CodecError as e:
+            rid = getattr(e, "id", None)
+            return HttpReply(500, JSON, rpc.json_dumps_failure(
+                ["INTERNAL_ERROR", f"cannot parse JSON-RPC request: {e}"], rid, 2))
+        if type(params) is not list:
+            return rpc.json_dumps_failure(["INTERNAL_ERROR", "parameters by name are not supported"], rid, version)
+        try:
+            entry = self.dispatcher.lookup(ctx, method, params)
+            result = entry(ctx, params)
+        except XapiError as e:
+            return rpc.json_dumps_failure(e.description, rid, version)
+        except Exception as e:  # noqa: BLE001
+            return rpc.json_dumps_failure(_internal(e).description, rid, version)
+        if entry.is_async:
+            return self._json_later(result, rid, version)
+        return self._json_encode(result, rid, version)
+
+    @staticmethod
+    def _json_encode(result, rid, version) -> bytes:
+        try:
+            return rpc.json_dumps_success(result, rid, version)
+        except Exception as e:  # noqa: BLE001
+            return rpc.json_dumps_failure(_internal(e).description, rid, version)
+
+    async def _json_later(self, pending, rid, version):
+        try:
+            result = await pending
+        except XapiError as e:
+            return rpc.json_dumps_failure(e.description, rid, version)
+        except Exception as e:  # noqa: BLE001
+            return rpc.json_dumps_failure(_internal(e).description, rid, version)
+        return self._json_encode(result, rid, version)
