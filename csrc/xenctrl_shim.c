@@ -1,0 +1,580 @@
+/*
+ * xenctrl_shim: see xenctrl_shim.h.  The pure-Python reference of the sim
+ * backend is xapi/xenctrl_ref.py; keep the two in step (defaults, limits,
+ * error numbers and messages).
+ */
+#define _GNU_SOURCE
+#include "xenctrl_shim.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef HAVE_LIBXENCTRL
+#include <xenctrl.h>
+#endif
+
+#define XCS_ERRLEN 512
+#define PAGES_PER_MIB (1024u * 1024u / XCS_PAGE_SIZE)
+
+struct xcs_ops {
+    const char *name;
+    int (*physinfo)(xcs_handle *h, xcs_physinfo_t *out);
+    int (*domain_list)(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
+                       int max);
+    void (*close)(xcs_handle *h);
+};
+
+/* ---------------------------------------------------------------- sim -- */
+
+struct sim_domain {
+    uint32_t domid;
+    uint8_t handle[16];
+    uint8_t dying, shutdown, paused, blocked, hvm;
+    uint32_t shutdown_reason;
+    uint64_t tot_pages;
+    uint64_t max_pages;
+    uint32_t vcpus;
+    uint64_t cpu_time_base;  /* ns accumulated before run_since */
+    int64_t run_since;       /* monotonic ns when it last started running */
+};
+
+struct sim_host {
+    pthread_mutex_t lock;
+    uint64_t total_pages;
+    uint32_t cpus;
+    uint32_t cpu_khz;
+    uint32_t load_pct;
+    struct sim_domain *doms; /* sorted by domid */
+    size_t ndoms;
+    size_t cap;
+};
+
+#ifdef HAVE_LIBXENCTRL
+/* A xentoollog logger that keeps the last error instead of printing it. */
+struct xcs_logger {
+    xentoollog_logger base;
+    char last[XCS_ERRLEN];
+};
+#endif
+
+struct xcs_handle {
+    const struct xcs_ops *ops;
+    char last_error[XCS_ERRLEN];
+    struct sim_host *sim;
+#ifdef HAVE_LIBXENCTRL
+    xc_interface *xch;
+    struct xcs_logger logger;
+#endif
+};
+
+static int set_error(xcs_handle *h, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int set_error(xcs_handle *h, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(h->last_error, sizeof(h->last_error), fmt, ap);
+    va_end(ap);
+    return -err;
+}
+
+static void put_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void put_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sim config limits; mirrored in xapi/xenctrl_ref.py. */
+#define SIM_MAX_MEMORY_MIB (1ull << 30)
+#define SIM_MAX_CPUS 4096ull
+#define SIM_MAX_CPU_MHZ 1000000ull
+
+struct sim_key {
+    const char *name;
+    unsigned long long min, max;
+};
+
+enum { K_MEMORY, K_CPUS, K_MHZ, K_DOM0_MEM, K_DOM0_VCPUS, K_LOAD, K_COUNT };
+
+static const struct sim_key sim_keys[K_COUNT] = {
+    [K_MEMORY] = {"memory_mib", 1, SIM_MAX_MEMORY_MIB},
+    [K_CPUS] = {"cpus", 1, SIM_MAX_CPUS},
+    [K_MHZ] = {"cpu_mhz", 1, SIM_MAX_CPU_MHZ},
+    [K_DOM0_MEM] = {"dom0_memory_mib", 1, SIM_MAX_MEMORY_MIB},
+    [K_DOM0_VCPUS] = {"dom0_vcpus", 1, SIM_MAX_CPUS},
+    [K_LOAD] = {"load_pct", 0, 100},
+};
+
+static int is_blank(char c) { return c == ' ' || c == '\t'; }
+
+/* Parse "key=value,..." into vals/set.  Returns 0 or -EINVAL with err. */
+static int sim_parse(const char *cfg, unsigned long long vals[K_COUNT],
+                     int set[K_COUNT], char *err, size_t errlen)
+{
+    const char *p = cfg ? cfg : "";
+    while (1) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *a = p, *b = p + n;
+        while (a < b && is_blank(*a)) a++;
+        while (b > a && is_blank(b[-1])) b--;
+        if (a < b) {
+            const char *eq = memchr(a, '=', (size_t)(b - a));
+            const char *k1, *v0, *v1;
+            int key = -1, i;
+            if (!eq) {
+                put_err(err, errlen, "sim config: item '%.*s' is not key=value",
+                        (int)(b - a), a);
+                return -EINVAL;
+            }
+            k1 = eq;
+            while (k1 > a && is_blank(k1[-1])) k1--;
+            v0 = eq + 1;
+            while (v0 < b && is_blank(*v0)) v0++;
+            v1 = b;
+            for (i = 0; i < K_COUNT; i++) {
+                if (strlen(sim_keys[i].name) == (size_t)(k1 - a) &&
+                    memcmp(sim_keys[i].name, a, (size_t)(k1 - a)) == 0) {
+                    key = i;
+                    break;
+                }
+            }
+            if (key < 0) {
+                put_err(err, errlen, "sim config: unknown key '%.*s'",
+                        (int)(k1 - a), a);
+                return -EINVAL;
+            }
+            {
+                unsigned long long v = 0;
+                int ok = v0 < v1;
+                const char *q;
+                for (q = v0; ok && q < v1; q++) {
+                    if (*q < '0' || *q > '9') {
+                        ok = 0;
+                        break;
+                    }
+                    v = v * 10 + (unsigned long long)(*q - '0');
+                    if (v > sim_keys[key].max)
+                        ok = 0; /* also stops before overflow */
+                }
+                if (ok && v < sim_keys[key].min)
+                    ok = 0;
+                if (!ok) {
+                    put_err(err, errlen,
+                            "sim config: bad value '%.*s' for %s (expected an "
+                            "integer in [%llu, %llu])",
+                            (int)(v1 - v0), v0, sim_keys[key].name,
+                            sim_keys[key].min, sim_keys[key].max);
+                    return -EINVAL;
+                }
+                vals[key] = v;
+                set[key] = 1;
+            }
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+static uint64_t sim_cpu_time(const struct sim_host *s,
+                             const struct sim_domain *d, int64_t now)
+{
+    uint64_t t = d->cpu_time_base;
+    if (d->run_since >= 0 && now > d->run_since) {
+        uint64_t elapsed = (uint64_t)(now - d->run_since);
+#ifdef __SIZEOF_INT128__
+        unsigned __int128 x = (unsigned __int128)elapsed * d->vcpus * s->load_pct;
+        t += (uint64_t)(x / 100);
+#else
+        t += (uint64_t)((long double)elapsed * d->vcpus * s->load_pct / 100);
+#endif
+    }
+    return t;
+}
+
+static int sim_physinfo(xcs_handle *h, xcs_physinfo_t *out)
+{
+    struct sim_host *s = h->sim;
+    uint64_t used = 0;
+    size_t i;
+    pthread_mutex_lock(&s->lock);
+    for (i = 0; i < s->ndoms; i++)
+        used += s->doms[i].tot_pages;
+    memset(out, 0, sizeof(*out));
+    out->nr_cpus = s->cpus;
+    out->threads_per_core = 1;
+    out->cores_per_socket = s->cpus;
+    out->nr_nodes = 1;
+    out->cpu_khz = s->cpu_khz;
+    out->total_pages = s->total_pages;
+    out->free_pages = used > s->total_pages ? 0 : s->total_pages - used;
+    out->scrub_pages = 0;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+static int sim_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
+                           int max)
+{
+    struct sim_host *s = h->sim;
+    int64_t now = now_ns();
+    int n = 0;
+    size_t i;
+    pthread_mutex_lock(&s->lock);
+    for (i = 0; i < s->ndoms && n < max; i++) {
+        const struct sim_domain *d = &s->doms[i];
+        xcs_dominfo_t *o;
+        if (d->domid < first)
+            continue;
+        o = &out[n++];
+        memset(o, 0, sizeof(*o));
+        o->domid = d->domid;
+        memcpy(o->handle, d->handle, sizeof(o->handle));
+        o->dying = d->dying;
+        o->shutdown = d->shutdown;
+        o->paused = d->paused;
+        o->blocked = d->blocked;
+        o->running = d->run_since >= 0;
+        o->hvm = d->hvm;
+        o->shutdown_reason = d->shutdown ? d->shutdown_reason : 0;
+        o->tot_pages = d->tot_pages;
+        o->max_pages = d->max_pages;
+        o->nr_online_vcpus = d->vcpus;
+        o->max_vcpu_id = d->vcpus ? d->vcpus - 1 : 0xffffffffu;
+        o->cpu_time = sim_cpu_time(s, d, now);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+static void sim_close(xcs_handle *h)
+{
+    if (h->sim) {
+        pthread_mutex_destroy(&h->sim->lock);
+        free(h->sim->doms);
+        free(h->sim);
+        h->sim = NULL;
+    }
+}
+
+static const struct xcs_ops sim_ops = {
+    "sim", sim_physinfo, sim_domain_list, sim_close,
+};
+
+static int sim_open(xcs_handle *h, const char *cfg, char *err, size_t errlen)
+{
+    unsigned long long vals[K_COUNT] = {0};
+    int set[K_COUNT] = {0};
+    struct sim_host *s;
+    struct sim_domain *d0;
+    unsigned long long memory, dom0_mem, dom0_vcpus;
+    int rc = sim_parse(cfg, vals, set, err, errlen);
+    if (rc < 0)
+        return rc;
+    memory = set[K_MEMORY] ? vals[K_MEMORY] : 16384;
+    if (!set[K_CPUS]) vals[K_CPUS] = 4;
+    if (!set[K_MHZ]) vals[K_MHZ] = 2400;
+    if (!set[K_LOAD]) vals[K_LOAD] = 10;
+    dom0_mem = set[K_DOM0_MEM] ? vals[K_DOM0_MEM] : (memory < 1024 ? memory : 1024);
+    dom0_vcpus = set[K_DOM0_VCPUS] ? vals[K_DOM0_VCPUS] : vals[K_CPUS];
+    if (dom0_mem > memory) {
+        put_err(err, errlen, "sim config: dom0_memory_mib (%llu) exceeds memory_mib (%llu)",
+                dom0_mem, memory);
+        return -EINVAL;
+    }
+    if (dom0_vcpus > vals[K_CPUS]) {
+        put_err(err, errlen, "sim config: dom0_vcpus (%llu) exceeds cpus (%llu)",
+                dom0_vcpus, vals[K_CPUS]);
+        return -EINVAL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s || !(s->doms = calloc(8, sizeof(*s->doms)))) {
+        free(s);
+        put_err(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    s->cap = 8;
+    s->total_pages = memory * PAGES_PER_MIB;
+    s->cpus = (uint32_t)vals[K_CPUS];
+    s->cpu_khz = (uint32_t)(vals[K_MHZ] * 1000);
+    s->load_pct = (uint32_t)vals[K_LOAD];
+
+    /* Domain 0: the control domain, always running, PV, all-zero handle. */
+    d0 = &s->doms[s->ndoms++];
+    d0->domid = 0;
+    d0->tot_pages = dom0_mem * PAGES_PER_MIB;
+    d0->max_pages = d0->tot_pages;
+    d0->vcpus = (uint32_t)dom0_vcpus;
+    d0->run_since = now_ns();
+
+    h->sim = s;
+    h->ops = &sim_ops;
+    return 0;
+}
+
+/* ----------------------------------------------------------------- xc -- */
+
+#ifdef HAVE_LIBXENCTRL
+
+static void quiet_vmessage(xentoollog_logger *logger, xentoollog_level level,
+                           int errnoval, const char *context,
+                           const char *format, va_list al)
+{
+    struct xcs_logger *l = (struct xcs_logger *)logger;
+    char msg[XCS_ERRLEN / 2];
+    (void)context;
+    if (level < XTL_ERROR)
+        return;
+    vsnprintf(msg, sizeof(msg), format, al);
+    if (errnoval >= 0)
+        snprintf(l->last, sizeof(l->last), "%s: %s", msg, strerror(errnoval));
+    else
+        snprintf(l->last, sizeof(l->last), "%s", msg);
+}
+
+static void quiet_progress(xentoollog_logger *logger, const char *context,
+                           const char *doing_what, int percent,
+                           unsigned long done, unsigned long total)
+{
+    (void)logger; (void)context; (void)doing_what; (void)percent;
+    (void)done; (void)total;
+}
+
+static void quiet_destroy(xentoollog_logger *logger)
+{
+    (void)logger; /* embedded in the handle: nothing to free */
+}
+
+static int xc_fail(xcs_handle *h, const char *what)
+{
+    int e = errno ? errno : EIO;
+    if (h->logger.last[0])
+        set_error(h, e, "%s: %s (libxenctrl: %s)", what, strerror(e), h->logger.last);
+    else
+        set_error(h, e, "%s: %s", what, strerror(e));
+    h->logger.last[0] = '\0';
+    return -e;
+}
+
+static int xcb_physinfo(xcs_handle *h, xcs_physinfo_t *out)
+{
+    xc_physinfo_t pi;
+    memset(&pi, 0, sizeof(pi));
+    errno = 0;
+    if (xc_physinfo(h->xch, &pi) != 0)
+        return xc_fail(h, "xc_physinfo");
+    memset(out, 0, sizeof(*out));
+    out->nr_cpus = pi.nr_cpus;
+    out->threads_per_core = pi.threads_per_core;
+    out->cores_per_socket = pi.cores_per_socket;
+    out->nr_nodes = pi.nr_nodes;
+    out->cpu_khz = pi.cpu_khz;
+    out->total_pages = pi.total_pages;
+    out->free_pages = pi.free_pages;
+    out->scrub_pages = pi.scrub_pages;
+    return 0;
+}
+
+static int xcb_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
+                           int max)
+{
+    xc_domaininfo_t *info;
+    int n, i;
+    if (first > 0xffff)   /* domid_t is 16 bits */
+        return 0;
+    info = calloc((size_t)max, sizeof(*info));
+    if (!info)
+        return set_error(h, ENOMEM, "out of memory");
+    errno = 0;
+    n = xc_domain_getinfolist(h->xch, first, (unsigned int)max, info);
+    if (n < 0) {
+        int rc = xc_fail(h, "xc_domain_getinfolist");
+        free(info);
+        return rc;
+    }
+    for (i = 0; i < n; i++) {
+        const xc_domaininfo_t *d = &info[i];
+        xcs_dominfo_t *o = &out[i];
+        memset(o, 0, sizeof(*o));
+        o->domid = d->domain;
+        memcpy(o->handle, d->handle, sizeof(o->handle));
+        o->dying = !!(d->flags & XEN_DOMINF_dying);
+        o->shutdown = !!(d->flags & XEN_DOMINF_shutdown);
+        o->paused = !!(d->flags & XEN_DOMINF_paused);
+        o->blocked = !!(d->flags & XEN_DOMINF_blocked);
+        o->running = !!(d->flags & XEN_DOMINF_running);
+        o->hvm = !!(d->flags & XEN_DOMINF_hvm_guest);
+        o->shutdown_reason =
+            (d->flags >> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask;
+        o->tot_pages = d->tot_pages;
+        o->max_pages = d->max_pages;
+        o->nr_online_vcpus = d->nr_online_vcpus;
+        o->max_vcpu_id = d->max_vcpu_id;
+        o->cpu_time = d->cpu_time;
+    }
+    free(info);
+    return n;
+}
+
+static void xcb_close(xcs_handle *h)
+{
+    if (h->xch) {
+        xc_interface_close(h->xch);
+        h->xch = NULL;
+    }
+}
+
+static const struct xcs_ops xc_ops = {
+    "xc", xcb_physinfo, xcb_domain_list, xcb_close,
+};
+
+static int xc_open_backend(xcs_handle *h, char *err, size_t errlen)
+{
+    int e;
+    h->logger.base.vmessage = quiet_vmessage;
+    h->logger.base.progress = quiet_progress;
+    h->logger.base.destroy = quiet_destroy;
+    h->logger.last[0] = '\0';
+    errno = 0;
+    h->xch = xc_interface_open(&h->logger.base, &h->logger.base, 0);
+    if (h->xch) {
+        h->ops = &xc_ops;
+        return 0;
+    }
+    e = errno ? errno : EIO;
+    if (h->logger.last[0])
+        put_err(err, errlen, "cannot open the hypervisor interface: %s",
+                h->logger.last);
+    else
+        put_err(err, errlen, "cannot open the hypervisor interface: %s",
+                strerror(e));
+    return -e;
+}
+
+#endif /* HAVE_LIBXENCTRL */
+
+/* ---------------------------------------------------------------- API -- */
+
+int xcs_have_libxenctrl(void)
+{
+#ifdef HAVE_LIBXENCTRL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int xcs_open(const char *backend, const char *sim_config, xcs_handle **out,
+             char *err, size_t errlen)
+{
+    xcs_handle *h;
+    int rc;
+    if (err && errlen)
+        err[0] = '\0';
+    if (!out) {
+        put_err(err, errlen, "out is NULL");
+        return -EINVAL;
+    }
+    *out = NULL;
+    if (!backend || !*backend)
+        backend = "sim";
+    if (strcmp(backend, "sim") != 0 && strcmp(backend, "xc") != 0) {
+        put_err(err, errlen, "unknown backend '%s' (expected 'sim' or 'xc')", backend);
+        return -EINVAL;
+    }
+    if (strcmp(backend, "xc") == 0) {
+#ifndef HAVE_LIBXENCTRL
+        put_err(err, errlen, "the xc backend is unavailable: built without libxenctrl");
+        return -ENOSYS;
+#else
+        if (sim_config && *sim_config) {
+            put_err(err, errlen, "sim_config is only for the sim backend");
+            return -EINVAL;
+        }
+#endif
+    }
+    h = calloc(1, sizeof(*h));
+    if (!h) {
+        put_err(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    if (strcmp(backend, "sim") == 0)
+        rc = sim_open(h, sim_config, err, errlen);
+    else
+#ifdef HAVE_LIBXENCTRL
+        rc = xc_open_backend(h, err, errlen);
+#else
+        rc = -ENOSYS; /* not reached */
+#endif
+    if (rc < 0) {
+        free(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+const char *xcs_backend(const xcs_handle *h)
+{
+    return h && h->ops ? h->ops->name : "";
+}
+
+const char *xcs_last_error(const xcs_handle *h)
+{
+    return h ? h->last_error : "";
+}
+
+int xcs_physinfo(xcs_handle *h, xcs_physinfo_t *out)
+{
+    if (!h || !h->ops)
+        return -EBADF;
+    if (!out)
+        return set_error(h, EINVAL, "out is NULL");
+    h->last_error[0] = '\0';
+    return h->ops->physinfo(h, out);
+}
+
+int xcs_domain_list(xcs_handle *h, uint32_t first_domid, xcs_dominfo_t *out,
+                    int max)
+{
+    if (!h || !h->ops)
+        return -EBADF;
+    if (max < 0 || (max > 0 && !out))
+        return set_error(h, EINVAL, "bad output buffer");
+    h->last_error[0] = '\0';
+    if (max == 0)
+        return 0;
+    return h->ops->domain_list(h, first_domid, out, max);
+}
+
+void xcs_close(xcs_handle *h)
+{
+    if (!h)
+        return;
+    if (h->ops)
+        h->ops->close(h);
+    free(h);
+}
