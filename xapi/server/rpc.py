@@ -25,6 +25,18 @@ class HttpReply:
     body: bytes
 
 
+def _xml_failure(description: list) -> bytes:
+    """The failure envelope; parameters that came in over JSON may hold characters XML can't carry."""
+    try:
+        return rpc.dumps_failure(description)
+    except rpc.CodecError:
+        return rpc.dumps_failure([str(x).encode("ascii", "backslashreplace").decode("ascii")
+                                  .translate(_CONTROL) for x in description])
+
+
+_CONTROL = {c: "?" for c in range(32) if c not in (9, 10, 13)}
+
+
 def _internal(e: BaseException) -> XapiError:
     log.exception("unexpected error in a call", exc_info=e)
     return XapiError("INTERNAL_ERROR", f"{type(e).__name__}: {e}")
@@ -42,14 +54,14 @@ class Endpoints:
                 raise rpc.CodecError("a methodCall was expected")
         except (rpc.CodecError, Fault) as e:
             # xapi answers a body it cannot parse with HTTP 500; we keep the envelope and the connection
-            return HttpReply(500, XML, rpc.dumps_failure(["INTERNAL_ERROR", f"cannot parse XML-RPC request: {e}"]))
+            return HttpReply(500, XML, _xml_failure(["INTERNAL_ERROR", f"cannot parse XML-RPC request: {e}"]))
         try:
             entry = self.dispatcher.lookup(ctx, method, params)
             result = entry(ctx, params)
         except XapiError as e:
-            return rpc.dumps_failure(e.description)
+            return _xml_failure(e.description)
         except Exception as e:  # noqa: BLE001 - every failure becomes a XenAPI error, never a traceback
-            return rpc.dumps_failure(_internal(e).description)
+            return _xml_failure(_internal(e).description)
         if entry.is_async:
             return self._xml_later(entry, result)
         return self._xml_encode(entry, result)
@@ -61,15 +73,15 @@ class Endpoints:
                 return rpc.dumps((result,), methodresponse=True, ints_as_strings=True)
             return rpc.dumps_success(result)
         except Exception as e:  # noqa: BLE001 - a value that cannot be encoded
-            return rpc.dumps_failure(_internal(e).description)
+            return _xml_failure(_internal(e).description)
 
     async def _xml_later(self, entry, pending):
         try:
             result = await pending
         except XapiError as e:
-            return rpc.dumps_failure(e.description)
+            return _xml_failure(e.description)
         except Exception as e:  # noqa: BLE001
-            return rpc.dumps_failure(_internal(e).description)
+            return _xml_failure(_internal(e).description)
         return self._xml_encode(entry, result)
 
     # -- JSON-RPC -------------------------------------------------------------------------------
