@@ -11,7 +11,9 @@ import re
 
 import cffi
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# setuptools refuses absolute paths in setup() arguments: name sources relative to the working directory
+# (the repository root when setup.py runs).
+HERE = os.path.relpath(os.path.dirname(os.path.abspath(__file__)))
 HEADER = os.path.join(HERE, "xenctrl_shim.h")
 
 
