@@ -67,7 +67,7 @@ class Daemon:
         self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address)
         self.coordinator_address = address
         self.sessions = Sessions(self.db, self.host_ref)
-        self.dispatcher = Dispatcher(resolve)
+        self.dispatcher = Dispatcher(resolve, self.db, self.sessions.by_ref)
         self.endpoints = Endpoints(self.dispatcher)
 
     @property

@@ -4,6 +4,7 @@ import xmlrpc.client
 from xapi import datamodel as dm
 from xapi.actions.accessors import accessor
 from xapi.datamodel import types
+from xapi.db.schema import new_database
 from xapi.dispatch import Dispatcher
 from xapi.forwarding import resolve
 
@@ -33,14 +34,15 @@ def test_known_facts():
 
 
 def test_every_implicit_accessor_is_generic_except_constructors():
+    db = new_database()
     for c in dm.CLASSES.values():
         for m in c.messages.values():
             if m.implicit and m.name not in ("create", "destroy"):
-                assert accessor(m) is not None, m.wire_name
+                assert accessor(m, db) is not None, m.wire_name
 
 
 def test_dispatch_table_covers_the_datamodel():
-    d = Dispatcher(resolve)
+    d = Dispatcher(resolve, new_database(), {})
     n = sum(len(c.messages) for c in dm.CLASSES.values())
     assert len(d.method_names) == n + 1            # and system.listMethods
     assert d.entries["VM_get_record"] is d.entries["VM.get_record"]

@@ -11,7 +11,7 @@ from .accessors import accessor
 MODULES = {"session": "xapi.actions.session"}
 
 
-def action(message: dm.Message):
+def action(message: dm.Message, db):
     """The local implementation of a message, or None when there is none yet."""
     module = MODULES.get(message.cls)
     if module is not None:
@@ -19,5 +19,5 @@ def action(message: dm.Message):
         if fn is not None:
             return fn
     if message.implicit:
-        return accessor(message)
+        return accessor(message, db)
     return None

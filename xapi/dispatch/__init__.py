@@ -22,18 +22,20 @@ def _denied(message: dm.Message) -> XapiError:
 class Entry:
     """How to call one message: checks in xapi's order (arity, types, session, RBAC), then the action."""
 
-    __slots__ = ("name", "message", "nparams", "min_params", "defaults", "convs", "takes_session",
-                 "roles", "handler", "is_async", "raw")
+    __slots__ = ("name", "message", "nparams", "min_params", "defaults", "convs", "conv1", "skip",
+                 "sessions", "roles", "handler", "is_async", "raw")
 
-    def __init__(self, name: str, message: dm.Message | None, handler, *, nparams: int, takes_session: bool,
-                 convs=(), defaults=(), roles=frozenset(), raw: bool = False) -> None:
+    def __init__(self, name: str, message: dm.Message | None, handler, sessions: dict, *, nparams: int,
+                 takes_session: bool, convs=(), defaults=(), roles=frozenset(), raw: bool = False) -> None:
         self.name = name
         self.message = message
         self.nparams = nparams
         self.defaults = tuple(defaults)
         self.min_params = nparams - len(self.defaults)
         self.convs = tuple(convs)
-        self.takes_session = takes_session
+        self.conv1 = self.convs[0] if len(self.convs) == 1 else None   # the common one-argument case
+        self.skip = 1 if takes_session else 0
+        self.sessions = sessions            # ref -> Session, shared with the session table
         self.roles = roles
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
@@ -41,16 +43,21 @@ class Entry:
 
     def __call__(self, ctx, params):
         """Runs the call for connection `ctx`; returns the value, or a coroutine for async actions."""
-        skip = 1 if self.takes_session else 0
+        skip = self.skip
         received = len(params) - skip
         if received != self.nparams:
             if self.min_params <= received < self.nparams:
                 params = list(params) + [v for _, v in self.defaults[received - self.min_params:]]
             else:
                 raise XapiError("MESSAGE_PARAMETER_COUNT_MISMATCH", self.name, self.min_params, max(received, 0))
-        args = [conv(v) for conv, v in zip(self.convs, params[skip:])] if self.convs else params[skip:]
+        if self.conv1 is not None:
+            args = (self.conv1(params[skip]),)
+        else:
+            args = [conv(v) for conv, v in zip(self.convs, params[skip:])]
         if skip:
-            session = ctx.app.sessions.get(params[0])
+            session = self.sessions.get(params[0]) if type(params[0]) is str else None
+            if session is None:
+                raise XapiError("SESSION_INVALID", params[0])
             if not session.superuser and session.role not in self.roles:
                 raise _denied(self.message)
         else:
@@ -59,22 +66,24 @@ class Entry:
 
 
 class Dispatcher:
-    def __init__(self, resolve) -> None:
-        """`resolve(message) -> callable | None` gives the forwarding layer's callable for a message."""
+    def __init__(self, resolve, db, sessions: dict) -> None:
+        """`resolve(message, db) -> callable | None` gives the forwarding layer's callable for a message;
+        `sessions` maps live session refs to sessions."""
         self.entries: dict[str, Entry] = {}
         for cls in dm.CLASSES.values():
             for m in cls.messages.values():
-                handler = resolve(m)
+                handler = resolve(m, db)
                 if handler is None:
                     handler = _not_implemented(m.wire_name)
                 defaults = PARAM_DEFAULTS.get(m.wire_name, ())
-                entry = Entry(m.wire_name, m, handler, nparams=len(m.params), takes_session=m.takes_session,
+                entry = Entry(m.wire_name, m, handler, sessions, nparams=len(m.params), takes_session=m.takes_session,
                               convs=[converter(p.type, p.name) for p in m.params], defaults=defaults,
                               roles=m.roles)
                 self.entries[m.wire_name] = entry
                 self.entries[f"{cls.name}_{m.name}"] = entry
-        self.entries["system.listMethods"] = Entry("system.listMethods", None, self._list_methods, nparams=0,
+        self.entries["system.listMethods"] = Entry("system.listMethods", None, self._list_methods, sessions, nparams=0,
                                                    takes_session=False, raw=True)
+        self.sessions = sessions
         self.method_names = sorted(n for n, e in self.entries.items() if n == e.name)
 
     def _list_methods(self, ctx, session):
@@ -84,8 +93,9 @@ class Dispatcher:
         entry = self.entries.get(name)
         if entry is None:
             # xapi checks the session before saying the method is unknown
-            if params and type(params[0]) is str and params[0].startswith("OpaqueRef:"):
-                ctx.app.sessions.get(params[0])
+            if params and type(params[0]) is str and params[0].startswith("OpaqueRef:") \
+                    and params[0] not in self.sessions:
+                raise XapiError("SESSION_INVALID", params[0])
             raise XapiError("MESSAGE_METHOD_UNKNOWN", name)
         return entry
 

@@ -19,8 +19,8 @@ EMERGENCY_CALLS = frozenset({
 })
 
 
-def resolve(message: dm.Message):
-    fn = action(message)
+def resolve(message: dm.Message, db):
+    fn = action(message, db)
     if fn is None or message.wire_name in EMERGENCY_CALLS:
         return fn
 

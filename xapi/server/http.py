@@ -99,37 +99,37 @@ class HttpProtocol(asyncio.Protocol):
         return False
 
     # -- httptools callbacks ---------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self.in_request = True
-        self.request_started = self.last_active
-        self.url = b""
-        self.headers = []
-        self.body = []
-        self.body_len = 0
-
+    # A request starts with its URL (httptools may deliver it in pieces); no on_message_begin saves a
+    # callback per request.
     def on_url(self, url: bytes) -> None:
+        if not self.in_request:
+            self.in_request = True
+            self.request_started = self.last_active
+            self.url = url
+            self.headers = []
+            self.body_len = 0
+            return
         self.url += url
         if len(self.url) > 65536:
             raise Reject(414, "URL too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if len(self.headers) > 256:
+        headers = self.headers
+        headers.append((name, value))
+        if len(headers) > 256:
             raise Reject(400, "too many headers")
-
-    def on_headers_complete(self) -> None:
-        limit = self.server.config.max_request_size
-        for name, value in self.headers:
-            lname = name.lower()
-            if lname == b"content-length":
-                try:
-                    size = int(value)
-                except ValueError:
-                    raise Reject(400, "bad Content-Length") from None
-                if size > limit:
-                    raise Reject(413, f"request body of {size} bytes exceeds the limit of {limit}")
-            elif lname == b"expect" and value.lower() == b"100-continue":
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # only two headers matter before the body arrives; compare lengths first, it's the hot path
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            try:
+                size = int(value)
+            except ValueError:
+                raise Reject(400, "bad Content-Length") from None
+            limit = self.server.config.max_request_size
+            if size > limit:
+                raise Reject(413, f"request body of {size} bytes exceeds the limit of {limit}")
+        elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
@@ -145,8 +145,8 @@ class HttpProtocol(asyncio.Protocol):
         method = self.parser.get_method()
         endpoints = self.server.endpoints
         if method == b"POST":
-            path = self.url.split(b"?", 1)[0]
-            if path == b"/jsonrpc" or path == b"/json":
+            url = self.url
+            if url == b"/jsonrpc" or url.split(b"?", 1)[0] in (b"/jsonrpc", b"/json"):
                 self.respond(endpoints.json(self, body), JSON, keep_alive)
             else:
                 self.respond(endpoints.xml(self, body), XML, keep_alive)
