@@ -8,14 +8,19 @@ from xapi import datamodel as dm
 from .accessors import accessor
 
 # datamodel class -> module of its explicit messages
-MODULES = {"session": "xapi.actions.session"}
+MODULES = {
+    "session": "xapi.actions.session",
+    "event": "xapi.actions.event",
+    "task": "xapi.actions.task",
+}
 
 
 def action(message: dm.Message, db):
     """The local implementation of a message, or None when there is none yet."""
     module = MODULES.get(message.cls)
     if module is not None:
-        fn = getattr(importlib.import_module(module), message.name, None)
+        mod = importlib.import_module(module)
+        fn = getattr(mod, message.name, None) or getattr(mod, message.name + "_", None)  # from_: a keyword
         if fn is not None:
             return fn
     if message.implicit:

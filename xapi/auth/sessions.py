@@ -30,6 +30,7 @@ class Sessions:
         self.db = db
         self.host_ref = host_ref
         self.by_ref: dict[str, Session] = {}
+        self.on_destroy: list = []          # callbacks(ref): e.g. wake that session's long polls
 
     def create(self, user: str, *, superuser: bool, role: str = SUPERUSER_ROLE, originator: str = "",
                pool: bool = False) -> Session:
@@ -51,3 +52,5 @@ class Sessions:
         if s is None:
             raise XapiError("SESSION_INVALID", ref)
         self.db.table("session").remove(ref)
+        for callback in self.on_destroy:
+            callback(ref)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import inspect
 
-from xapi import datamodel as dm
+from xapi import datamodel as dm, events
+from xapi.datamodel import flags
 from xapi.datamodel.defaults import PARAM_DEFAULTS
 from xapi.datamodel.errors import XapiError
 
@@ -23,10 +24,11 @@ class Entry:
     """How to call one message: checks in xapi's order (arity, types, session, RBAC), then the action."""
 
     __slots__ = ("name", "message", "nparams", "min_params", "defaults", "convs", "conv1", "skip",
-                 "sessions", "roles", "handler", "is_async", "raw")
+                 "sessions", "roles", "handler", "is_async", "raw", "readonly", "xml_prepare")
 
     def __init__(self, name: str, message: dm.Message | None, handler, sessions: dict, *, nparams: int,
-                 takes_session: bool, convs=(), defaults=(), roles=frozenset(), raw: bool = False) -> None:
+                 takes_session: bool, convs=(), defaults=(), roles=frozenset(), raw: bool = False,
+                 readonly: bool = False, xml_prepare=None) -> None:
         self.name = name
         self.message = message
         self.nparams = nparams
@@ -40,6 +42,8 @@ class Entry:
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
         self.raw = raw                      # reply without the Status/Value envelope (system.listMethods)
+        self.readonly = readonly            # cannot write: no event delivery after it
+        self.xml_prepare = xml_prepare      # result -> value to encode with ints kept typed (event.from)
 
     def __call__(self, ctx, params):
         """Runs the call for connection `ctx`; returns the value, or a coroutine for async actions."""
@@ -75,12 +79,16 @@ class Dispatcher:
                 handler = resolve(m, db)
                 if handler is None:
                     handler = _not_implemented(m.wire_name)
-                defaults = PARAM_DEFAULTS.get(m.wire_name, ())
-                entry = Entry(m.wire_name, m, handler, sessions, nparams=len(m.params), takes_session=m.takes_session,
-                              convs=[converter(p.type, p.name) for p in m.params], defaults=defaults,
-                              roles=m.roles)
+                common = dict(nparams=len(m.params), takes_session=m.takes_session,
+                              convs=[converter(p.type, p.name) for p in m.params],
+                              defaults=PARAM_DEFAULTS.get(m.wire_name, ()), roles=m.roles)
+                entry = Entry(m.wire_name, m, handler, sessions, readonly=flags.readonly(m),
+                              xml_prepare=events.xml_prepare if m.result.kind == "event_batch" else None, **common)
                 self.entries[m.wire_name] = entry
                 self.entries[f"{cls.name}_{m.name}"] = entry
+                if flags.has_async(m):
+                    name = f"Async.{m.wire_name}"
+                    self.entries[name] = Entry(name, m, _spawner(name, handler), sessions, **common)
         self.entries["system.listMethods"] = Entry("system.listMethods", None, self._list_methods, sessions, nparams=0,
                                                    takes_session=False, raw=True)
         self.sessions = sessions
@@ -96,8 +104,17 @@ class Dispatcher:
             if params and type(params[0]) is str and params[0].startswith("OpaqueRef:") \
                     and params[0] not in self.sessions:
                 raise XapiError("SESSION_INVALID", params[0])
+            if name.startswith("Async.") and name[6:] in self.entries:
+                raise XapiError("Fault", f"No async mode for this operation (rpc: {name})")
             raise XapiError("MESSAGE_METHOD_UNKNOWN", name)
         return entry
+
+
+def _spawner(name: str, handler):
+    """An Async form: starts the call as a task and answers with the task's ref at once."""
+    def spawn(ctx, session, *args):
+        return ctx.app.tasks.spawn(name, handler, ctx, session, args)
+    return spawn
 
 
 def _not_implemented(name: str):

@@ -8,20 +8,12 @@ import inspect
 from xapi import datamodel as dm
 from xapi.actions import action
 from xapi.datamodel.errors import XapiError
-
-# Calls a member still answers itself when it cannot reach the coordinator (xapi's emergency_calls).
-EMERGENCY_CALLS = frozenset({
-    "pool.emergency_transition_to_master", "pool.emergency_reset_master", "pool.ping_slave",
-    "session.slave_local_login", "session.slave_local_login_with_password", "session.local_logout",
-    "host.propose_new_master", "host.commit_new_master", "host.abort_new_master",
-    "host.local_management_reconfigure", "host.emergency_ha_disable", "host.management_disable",
-    "host.is_in_emergency_mode", "host.shutdown_agent",
-})
+from xapi.datamodel.flags import forwarding
 
 
 def resolve(message: dm.Message, db):
     fn = action(message, db)
-    if fn is None or message.wire_name in EMERGENCY_CALLS:
+    if fn is None or forwarding(message) == "emergency":
         return fn
 
     if inspect.iscoroutinefunction(fn):

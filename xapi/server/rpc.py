@@ -43,8 +43,9 @@ def _internal(e: BaseException) -> XapiError:
 
 
 class Endpoints:
-    def __init__(self, dispatcher) -> None:
+    def __init__(self, dispatcher, hub) -> None:
         self.dispatcher = dispatcher
+        self.poke = hub.poke      # after any call that may have written: wake event waiters
 
     # -- XML-RPC --------------------------------------------------------------------------------
     def xml(self, ctx, body: bytes):
@@ -59,9 +60,13 @@ class Endpoints:
             entry = self.dispatcher.lookup(ctx, method, params)
             result = entry(ctx, params)
         except XapiError as e:
+            self.poke()
             return _xml_failure(e.description)
         except Exception as e:  # noqa: BLE001 - every failure becomes a XenAPI error, never a traceback
+            self.poke()
             return _xml_failure(_internal(e).description)
+        if not entry.readonly:
+            self.poke()
         if entry.is_async:
             return self._xml_later(entry, result)
         return self._xml_encode(entry, result)
@@ -71,6 +76,8 @@ class Endpoints:
         try:
             if entry.raw:
                 return rpc.dumps((result,), methodresponse=True, ints_as_strings=True)
+            if entry.xml_prepare is not None:
+                return rpc.dumps_success(entry.xml_prepare(result), ints_as_strings=False)
             return rpc.dumps_success(result)
         except Exception as e:  # noqa: BLE001 - a value that cannot be encoded
             return _xml_failure(_internal(e).description)
@@ -82,6 +89,8 @@ class Endpoints:
             return _xml_failure(e.description)
         except Exception as e:  # noqa: BLE001
             return _xml_failure(_internal(e).description)
+        finally:
+            self.poke()
         return self._xml_encode(entry, result)
 
     # -- JSON-RPC -------------------------------------------------------------------------------
@@ -98,9 +107,13 @@ class Endpoints:
             entry = self.dispatcher.lookup(ctx, method, params)
             result = entry(ctx, params)
         except XapiError as e:
+            self.poke()
             return rpc.json_dumps_failure(e.description, rid, version)
         except Exception as e:  # noqa: BLE001
+            self.poke()
             return rpc.json_dumps_failure(_internal(e).description, rid, version)
+        if not entry.readonly:
+            self.poke()
         if entry.is_async:
             return self._json_later(result, rid, version)
         return self._json_encode(result, rid, version)
@@ -119,4 +132,6 @@ class Endpoints:
             return rpc.json_dumps_failure(e.description, rid, version)
         except Exception as e:  # noqa: BLE001
             return rpc.json_dumps_failure(_internal(e).description, rid, version)
+        finally:
+            self.poke()
         return self._json_encode(result, rid, version)

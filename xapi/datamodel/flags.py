@@ -1,0 +1,34 @@
+"""Per-message facts the published datamodel leaves out: whether a message has an `Async.` form,
+and its forwarding class (where it runs in a pool)."""
+from __future__ import annotations
+
+# Calls a member still answers itself when it cannot reach the coordinator (xapi's emergency_calls).
+EMERGENCY_CALLS = frozenset({
+    "pool.emergency_transition_to_master", "pool.emergency_reset_master", "pool.ping_slave",
+    "session.slave_local_login", "session.slave_local_login_with_password", "session.local_logout",
+    "host.propose_new_master", "host.commit_new_master", "host.abort_new_master",
+    "host.local_management_reconfigure", "host.emergency_ha_disable", "host.management_disable",
+    "host.is_in_emergency_mode", "host.shutdown_agent",
+})
+
+# Classes whose messages never have an Async form (xapi: sessions, events, tasks, blobs, auth).
+_NO_ASYNC_CLASSES = frozenset({"session", "event", "task", "blob", "auth", "user", "role"})
+
+
+def has_async(message) -> bool:
+    """xapi gives an Async form to explicit calls and to constructors/destructors, not to accessors."""
+    if message.cls in _NO_ASYNC_CLASSES:
+        return False
+    if message.implicit:
+        return message.name in ("create", "destroy")
+    return True
+
+
+def forwarding(message) -> str:
+    """"emergency": answered by any host even without a coordinator; "master": the coordinator's."""
+    return "emergency" if message.wire_name in EMERGENCY_CALLS else "master"
+
+
+def readonly(message) -> bool:
+    """Calls that cannot change the database: no event delivery needed after them."""
+    return message.implicit and message.name.startswith("get_")
