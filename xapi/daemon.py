@@ -14,10 +14,12 @@ from xapi.auth.passwords import LocalAuth, PamAuth, root_password
 from xapi.auth.sessions import Sessions
 from xapi.db.schema import new_database
 from xapi.dispatch import Dispatcher
+from xapi.events import Hub
 from xapi.forwarding import resolve
 from xapi.server import tls
 from xapi.server.http import HttpProtocol
 from xapi.server.rpc import Endpoints
+from xapi.tasks import Tasks
 
 log = logging.getLogger("xapi")
 
@@ -67,8 +69,13 @@ class Daemon:
         self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address)
         self.coordinator_address = address
         self.sessions = Sessions(self.db, self.host_ref)
+        self.hub = Hub(self.db)
+        self.tasks = Tasks(self)
+        self.event_registrations: dict = {}      # session ref -> legacy event.register state
+        self.sessions.on_destroy.append(self.hub.session_gone)
+        self.sessions.on_destroy.append(lambda ref: self.event_registrations.pop(ref, None))
         self.dispatcher = Dispatcher(resolve, self.db, self.sessions.by_ref)
-        self.endpoints = Endpoints(self.dispatcher)
+        self.endpoints = Endpoints(self.dispatcher, self.hub)
 
     @property
     def socket_path(self) -> str:
@@ -96,6 +103,7 @@ class Daemon:
             f.write(f"{os.getpid()}\n")
         os.rename(self.pid_path + ".tmp", self.pid_path)
         self._sweeper = loop.create_task(self._sweep())
+        self._collector = loop.create_task(self.tasks.collect())
 
     async def _sweep(self) -> None:
         while True:
@@ -106,6 +114,7 @@ class Daemon:
 
     async def stop(self) -> None:
         self._sweeper.cancel()
+        self._collector.cancel()
         for s in self.servers:
             s.close()
         for conn in list(self.connections):
