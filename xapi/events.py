@@ -73,6 +73,8 @@ class Hub:
         self.by_table: dict[str, set[asyncio.Future]] = defaultdict(set)
         self.everything: set[asyncio.Future] = set()
         self.by_session: dict[str, set[asyncio.Future]] = defaultdict(set)
+        # (lowercase class name, table) of every table, for valid_ref_counts
+        self.tables = [(name.lower(), db.table(name)) for name in db.tables()]
 
     def poke(self) -> None:
         """Wakes the waiters of every table written since the last poke."""

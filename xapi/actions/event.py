@@ -7,15 +7,16 @@ import time
 
 from xapi import datamodel as dm
 from xapi.datamodel.errors import XapiError
-from xapi.db_errors import EventsLost
+from xapi.db_errors import Change, EventsLost
 from xapi.events import Subscription, parse_token, token
 
 # The longest a legacy event.next waits before looking again (it then waits again: it never returns empty).
 _NEXT_WAIT = 3600.0
 
 
-def _counts(db) -> dict[str, int]:
-    return {name.lower(): len(db.table(name)) for name in db.tables()}
+def _counts(app) -> dict[str, int]:
+    """valid_ref_counts: every table's row count, keyed by lowercase class name."""
+    return {name: len(table) for name, table in app.hub.tables}
 
 
 def _events(db, changes, sub: Subscription, timestamp: str) -> list[dict]:
@@ -32,10 +33,31 @@ def _events(db, changes, sub: Subscription, timestamp: str) -> list[dict]:
 
 
 def _changes(db, since: int, sub: Subscription):
+    tables = None if sub.everything else sub.tables
     try:
-        return db.changes_since(since, None if sub.everything else sub.tables)
+        if SCAN_EVERY_ROW:
+            return _scan_changes(db, since, tables)
+        return db.changes_since(since, tables)
     except EventsLost:
         raise XapiError("EVENTS_LOST") from None
+
+
+# How xapi finds changes: fold over every row of every subscribed table comparing stamps, so a poll
+# costs O(rows). Kept only as the baseline of benchmark E1; the change log makes a poll O(changes).
+SCAN_EVERY_ROW = False
+
+
+def _scan_changes(db, since: int, tables):
+    out = []
+    for name in (db.tables() if tables is None else tables):
+        table = db.table(name)
+        for ref in table.refs():
+            created, modified = table.stamps(ref)
+            if modified > since:
+                out.append(Change(name, ref, "add" if created > since else "mod", modified))
+    out.extend(c for c in db.changes_since(since, tables) if c.op == "del")   # tombstones
+    out.sort(key=lambda c: c.generation)
+    return out
 
 
 async def from_(ctx, session, classes, token_text, timeout):
@@ -54,7 +76,7 @@ async def from_(ctx, session, classes, token_text, timeout):
         await app.hub.wait(session.ref, sub, remaining)
     if events:
         now_gen = max(now_gen, max(int(e["id"]) for e in events))
-    return {"events": events, "valid_ref_counts": _counts(db), "token": token(now_gen, message_generation)}
+    return {"events": events, "valid_ref_counts": _counts(app), "token": token(now_gen, message_generation)}
 
 
 def inject(ctx, session, cls, ref):
