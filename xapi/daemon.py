@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import time
 from dataclasses import dataclass
@@ -142,7 +143,15 @@ class Daemon:
         return "\n".join(lines)
 
 
+def _raise_fd_limit() -> None:
+    """Every client connection and long poll holds a descriptor: allow as many as the system lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(config: Config) -> None:
+    _raise_fd_limit()
     daemon = Daemon(config)
     daemon.prepare()
     await daemon.start()
