@@ -26,6 +26,7 @@ run: build
 	XAPI_DATA_DIR=$${XAPI_DATA_DIR:-$(DATA)} $(VENV)/bin/xapi serve --http-port 8080 --https-port 8443
 
 test: build
+	bash tools/node-deps.sh
 	$(PY) -m pytest -q tests
 
 bench: build
