@@ -15,6 +15,10 @@ MODULES = {
 }
 
 
+# Messages xapi implements by hand (messages live outside its database) that are plain reads here.
+_EXPLICIT_ACCESSORS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid"})
+
+
 def action(message: dm.Message, db):
     """The local implementation of a message, or None when there is none yet."""
     module = MODULES.get(message.cls)
@@ -23,6 +27,6 @@ def action(message: dm.Message, db):
         fn = getattr(mod, message.name, None) or getattr(mod, message.name + "_", None)  # from_: a keyword
         if fn is not None:
             return fn
-    if message.implicit:
+    if message.implicit or message.name in _EXPLICIT_ACCESSORS:
         return accessor(message, db)
     return None

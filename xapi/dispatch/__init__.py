@@ -92,7 +92,8 @@ class Dispatcher:
         self.entries["system.listMethods"] = Entry("system.listMethods", None, self._list_methods, sessions, nparams=0,
                                                    takes_session=False, raw=True)
         self.sessions = sessions
-        self.method_names = sorted(n for n, e in self.entries.items() if n == e.name)
+        # xapi lists the synchronous wire names only (clients derive class names from them)
+        self.method_names = sorted(n for n, e in self.entries.items() if n == e.name and not n.startswith("Async."))
 
     def _list_methods(self, ctx, session):
         return self.method_names
