@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from xapi import startup
 from xapi.auth.passwords import LocalAuth, PamAuth, root_password
 from xapi.auth.sessions import Sessions
+from xapi.db import persist
 from xapi.db.schema import new_database
 from xapi.dispatch import Dispatcher
 from xapi.events import Hub
@@ -38,6 +39,7 @@ class Config:
     max_request_size: int = 64 << 20
     request_timeout: float = 60.0
     idle_timeout: float = 300.0
+    db_flush_interval: float = 30.0     # seconds between state.db flushes (<= 0: at shutdown only)
 
 
 class Daemon:
@@ -60,11 +62,15 @@ class Daemon:
         if generated:
             self.generated_password = password
         self.auth = PamAuth() if cfg.auth == "pam" else LocalAuth(password)
+        self.auth.failure_delay = cfg.auth_failure_delay
         self.cert_path = os.path.join(cfg.data_dir, "xapi-ssl.pem")
         if cfg.https_port:
             tls.ensure_certificate(self.cert_path, cfg.address)
         self.hypervisor = startup.open_hypervisor(cfg.backend, cfg.sim_config)
-        self.db = new_database()
+        # -- state.db: the pool database from the last run, if any (xapi.db.persist) --
+        self.db_path = os.path.join(cfg.data_dir, "state.db")
+        self.db = persist.load(self.db_path) if os.path.exists(self.db_path) else new_database()
+        # --
         inventory = startup.read_inventory(cfg.data_dir)
         address = "127.0.0.1" if cfg.address in ("", "0.0.0.0", "::") else cfg.address
         self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address)
@@ -105,6 +111,10 @@ class Daemon:
         os.rename(self.pid_path + ".tmp", self.pid_path)
         self._sweeper = loop.create_task(self._sweep())
         self._collector = loop.create_task(self.tasks.collect())
+        # -- state.db: periodic flush (xapi.db.persist) --
+        self.persister = persist.Persister(self.db, self.db_path, cfg.db_flush_interval)
+        self.persister.start()
+        # --
 
     async def _sweep(self) -> None:
         while True:
@@ -124,6 +134,12 @@ class Daemon:
         for s in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 2)
+        # -- state.db: last flush, after the listeners are closed (xapi.db.persist) --
+        try:
+            await self.persister.close()
+        except Exception:
+            log.exception("state.db: final flush failed")
+        # --
         for path in (self.socket_path, self.pid_path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

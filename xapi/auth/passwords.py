@@ -31,17 +31,27 @@ def root_password(data_dir: str) -> tuple[str, bool]:
     return password, True
 
 
-class LocalAuth:
+class _Delay:
+    """A failed login is answered only after a delay (as PAM's pam_faildelay does), slowing guessing.
+    The delay is an asyncio sleep: it holds back that caller only."""
+
+    failure_delay = 2.0
+
+    async def failed(self, user: str, peer: str) -> None:
+        await asyncio.sleep(self.failure_delay)
+
+
+class LocalAuth(_Delay):
     """Only root, with the daemon's root password."""
 
     def __init__(self, password: str) -> None:
         self._password = password.encode()
 
-    async def check(self, user: str, password: str) -> bool:
+    async def check(self, user: str, password: str, peer: str = "") -> bool:
         return user == "root" and hmac.compare_digest(password.encode(), self._password)
 
 
-class PamAuth:
+class PamAuth(_Delay):
     """Any account PAM accepts for the `xapi` service (python-pam)."""
 
     def __init__(self, service: str = "xapi") -> None:
@@ -53,6 +63,6 @@ class PamAuth:
     def _check(self, user: str, password: str) -> bool:
         return bool(self._pam.pam().authenticate(user, password, service=self.service))
 
-    async def check(self, user: str, password: str) -> bool:
+    async def check(self, user: str, password: str, peer: str = "") -> bool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_pam_pool, self._check, user, password)

@@ -38,13 +38,14 @@ class Reject(Exception):
 
 
 class HttpProtocol(asyncio.Protocol):
-    __slots__ = ("server", "app", "local", "parser", "transport", "url", "headers", "body", "body_len",
+    __slots__ = ("server", "app", "local", "peer", "parser", "transport", "url", "headers", "body", "body_len",
                  "pending", "in_request", "request_started", "last_active", "closing", "paused")
 
     def __init__(self, server, local: bool = False) -> None:
         self.server = server
         self.app = server.app
         self.local = local                # on the Unix socket: callers are root
+        self.peer = ""
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.url = b""
@@ -61,6 +62,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio ---------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else "local"   # the client's address, for auth
         self.server.connections.add(self)
 
     def connection_lost(self, exc) -> None:
