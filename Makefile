@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= $(CURDIR)/var
 
-.PHONY: build run test bench clean
+.PHONY: build run test bench clean api-docs
 .DEFAULT_GOAL := build
 
 $(VENV)/.stamp-system: tools/system-deps.sh
@@ -34,3 +34,7 @@ bench: build
 
 clean:
 	rm -rf build $(VENV) xapi/*.so xapi/_*.c *.egg-info
+
+# Client stubs (xapi/client.pyi) and the API reference (docs/api.md), generated from xapi/datamodel.
+api-docs: $(VENV)/.stamp-deps
+	$(PY) tools/gen_api.py
