@@ -48,3 +48,74 @@ def test_dispatch_table_covers_the_datamodel():
     assert d.entries["VM_get_record"] is d.entries["VM.get_record"]
     login = d.entries["session.login_with_password"]
     assert login.min_params == 2 and login.nparams == 4 and login.is_async
+
+
+# -- generic create / destroy ----------------------------------------------------------------------------
+def _call(db, cls, name, *args):
+    return accessor(dm.CLASSES[cls].messages[name], db)(None, None, *args)
+
+
+def _failure(fn, *args):
+    import pytest
+    from xapi.datamodel.errors import XapiError
+    with pytest.raises(XapiError) as e:
+        fn(*args)
+    return [e.value.code, *e.value.args[1:]]
+
+
+def test_implicit_constructors_are_the_xapi_fifteen():
+    implicit = sorted(c.name for c in dm.CLASSES.values()
+                      if "create" in c.messages and c.messages["create"].implicit)
+    assert implicit == sorted(["subject", "VM", "VMPP", "VMSS", "VM_appliance", "network", "VIF", "VDI", "VBD",
+                               "PBD", "console", "user", "secret", "PVS_cache_storage", "Observer"])
+    for name in implicit:
+        assert dm.CLASSES[name].messages["destroy"].implicit
+
+
+def test_create_takes_constructor_fields_and_defaults():
+    db = new_database()
+    ref = _call(db, "network", "create", {"name_label": "n", "MTU": "9000", "other_config": {"a": "b"},
+                                          "uuid": "not-taken", "PIFs": ["OpaqueRef:x"], "bridge": "xenbr7",
+                                          "unknown_key": 1})
+    row = db.table("network").get(ref)
+    assert ref.startswith("OpaqueRef:") and row["uuid"] != "not-taken" and len(row["uuid"]) == 36
+    assert row["name_label"] == "n" and row["MTU"] == 9000 and row["bridge"] == "xenbr7"
+    assert row["name_description"] == "" and row["managed"] is True and row["tags"] == []   # defaults
+    assert row["PIFs"] == [] and row["VIFs"] == []       # RO/runtime: never from the struct
+    # a full get_record is a valid constructor argument: its other fields are ignored
+    ref2 = _call(db, "network", "create", row)
+    assert ref2 != ref and db.table("network").get_field(ref2, "uuid") != row["uuid"]
+    assert db.table("network").get_field(ref2, "PIFs") == []
+
+
+def test_create_errors_are_xapis():
+    db = new_database()
+    # the first constructor field without a default that the struct lacks, in datamodel order
+    assert _failure(_call, db, "network", "create", {"name_label": "n"}) == \
+        ["INTERNAL_ERROR", 'Server_helpers.Dispatcher_FieldNotFound("other_config")']
+    assert _failure(_call, db, "VM", "create", {}) == \
+        ["INTERNAL_ERROR", 'Server_helpers.Dispatcher_FieldNotFound("user_version")']
+    assert _failure(_call, db, "network", "create", {"other_config": {}, "MTU": "big"}) == \
+        ["FIELD_TYPE_ERROR", "MTU"]
+    assert _failure(_call, db, "network", "create", {"other_config": []}) == ["FIELD_TYPE_ERROR", "other_config"]
+    assert len(db.table("network")) == 0
+
+
+def test_create_and_destroy_keep_relations():
+    from xapi.db.schema import insert
+    db = new_database()
+    vm = insert(db, "VM", name_label="vm")
+    net = _call(db, "network", "create", {"other_config": {}})
+    vif = _call(db, "VIF", "create", {"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
+                                      "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {},
+                                      "locking_mode": "NETWORK_DEFAULT"})
+    assert db.table("VIF").get_field(vif, "locking_mode") == "network_default"      # enums in any case
+    assert db.table("VM").get_field(vm, "VIFs") == [vif] and db.table("network").get_field(net, "VIFs") == [vif]
+    assert _call(db, "VIF", "destroy", vif) == ""
+    assert vif not in db.table("VIF")
+    assert db.table("VM").get_field(vm, "VIFs") == [] and db.table("network").get_field(net, "VIFs") == []
+    assert _failure(_call, db, "VIF", "destroy", vif) == ["HANDLE_INVALID", "VIF", vif]
+    assert _failure(_call, db, "network", "destroy", "OpaqueRef:nope") == \
+        ["HANDLE_INVALID", "network", "OpaqueRef:nope"]
+    _call(db, "network", "destroy", net)
+    assert len(db.table("network")) == 0

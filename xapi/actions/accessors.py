@@ -1,12 +1,16 @@
 """The implicit messages of every class, straight over its table: get_all, get_all_records, get_record,
-get_by_uuid, get_by_name_label, get_<field>, set_<field>, add_to_/remove_from_<map>, add_/remove_<set>.
-
-`create` and `destroy` are not generic: each class's actions module provides them.
+get_by_uuid, get_by_name_label, get_<field>, set_<field>, add_to_/remove_from_<map>, add_/remove_<set>,
+the hidden get_all_records_where(expr), and the generic create(record) / destroy(ref) (a class's actions
+module may provide its own; those come first).
 """
 from __future__ import annotations
 
 from xapi import datamodel as dm
 from xapi.datamodel.errors import XapiError
+from xapi.db.schema import new_ref, new_uuid
+from xapi.dispatch.convert import converter
+
+from . import where
 
 
 def _handle_invalid(cls: str, ref) -> XapiError:
@@ -31,6 +35,12 @@ def accessor(message: dm.Message, db):
         def get_all_records(ctx, session):
             return table.all_records()
         return get_all_records
+    if name == "get_all_records_where":
+        return _records_where(table, cls)
+    if name == "create":
+        return _create(db, table, cls)
+    if name == "destroy":
+        return _destroy(db, table, cls)
     if name == "get_record":
         def get_record(ctx, session, ref):
             try:
@@ -124,3 +134,121 @@ def _set_remove(table, cls, field):
             table.set_field(ref, field, [v for v in current if v != value])
         return ""
     return remove
+
+
+# -- get_all_records_where, create, destroy ----------------------------------------------------------
+def _records_where(table, cls):
+    compile_filter = where.compile_filter
+
+    def get_all_records_where(ctx, session, expr):
+        pred = compile_filter(cls, expr)
+        return {ref: row for ref, row in table.all_records().items() if pred(ref, row)}
+    return get_all_records_where
+
+
+# One-to-many links xapi's database keeps by itself: setting (class, field) to a ref puts the row's
+# ref into that object's set field, and removing the row takes it out again (xen-api datamodel's
+# relations; VBD.VM <-> VM.VBDs and so on).
+RELATIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("VBD", "VM"): ("VM", "VBDs"),
+    ("VBD", "VDI"): ("VDI", "VBDs"),
+    ("VIF", "VM"): ("VM", "VIFs"),
+    ("VIF", "network"): ("network", "VIFs"),
+    ("PIF", "host"): ("host", "PIFs"),
+    ("PIF", "network"): ("network", "PIFs"),
+    ("PBD", "host"): ("host", "PBDs"),
+    ("PBD", "SR"): ("SR", "PBDs"),
+    ("VDI", "SR"): ("SR", "VDIs"),
+    ("VDI", "snapshot_of"): ("VDI", "snapshots"),
+    ("console", "VM"): ("VM", "consoles"),
+    ("host_cpu", "host"): ("host", "host_CPUs"),
+    ("VM", "resident_on"): ("host", "resident_VMs"),
+    ("VM", "snapshot_of"): ("VM", "snapshots"),
+    ("VM", "parent"): ("VM", "children"),
+    ("VM", "appliance"): ("VM_appliance", "VMs"),
+    ("VM", "protection_policy"): ("VMPP", "VMs"),
+    ("VM", "snapshot_schedule"): ("VMSS", "VMs"),
+    ("PVS_cache_storage", "site"): ("PVS_site", "cache_storage"),
+}
+
+
+def _links(cls: str):
+    return [(field, other, many) for (c, field), (other, many) in RELATIONS.items() if c == cls]
+
+
+def link(db, cls: str, ref: str, row: dict) -> None:
+    """Adds `ref` to the set fields of the objects its row points at."""
+    for field, other, many in _links(cls):
+        target = row.get(field)
+        t = db.table(other)
+        if target and target in t:
+            current = t.get_field(target, many)
+            if ref not in current:
+                t.set_field(target, many, [*current, ref])
+
+
+def unlink(db, cls: str, ref: str, row: dict) -> None:
+    """Takes `ref` out of the set fields of the objects its row points at."""
+    for field, other, many in _links(cls):
+        target = row.get(field)
+        t = db.table(other)
+        if target and target in t:
+            current = t.get_field(target, many)
+            if ref in current:
+                t.set_field(target, many, [v for v in current if v != ref])
+
+
+def _field_not_found(name: str) -> XapiError:
+    # xapi's dispatcher raises Dispatcher_FieldNotFound for a constructor field missing from the
+    # struct, and nothing maps it to an API error: it reaches the client as an INTERNAL_ERROR.
+    return XapiError("INTERNAL_ERROR", f'Server_helpers.Dispatcher_FieldNotFound("{name}")')
+
+
+def _create(db, table, cls):
+    """create(record): the constructor fields (RW and RO/constructor, in datamodel order) from the
+    struct, defaults for those it leaves out, nothing from its other members; a new ref and uuid."""
+    fields = dm.CLASSES[cls].fields
+    ctor = tuple((name, f, converter(f.type, name)) for name, f in fields.items()
+                 if f.qualifier in ("RW", "RO/constructor"))
+    rest = tuple(f for name, f in fields.items() if f.qualifier not in ("RW", "RO/constructor"))
+    has_uuid = "uuid" in fields
+
+    def create(ctx, session, record):
+        row = {}
+        for name, f, conv in ctor:
+            if name in record:
+                row[name] = conv(record[name])
+            elif f.default is not None:
+                row[name] = f.initial()
+            else:
+                raise _field_not_found(name)
+        for f in rest:
+            row[f.name] = f.initial()
+        if has_uuid:
+            row["uuid"] = new_uuid()
+        ref = new_ref()
+        table.add(ref, row)
+        link(db, cls, ref, row)
+        return ref
+    return create
+
+
+def _destroy(db, table, cls):
+    def destroy(ctx, session, ref):
+        try:
+            row = table.get(ref)
+        except (KeyError, TypeError):
+            raise _handle_invalid(cls, ref) from None
+        unlink(db, cls, ref, row)
+        table.remove(ref)
+        return ""
+    return destroy
+
+
+def _check_relations() -> None:
+    for (c, field), (other, many) in RELATIONS.items():
+        assert dm.CLASSES[c].fields[field].type.name == other, (c, field)
+        assert dm.CLASSES[other].fields[many].type.elem.name == c, (other, many)
+
+
+_check_relations()

@@ -8,7 +8,7 @@ import copy
 from dataclasses import dataclass, field
 from xmlrpc.client import DateTime
 
-from . import generated
+from . import generated, hidden
 from .types import Type, parse, zero
 
 ROLES = ("pool-admin", "pool-operator", "vm-power-admin", "vm-admin", "vm-operator", "read-only")
@@ -86,6 +86,7 @@ def _build() -> dict[str, Class]:
             c.messages[mname] = Message(cname, mname, ps, takes_session, parse(result),
                                         frozenset(generated.ROLE_SETS[roleset]), errors, implicit)
         classes[cname] = c
+    hidden.add_hidden(classes, Message, Param, parse)
     return classes
 
 

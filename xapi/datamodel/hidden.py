@@ -1,0 +1,16 @@
+"""Messages xapi serves but does not publish in its datamodel documentation.
+
+`<Class>.get_all_records_where(expr)` exists for every class with `get_all_records` (the xe CLI and
+Xen Orchestra use it); it takes xapi's filter expressions.
+"""
+from __future__ import annotations
+
+
+def add_hidden(classes, Message, Param, parse) -> None:
+    for c in classes.values():
+        records = c.messages.get("get_all_records")
+        if records is None:
+            continue
+        c.messages["get_all_records_where"] = Message(
+            c.name, "get_all_records_where", (Param("expr", parse("string")),), True, records.result,
+            records.roles, (), True)
