@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 
 from xapi import startup
+from xapi.actions import host as host_actions
+from xapi.audit import AuditLog
 from xapi.auth.passwords import LocalAuth, PamAuth, root_password
 from xapi.auth.sessions import Sessions
 from xapi.db import persist
@@ -82,7 +84,8 @@ class Daemon:
         self.sessions.on_destroy.append(self.hub.session_gone)
         self.sessions.on_destroy.append(lambda ref: self.event_registrations.pop(ref, None))
         self.dispatcher = Dispatcher(resolve, self.db, self.sessions.by_ref)
-        self.endpoints = Endpoints(self.dispatcher, self.hub)
+        self.audit = AuditLog(os.path.join(cfg.data_dir, "audit.log"))   # xapi.audit
+        self.endpoints = Endpoints(self.dispatcher, self.hub, self.audit)
 
     @property
     def socket_path(self) -> str:
@@ -97,9 +100,13 @@ class Daemon:
         cfg = self.config
         self.servers.append(await loop.create_server(lambda: HttpProtocol(self), cfg.address, cfg.http_port,
                                                      reuse_address=True, backlog=1024))
+        self.audit.start()
         if cfg.https_port:
+            # kept: host.reset_server_certificate loads a new certificate into it (xapi.actions.host)
+            self.ssl_context = tls.server_context(self.cert_path)
+            host_actions.sync_certificate(self)
             self.servers.append(await loop.create_server(lambda: HttpProtocol(self), cfg.address, cfg.https_port,
-                                                         ssl=tls.server_context(self.cert_path),
+                                                         ssl=self.ssl_context,
                                                          reuse_address=True, backlog=1024))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
@@ -143,6 +150,7 @@ class Daemon:
         for path in (self.socket_path, self.pid_path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+        self.audit.stop()
 
     def banner(self) -> str:
         cfg = self.config

@@ -12,6 +12,7 @@ MODULES = {
     "session": "xapi.actions.session",
     "event": "xapi.actions.event",
     "task": "xapi.actions.task",
+    "host": "xapi.actions.host",
 }
 
 

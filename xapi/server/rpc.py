@@ -43,9 +43,13 @@ def _internal(e: BaseException) -> XapiError:
 
 
 class Endpoints:
-    def __init__(self, dispatcher, hub) -> None:
+    def __init__(self, dispatcher, hub, audit=None) -> None:
         self.dispatcher = dispatcher
         self.poke = hub.poke      # after any call that may have written: wake event waiters
+        # -- audit log (xapi.audit): the entries it records; reads cost one attribute test --
+        self.audit = audit
+        self.audited = frozenset(e for e in dispatcher.entries.values() if audit.is_audited(e)) \
+            if audit is not None else frozenset()
 
     # -- XML-RPC --------------------------------------------------------------------------------
     def xml(self, ctx, body: bytes):
@@ -56,17 +60,30 @@ class Endpoints:
         except (rpc.CodecError, Fault) as e:
             # xapi answers a body it cannot parse with HTTP 500; we keep the envelope and the connection
             return HttpReply(500, XML, _xml_failure(["INTERNAL_ERROR", f"cannot parse XML-RPC request: {e}"]))
+        who = None
         try:
             entry = self.dispatcher.lookup(ctx, method, params)
+            if not entry.readonly and entry in self.audited:
+                who = self.audit.who(ctx, entry, params)
             result = entry(ctx, params)
         except XapiError as e:
             self.poke()
+            if who is not None or e.code == "RBAC_PERMISSION_DENIED":
+                self._audit_failure(ctx, who, method, params, e)
             return _xml_failure(e.description)
         except Exception as e:  # noqa: BLE001 - every failure becomes a XenAPI error, never a traceback
             self.poke()
-            return _xml_failure(_internal(e).description)
+            error = _internal(e)
+            if who is not None:
+                self._audit_failure(ctx, who, method, params, error)
+            return _xml_failure(error.description)
         if not entry.readonly:
             self.poke()
+            if who is not None:
+                if entry.is_async:
+                    result = self._audit_later(ctx, who, entry, params, result)
+                else:
+                    self.audit.ok(ctx, who, entry, params)
         if entry.is_async:
             return self._xml_later(entry, result)
         return self._xml_encode(entry, result)
@@ -93,6 +110,25 @@ class Endpoints:
             self.poke()
         return self._xml_encode(entry, result)
 
+    # -- audit log ------------------------------------------------------------------------------
+    def _audit_failure(self, ctx, who, method, params, error: XapiError) -> None:
+        entry = self.dispatcher.entries.get(method)
+        if self.audit is not None and entry is not None:
+            self.audit.failed(ctx, who, entry, params, error)
+
+    async def _audit_later(self, ctx, who, entry, params, pending):
+        """An audited asynchronous call (a login): its line once it has finished."""
+        try:
+            result = await pending
+        except XapiError as e:
+            self.audit.failed(ctx, who, entry, params, e)
+            raise
+        except Exception:
+            self.audit.failed(ctx, who, entry, params, XapiError("INTERNAL_ERROR"))
+            raise
+        self.audit.ok(ctx, who, entry, params)
+        return result
+
     # -- JSON-RPC -------------------------------------------------------------------------------
     def json(self, ctx, body: bytes):
         try:
@@ -103,17 +139,30 @@ class Endpoints:
                 ["INTERNAL_ERROR", f"cannot parse JSON-RPC request: {e}"], rid, 2))
         if type(params) is not list:
             return rpc.json_dumps_failure(["INTERNAL_ERROR", "parameters by name are not supported"], rid, version)
+        who = None
         try:
             entry = self.dispatcher.lookup(ctx, method, params)
+            if not entry.readonly and entry in self.audited:
+                who = self.audit.who(ctx, entry, params)
             result = entry(ctx, params)
         except XapiError as e:
             self.poke()
+            if who is not None or e.code == "RBAC_PERMISSION_DENIED":
+                self._audit_failure(ctx, who, method, params, e)
             return rpc.json_dumps_failure(e.description, rid, version)
         except Exception as e:  # noqa: BLE001
             self.poke()
-            return rpc.json_dumps_failure(_internal(e).description, rid, version)
+            error = _internal(e)
+            if who is not None:
+                self._audit_failure(ctx, who, method, params, error)
+            return rpc.json_dumps_failure(error.description, rid, version)
         if not entry.readonly:
             self.poke()
+            if who is not None:
+                if entry.is_async:
+                    result = self._audit_later(ctx, who, entry, params, result)
+                else:
+                    self.audit.ok(ctx, who, entry, params)
         if entry.is_async:
             return self._json_later(result, rid, version)
         return self._json_encode(result, rid, version)

@@ -1,22 +1,33 @@
 """The host's TLS certificate: self-signed, made with `cryptography` on first start (like xapi's gencert)
-and kept in the data folder."""
+and kept in the data folder as one PEM file (private key, then certificate), as xapi keeps xapi-ssl.pem.
+
+The listener accepts TLS 1.2 and 1.3 only. A new certificate is loaded into the listener's SSLContext in
+place (`reload`): handshakes that start afterwards present it, connections already open keep theirs.
+"""
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import os
+import secrets
 import socket
 import ssl
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+# TLS 1.2 suites: forward secrecy and AEAD only (TLS 1.3 suites are all of that already).
+CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
-def ensure_certificate(path: str, address: str) -> None:
-    if os.path.exists(path):
-        return
+
+def make_certificate(address: str, days: int = 3650) -> bytes:
+    """A new RSA key and a self-signed certificate for this host, as PEM (key first).
+
+    Named after the host name, valid for it, "localhost", 127.0.0.1 and `address` (when it is an IP).
+    CPU-bound (key generation): run it off the event loop."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     hostname = socket.gethostname()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
@@ -32,22 +43,94 @@ def ensure_certificate(path: str, address: str) -> None:
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=3650))
+            .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replaces `path` (mode 0600: it holds the private key) so that readers see the old file or the new
+    one, never a part; the new content is on disk before the rename."""
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def ensure_certificate(path: str, address: str) -> None:
+    if os.path.exists(path):
+        return
+    write_atomically(path, make_certificate(address))
 
 
 def server_context(path: str) -> ssl.SSLContext:
+    """The listener's context: TLS 1.2 or later, strong suites, the certificate and key from `path`."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.load_cert_chain(path)
     return ctx
+
+
+def check_loadable(path: str) -> None:
+    """Raises ssl.SSLError unless `path` holds a certificate and its matching key."""
+    ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path)
+
+
+def reload(ctx: ssl.SSLContext, path: str) -> None:
+    """Loads `path` into a live server context: new handshakes present the new certificate.
+    Call it on the event loop thread (the one that runs handshakes)."""
+    ctx.load_cert_chain(path)
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    pem: str                     # the certificate alone, PEM
+    fingerprint: str             # SHA-256 of the DER form, "AB:CD:...", as xapi shows it
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+
+
+def certificate_info(pem: bytes) -> CertInfo:
+    """The (first) certificate in a PEM file that may also hold the private key."""
+    cert = x509.load_pem_x509_certificate(_first_certificate(pem))
+    digest = cert.fingerprint(hashes.SHA256())
+    return CertInfo(pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                    fingerprint=":".join(f"{b:02X}" for b in digest),
+                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc)
+
+
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
+
+
+def _first_certificate(pem: bytes) -> bytes:
+    start = pem.find(_BEGIN)
+    end = pem.find(_END, start)
+    if start < 0 or end < 0:
+        raise ValueError("no certificate in the PEM data")
+    return pem[start:end + len(_END)] + b"\n"
