@@ -31,6 +31,9 @@ def _serve_parser(sub) -> None:
                    help="seconds a client may take to send one request (default 60)")
     p.add_argument("--idle-timeout", type=float, default=300.0,
                    help="seconds an idle keep-alive connection stays open (default 300)")
+    p.add_argument("--db-flush-interval", type=float, default=30.0,
+                   help="seconds between writes of the pool database to <data>/state.db when it changed; "
+                        "0 writes only at shutdown (default 30)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                         https_port=args.https_port, backend=args.backend, sim_config=args.sim_config,
                         auth=args.auth, auth_failure_delay=args.auth_failure_delay,
                         max_request_size=args.max_request_size, request_timeout=args.request_timeout,
-                        idle_timeout=args.idle_timeout)
+                        idle_timeout=args.idle_timeout, db_flush_interval=args.db_flush_interval)
         try:
             uvloop.run(serve(config))
         except OSError as e:
