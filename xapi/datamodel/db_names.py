@@ -61,6 +61,21 @@ NOT_IN_DB = frozenset({"auth", "event", "message", "data_source", "sr_stat", "pr
 # Classes in the database whose rows are never written to state.db (their tables are, empty).
 NOT_PERSISTED = frozenset({"session", "task", "VIF_metrics", "VBD_metrics"})
 
+# Fields declared ~persist:false: written like the others, but reset to their empty value when
+# the database is loaded (xapi's blow_away_non_persistent_fields).  "*": in every class that has them.
+NOT_PERSISTED_FIELDS: dict[str, frozenset] = {
+    "*": frozenset({"allowed_operations", "current_operations"}),
+    "host_cpu": frozenset({"utilisation"}),
+    "VM_metrics": frozenset({"memory_actual", "VCPUs_utilisation", "VCPUs_CPU", "VCPUs_params", "VCPUs_flags",
+                             "state", "last_updated", "other_config", "hvm", "nested_virt", "nomigrate"}),
+}
+
+
+def reset_on_load(cls: str, field: str) -> bool:
+    """True if xapi does not keep `field` of `cls` across a restart."""
+    return field in NOT_PERSISTED_FIELDS["*"] or field in NOT_PERSISTED_FIELDS.get(cls, ())
+
+
 # The reference is also stored as a column of every row ("_ref"), as xapi does.
 REF_COLUMN = "_ref"
 

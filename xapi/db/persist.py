@@ -22,6 +22,10 @@ Format (xapi's ``ocaml/database/db_xml.ml``)::
   ``%n``, carriage return ``%r``, ``%`` itself ``%%``;
 * strings are cut at the first character XML cannot carry (as xapi's ``ensure_utf8_xml``).
 
+Fields xapi declares ``~persist:false`` (``allowed_operations``, ``current_operations``, most of
+``VM_metrics``...) are written but come back empty after a load, as in xapi: an operation that was
+running when the daemon died is not left hanging on its object.
+
 Writing: a snapshot of every table is taken on the event loop in one go (``all_records()`` and the
 stamps: containers in the database are replaced, never changed in place, so sharing them is safe),
 then the XML is built and written by a worker thread to ``state.db.tmp``, fsynced, renamed over
@@ -53,7 +57,7 @@ from xmlrpc.client import DateTime
 from lxml import etree
 
 from xapi import datamodel as dm
-from xapi.datamodel.db_names import NOT_IN_DB, NOT_PERSISTED, REF_COLUMN, db_column, wire_field
+from xapi.datamodel.db_names import NOT_IN_DB, NOT_PERSISTED, REF_COLUMN, db_column, reset_on_load
 from xapi.datamodel.types import Type
 from xapi.db.schema import new_database
 from xapi.fastdb import Database
@@ -256,8 +260,9 @@ def _write_plan(cls: str) -> tuple:
 
 @lru_cache(maxsize=None)
 def _read_plan(cls: str) -> dict:
-    """column -> (wire field, decoder)."""
-    return {db_column(cls, f.name): (f.name, decoder(f.type)) for f in dm.CLASSES[cls].fields.values()}
+    """column -> (wire field, decoder); None for the fields xapi resets at load (~persist:false)."""
+    return {db_column(cls, f.name): None if reset_on_load(cls, f.name) else (f.name, decoder(f.type))
+            for f in dm.CLASSES[cls].fields.values()}
 
 
 def persisted_tables(db: Database) -> list[str]:
@@ -354,8 +359,10 @@ def _decode_row(cls: str, ref: str, attrs, warned: set) -> dict:
     for column, text in attrs:
         if column in ("ref", "__ctime", "__mtime", REF_COLUMN):
             continue
-        entry = plan.get(column)
-        if entry is None:
+        entry = plan.get(column, False)
+        if entry is None:           # not kept across restarts: left to its default below
+            continue
+        if entry is False:
             if (cls, column) not in warned:
                 warned.add((cls, column))
                 log.info("state.db: ignoring column %s.%s, unknown to this schema", cls, column)
