@@ -23,7 +23,7 @@ build: $(VENV)/.stamp-deps
 	$(PY) setup.py -q build_ext --inplace -j 2
 
 run: build
-	XAPI_DATA_DIR=$${XAPI_DATA_DIR:-$(DATA)} $(VENV)/bin/xapi serve --http-port 8080 --https-port 8443
+	XAPI_DATA_DIR=$${XAPI_DATA_DIR:-$(DATA)} $(VENV)/bin/xapi serve --http-port 8080 --https-port 8443 --auth $${XAPI_AUTH:-local}
 
 test: build
 	bash tools/node-deps.sh

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from xapi import startup
 from xapi.actions import host as host_actions
 from xapi.audit import AuditLog
-from xapi.auth.passwords import LocalAuth, PamAuth, root_password
+from xapi.auth.passwords import open_auth
 from xapi.auth.sessions import Sessions
 from xapi.db import persist
 from xapi.db.schema import new_database
@@ -60,11 +60,7 @@ class Daemon:
     def prepare(self) -> None:
         cfg = self.config
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
-        password, generated = root_password(cfg.data_dir)
-        if generated:
-            self.generated_password = password
-        self.auth = PamAuth() if cfg.auth == "pam" else LocalAuth(password)
-        self.auth.failure_delay = cfg.auth_failure_delay
+        self.auth, self.generated_password = open_auth(cfg.auth, cfg.data_dir, cfg.auth_failure_delay)
         self.cert_path = os.path.join(cfg.data_dir, "xapi-ssl.pem")
         if cfg.https_port:
             tls.ensure_certificate(self.cert_path, cfg.address)

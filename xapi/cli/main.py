@@ -1,10 +1,12 @@
-"""The `xapi` command: `xapi serve` runs one host's daemon in the foreground."""
+"""The `xapi` command: `xapi serve` runs one host's daemon in the foreground; `xapi passwd` sets passwords."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
+
+from xapi.cli import passwd
 
 
 def _serve_parser(sub) -> None:
@@ -21,10 +23,12 @@ def _serve_parser(sub) -> None:
     p.add_argument("--sim-config", default="",
                    help="simulated host, as key=value,...: memory_mib, cpus, cpu_mhz, dom0_memory_mib")
     p.add_argument("--auth", choices=("local", "pam"), default="local",
-                   help="how passwords are checked: root with the daemon's password ($XAPI_ROOT_PASSWORD, "
-                        "else <data>/root-password), or PAM service 'xapi' (default local)")
+                   help="how passwords are checked: the users of <data>/passwd (see `xapi passwd`; root's "
+                        "from $XAPI_ROOT_PASSWORD, else <data>/root-password), or PAM service 'xapi' "
+                        "(default local)")
     p.add_argument("--auth-failure-delay", type=float, default=2.0,
-                   help="seconds before a failed login is answered (default 2)")
+                   help="seconds before a failed login is answered; doubles with each further recent failure "
+                        "from the same address, up to 30 (default 2)")
     p.add_argument("--max-request-size", type=int, default=64 << 20,
                    help="largest request body accepted, in bytes (default 64 MiB)")
     p.add_argument("--request-timeout", type=float, default=60.0,
@@ -41,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xapi", description="pyxapi: the XenAPI toolstack daemon")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    passwd.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "passwd":
+        return passwd.run(args)
     if args.command == "serve":
         import uvloop
 
