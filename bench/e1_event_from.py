@@ -47,7 +47,7 @@ def build(n_objects: int):
 def cpu_per_poll(n_objects: int, scan: bool, polls: int, rotate: bool = True) -> float:
     db, vms = build(n_objects)
     ctx = Ctx(App(db))
-    session = Session("OpaqueRef:bench", "root", True, "pool-admin", "", 0.0)
+    session = Session("OpaqueRef:bench", "root", True, frozenset({"pool-admin"}), "", 0.0)
     event.SCAN_EVERY_ROW = scan
 
     async def run() -> float:

@@ -14,6 +14,7 @@ from xapi import startup
 from xapi.actions import host as host_actions
 from xapi.audit import AuditLog
 from xapi.auth.passwords import open_auth
+from xapi.auth.roles import ensure_roles
 from xapi.auth.sessions import Sessions
 from xapi.db import persist
 from xapi.db.schema import new_database
@@ -42,6 +43,7 @@ class Config:
     request_timeout: float = 60.0
     idle_timeout: float = 300.0
     db_flush_interval: float = 30.0     # seconds between state.db flushes (<= 0: at shutdown only)
+    session_timeout: float = 86400.0    # idle seconds before a session is collected (xapi: 24 h)
 
 
 class Daemon:
@@ -72,6 +74,7 @@ class Daemon:
         inventory = startup.read_inventory(cfg.data_dir)
         address = "127.0.0.1" if cfg.address in ("", "0.0.0.0", "::") else cfg.address
         self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address)
+        ensure_roles(self.db)                    # the static roles and permissions (xapi.auth.roles)
         self.coordinator_address = address
         self.sessions = Sessions(self.db, self.host_ref)
         self.hub = Hub(self.db)
@@ -114,6 +117,7 @@ class Daemon:
         os.rename(self.pid_path + ".tmp", self.pid_path)
         self._sweeper = loop.create_task(self._sweep())
         self._collector = loop.create_task(self.tasks.collect())
+        self.sessions.start_sweeper(cfg.session_timeout)     # idle and surplus sessions (xapi.auth.sessions)
         # -- state.db: periodic flush (xapi.db.persist) --
         self.persister = persist.Persister(self.db, self.db_path, cfg.db_flush_interval)
         self.persister.start()

@@ -12,6 +12,9 @@ MODULES = {
     "session": "xapi.actions.session",
     "event": "xapi.actions.event",
     "task": "xapi.actions.task",
+    "role": "xapi.actions.role",
+    "subject": "xapi.actions.subject",
+    "pool": "xapi.actions.pool",
     "host": "xapi.actions.host",
 }
 

@@ -38,6 +38,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--db-flush-interval", type=float, default=30.0,
                    help="seconds between writes of the pool database to <data>/state.db when it changed; "
                         "0 writes only at shutdown (default 30)")
+    p.add_argument("--session-timeout", type=float, default=86400.0,
+                   help="seconds a session may stay idle before it is ended, as xapi (default 86400)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
 
 
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                         https_port=args.https_port, backend=args.backend, sim_config=args.sim_config,
                         auth=args.auth, auth_failure_delay=args.auth_failure_delay,
                         max_request_size=args.max_request_size, request_timeout=args.request_timeout,
-                        idle_timeout=args.idle_timeout, db_flush_interval=args.db_flush_interval)
+                        idle_timeout=args.idle_timeout, db_flush_interval=args.db_flush_interval,
+                        session_timeout=args.session_timeout)
         try:
             uvloop.run(serve(config))
         except OSError as e:

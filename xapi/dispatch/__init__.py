@@ -7,6 +7,8 @@ from __future__ import annotations
 import inspect
 
 from xapi import datamodel as dm, events
+from xapi.auth import rbac
+from xapi.auth.sessions import CLOCK
 from xapi.datamodel import flags
 from xapi.datamodel.defaults import PARAM_DEFAULTS
 from xapi.datamodel.errors import XapiError
@@ -14,20 +16,20 @@ from xapi.datamodel.errors import XapiError
 from .convert import converter
 
 
-def _denied(message: dm.Message) -> XapiError:
-    roles = ", ".join(r for r in dm.ROLES if r in message.roles)
-    return XapiError("RBAC_PERMISSION_DENIED", message.permission,
-                     f"No permission in user session. (Roles with this permission: {roles})")
+def _denied(permission: str) -> XapiError:
+    """RBAC_PERMISSION_DENIED as xapi words it, naming the roles that hold the permission."""
+    return rbac.denied(permission)
 
 
 class Entry:
     """How to call one message: checks in xapi's order (arity, types, session, RBAC), then the action."""
 
     __slots__ = ("name", "message", "nparams", "min_params", "defaults", "convs", "conv1", "skip",
-                 "sessions", "roles", "handler", "is_async", "raw", "readonly", "xml_prepare")
+                 "sessions", "roles", "permission", "keyed", "handler", "is_async", "raw", "readonly",
+                 "xml_prepare")
 
     def __init__(self, name: str, message: dm.Message | None, handler, sessions: dict, *, nparams: int,
-                 takes_session: bool, convs=(), defaults=(), roles=frozenset(), raw: bool = False,
+                 takes_session: bool, convs=(), defaults=(), roles=frozenset(), keyed=None, raw: bool = False,
                  readonly: bool = False, xml_prepare=None) -> None:
         self.name = name
         self.message = message
@@ -39,6 +41,10 @@ class Entry:
         self.skip = 1 if takes_session else 0
         self.sessions = sessions            # ref -> Session, shared with the session table
         self.roles = roles
+        # RBAC, decided once per entry: the permission a session needs (its lowercase wire name), and
+        # for maps with protected keys a check that looks at the arguments (rbac.key_check)
+        self.permission = rbac.permission_of(message) if message is not None else ""
+        self.keyed = keyed
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
         self.raw = raw                      # reply without the Status/Value envelope (system.listMethods)
@@ -62,8 +68,12 @@ class Entry:
             session = self.sessions.get(params[0]) if type(params[0]) is str else None
             if session is None:
                 raise XapiError("SESSION_INVALID", params[0])
-            if not session.superuser and session.role not in self.roles:
-                raise _denied(self.message)
+            session.last_active = CLOCK[0]
+            if not session.superuser:
+                if self.keyed is not None:
+                    self.keyed(session, args)
+                elif self.permission not in session.permissions:
+                    raise _denied(self.permission)
         else:
             session = None
         return self.handler(ctx, session, *args)
@@ -81,7 +91,8 @@ class Dispatcher:
                     handler = _not_implemented(m.wire_name)
                 common = dict(nparams=len(m.params), takes_session=m.takes_session,
                               convs=[converter(p.type, p.name) for p in m.params],
-                              defaults=PARAM_DEFAULTS.get(m.wire_name, ()), roles=m.roles)
+                              defaults=PARAM_DEFAULTS.get(m.wire_name, ()), roles=m.roles,
+                              keyed=rbac.key_check(m, db))
                 entry = Entry(m.wire_name, m, handler, sessions, readonly=flags.readonly(m),
                               xml_prepare=events.xml_prepare if m.result.kind == "event_batch" else None, **common)
                 self.entries[m.wire_name] = entry
