@@ -228,7 +228,7 @@ def role_names(role_refs) -> frozenset[str]:
 # -- per-call checks (built once per dispatcher entry) ---------------------------------------------------
 def permission_of(message: dm.Message) -> str:
     """A message's permission: its whole wire name in lowercase (`vm.set_vcpus_max`), as xapi's."""
-    return message.wire_name.lower()
+    return message.permission
 
 
 def _key_matcher(message: dm.Message, keys):

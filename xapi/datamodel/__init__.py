@@ -57,8 +57,8 @@ class Message:
 
     @property
     def permission(self) -> str:
-        """RBAC permission name, as xapi spells it: lowercase class.message."""
-        return f"{self.cls.lower()}.{self.name}"
+        """RBAC permission name, as xapi spells it: the whole wire name in lowercase (vm.set_vcpus_max)."""
+        return self.wire_name.lower()
 
 
 @dataclass(slots=True)
