@@ -11,7 +11,7 @@ from setuptools import Extension, setup
 
 extensions = [
     Extension(path[:-4].replace("/", "."), [path])
-    for path in sorted(glob.glob("xapi/_*.pyx"))
+    for path in sorted(glob.glob("xapi/**/_*.pyx", recursive=True))
 ]
 
 setup(
