@@ -24,6 +24,7 @@ from xapi.forwarding import resolve
 from xapi.server import tls
 from xapi.server.http import HttpProtocol
 from xapi.server.rpc import Endpoints
+from xapi.sm import internal as sm_internal, service as sm_service
 from xapi.tasks import Tasks
 
 log = logging.getLogger("xapi")
@@ -82,6 +83,8 @@ class Daemon:
         self.event_registrations: dict = {}      # session ref -> legacy event.register state
         self.sessions.on_destroy.append(self.hub.session_gone)
         self.sessions.on_destroy.append(lambda ref: self.event_registrations.pop(ref, None))
+        sm_internal.register()                  # the storage drivers' internal messages (xapi.sm)
+        self.storage = sm_service.Storage(self)  # drivers, the access layer, PBDs (xapi.sm.service)
         self.dispatcher = Dispatcher(resolve, self.db, self.sessions.by_ref)
         self.audit = AuditLog(os.path.join(cfg.data_dir, "audit.log"))   # xapi.audit
         self.endpoints = Endpoints(self.dispatcher, self.hub, self.audit)
@@ -112,6 +115,7 @@ class Daemon:
         self.servers.append(await loop.create_unix_server(lambda: HttpProtocol(self, local=True),
                                                           self.socket_path))
         os.chmod(self.socket_path, 0o600)
+        await self.storage.start()              # drivers call back on the local socket (xapi.sm)
         with open(self.pid_path + ".tmp", "w") as f:
             f.write(f"{os.getpid()}\n")
         os.rename(self.pid_path + ".tmp", self.pid_path)
@@ -131,6 +135,7 @@ class Daemon:
                 conn.idle_check(now)
 
     async def stop(self) -> None:
+        await self.storage.close()              # running drivers killed, the access state kept
         self._sweeper.cancel()
         self._collector.cancel()
         for s in self.servers:

@@ -18,6 +18,7 @@ from xapi import __version__, datamodel as dm, first_boot_data, xenctrl
 from xapi.actions.accessors import RELATIONS
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert, new_uuid
+from xapi.sm import local_sr
 
 PAGE = 4096
 MANAGEMENT_DEVICE = "eth0"
@@ -85,6 +86,7 @@ def populate(db, inventory: dict[str, str], hv, address: str) -> tuple[str, str]
     hostname = socket.gethostname()
     now = datetime_now()
 
+    first_boot = _one(db, "host", "uuid", inventory["INSTALLATION_UUID"]) is None
     host = _host(db, inventory, info, hostname, address, now)
     pool = _pool(db, inventory, host)
     _host_cpus(db, host, info)
@@ -94,6 +96,8 @@ def populate(db, inventory: dict[str, str], hv, address: str) -> tuple[str, str]
     _templates(db)
     _storage_drivers(db)
     _relink(db, host, dom0_ref)
+    if first_boot:
+        local_sr.first_boot(db, pool, host)    # "Local storage", the pool's default SR (xapi.sm.local_sr)
     return pool, host
 
 

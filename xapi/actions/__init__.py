@@ -16,6 +16,9 @@ MODULES = {
     "subject": "xapi.actions.subject",
     "pool": "xapi.actions.pool",
     "host": "xapi.actions.host",
+    "SR": "xapi.actions.sr",
+    "VDI": "xapi.actions.vdi",
+    "PBD": "xapi.actions.pbd",
 }
 
 

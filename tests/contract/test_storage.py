@@ -1,0 +1,467 @@
+"""Storage through the official SDK against a real daemon: SRs (ext, nfs as a folder, iso), VDIs and their
+files, the SMAPIv1 drivers (garbage, crashes, hangs, a driver dropped in), the fresh host's local SR, and
+the access layer's state across a restart."""
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+import XenAPI
+
+from tests import daemon as _daemon
+from xapi.sm import vhd
+from xapi.sm.exec import DRIVERS_DIR
+
+MiB = 1 << 20
+QEMU_IMG = shutil.which("qemu-img")
+
+# A driver that answers sr_get_driver_info and then misbehaves as device-config "mode" says.
+BAD_DRIVER = '''#!/usr/bin/env python3
+import os, sys, time, xmlrpc.client
+params, method = xmlrpc.client.loads(sys.argv[1])
+if method == "sr_get_driver_info":
+    sys.stdout.write(xmlrpc.client.dumps(({"name": "bad", "description": "misbehaves", "vendor": "tests",
+        "copyright": "", "driver_version": "1.0", "required_api_version": "1.0", "capabilities": ["SR_PROBE"],
+        "configuration": []},), methodresponse=True))
+    sys.exit(0)
+mode = params[0]["device_config"].get("mode", "")
+sys.stderr.write("bad driver: " + mode + "\\n")
+if mode == "garbage":
+    print("Traceback? no: just garbage")
+elif mode == "crash":
+    sys.exit(3)
+elif mode == "signal":
+    os.kill(os.getpid(), 9)
+elif mode == "hang":
+    time.sleep(300)
+elif mode == "fault":
+    sys.stdout.write(xmlrpc.client.dumps(xmlrpc.client.Fault(44, "There is insufficient space"), methodresponse=True))
+'''
+
+# The ext driver, logging every command to device-config "log" and holding RW activations while the file
+# device-config "block" exists.
+SLOW_DRIVER = '''#!/usr/bin/env python3
+import os, sys, time
+from xapi.sm import driverlib
+from xapi.sm.filesr import EXTSR
+
+class Slow(EXTSR):
+    def dispatch(self):
+        log = self.dconf.get("log")
+        if log and self.req.command != "sr_get_driver_info":
+            with open(log, "a") as f:
+                f.write(" ".join([self.req.command, self.req.vdi_location or "-"] + self.req.args) + "\\n")
+        block = self.dconf.get("block")
+        if self.req.command == "vdi_activate" and self.req.args == ["true"] and block:
+            while os.path.exists(block):
+                time.sleep(0.05)
+        return super().dispatch()
+
+sys.exit(driverlib.run(Slow))
+'''
+
+
+def _install(folder, name, text):
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def _drivers_folder() -> str:
+    folder = tempfile.mkdtemp(prefix="xapi-sm-")
+    for name in os.listdir(DRIVERS_DIR):
+        if name.endswith("SR"):
+            shutil.copy2(os.path.join(DRIVERS_DIR, name), folder)
+    _install(folder, "badSR", BAD_DRIVER)
+    _install(folder, "slowSR", SLOW_DRIVER)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def storage_daemon():
+    folder = _drivers_folder()
+    d = _daemon.start(env={"XAPI_SM_DIR": folder, "XAPI_SM_TIMEOUT": "4"})
+    d.sm_dir = folder
+    yield d
+    _daemon.cleanup(d)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def x(storage_daemon):
+    s = XenAPI.Session(storage_daemon.url)
+    s.xenapi.login_with_password("root", storage_daemon.password, "2.3", "pyxapi-tests")
+    yield s.xenapi
+    s.xenapi.session.logout()
+
+
+@pytest.fixture(scope="module")
+def host(x):
+    return x.host.get_all()[0]
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    return str(tmp_path)
+
+
+def failure(fn, *args):
+    with pytest.raises(XenAPI.Failure) as e:
+        fn(*args)
+    return e.value.details
+
+
+def new_vdi(x, sr, size, name="disk", read_only=False):
+    return x.VDI.create({"name_label": name, "name_description": "a test disk", "SR": sr, "virtual_size": str(size),
+                         "type": "user", "sharable": False, "read_only": read_only,
+                         "other_config": {"owner": "tests"}})
+
+
+def qemu_info(path) -> str:
+    if QEMU_IMG is None:
+        return ""
+    p = subprocess.run([QEMU_IMG, "info", "-f", "vpc", path], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def destroy_sr(x, sr):
+    for pbd in x.SR.get_PBDs(sr):
+        x.PBD.unplug(pbd)
+    x.SR.destroy(sr)
+
+
+# -- the fresh host --------------------------------------------------------------------------------
+def test_fresh_host_has_a_local_sr_as_pool_default(storage_daemon, x, host):
+    pool = x.pool.get_all()[0]
+    sr = x.pool.get_default_SR(pool)
+    assert x.pool.get_suspend_image_SR(pool) == sr and x.pool.get_crash_dump_SR(pool) == sr
+    assert x.host.get_suspend_image_sr(host) == sr and x.host.get_crash_dump_sr(host) == sr
+    rec = x.SR.get_record(sr)
+    assert rec["name_label"] == "Local storage" and rec["type"] == "ext" and rec["shared"] is False
+    assert rec["content_type"] == "user" and rec["other_config"]["i18n-key"] == "local-storage"
+    (pbd,) = rec["PBDs"]
+    assert x.PBD.get_host(pbd) == host and x.PBD.get_currently_attached(pbd) is True
+    assert int(rec["physical_size"]) > 0 and int(rec["physical_utilisation"]) >= 0
+    assert os.path.isdir(os.path.join(storage_daemon.data_dir, "sr", rec["uuid"]))
+    assert "vdi_create" in rec["allowed_operations"] and "destroy" not in rec["allowed_operations"]
+
+
+def test_supported_types_and_sm_rows(storage_daemon, x):
+    types = x.SR.get_supported_types()
+    assert {"ext", "nfs", "iso", "udev", "bad", "slow"} <= set(types)
+    sms = {r["type"]: r for r in x.SM.get_all_records().values()}
+    assert sms["ext"]["driver_filename"] == os.path.join(storage_daemon.sm_dir, "extSR")
+    assert "VDI_SNAPSHOT" in sms["ext"]["capabilities"] and sms["ext"]["features"]["VDI_RESET_ON_BOOT"] == "2"
+    assert sms["bad"]["name_label"] == "bad" and sms["bad"]["capabilities"] == ["SR_PROBE"]
+    assert "path" in sms["ext"]["configuration"]
+
+
+def test_unknown_type(x, host, tmp):
+    assert failure(x.SR.create, host, {"path": tmp}, "0", "n", "", "nosuch", "user", False, {}) == \
+        ["SR_UNKNOWN_DRIVER", "nosuch"]
+    assert failure(x.SR.probe, host, {}, "nosuch", {}) == ["SR_UNKNOWN_DRIVER", "nosuch"]
+
+
+# -- ext -----------------------------------------------------------------------------------------------
+def test_ext_sr_and_vdi_lifecycle(x, host, tmp):
+    folder = os.path.join(tmp, "ext")
+    sr = x.SR.create(host, {"path": folder}, "0", "ext test", "an ext SR", "ext", "user", False, {})
+    rec = x.SR.get_record(sr)
+    assert rec["type"] == "ext" and rec["name_description"] == "an ext SR" and int(rec["physical_size"]) > 0
+    assert x.PBD.get_currently_attached(rec["PBDs"][0]) is True
+    assert f"<UUID>{rec['uuid']}</UUID>" in x.SR.probe(host, {"path": folder}, "ext", {})
+
+    v = new_vdi(x, sr, 10 * MiB + 1)                 # rounded up to a 2 MiB block
+    vrec = x.VDI.get_record(v)
+    assert vrec["virtual_size"] == str(12 * MiB) and vrec["location"] == vrec["uuid"]
+    assert vrec["name_label"] == "disk" and vrec["other_config"] == {"owner": "tests"}
+    path = os.path.join(folder, vrec["location"] + ".vhd")
+    assert int(vrec["physical_utilisation"]) == os.path.getsize(path)
+    assert x.SR.get_virtual_allocation(sr) == str(12 * MiB)
+    if QEMU_IMG:
+        assert "virtual size: 12 MiB" in qemu_info(path)
+
+    with vhd.open(path) as h:                         # some data, as a guest would write it
+        h.write(0, b"x" * (3 * MiB))
+    x.VDI.update(v)
+    assert int(x.VDI.get_physical_utilisation(v)) == os.path.getsize(path) > 3 * MiB
+
+    x.VDI.resize(v, str(20 * MiB))
+    assert x.VDI.get_virtual_size(v) == str(20 * MiB)
+    assert failure(x.VDI.resize, v, str(4 * MiB))[0] == "SR_BACKEND_FAILURE_79"     # no shrinking
+
+    snap = x.VDI.snapshot(v)
+    srec = x.VDI.get_record(snap)
+    assert srec["is_a_snapshot"] is True and srec["snapshot_of"] == v and x.VDI.get_snapshots(v) == [snap]
+    assert srec["name_label"] == "disk" and srec["other_config"]["owner"] == "tests"
+    assert srec["other_config"]["content_id"] and srec["virtual_size"] == str(20 * MiB)
+    assert str(srec["snapshot_time"]) > "2000"
+    clone = x.VDI.clone(v)
+    crec = x.VDI.get_record(clone)
+    assert crec["is_a_snapshot"] is False and crec["snapshot_of"] == "OpaqueRef:NULL"
+    assert crec["virtual_size"] == str(20 * MiB) and crec["name_label"] == "disk"
+    bases = [r for r in x.VDI.get_all_records_where(f'field "SR" = "{sr}"').values() if not r["managed"]]
+    assert len(bases) == 2 and all(b["read_only"] and b["name_label"] == "base copy" for b in bases)
+    base_ref = x.VDI.get_by_uuid(bases[0]["uuid"])
+    assert failure(x.VDI.destroy, base_ref) == ["VDI_NOT_MANAGED", base_ref]
+    files = sorted(os.listdir(folder))
+    assert len([f for f in files if f.endswith(".vhd")]) == 5
+    for f in files:
+        if f.endswith(".vhd"):
+            assert vhd.check(os.path.join(folder, f)) == []
+            if QEMU_IMG:
+                qemu_info(os.path.join(folder, f))
+    # the snapshot and the clone read what the disk held when they were taken
+    for ref in (snap, clone):
+        with vhd.open(os.path.join(folder, x.VDI.get_location(ref) + ".vhd"), readonly=True) as h:
+            assert h.read(0, 4096) == b"x" * 4096 and h.read(4 * MiB, 16) == bytes(16)
+
+    copy = x.VDI.copy(v, sr)
+    cp = x.VDI.get_record(copy)
+    assert cp["virtual_size"] == str(20 * MiB) and cp["name_label"] == "disk" and cp["read_only"] is False
+    with vhd.open(os.path.join(folder, cp["location"] + ".vhd"), readonly=True) as h:
+        assert h.parent is None and h.read(3 * MiB - 8, 16) == b"x" * 8 + bytes(8)
+
+    assert failure(x.SR.destroy, sr) == ["SR_HAS_PBD", sr]
+    x.PBD.unplug(rec["PBDs"][0])
+    assert failure(x.SR.destroy, sr) == ["SR_NOT_EMPTY"]
+    x.PBD.plug(rec["PBDs"][0])
+    for ref in (copy, clone, snap, v):
+        x.VDI.destroy(ref)
+    assert failure(x.VDI.get_record, v) == ["HANDLE_INVALID", "VDI", v]
+    assert [f for f in os.listdir(folder) if f.endswith(".vhd")] == []       # base copies went with them
+    assert x.SR.get_VDIs(sr) == [] and x.SR.get_virtual_allocation(sr) == "0"
+    destroy_sr(x, sr)
+    assert failure(x.SR.get_record, sr) == ["HANDLE_INVALID", "SR", sr]
+    assert not os.path.exists(folder)
+
+
+def test_vdi_errors(x, host, tmp):
+    sr = x.SR.create(host, {"path": os.path.join(tmp, "a")}, "0", "a", "", "ext", "user", False, {})
+    small = x.SR.create(host, {"path": os.path.join(tmp, "small")}, str(4 * MiB), "small", "", "ext", "user",
+                        False, {})
+    assert x.SR.get_physical_size(small) == str(4 * MiB)
+    v = new_vdi(x, sr, 64 * MiB)
+    with vhd.open(os.path.join(tmp, "a", x.VDI.get_location(v) + ".vhd")) as h:
+        h.write(0, b"y" * (8 * MiB))
+    x.VDI.update(v)
+    need = x.VDI.get_physical_utilisation(v)
+    assert failure(x.VDI.copy, v, small) == ["SR_FULL", need, x.SR.get_physical_size(small)]
+    ro = new_vdi(x, sr, 2 * MiB, "ro", read_only=True)
+    assert failure(x.VDI.resize, ro, str(4 * MiB)) == ["VDI_READONLY", ro]
+    assert failure(x.VDI.copy, v, sr, "OpaqueRef:NULL", ro) == ["VDI_READONLY", ro]
+    tiny = new_vdi(x, sr, 2 * MiB, "tiny")
+    assert failure(x.VDI.copy, v, sr, "OpaqueRef:NULL", tiny) == ["VDI_TOO_SMALL", tiny, str(64 * MiB)]
+    # a VDI another host holds read-write cannot be activated here
+    x.VDI.add_to_sm_config(v, "host_OpaqueRef:another-host", "RW")
+    assert failure(x.VDI.copy, v, sr) == ["VDI_IN_USE", v, "activate"]
+    x.VDI.remove_from_sm_config(v, "host_OpaqueRef:another-host")
+    into = new_vdi(x, sr, 64 * MiB, "into")
+    assert x.VDI.copy(v, sr, "OpaqueRef:NULL", into) == into
+    assert int(x.VDI.get_physical_utilisation(into)) > 8 * MiB
+    assert x.VDI.get_sm_config(v).get("host_" + host) is None             # deactivated again
+    x.PBD.unplug(x.SR.get_PBDs(sr)[0])
+    assert failure(new_vdi, x, sr, MiB) == ["SR_HAS_NO_PBDS", sr]
+    assert failure(x.VDI.destroy, v) == ["SR_HAS_NO_PBDS", sr]
+    x.PBD.plug(x.SR.get_PBDs(sr)[0])
+    for ref in (v, ro, tiny, into):
+        x.VDI.destroy(ref)
+    destroy_sr(x, sr)
+    destroy_sr(x, small)
+
+
+def test_copy_across_srs(x, host, tmp):
+    a = x.SR.create(host, {"path": os.path.join(tmp, "a")}, "0", "a", "", "ext", "user", False, {})
+    os.makedirs(os.path.join(tmp, "nfs"))            # the export exists; the SR is a folder in it
+    b = x.SR.create(host, {"path": os.path.join(tmp, "nfs")}, "0", "b", "", "nfs", "user", True, {})
+    v = new_vdi(x, a, 30 * MiB)
+    src = os.path.join(tmp, "a", x.VDI.get_location(v) + ".vhd")
+    with vhd.open(src) as h:
+        h.write(MiB, b"z" * MiB)
+        h.write(25 * MiB, b"w" * 512)
+    snap = x.VDI.snapshot(v)                         # the copy reads through the chain
+    c = x.VDI.copy(v, b)
+    dst = os.path.join(tmp, "nfs", x.SR.get_uuid(b), x.VDI.get_location(c) + ".vhd")
+    assert x.VDI.get_SR(c) == b and x.VDI.get_virtual_size(c) == str(30 * MiB)
+    assert int(x.VDI.get_physical_utilisation(c)) == os.path.getsize(dst) < 8 * MiB   # thin: data blocks only
+    with vhd.open(dst, readonly=True) as h:
+        assert h.parent is None and h.read(MiB, MiB) == b"z" * MiB and h.read(25 * MiB, 512) == b"w" * 512
+    if QEMU_IMG:
+        # qemu reads no differencing VHDs: compare with the base copy, which holds the data now
+        base = os.path.join(tmp, "a", x.VDI.get_sm_config(v)["vhd-parent"] + ".vhd")
+        p = subprocess.run([QEMU_IMG, "compare", "-f", "vpc", "-F", "vpc", base, dst], capture_output=True,
+                           text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+    for ref in (c, snap, v):
+        x.VDI.destroy(ref)
+    destroy_sr(x, a)
+    destroy_sr(x, b)
+
+
+# -- nfs (a folder every host sees) --------------------------------------------------------------------
+def test_nfs_folder_sr_forget_and_introduce_again(x, host, tmp):
+    export = os.path.join(tmp, "export")
+    os.makedirs(export)
+    sr = x.SR.create(host, {"path": export}, "0", "shared", "", "nfs", "user", True, {})
+    uuid = x.SR.get_uuid(sr)
+    assert os.listdir(export) == [uuid] and x.SR.get_shared(sr) is True
+    assert f"<UUID>{uuid}</UUID>" in x.SR.probe(host, {"path": export}, "nfs", {})
+    v = new_vdi(x, sr, 6 * MiB, "kept")
+    vuuid = x.VDI.get_uuid(v)
+    assert os.path.exists(os.path.join(export, uuid, vuuid + ".vhd"))
+    # forget it (records only), then introduce it again: a scan finds the disk
+    pbd = x.SR.get_PBDs(sr)[0]
+    assert failure(x.SR.forget, sr) == ["SR_HAS_PBD", sr]
+    x.PBD.unplug(pbd)
+    x.SR.forget(sr)
+    assert failure(x.VDI.get_record, v)[0] == "HANDLE_INVALID"
+    sr2 = x.SR.introduce(uuid, "shared again", "", "nfs", "user", True, {})
+    assert failure(x.SR.introduce, uuid, "twice", "", "nfs", "user", True, {}) == ["SR_UUID_EXISTS", uuid]
+    assert x.SR.get_physical_size(sr2) == "-1"
+    pbd2 = x.PBD.create({"host": host, "SR": sr2, "device_config": {"path": export}, "other_config": {}})
+    assert failure(x.PBD.create, {"host": host, "SR": sr2, "device_config": {}, "other_config": {}}) == \
+        ["PBD_EXISTS", sr2, host, pbd2]
+    x.PBD.plug(pbd2)
+    (v2,) = x.SR.get_VDIs(sr2)
+    assert x.VDI.get_uuid(v2) == vuuid and x.VDI.get_virtual_size(v2) == str(6 * MiB)
+    assert int(x.SR.get_physical_size(sr2)) > 0
+    # a VHD copied into the folder behind our back appears at the next scan; a removed one goes
+    extra = "11111111-2222-3333-4444-555555555555"
+    vhd.create(os.path.join(export, uuid, extra + ".vhd"), 4 * MiB)
+    os.unlink(os.path.join(export, uuid, vuuid + ".vhd"))
+    x.SR.scan(sr2)
+    (v3,) = x.SR.get_VDIs(sr2)
+    assert x.VDI.get_uuid(v3) == extra and x.VDI.get_virtual_size(v3) == str(4 * MiB)
+    x.VDI.destroy(v3)
+    destroy_sr(x, sr2)
+    assert os.listdir(export) == []
+
+
+# -- iso -------------------------------------------------------------------------------------------------
+def test_iso_sr(x, host, tmp):
+    lib = os.path.join(tmp, "isos")
+    os.makedirs(lib)
+    with open(os.path.join(lib, "debian.iso"), "wb") as f:
+        f.write(b"\1" * 8192)
+    named = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee.img"
+    with open(os.path.join(lib, named), "wb") as f:
+        f.write(b"\2" * 4096)
+    with open(os.path.join(lib, "README.txt"), "w") as f:
+        f.write("not an image")
+    sr = x.SR.create(host, {"location": lib}, "0", "ISOs", "", "iso", "iso", True, {})
+    assert "<Count>2</Count>" in x.SR.probe(host, {"location": lib}, "iso", {})
+    x.SR.scan(sr)
+    vdis = {r["location"]: r for r in x.VDI.get_all_records_where(f'field "SR" = "{sr}"').values()}
+    assert sorted(vdis) == [named, "debian.iso"]
+    deb = vdis["debian.iso"]
+    assert deb["read_only"] is True and deb["virtual_size"] == "8192" and deb["name_label"] == "debian.iso"
+    assert vdis[named]["uuid"] == named[:36]
+    # an upload target: an empty writable file
+    up = x.VDI.create({"name_label": "upload.iso", "SR": sr, "virtual_size": "4096", "type": "user",
+                       "sharable": False, "read_only": False, "other_config": {},
+                       "sm_config": {"path": "upload.iso"}})
+    assert x.VDI.get_read_only(up) is False and os.path.getsize(os.path.join(lib, "upload.iso")) == 4096
+    copy = x.VDI.copy(x.VDI.get_by_uuid(deb["uuid"]), x.pool.get_default_SR(x.pool.get_all()[0]))
+    assert x.VDI.get_virtual_size(copy) == str(2 * MiB)     # a VHD rounds up to a block
+    x.VDI.destroy(copy)
+    os.unlink(os.path.join(lib, "debian.iso"))
+    x.SR.scan(sr)
+    assert sorted(x.VDI.get_location(v) for v in x.SR.get_VDIs(sr)) == [named, "upload.iso"]
+    x.VDI.destroy(up)
+    assert not os.path.exists(os.path.join(lib, "upload.iso"))
+    destroy_sr(x, sr)
+    assert sorted(os.listdir(lib)) == ["README.txt", named]                # the images stay
+
+
+# -- drivers -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,status", [("garbage", None), ("crash", "non-zero exit"),
+                                         ("signal", "received signal: sigkill"), ("hang", "timed out after 4s")])
+def test_misbehaving_driver_is_a_backend_failure(x, host, mode, status):
+    t0 = time.monotonic()
+    err = failure(x.SR.probe, host, {"mode": mode}, "bad", {})
+    assert time.monotonic() - t0 < 10
+    assert err[0] == "SR_BACKEND_FAILURE" and len(err) == 4
+    if status:
+        assert err[1] == status
+    assert f"bad driver: {mode}" in err[3]
+    if mode == "garbage":
+        assert "just garbage" in err[2]
+
+
+def test_driver_fault_is_sr_backend_failure_n(x, host):
+    assert failure(x.SR.probe, host, {"mode": "fault"}, "bad", {}) == \
+        ["SR_BACKEND_FAILURE_44", "", "There is insufficient space", "bad driver: fault\n"]
+
+
+def test_a_driver_dropped_into_the_folder(storage_daemon, x, host, tmp):
+    shutil.copy2(os.path.join(storage_daemon.sm_dir, "extSR"), os.path.join(storage_daemon.sm_dir, "dropinSR"))
+    assert "dropin" in x.SR.get_supported_types()
+    (sm,) = x.SM.get_all_records_where('field "type" = "dropin"').values()
+    assert sm["driver_filename"] == os.path.join(storage_daemon.sm_dir, "dropinSR")
+    # SR.create with a type not seen yet looks at the folder again
+    shutil.copy2(os.path.join(storage_daemon.sm_dir, "extSR"), os.path.join(storage_daemon.sm_dir, "laterSR"))
+    sr = x.SR.create(host, {"path": os.path.join(tmp, "later")}, "0", "later", "", "later", "user", False, {})
+    assert x.SR.get_type(sr) == "later"
+    destroy_sr(x, sr)
+    os.unlink(os.path.join(storage_daemon.sm_dir, "dropinSR"))
+    os.unlink(os.path.join(storage_daemon.sm_dir, "laterSR"))
+    assert "dropin" not in x.SR.get_supported_types()
+    assert x.SM.get_all_records_where('field "type" = "dropin"') == {}
+
+
+# -- the access layer across a restart ----------------------------------------------------------------------
+def _log(path):
+    return open(path).read().split("\n") if os.path.exists(path) else []
+
+
+def test_access_state_survives_a_restart(fresh_daemon, tmp):
+    folder = _drivers_folder()
+    env = {"XAPI_SM_DIR": folder}
+    try:
+        d = fresh_daemon(env=env)
+        s = XenAPI.Session(d.url)
+        s.xenapi.login_with_password("root", d.password)
+        x = s.xenapi
+        host = x.host.get_all()[0]
+        log, block = os.path.join(tmp, "driver.log"), os.path.join(tmp, "block")
+        sr = x.SR.create(host, {"path": os.path.join(tmp, "slow"), "log": log, "block": block}, "0", "slow", "",
+                         "slow", "user", False, {})
+        v = new_vdi(x, sr, 4 * MiB)
+        src = x.VDI.get_location(v)
+        open(block, "w").close()
+        task = x.Async.VDI.copy(v, sr)                  # blocks activating the destination RW
+        deadline = time.monotonic() + 15
+        while not any(line.startswith("vdi_activate") and line.endswith(" true") for line in _log(log)):
+            assert time.monotonic() < deadline, _log(log)
+            time.sleep(0.05)
+        # the source is in use meanwhile
+        assert failure(x.VDI.destroy, v) == ["VDI_IN_USE", v, "destroy"]
+        assert x.VDI.get_sm_config(v)["host_" + host] == "RO"
+        (dst,) = [line.split()[1] for line in _log(log) if line.startswith("vdi_attach") and line.endswith("true")]
+        state = open(os.path.join(d.data_dir, "storage-access.json")).read()
+        assert src in state and dst in state
+        d.stop()                                       # SIGTERM, mid-copy
+        os.unlink(block)
+        before = _log(log)
+        d2 = _daemon.start(data_dir=d.data_dir, env=env)
+        try:
+            s2 = XenAPI.Session(d2.url)
+            s2.xenapi.login_with_password("root", d2.password)
+            s2.xenapi.SR.get_supported_types()          # waits for the storage start-up (and its clean-up)
+            after = _log(log)[len(before) - 1:]
+            calls = [line.split()[:2] for line in after if line]
+            assert sorted(calls) == sorted([["vdi_deactivate", src], ["vdi_detach", dst], ["vdi_detach", src]]), after
+            assert not any(c[0] in ("vdi_attach", "vdi_activate") for c in calls)
+            assert "host_" + host not in s2.xenapi.VDI.get_sm_config(v)
+            s2.xenapi.VDI.destroy(v)                   # free again
+            s2.xenapi.session.logout()
+        finally:
+            d2.stop()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,338 @@
+"""The storage access layer of one host: who uses which VDI, and how (xapi's SMAPIv2 wrapper).
+
+A *datapath* is one user of a VDI on this host: a VBD (``vbd/<domid>/<device>``), an export, a
+copy (``copy/<...>``). Each datapath holds the VDI in one of the states of xapi's VDI automaton:
+detached, attached RO|RW, activated RO|RW. The driver sees only the *superstate* over all the
+datapaths (activated if any is, RW if any is), and is called only when that changes: the first
+attach, the first activate, the last deactivate, the last detach. Going from RO to RW while the
+VDI is held RO is refused, as xapi's automaton refuses it.
+
+The state is kept in a small JSON file in the data folder, written atomically after every driver
+side effect, so a restarted daemon knows what is attached: it neither attaches again nor forgets
+to detach. After a restart, datapaths of operations that cannot have survived it (copies, exports,
+imports) and the ones whose detach failed earlier ("leaked") are released, with one driver call
+each.
+
+A VDI is activated read-write on at most one host: activation checks the VDI's
+``sm-config:host_<host>`` keys (written by the drivers, as SM's blktap layer does) and refuses
+with ``VDI_IN_USE [vdi, "activate"]``. Activating RW drops ``other-config:content_id``,
+deactivating sets a fresh one, as xapi does.
+
+API: ``await attach(dp, vdi, rw)``, ``activate(dp, vdi)`` (both return the attach information:
+``params`` is the local path, ``format`` "vhd" or "raw", ``xenstore_data``...), ``deactivate``,
+``detach``, ``release(dp, vdi)`` (whatever is needed to get back to detached), ``destroy_dp(dp)``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid as _uuid
+
+from xapi.datamodel.errors import XapiError
+
+log = logging.getLogger("xapi.sm.access")
+
+DETACHED = "detached"
+TRANSIENT_PREFIXES = ("copy/", "export/", "import/", "internal/")
+
+
+def _state(kind: str, mode: str | None = None) -> str:
+    return kind if kind == DETACHED else f"{kind} {mode}"
+
+
+def _split(state: str) -> tuple[str, str | None]:
+    if state == DETACHED:
+        return DETACHED, None
+    kind, mode = state.split()
+    return kind, mode
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def plus(state: str, op: str, rw: bool = False) -> str:
+    """The datapath's state after `op` (attach/activate/deactivate/detach), as xapi's automaton."""
+    kind, mode = _split(state)
+    want = "RW" if rw else "RO"
+    if op == "attach":
+        if kind == DETACHED:
+            return _state("attached", want)
+        if mode == "RO" and want == "RW":
+            raise IllegalTransition(f"{state} + attach RW")
+        return state
+    if op == "activate":
+        if kind == DETACHED:
+            raise IllegalTransition(f"{state} + activate")
+        return _state("activated", mode)
+    if op == "deactivate":
+        return _state("attached", mode) if kind == "activated" else state
+    if op == "detach":
+        if kind == "activated":
+            raise IllegalTransition(f"{state} + detach")
+        return DETACHED
+    raise ValueError(op)
+
+
+def superstate(states) -> str:
+    states = [s for s in states if s != DETACHED]
+    if not states:
+        return DETACHED
+    activated = any(s.startswith("activated") for s in states)
+    rw = any(s.endswith("RW") for s in states)
+    return _state("activated" if activated else "attached", "RW" if rw else "RO")
+
+
+def transitions(old: str, new: str) -> list[str]:
+    """The driver operations taking the backend from superstate `old` to `new`."""
+    if old == new:
+        return []
+    (ok, om), (nk, nm) = _split(old), _split(new)
+    if nk == DETACHED:
+        return (["deactivate"] if ok == "activated" else []) + ["detach"]
+    if ok == DETACHED:
+        return ["attach"] + (["activate"] if nk == "activated" else [])
+    if om != nm:
+        raise IllegalTransition(f"{old} -> {new}")
+    if ok == "attached" and nk == "activated":
+        return ["activate"]
+    if ok == "activated" and nk == "attached":
+        return ["deactivate"]
+    raise IllegalTransition(f"{old} -> {new}")
+
+
+class Access:
+    """One host's datapaths. `storage` runs the drivers (xapi.sm.service.Storage)."""
+
+    def __init__(self, storage, path: str) -> None:
+        self.storage = storage
+        self.path = path
+        self.vdis: dict[str, dict] = self._load()      # vdi uuid -> entry
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._save_lock = asyncio.Lock()
+        self.closed = False
+
+    # -- persistence -----------------------------------------------------------------------------
+    def _load(self) -> dict[str, dict]:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            log.error("storage access state %s unreadable (%s): starting empty", self.path, e)
+            return {}
+        return {k: v for k, v in data.get("vdis", {}).items() if isinstance(v, dict)}
+
+    def _write(self, text: str) -> None:
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, self.path)
+
+    async def _save(self) -> None:
+        async with self._save_lock:
+            text = json.dumps({"version": 1, "vdis": self.vdis}, sort_keys=True)
+            await asyncio.to_thread(self._write, text)
+
+    # -- queries ---------------------------------------------------------------------------------
+    def datapaths(self, vdi_uuid: str | None = None) -> dict[str, str]:
+        """dp -> state, of one VDI, or "vdi-uuid dp" -> state of all."""
+        if vdi_uuid is not None:
+            return dict(self.vdis.get(vdi_uuid, {}).get("dps", {}))
+        return {f"{u} {dp}": st for u, e in self.vdis.items() for dp, st in e.get("dps", {}).items()}
+
+    def state(self, vdi_uuid: str) -> str:
+        return self.vdis.get(vdi_uuid, {}).get("state", DETACHED)
+
+    def in_use(self, vdi_uuid: str) -> bool:
+        e = self.vdis.get(vdi_uuid)
+        return bool(e and (e.get("dps") or e.get("state", DETACHED) != DETACHED))
+
+    def vdis_of_sr(self, sr_uuid: str) -> list[str]:
+        return [u for u, e in self.vdis.items() if e.get("sr") == sr_uuid and self.in_use(u)]
+
+    # -- the operations --------------------------------------------------------------------------
+    def _lock(self, vdi_uuid: str) -> asyncio.Lock:
+        lock = self._locks.get(vdi_uuid)
+        if lock is None:
+            lock = self._locks[vdi_uuid] = asyncio.Lock()
+        return lock
+
+    def _vdi(self, vdi_ref: str) -> tuple[str, dict]:
+        table = self.storage.app.db.table("VDI")
+        try:
+            return vdi_ref, table.get(vdi_ref)
+        except (KeyError, TypeError):
+            raise XapiError("HANDLE_INVALID", "VDI", vdi_ref) from None
+
+    async def attach(self, dp: str, vdi_ref: str, rw: bool) -> dict:
+        if self.closed:
+            raise XapiError("INTERNAL_ERROR", "the storage layer is shutting down")
+        _, rec = self._vdi(vdi_ref)
+        if rw and rec["read_only"]:
+            raise XapiError("VDI_READONLY", vdi_ref)
+        return await self._change(dp, vdi_ref, rec, "attach", rw)
+
+    async def activate(self, dp: str, vdi_ref: str) -> dict:
+        if self.closed:
+            raise XapiError("INTERNAL_ERROR", "the storage layer is shutting down")
+        _, rec = self._vdi(vdi_ref)
+        return await self._change(dp, vdi_ref, rec, "activate")
+
+    async def deactivate(self, dp: str, vdi_ref: str) -> None:
+        if self.closed:
+            return
+        _, rec = self._vdi(vdi_ref)
+        await self._change(dp, vdi_ref, rec, "deactivate")
+
+    async def detach(self, dp: str, vdi_ref: str) -> None:
+        if self.closed:
+            return
+        _, rec = self._vdi(vdi_ref)
+        await self._change(dp, vdi_ref, rec, "detach")
+
+    async def release(self, dp: str, vdi_ref: str) -> None:
+        """Deactivates if needed, then detaches."""
+        await self.deactivate(dp, vdi_ref)
+        await self.detach(dp, vdi_ref)
+
+    async def _change(self, dp: str, vdi_ref: str, rec: dict, op: str, rw: bool = False):
+        uuid = rec["uuid"]
+        async with self._lock(uuid):
+            entry = self.vdis.get(uuid)
+            if entry is None:
+                if op in ("deactivate", "detach"):
+                    return None
+                sr = self.storage.app.db.table("SR").get(rec["SR"])
+                entry = {"sr": sr["uuid"], "location": rec["location"], "state": DETACHED, "dps": {},
+                         "leaked": [], "attach_info": None}
+            dps = entry["dps"]
+            old_dp = dps.get(dp, DETACHED)
+            if op in ("deactivate", "detach") and dp not in dps:
+                return None
+            try:
+                new_dp = plus(old_dp, op, rw)
+                new_super = superstate([s for d, s in dps.items() if d != dp] + [new_dp])
+                steps = transitions(entry["state"], new_super)
+            except IllegalTransition as e:
+                raise XapiError("INTERNAL_ERROR",
+                                f"Storage_interface.Illegal_transition({uuid}: {e})") from None
+            for step in steps:
+                await self._backend(step, vdi_ref, rec, entry, new_super)
+                self.vdis[uuid] = entry
+                await self._save()
+            if new_dp == DETACHED:
+                dps.pop(dp, None)
+            else:
+                dps[dp] = new_dp
+            if entry["state"] == DETACHED and not dps:
+                self.vdis.pop(uuid, None)
+            else:
+                self.vdis[uuid] = entry
+            await self._save()
+            return entry.get("attach_info") if op in ("attach", "activate") else None
+
+    async def _backend(self, step: str, vdi_ref: str, rec: dict, entry: dict, target: str) -> None:
+        """One driver call; on success the entry's backend state moves on."""
+        storage = self.storage
+        kind, mode = _split(entry["state"])
+        if step == "attach":
+            rw = _split(target)[1] == "RW"
+            info = await storage.vdi_command(vdi_ref, "vdi_attach", ["true" if rw else "false"])
+            entry["attach_info"] = info if isinstance(info, dict) else {"params": str(info)}
+            entry["state"] = _state("attached", "RW" if rw else "RO")
+        elif step == "activate":
+            rw = mode == "RW"
+            self._check_other_hosts(vdi_ref, rw)
+            if rw:
+                _remove_key(storage.app.db, vdi_ref, "other_config", "content_id")
+            if storage.has_capability(vdi_ref, "VDI_ACTIVATE"):
+                await storage.vdi_command(vdi_ref, "vdi_activate", ["true" if rw else "false"])
+            entry["state"] = _state("activated", mode)
+        elif step == "deactivate":
+            table = storage.app.db.table("VDI")
+            if vdi_ref in table and "content_id" not in table.get_field(vdi_ref, "other_config"):
+                oc = table.get_field(vdi_ref, "other_config")
+                table.set_field(vdi_ref, "other_config", {**oc, "content_id": str(_uuid.uuid4())})
+            if storage.has_capability(vdi_ref, "VDI_DEACTIVATE"):
+                await storage.vdi_command(vdi_ref, "vdi_deactivate", [])
+            entry["state"] = _state("attached", mode)
+        elif step == "detach":
+            await storage.vdi_command(vdi_ref, "vdi_detach", [])
+            entry["state"] = DETACHED
+            entry["attach_info"] = None
+
+    def _check_other_hosts(self, vdi_ref: str, rw: bool) -> None:
+        app = self.storage.app
+        sm_config = app.db.table("VDI").get_field(vdi_ref, "sm_config")
+        mine = f"host_{app.host_ref}"
+        others = {k: v for k, v in sm_config.items() if k.startswith("host_") and k != mine}
+        if any(v == "RW" for v in others.values()) or (rw and others):
+            raise XapiError("VDI_IN_USE", vdi_ref, "activate")
+
+    # -- whole datapaths -------------------------------------------------------------------------
+    async def destroy_dp(self, dp: str, *, allow_leak: bool = False) -> None:
+        """Releases every VDI `dp` holds (a leaked one again). With allow_leak a failing release is
+        remembered as leaked (and retried by the next destroy_dp or reconcile) instead of failing."""
+        for uuid, entry in list(self.vdis.items()):
+            if dp in entry.get("leaked", []):
+                # the backend may still hold the VDI for it: back in, at the backend's state
+                entry["leaked"].remove(dp)
+                entry["dps"].setdefault(dp, entry.get("state", DETACHED))
+            if dp not in entry.get("dps", {}):
+                continue
+            vdi_ref = self.storage.vdi_ref_by_uuid(uuid)
+            try:
+                if vdi_ref is None:
+                    await self._release_orphan(uuid, dp)
+                else:
+                    await self.release(dp, vdi_ref)
+            except Exception as e:  # noqa: BLE001 - reported, or kept for a retry
+                if not allow_leak:
+                    raise
+                log.error("datapath %s on VDI %s: release failed, leaked: %s", dp, uuid, e)
+                entry = self.vdis.get(uuid, entry)
+                entry.setdefault("leaked", []).append(dp)
+                entry["dps"].pop(dp, None)
+                self.vdis[uuid] = entry
+                await self._save()
+
+    async def _release_orphan(self, uuid: str, dp: str) -> None:
+        """A VDI whose record went away: tell the driver by location, then forget it."""
+        entry = self.vdis[uuid]
+        async with self._lock(uuid):
+            entry["dps"].pop(dp, None)
+            if not entry["dps"] and entry["state"] != DETACHED:
+                await self.storage.orphan_release(entry)
+                entry["state"] = DETACHED
+            if not entry["dps"]:
+                self.vdis.pop(uuid, None)
+            await self._save()
+
+    async def reconcile(self) -> None:
+        """After a restart: releases what cannot be in use any more (datapaths of copies, exports and
+        imports, and the leaked ones), once each."""
+        doomed = set()
+        for entry in self.vdis.values():
+            doomed.update(dp for dp in entry.get("dps", {}) if dp.startswith(TRANSIENT_PREFIXES))
+            doomed.update(entry.get("leaked", []))
+        for dp in sorted(doomed):
+            log.info("releasing datapath %s left from before the restart", dp)
+            await self.destroy_dp(dp, allow_leak=True)
+
+    def close(self) -> None:
+        """No more attaches; later deactivate/detach calls do nothing (the state stays on disk)."""
+        self.closed = True
+
+
+def _remove_key(db, ref: str, field: str, key: str) -> None:
+    table = db.table("VDI")
+    if ref in table:
+        current = table.get_field(ref, field)
+        if key in current:
+            table.set_field(ref, field, {k: v for k, v in current.items() if k != key})

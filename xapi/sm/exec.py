@@ -1,0 +1,326 @@
+"""Runs SMAPIv1 drivers: one subprocess per operation, as xapi's sm_exec does.
+
+A driver is an executable named ``<Type>SR`` in the drivers folder (``xapi/sm/drivers``, or
+``XAPI_SM_DIR``); its SR type is the prefix in lower case. It gets the whole XML-RPC request as its
+single argument and answers on stdout. Python scripts are run with this interpreter (the venv's), so
+they import the package whatever their ``#!`` line says; anything else is executed as it is.
+
+Failures, as xapi maps them:
+
+* a fault 38 is "not implemented" (:class:`NotImplementedInBackend`), 39 ``SR_NOT_EMPTY``,
+  24 ``VDI_IN_USE``, 16 ``SR_DEVICE_IN_USE``, 144 ``VDI_MISSING [sr, vdi]``, any other n
+  ``SR_BACKEND_FAILURE_<n> ["", reason, stderr]``;
+* a driver killed by a signal, exiting non-zero, answering something that is not an XML-RPC
+  response, or running past the timeout gives ``SR_BACKEND_FAILURE [status, stdout, stderr]``.
+
+Drivers run without blocking the event loop, at most ``concurrency`` at a time, each in its own
+process group (killed whole on timeout or cancellation). ``scan()`` asks every driver for its
+``sr_get_driver_info``, which fills the SM table.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import xmlrpc.client
+from dataclasses import dataclass, field
+
+from xapi.datamodel.errors import XapiError
+
+log = logging.getLogger("xapi.sm")
+
+DRIVERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "drivers")
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NULL_REF = "OpaqueRef:NULL"
+
+
+class NotImplementedInBackend(Exception):
+    """The driver answered fault 38: the command is not implemented."""
+
+
+@dataclass
+class DriverInfo:
+    type: str                      # "ext": the file name's prefix, lower case
+    path: str                      # the executable
+    name: str
+    description: str
+    vendor: str
+    copyright: str
+    version: str
+    required_api_version: str
+    capabilities: list[str]        # as the driver lists them ("VDI_RESET_ON_BOOT/2")
+    configuration: dict[str, str]
+    mtime: float = 0.0
+
+    @property
+    def features(self) -> dict[str, int]:
+        """capability name -> version (1 when unversioned), as xapi's SM.features."""
+        out: dict[str, int] = {}
+        for cap in self.capabilities:
+            name, _, version = cap.partition("/")
+            try:
+                out[name] = int(version) if version else 1
+            except ValueError:
+                out[name] = 1
+        return out
+
+    def has(self, capability: str) -> bool:
+        return capability in self.features
+
+    def sm_row(self) -> dict:
+        """The SM table's fields for this driver."""
+        return {"name_label": self.name, "name_description": self.description, "type": self.type,
+                "vendor": self.vendor, "copyright": self.copyright, "version": self.version,
+                "required_api_version": self.required_api_version,
+                "capabilities": list(self.features), "features": self.features,
+                "configuration": dict(self.configuration), "driver_filename": self.path,
+                "required_cluster_stack": []}
+
+
+@dataclass
+class Call:
+    """One SMAPIv1 request (xapi's Sm_exec.call)."""
+    command: str
+    args: list[str] = field(default_factory=list)
+    device_config: dict[str, str] = field(default_factory=dict)
+    host_ref: str = NULL_REF
+    sr_ref: str | None = None
+    sr_uuid: str | None = None
+    sr_sm_config: dict | None = None
+    vdi_ref: str | None = None
+    vdi_uuid: str | None = None
+    vdi_location: str | None = None
+    vdi_type: str | None = None
+    vdi_sm_config: dict | None = None
+    vdi_on_boot: str | None = None
+    vdi_allow_caching: str | None = None
+    driver_params: dict | None = None
+    new_uuid: str | None = None
+    subtask_of: str | None = None
+    local_cache_sr: str | None = None
+    session_ref: str | None = None
+
+    def request(self) -> str:
+        s: dict = {"host_ref": self.host_ref, "command": self.command, "args": [str(a) for a in self.args],
+                   "device_config": {str(k): str(v) for k, v in self.device_config.items()}}
+        for name in ("session_ref", "sr_sm_config", "sr_ref", "vdi_type", "sr_uuid", "vdi_ref", "vdi_location",
+                     "vdi_uuid", "driver_params", "vdi_sm_config", "new_uuid", "subtask_of", "vdi_on_boot",
+                     "vdi_allow_caching", "local_cache_sr"):
+            v = getattr(self, name)
+            if v is not None:
+                s[name] = {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else str(v)
+        return xmlrpc.client.dumps((s,), self.command)
+
+
+def backend_failure(status: str, stdout: str, stderr: str) -> XapiError:
+    return XapiError("SR_BACKEND_FAILURE", status, stdout, stderr)
+
+
+def map_fault(call: Call, code: int, reason: str, stderr: str) -> Exception:
+    if code == 38:
+        return NotImplementedInBackend(call.command)
+    if code == 39:
+        return XapiError("SR_NOT_EMPTY")
+    if code == 24:
+        return XapiError("VDI_IN_USE")
+    if code == 16:
+        return XapiError("SR_DEVICE_IN_USE")
+    if code == 144:
+        return XapiError("VDI_MISSING", call.sr_ref or "", call.vdi_ref or "")
+    return XapiError(f"SR_BACKEND_FAILURE_{code}", "", reason, stderr)
+
+
+def parse_response(call: Call, stdout: str, stderr: str):
+    """The value of a driver's methodResponse, or the API error its fault maps to."""
+    try:
+        params, _ = xmlrpc.client.loads(stdout, use_builtin_types=True)
+    except xmlrpc.client.Fault as f:
+        code = f.faultCode if isinstance(f.faultCode, int) else _int(f.faultCode)
+        raise map_fault(call, code, str(f.faultString), stderr) from None
+    except Exception as e:  # noqa: BLE001 - expat errors, bad values: all "garbage"
+        raise backend_failure(f"{type(e).__name__}: {e}", stdout, stderr) from None
+    if len(params) != 1:
+        raise XapiError("INTERNAL_ERROR", "Unexpected response from SM plugin")
+    return params[0]
+
+
+def _int(v) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return signal.Signals(n).name.lower()
+    except ValueError:
+        return str(n)
+
+
+def is_python(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" in first
+
+
+class Executor:
+    """Finds and runs the drivers. `session` is an async context manager factory giving a fresh
+    session ref for one call (xapi logs an internal superuser session in and out per call)."""
+
+    def __init__(self, drivers_dir: str | None = None, *, socket_path: str = "", data_dir: str = "",
+                 concurrency: int = 4, timeout: float | None = None, session=None) -> None:
+        self.drivers_dir = drivers_dir or os.environ.get("XAPI_SM_DIR") or DRIVERS_DIR
+        self.socket_path = socket_path
+        self.data_dir = data_dir
+        self.timeout = timeout if timeout is not None else float(os.environ.get("XAPI_SM_TIMEOUT", "600"))
+        self.session = session
+        self._sem = asyncio.Semaphore(max(1, concurrency))
+        self.drivers: dict[str, DriverInfo] = {}
+        self._procs: set = set()
+        self.closed = False
+        self.calls = 0
+
+    # -- the drivers folder --------------------------------------------------------------------
+    def executables(self) -> dict[str, str]:
+        """type -> path of every executable `<Type>SR` in the folder."""
+        out: dict[str, str] = {}
+        try:
+            names = sorted(os.listdir(self.drivers_dir))
+        except OSError as e:
+            log.error("cannot read the SM drivers folder %s: %s", self.drivers_dir, e)
+            return out
+        for name in names:
+            path = os.path.join(self.drivers_dir, name)
+            if len(name) > 2 and name.endswith("SR") and os.path.isfile(path) and os.access(path, os.X_OK):
+                out[name[:-2].lower()] = path
+        return out
+
+    async def scan(self) -> dict[str, DriverInfo]:
+        """Asks each driver (new or changed since the last scan) for its information; drops the ones
+        that went away or fail. Returns type -> DriverInfo."""
+        found = self.executables()
+        current: dict[str, DriverInfo] = {}
+        todo = []
+        for ty, path in found.items():
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                continue
+            known = self.drivers.get(ty)
+            if known is not None and known.path == path and known.mtime == mtime:
+                current[ty] = known
+            else:
+                todo.append((ty, path, mtime))
+        results = await asyncio.gather(*(self._driver_info(ty, path, mtime) for ty, path, mtime in todo),
+                                       return_exceptions=True)
+        for (ty, path, _), r in zip(todo, results):
+            if isinstance(r, BaseException):
+                log.error("rejecting SM plugin %s (%s): %s", ty, path, r)
+            else:
+                current[ty] = r
+        self.drivers = current
+        return current
+
+    async def _driver_info(self, ty: str, path: str, mtime: float) -> DriverInfo:
+        v = await self.call(path, Call("sr_get_driver_info"), needs_session=False)
+        if not isinstance(v, dict):
+            raise ValueError(f"sr_get_driver_info returned {type(v).__name__}")
+        config = {}
+        for kv in v.get("configuration", []):
+            config[str(kv["key"])] = str(kv["description"])
+        return DriverInfo(type=ty, path=path, name=str(v["name"]), description=str(v["description"]),
+                          vendor=str(v["vendor"]), copyright=str(v["copyright"]),
+                          version=str(v["driver_version"]), required_api_version=str(v["required_api_version"]),
+                          capabilities=[str(c) for c in v.get("capabilities", [])], configuration=config,
+                          mtime=mtime)
+
+    def driver(self, sr_type: str) -> DriverInfo:
+        d = self.drivers.get(sr_type.lower())
+        if d is None:
+            raise XapiError("SR_UNKNOWN_DRIVER", sr_type)
+        return d
+
+    # -- one call ------------------------------------------------------------------------------
+    async def run(self, sr_type: str, call: Call):
+        """Runs `call` on the driver of `sr_type` with a fresh session."""
+        return await self.call(self.driver(sr_type).path, call)
+
+    async def call(self, path: str, call: Call, *, needs_session: bool = True):
+        if self.closed:
+            raise XapiError("INTERNAL_ERROR", "the storage layer is shutting down")
+        if needs_session and self.session is not None:
+            async with self.session(call.sr_ref) as session_ref:
+                call.session_ref = session_ref
+                return await self._exec(path, call)
+        return await self._exec(path, call)
+
+    def _env(self) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "ORIGINATOR": "SM",
+               "XAPI_SOCKET": self.socket_path, "XAPI_DATA_DIR": self.data_dir, "LANG": "C.UTF-8",
+               "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        for key in ("XAPI_PURE", "TMPDIR"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        return env
+
+    async def _exec(self, path: str, call: Call):
+        request = call.request()
+        argv = [sys.executable, path, request] if is_python(path) else [path, request]
+        async with self._sem:
+            self.calls += 1
+            started = time.monotonic()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE, env=self._env(), start_new_session=True)
+            except OSError as e:
+                raise backend_failure(f"cannot run {path}: {e}", "", "") from None
+            self._procs.add(proc)
+            readers = asyncio.gather(proc.stdout.read(), proc.stderr.read())
+            timed_out = False
+            try:
+                await asyncio.wait_for(proc.wait(), self.timeout)
+            except asyncio.TimeoutError:
+                self._kill(proc)
+                timed_out = True
+            except BaseException:
+                self._kill(proc)
+                readers.cancel()
+                raise
+            finally:
+                self._procs.discard(proc)
+            try:
+                out, err = await asyncio.wait_for(readers, 5)
+            except asyncio.TimeoutError:       # a grandchild outside the group holds the pipes
+                out, err = b"", b""
+        stdout = out.decode("utf-8", "replace")
+        stderr = err.decode("utf-8", "replace")
+        if timed_out:
+            raise backend_failure(f"timed out after {self.timeout:g}s", stdout, stderr)
+        log.debug("SM %s %s: %.3fs, exit %s", os.path.basename(path), call.command,
+                  time.monotonic() - started, proc.returncode)
+        if proc.returncode:
+            status = (f"received signal: {_signal_name(-proc.returncode)}" if proc.returncode < 0
+                      else "non-zero exit")
+            raise backend_failure(status, stdout, stderr)
+        return parse_response(call, stdout, stderr)
+
+    @staticmethod
+    def _kill(proc) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """No more calls; running drivers are killed."""
+        self.closed = True
+        for proc in list(self._procs):
+            self._kill(proc)
