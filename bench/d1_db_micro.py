@@ -199,6 +199,35 @@ def main():
            target="cost ~ changes")
     report("D1", "changes_since, 10 of 20k changed vs ref", t_fast, t_ref, "ref", unit="ns")
 
+    # -- relations: repointing VBD.VM moves the VBD between two VMs' VBDs sets -------
+    def vbd_db(module):
+        db = module.Database()
+        vms = db.create_table("VM", ("uuid", "name_label", "VBDs"), ("uuid", "name_label"))
+        vbds = db.create_table("VBD", ("uuid", "VM", "device"))
+        db.add_relation("VBD", "VM", "VM", "VBDs")
+        for i in range(ROWS // 10):
+            vms.add(f"vm{i}", {"uuid": f"u{i}", "name_label": f"vm-{i}"})
+        for i in range(ROWS):
+            vbds.add(f"vbd{i}", {"uuid": f"v{i}", "VM": f"vm{i // 10}", "device": "xvda"})
+        return db, vms, vbds
+    moves = [(f"vbd{i}", f"vm{rnd.randrange(ROWS // 10)}") for i in range(ROWS)]
+    rnd.shuffle(moves)
+    (_, fvms, fvbds), (_, rvms, rvbds) = vbd_db(_fastdb), vbd_db(db_ref)
+
+    def repoint_fast(set_field=fvbds.set_field):
+        for r, vm in moves:
+            set_field(r, "VM", vm)
+            set_field(r, "VM", "OpaqueRef:NULL")
+
+    def repoint_ref(set_field=rvbds.set_field):
+        for r, vm in moves:
+            set_field(r, "VM", vm)
+            set_field(r, "VM", "OpaqueRef:NULL")
+    t_fast, t_ref = per_op(repoint_fast, 2 * ROWS), per_op(repoint_ref, 2 * ROWS)
+    report("D1", "set_field VBD.VM (+2 VMs' VBDs) vs reference", t_fast, t_ref, "ref", unit="ns",
+           target="<=1,000 ns")
+    assert fvms.all_records() == rvms.all_records()
+
     # -- all_records (get_all_records of the whole table) ---------------------------
     t_fast = best_and_median(fast.all_records, runs=5)[1]
     t_ref = best_and_median(ref.all_records, runs=5)[1]
