@@ -15,7 +15,6 @@ import socket
 import uuid as _uuid
 
 from xapi import __version__, datamodel as dm, first_boot_data, xenctrl
-from xapi.actions.accessors import RELATIONS
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert, new_uuid
 from xapi.sm import local_sr
@@ -95,7 +94,6 @@ def populate(db, inventory: dict[str, str], hv, address: str) -> tuple[str, str]
     _management_interface(db, inventory, host, address, now)
     _templates(db)
     _storage_drivers(db)
-    _relink(db, host, dom0_ref)
     if first_boot:
         local_sr.first_boot(db, pool, host)    # "Local storage", the pool's default SR (xapi.sm.local_sr)
     return pool, host
@@ -264,24 +262,6 @@ def _storage_drivers(db) -> None:
             insert(db, "SM", **row)
         else:
             _sync(sms, ref, row)
-
-
-def _relink(db, host, dom0_ref) -> None:
-    """The set fields xapi's database derives from the refs pointing at an object, for the objects
-    this host owns (host, its networks, the control domain)."""
-    pifs = db.table("PIF")
-    networks = list(dict.fromkeys(pifs.get_field(p, "network") for p in pifs.find("host", host)))
-    targets = {"host": [host], "VM": [dom0_ref], "network": networks}
-    for (cls, field), (other, many) in RELATIONS.items():
-        for target in targets.get(other, ()):
-            if not _valid(db, other, target):
-                continue
-            t = db.table(other)
-            current = t.get_field(target, many)
-            pointing = db.table(cls).find(field, target)
-            wanted = [r for r in current if r in pointing] + [r for r in pointing if r not in current]
-            if wanted != current:
-                t.set_field(target, many, wanted)
 
 
 def open_hypervisor(backend: str, sim_config: str = ""):

@@ -5,7 +5,7 @@ import xml.dom.minidom
 import pytest
 
 from xapi import datamodel as dm, first_boot_data, startup
-from xapi.actions.accessors import RELATIONS
+from xapi.datamodel.relations import RELATIONS
 from xapi.db.schema import NULL_REF, new_database
 
 INV = {"INSTALLATION_UUID": "11111111-1111-4111-8111-111111111111",

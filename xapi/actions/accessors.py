@@ -146,58 +146,6 @@ def _records_where(table, cls):
     return get_all_records_where
 
 
-# One-to-many links xapi's database keeps by itself: setting (class, field) to a ref puts the row's
-# ref into that object's set field, and removing the row takes it out again (xen-api datamodel's
-# relations; VBD.VM <-> VM.VBDs and so on).
-RELATIONS: dict[tuple[str, str], tuple[str, str]] = {
-    ("VBD", "VM"): ("VM", "VBDs"),
-    ("VBD", "VDI"): ("VDI", "VBDs"),
-    ("VIF", "VM"): ("VM", "VIFs"),
-    ("VIF", "network"): ("network", "VIFs"),
-    ("PIF", "host"): ("host", "PIFs"),
-    ("PIF", "network"): ("network", "PIFs"),
-    ("PBD", "host"): ("host", "PBDs"),
-    ("PBD", "SR"): ("SR", "PBDs"),
-    ("VDI", "SR"): ("SR", "VDIs"),
-    ("VDI", "snapshot_of"): ("VDI", "snapshots"),
-    ("console", "VM"): ("VM", "consoles"),
-    ("host_cpu", "host"): ("host", "host_CPUs"),
-    ("VM", "resident_on"): ("host", "resident_VMs"),
-    ("VM", "snapshot_of"): ("VM", "snapshots"),
-    ("VM", "parent"): ("VM", "children"),
-    ("VM", "appliance"): ("VM_appliance", "VMs"),
-    ("VM", "protection_policy"): ("VMPP", "VMs"),
-    ("VM", "snapshot_schedule"): ("VMSS", "VMs"),
-    ("PVS_cache_storage", "site"): ("PVS_site", "cache_storage"),
-}
-
-
-def _links(cls: str):
-    return [(field, other, many) for (c, field), (other, many) in RELATIONS.items() if c == cls]
-
-
-def link(db, cls: str, ref: str, row: dict) -> None:
-    """Adds `ref` to the set fields of the objects its row points at."""
-    for field, other, many in _links(cls):
-        target = row.get(field)
-        t = db.table(other)
-        if target and target in t:
-            current = t.get_field(target, many)
-            if ref not in current:
-                t.set_field(target, many, [*current, ref])
-
-
-def unlink(db, cls: str, ref: str, row: dict) -> None:
-    """Takes `ref` out of the set fields of the objects its row points at."""
-    for field, other, many in _links(cls):
-        target = row.get(field)
-        t = db.table(other)
-        if target and target in t:
-            current = t.get_field(target, many)
-            if ref in current:
-                t.set_field(target, many, [v for v in current if v != ref])
-
-
 def _field_not_found(name: str) -> XapiError:
     # xapi's dispatcher raises Dispatcher_FieldNotFound for a constructor field missing from the
     # struct, and nothing maps it to an API error: it reaches the client as an INTERNAL_ERROR.
@@ -227,28 +175,15 @@ def _create(db, table, cls):
         if has_uuid:
             row["uuid"] = new_uuid()
         ref = new_ref()
-        table.add(ref, row)
-        link(db, cls, ref, row)
+        table.add(ref, row)              # the database keeps the reverse sets (VM.VIFs, ...)
         return ref
     return create
 
 
 def _destroy(db, table, cls):
     def destroy(ctx, session, ref):
-        try:
-            row = table.get(ref)
-        except (KeyError, TypeError):
-            raise _handle_invalid(cls, ref) from None
-        unlink(db, cls, ref, row)
+        if type(ref) is not str or ref not in table:
+            raise _handle_invalid(cls, ref)
         table.remove(ref)
         return ""
     return destroy
-
-
-def _check_relations() -> None:
-    for (c, field), (other, many) in RELATIONS.items():
-        assert dm.CLASSES[c].fields[field].type.name == other, (c, field)
-        assert dm.CLASSES[other].fields[many].type.elem.name == c, (other, many)
-
-
-_check_relations()

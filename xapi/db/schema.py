@@ -3,6 +3,7 @@ import uuid as _uuid
 
 from xapi import datamodel as dm
 from xapi.datamodel.errors import XapiError
+from xapi.datamodel.relations import RELATIONS
 from xapi.fastdb import Database
 
 NULL_REF = "OpaqueRef:NULL"
@@ -17,10 +18,15 @@ def new_uuid() -> str:
 
 
 def new_database() -> Database:
+    """Empty tables for every class, indexed on uuid and name_label, with the datamodel's relations
+    (their ref fields are indexed by the database itself)."""
     db = Database()
     for c in dm.CLASSES.values():
         if c.fields:
-            db.create_table(c.name, list(c.fields), indexed=("uuid",) if "uuid" in c.fields else ())
+            db.create_table(c.name, list(c.fields),
+                            indexed=tuple(f for f in ("uuid", "name_label") if f in c.fields))
+    for (cls, field), (other, many) in RELATIONS.items():
+        db.add_relation(cls, field, other, many)
     return db
 
 

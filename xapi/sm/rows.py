@@ -1,8 +1,7 @@
-"""Database helpers the storage actions share: rows with their relation sets kept, handle checks,
-and the allowed_operations xapi computes for SRs and VDIs."""
+"""Database helpers the storage actions share: adding and removing rows (the database keeps the
+relation sets), handle checks, and the allowed_operations xapi computes for SRs and VDIs."""
 from __future__ import annotations
 
-from xapi.actions.accessors import link, unlink
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert
 
@@ -15,27 +14,20 @@ def check(db, cls: str, ref) -> dict:
 
 
 def add(db, cls: str, **values) -> str:
-    ref = insert(db, cls, **values)
-    link(db, cls, ref, db.table(cls).get(ref))
-    return ref
+    return insert(db, cls, **values)
 
 
 def remove(db, cls: str, ref: str) -> None:
     table = db.table(cls)
     if ref in table:
-        unlink(db, cls, ref, table.get(ref))
         table.remove(ref)
 
 
 def set_ref(db, cls: str, ref: str, field: str, value: str) -> None:
-    """Sets a reference field, moving the row between the referenced objects' sets."""
+    """Sets a reference field; the database moves the row between the referenced objects' sets."""
     table = db.table(cls)
-    old = table.get_field(ref, field)
-    if old == value:
-        return
-    unlink(db, cls, ref, {field: old})
-    table.set_field(ref, field, value)
-    link(db, cls, ref, {field: value})
+    if table.get_field(ref, field) != value:
+        table.set_field(ref, field, value)
 
 
 def destroy_vdi_row(db, vdi: str) -> None:
