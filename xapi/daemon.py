@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from xapi import startup
+from xapi.actions import blob as blob_actions
 from xapi.actions import host as host_actions
 from xapi.audit import AuditLog
 from xapi.auth.passwords import open_auth
@@ -21,7 +22,7 @@ from xapi.db.schema import new_database
 from xapi.dispatch import Dispatcher
 from xapi.events import Hub
 from xapi.forwarding import resolve
-from xapi.server import tls
+from xapi.server import handlers, tls
 from xapi.server.http import HttpProtocol
 from xapi.server.rpc import Endpoints
 from xapi.sm import internal as sm_internal, service as sm_service
@@ -88,6 +89,10 @@ class Daemon:
         self.dispatcher = Dispatcher(resolve, self.db, self.sessions.by_ref)
         self.audit = AuditLog(os.path.join(cfg.data_dir, "audit.log"))   # xapi.audit
         self.endpoints = Endpoints(self.dispatcher, self.hub, self.audit)
+        # -- HTTP handlers (xapi.server.handlers) --
+        self.handlers = handlers.Routes()
+        blob_actions.register(self.handlers)
+        # --
 
     @property
     def socket_path(self) -> str:

@@ -1,8 +1,10 @@
 """HTTP/1.1 front end on httptools: keep-alive, pipelining, size limits and timeouts.
 
 POST /jsonrpc is JSON-RPC; every other POST is XML-RPC (xapi matches the longest prefix, so
-/, /RPC2 and XO's /xmlrpc all land there). Replies go out in request order even when one of them
-waits (a login, a long poll): later replies queue behind it.
+/, /RPC2 and XO's /xmlrpc all land there), unless a POST handler is registered for the path. Other
+methods go to the HTTP handlers (xapi.server.handlers: /blob and the like), which stream their bodies;
+paths no handler takes answer 404. Replies go out in request order even when one of them waits (a
+login, a long poll, a handler): later replies queue behind it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 
 import httptools
 
+from . import handlers
 from .rpc import JSON, XML, HttpReply
 
 log = logging.getLogger("xapi.http")
@@ -39,7 +42,9 @@ class Reject(Exception):
 
 class HttpProtocol(asyncio.Protocol):
     __slots__ = ("server", "app", "local", "peer", "parser", "transport", "url", "headers", "body", "body_len",
-                 "pending", "in_request", "request_started", "last_active", "closing", "paused")
+                 "pending", "in_request", "request_started", "last_active", "closing", "paused",
+                 # HTTP handlers (xapi.server.handlers)
+                 "method", "routes", "rpc_method", "exchange", "hold", "prev", "body_paused", "waiters")
 
     def __init__(self, server, local: bool = False) -> None:
         self.server = server
@@ -58,6 +63,14 @@ class HttpProtocol(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.closing = False
         self.paused = False
+        self.method = b""
+        self.routes = getattr(server, "handlers", None) or handlers.Routes()
+        self.rpc_method = b"" if self.routes.post else b"POST"    # requests with another go to handlers
+        self.exchange = None            # handlers.PENDING or HOLD, or the Exchange whose body is coming in
+        self.hold = None                # the Exchange whose handler the following requests wait for
+        self.prev = None                # the last chunk read (to find where a head ended)
+        self.body_paused = False        # reading paused until a handler reads its body
+        self.waiters: list = []         # handlers waiting for resume_writing
 
     # -- asyncio ---------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -72,6 +85,7 @@ class HttpProtocol(asyncio.Protocol):
         for fut, _, _ in self.pending:
             fut.cancel()
         self.pending.clear()
+        handlers.connection_lost(self, exc)
 
     def pause_writing(self) -> None:       # the client isn't reading: stop reading its requests too
         self.paused = True
@@ -79,8 +93,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if not self.closing:
+        if not self.closing and not self.body_paused:
             self.transport.resume_reading()
+        if self.waiters:
+            handlers.wake_writers(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
@@ -90,16 +106,20 @@ class HttpProtocol(asyncio.Protocol):
             cause = e.__context__
             if isinstance(cause, Reject):
                 self.refuse(cause.status, str(cause))
+            elif isinstance(cause, handlers.Takeover):
+                cause.apply(self, data)
             else:
                 log.exception("error handling a request", exc_info=cause)
                 self.refuse(500, "internal error")
-        except httptools.HttpParserUpgrade:
-            self.refuse(400, "protocol upgrade is not supported here")
+        except httptools.HttpParserUpgrade as e:
+            if not handlers.upgrade(self, data, e.args[0]):
+                self.refuse(400, "protocol upgrade is not supported here")
         except httptools.HttpParserError as e:
             self.refuse(400, f"malformed HTTP request: {e}")
+        self.prev = data
 
     def eof_received(self):
-        return False
+        return handlers.eof_received(self) if self.pending else False
 
     # -- httptools callbacks ---------------------------------------------------------------------
     # A request starts with its URL (httptools may deliver it in pieces); no on_message_begin saves a
@@ -111,6 +131,9 @@ class HttpProtocol(asyncio.Protocol):
             self.url = url
             self.headers = []
             self.body_len = 0
+            self.method = method = self.parser.get_method()
+            if method != self.rpc_method:
+                self.exchange = handlers.PENDING    # a handler may take it: decided once the head is in
             return
         self.url += url
         if len(self.url) > 65536:
@@ -129,12 +152,14 @@ class HttpProtocol(asyncio.Protocol):
             except ValueError:
                 raise Reject(400, "bad Content-Length") from None
             limit = self.server.config.max_request_size
-            if size > limit:
+            if size > limit and not (self.exchange is not None and handlers.routed(self)):
                 raise Reject(413, f"request body of {size} bytes exceeds the limit of {limit}")
         elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        if self.exchange is not None and handlers.on_body(self, body):
+            return
         self.body_len += len(body)
         if self.body_len > self.server.config.max_request_size:
             raise Reject(413, f"request body exceeds the limit of {self.server.config.max_request_size}")
@@ -142,10 +167,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_request = False
+        if self.exchange is not None and handlers.on_message_complete(self):
+            return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
         keep_alive = self.parser.should_keep_alive()
-        method = self.parser.get_method()
+        method = self.method
         endpoints = self.server.endpoints
         if method == b"POST":
             url = self.url
@@ -181,7 +208,11 @@ class HttpProtocol(asyncio.Protocol):
                 log.error("reply failed", exc_info=exc)
                 self.refuse(500, "internal error")
                 return
+            if type(content_type) is not bytes:     # a handler's exchange: it wrote its own reply
+                continue
             self._write(fut.result(), content_type, keep_alive)
+        if self.pending and type(self.pending[0][1]) is not bytes:
+            self.pending[0][1].your_turn()
 
     def _write(self, reply, content_type: bytes, keep_alive: bool) -> None:
         if self.closing:
@@ -208,6 +239,8 @@ class HttpProtocol(asyncio.Protocol):
     def idle_check(self, now: float) -> None:
         """Called about once a second: ends requests that take too long and idle keep-alive connections."""
         cfg = self.server.config
+        if self.exchange is not None and handlers.idle_check(self, now):
+            return
         if self.in_request:
             if now - self.request_started > cfg.request_timeout:
                 self.refuse(408, "request not received in time")

@@ -1,0 +1,453 @@
+"""The HTTP handler framework's pieces (xapi.server.handlers): parsing, routes, the body stream, response
+framing, authentication's 401/403 paths and the task a request names."""
+import asyncio
+import base64
+from types import SimpleNamespace
+
+import pytest
+
+from xapi.auth import rbac
+from xapi.auth.sessions import Sessions
+from xapi.db.schema import new_database
+from xapi.server import handlers as h
+from xapi.tasks import Tasks
+
+
+# -- parsing -----------------------------------------------------------------------------------------
+def test_split_target():
+    assert h.split_target(b"/blob?ref=OpaqueRef:1&uuid=&x=a%20b+c") == (
+        "/blob", {"ref": "OpaqueRef:1", "uuid": "", "x": "a b+c"}, "ref=OpaqueRef:1&uuid=&x=a%20b+c")
+    assert h.split_target(b"/a%2Fb") == ("/a/b", {}, "")
+    assert h.split_target(b"http://host:80/blob?ref=r")[:2] == ("/blob", {"ref": "r"})
+    assert h.split_target(b"/x?a=1&a=2&flag")[1] == {"a": "1", "flag": ""}       # the first one wins
+
+
+def test_parse_cookies():
+    assert h.parse_cookies('session_id=OpaqueRef:abc; other="q v" ;bad; x=1=2') == {
+        "session_id": "OpaqueRef:abc", "other": "q v", "x": "1=2"}
+    assert h.parse_cookies("") == {}
+
+
+def test_parse_basic():
+    token = base64.b64encode("root:pa:ss wörd".encode()).decode()
+    assert h.parse_basic(f"Basic {token}") == ("root", "pa:ss wörd")
+    assert h.parse_basic(f"basic  {token} ") == ("root", "pa:ss wörd")
+    assert h.parse_basic("Bearer abc") is None
+    assert h.parse_basic("Basic !!!") is None
+    assert h.parse_basic("Basic " + base64.b64encode(b"nocolon").decode()) is None
+    assert h.parse_basic(None) is None
+
+
+def test_header_dict():
+    d = h.header_dict([(b"Content-Type", b" text/plain "), (b"X-A", b"1"), (b"x-a", b"2"),
+                       (b"Cookie", b"a=1"), (b"cookie", b"b=2")])
+    assert d == {"content-type": "text/plain", "x-a": "1, 2", "cookie": "a=1; b=2"}
+
+
+def test_body_offset():
+    line = b"PUT /blob?ref=r HTTP/1.0\r\n"
+    head = line + b"Host: x\r\n\r\n"
+    assert h.body_offset(head + b"BODY", None, line) == len(head)
+    # earlier pipelined requests in the same chunk, a body holding a blank line
+    earlier = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r\n\r\n"
+    assert h.body_offset(earlier + head + b"BODY", None, line) == len(earlier + head)
+    # the head began in the chunk before
+    assert h.body_offset(b"st: x\r\n\r\nBODY", b"PUT /blob?ref=r HTTP/1.0\r\nHo", line) == 9
+    # the blank line straddles the two chunks
+    assert h.body_offset(b"\nBODY", b"...Host: x\r\n\r", line) == 1
+    assert h.body_offset(b"\r\nBODY", b"...Host: x\r\n", line) == 2
+
+
+# -- routes ------------------------------------------------------------------------------------------
+async def _noop(request, response):
+    pass
+
+
+def test_routes():
+    r = h.Routes()
+    get = r.add("GET", "/blob", _noop, action="get_blob")
+    put = r.add("put", "/blob", _noop, action="put_blob")
+    svc = r.add("GET", "/services/", _noop, prefix=True)
+    deep = r.add("GET", "/services/xenops", _noop, prefix=True)
+    assert r.lookup("GET", "/blob") is get
+    assert r.lookup("PUT", "/blob") is put
+    assert r.lookup("HEAD", "/blob") is get                  # HEAD falls back to GET
+    assert r.lookup("GET", "/blobs") is None                 # exact unless prefix=True
+    assert r.lookup("GET", "/services/SM/x") is svc
+    assert r.lookup("GET", "/services/xenops/y") is deep     # the longest prefix
+    assert r.lookup("POST", "/blob") is None
+    assert not r.post
+    r.add("POST", "/cli", _noop, action="post_cli")
+    assert r.post
+    with pytest.raises(ValueError):
+        r.add("GET", "/x", _noop, action="no_such_action")
+    with pytest.raises(ValueError):
+        r.add("PATCH", "/x", _noop)
+
+
+# -- the body stream -----------------------------------------------------------------------------------
+class FakeTransport:
+    def __init__(self):
+        self.reading = True
+        self.out = []
+        self.closed = False
+
+    def pause_reading(self):
+        self.reading = False
+
+    def resume_reading(self):
+        self.reading = True
+
+    def write(self, data):
+        self.out.append(bytes(data))
+
+    def writelines(self, items):
+        for d in items:
+            self.write(d)
+
+    def close(self):
+        self.closed = True
+
+
+def fake_proto():
+    return SimpleNamespace(transport=FakeTransport(), closing=False, paused=False, body_paused=False,
+                           waiters=[])
+
+
+def test_body_stream_reads_and_flow_control():
+    async def main():
+        proto = fake_proto()
+        s = h.BodyStream(proto)
+        s.feed(b"abc")
+        s.feed(b"defg")
+        assert await s.read(2) == b"ab"
+        assert await s.read(3) == b"cde"
+        assert await s.read(100) == b"fg"
+        # above the high-water mark reading pauses; it resumes once the handler has drained it
+        for _ in range(5):
+            s.feed(b"x" * (300 << 10))
+        assert not proto.transport.reading and proto.body_paused
+        got = 0
+        while got < 5 * (300 << 10) - h.LOW_WATER:
+            got += len(await s.read(64 << 10))
+        assert proto.transport.reading and not proto.body_paused
+        # a reader waits for bytes, then sees the end
+        task = asyncio.ensure_future(s.read(-1))
+        await asyncio.sleep(0)
+        s.feed(b"tail")
+        s.end()
+        rest = await task
+        assert rest.endswith(b"tail") and len(rest) == 5 * (300 << 10) - got + 4
+        assert await s.read(10) == b""
+
+    asyncio.run(main())
+
+
+def test_body_stream_abort_and_resume_paused_by_writer():
+    async def main():
+        proto = fake_proto()
+        s = h.BodyStream(proto)
+        s.feed(b"y" * (2 << 20))
+        proto.paused = True                                  # the client isn't reading our writes
+        while s.size:
+            await s.read(1 << 20)
+        assert not proto.transport.reading                   # still paused: writing is
+        task = asyncio.ensure_future(s.read(10))
+        await asyncio.sleep(0)
+        s.abort(ConnectionResetError("gone"))
+        with pytest.raises(ConnectionResetError):
+            await task
+
+    asyncio.run(main())
+
+
+# -- responses ---------------------------------------------------------------------------------------
+def fake_exchange(method="GET", version="1.1", keep_alive=True, upgrade=False, raw=False):
+    loop = asyncio.get_running_loop()
+    proto = fake_proto()
+    ex = SimpleNamespace(proto=proto, raw=raw, upgrade=upgrade, turn=loop.create_future(),
+                         request=SimpleNamespace(method=method, version=version, keep_alive=keep_alive))
+    ex.turn.set_result(None)
+    return ex
+
+
+def wire(ex):
+    return b"".join(ex.proto.transport.out)
+
+
+def test_response_framing():
+    async def main():
+        ex = fake_exchange()
+        r = h.Response(ex)
+        r.start(200, {"Content-Type": "text/plain", "Transfer-Encoding": "gzip"}, length=5)
+        await r.write(b"hello")
+        await r.end()
+        assert wire(ex) == b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+        assert not r.close
+
+        ex = fake_exchange()
+        r = h.Response(ex)
+        r.start(200)
+        await r.write(b"abc")
+        await r.end()
+        assert wire(ex) == b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+
+        ex = fake_exchange(version="1.0", keep_alive=False)
+        r = h.Response(ex)
+        r.start(200)
+        await r.end(b"abc")                                  # a length is known at end() only if unstarted
+        assert wire(ex) == b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nabc" and r.close
+
+        ex = fake_exchange(method="HEAD")
+        r = h.Response(ex)
+        r.start(200, [("Content-Type", "x/y")], length=10)
+        await r.write(b"0123456789")
+        await r.end()
+        assert wire(ex) == b"HTTP/1.1 200 OK\r\nContent-Type: x/y\r\nContent-Length: 10\r\n\r\n"
+        assert not r.close
+
+        ex = fake_exchange()
+        r = h.Response(ex)
+        r.redirect("https://elsewhere/blob?ref=x")
+        await r.end()
+        assert wire(ex) == (b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere/blob?ref=x\r\n"
+                            b"Content-Length: 0\r\n\r\n")
+
+        ex = fake_exchange(method="CONNECT", upgrade=True, raw=True, keep_alive=False)
+        r = h.Response(ex)
+        r.start(200)
+        await r.write(b"RFB 003.008\n")
+        assert wire(ex) == b"HTTP/1.1 200 OK\r\n\r\nRFB 003.008\n" and r.framing == "raw"
+
+        ex = fake_exchange()
+        r = h.Response(ex)
+        r.start(200, [("Content-Type", "text/plain\r\nSet-Cookie: evil=1")], length=0)
+        await r.end()
+        assert b"\r\nSet-Cookie" not in wire(ex) and b"Content-Type: text/plain  Set-Cookie" in wire(ex)
+
+        ex = fake_exchange()
+        r = h.Response(ex)
+        r.start(200, length=4)
+        with pytest.raises(ValueError):
+            await r.write(b"too long")
+        await r.write(b"ab")
+        await r.end()
+        assert r.close                                       # short of its Content-Length
+
+    asyncio.run(main())
+
+
+def test_response_waits_for_its_turn_and_for_drain():
+    async def main():
+        ex = fake_exchange()
+        ex.turn = asyncio.get_running_loop().create_future()
+        r = h.Response(ex)
+        task = asyncio.ensure_future(r.end(b"x"))
+        await asyncio.sleep(0.01)
+        assert wire(ex) == b""                               # earlier replies go first
+        ex.turn.set_result(None)
+        await task
+        assert wire(ex).endswith(b"\r\n\r\nx")
+
+        ex = fake_exchange()
+        ex.proto.paused = True
+        r = h.Response(ex)
+        r.start(200, length=2)
+        task = asyncio.ensure_future(r.write(b"ab"))
+        await asyncio.sleep(0.01)
+        assert not task.done() and wire(ex).endswith(b"ab")
+        ex.proto.paused = False
+        h.wake_writers(ex.proto)
+        await task
+
+    asyncio.run(main())
+
+
+# -- authentication: 401, 403 and the request's task ---------------------------------------------------
+def fake_app():
+    db = new_database()
+    app = SimpleNamespace(db=db, host_ref="OpaqueRef:NULL", hub=SimpleNamespace(poke=lambda: None))
+    app.tasks = Tasks(app)
+    app.sessions = Sessions(db, app.host_ref)
+    return app
+
+
+def make_request(app, query, action="put_blob", local=False, headers=None):
+    proto = SimpleNamespace(app=app, local=local, peer="192.0.2.1")
+    route = h.Route("PUT", "/blob", _noop, action, True, None, False)
+    ex = SimpleNamespace(proto=proto, route=route, runner=None)
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    return h.Request(ex, "PUT", "/blob?" + qs, "/blob", dict(query), qs, headers or {}, "1.1", True)
+
+
+def test_rbac_refusal_is_403_and_fails_the_task():
+    app = fake_app()
+    ro = app.sessions.create("alice", superuser=False, roles=frozenset({"read-only"}),
+                             permissions=rbac.ROLE_PERMISSIONS["read-only"] | {"read-only"})
+    task = app.tasks.create("upload")
+    req = make_request(app, {"session_id": ro.ref, "task_id": task})
+    req._find_task()
+    with pytest.raises(h.HttpError) as e:
+        asyncio.run(req.authenticate())
+    assert e.value.status == 403
+    row = app.db.table("task").get(task)
+    assert row["status"] == "failure"
+    assert row["error_info"][0] == "RBAC_PERMISSION_DENIED" and row["error_info"][1] == "http/put_blob"
+    # get_blob checks no RBAC: the same session passes
+    req = make_request(app, {"session_id": ro.ref}, action="get_blob")
+    assert asyncio.run(req.authenticate()) is ro
+    # vm-power-admin holds http/put_blob
+    vpa = app.sessions.create("bob", superuser=False, roles=frozenset({"vm-power-admin"}),
+                              permissions=rbac.ROLE_PERMISSIONS["vm-power-admin"])
+    assert asyncio.run(make_request(app, {"session_id": vpa.ref}).authenticate()) is vpa
+
+
+def test_bad_or_missing_session_is_401_and_fails_the_task():
+    app = fake_app()
+    task = app.tasks.create("upload")
+    req = make_request(app, {"session_id": "OpaqueRef:nope", "task_id": task})
+    req._find_task()
+    with pytest.raises(h.HttpError) as e:
+        asyncio.run(req.authenticate())
+    assert e.value.status == 401
+    assert ("WWW-Authenticate", 'Basic realm="xapi"') in e.value.headers
+    assert app.db.table("task").get(task)["error_info"] == ["SESSION_AUTHENTICATION_FAILED"]
+    with pytest.raises(h.HttpError) as e:
+        asyncio.run(make_request(app, {}).authenticate())
+    assert e.value.status == 401
+    with pytest.raises(h.HttpError):             # not Basic: 401 too
+        asyncio.run(make_request(app, {}, headers={"authorization": "Bearer x"}).authenticate())
+
+
+def test_cookie_wins_over_query_and_unix_socket_is_root():
+    app = fake_app()
+    s = app.sessions.create("root", superuser=True)
+    req = make_request(app, {"session_id": "OpaqueRef:nope"}, headers={"cookie": f"session_id={s.ref}"})
+    assert asyncio.run(req.authenticate()) is s
+    req = make_request(app, {}, local=True)
+    session = asyncio.run(req.authenticate())
+    assert session.superuser and session.ref in app.sessions.by_ref
+    req._cleanup()                                # the temporary session goes afterwards
+    assert session.ref not in app.sessions.by_ref
+
+
+# -- the protocol in process: tunnels, raw bodies, POST handlers --------------------------------------------
+def serve_stub(routes, test):
+    """Runs `await test(port)` against HttpProtocol with a stub app on uvloop: RPC replies are fixed."""
+    import uvloop
+
+    from xapi.server.http import HttpProtocol
+
+    class Endpoints:
+        def xml(self, ctx, body):
+            return b"xml:" + body
+
+        def json(self, ctx, body):
+            return b"json:" + body
+
+    server = fake_app()
+    server.config = SimpleNamespace(max_request_size=1 << 20, request_timeout=30, idle_timeout=30)
+    server.endpoints, server.handlers, server.connections = Endpoints(), routes, set()
+    server.app = server
+
+    async def main():
+        srv = await asyncio.get_running_loop().create_server(lambda: HttpProtocol(server), "127.0.0.1", 0)
+        try:
+            await asyncio.wait_for(test(srv.sockets[0].getsockname()[1]), 20)
+        finally:
+            srv.close()
+            for c in list(server.connections):
+                c.transport.close()
+    uvloop.run(main())
+
+
+async def _read_all(reader):
+    out = b""
+    while chunk := await reader.read(65536):
+        out += chunk
+    return out
+
+
+def test_connect_tunnel_and_upgrade_carry_raw_bytes():
+    routes = h.Routes()
+
+    async def echo(request, response):
+        response.start(101 if request.method == "GET" else 200, [("Upgrade", "x")] if request.method == "GET"
+                       else [])
+        await response.write(b"")
+        async for chunk in request.body():
+            await response.write(chunk.upper())
+    routes.add("CONNECT", "/console", echo, auth=False)
+    routes.add("GET", "/ws", echo, auth=False)
+
+    async def test(port):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"CONNECT /console?ref=x HTTP/1.0\r\n\r\nhello ")    # raw bytes right after the head
+        await asyncio.sleep(0.05)
+        w.write(b"world")
+        w.write_eof()
+        assert await _read_all(r) == b"HTTP/1.0 200 OK\r\n\r\nHELLO WORLD"
+        w.close()
+
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframe")
+        w.write_eof()
+        assert await _read_all(r) == b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nFRAME"
+        w.close()
+    serve_stub(routes, test)
+
+
+def test_http10_body_until_close_across_reads_and_post_routes():
+    routes = h.Routes()
+
+    async def upload(request, response):
+        data = await request.read()
+        await response.end(b"%d:%s" % (len(data), data[:12]))
+    routes.add("POST", "/upload", upload, auth=False)
+
+    async def test(port):
+        # the blank line ending the head straddles two reads; the body starts in the second
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST /upload HTTP/1.0\r\nHost: x\r\n\r")
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(b"\nbody bytes..." + b"z" * 100000)
+        await w.drain()
+        w.write_eof()
+        reply = await _read_all(r)
+        assert reply.endswith(b"\r\n\r\n100013:body bytes..") and reply.startswith(b"HTTP/1.0 200 OK")
+        w.close()
+
+        # other POSTs are still RPC, on the same connection as a POST handler
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                b"POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\n<")
+        reply = await _read_all(r)
+        assert reply.count(b"HTTP/1.1 200 OK") == 3
+        assert reply.index(b"3:abc") < reply.index(b"json:{}") < reply.index(b"xml:<")
+        w.close()
+    serve_stub(routes, test)
+
+
+def test_a_failing_handler_after_its_head_closes_the_connection():
+    routes = h.Routes()
+
+    async def broken(request, response):
+        response.start(200, length=10)
+        await response.write(b"12345")
+        raise RuntimeError("disk on fire")
+
+    async def fine(request, response):
+        await response.end(b"ok")
+    routes.add("GET", "/broken", broken, auth=False)
+    routes.add("GET", "/fine", fine, auth=False)
+
+    async def test(port):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\nGET /broken HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = await _read_all(r)                      # ends: the second reply was cut short
+        assert reply.count(b"HTTP/1.1 200 OK") == 2 and reply.endswith(b"12345")
+        w.close()
+    serve_stub(routes, test)
