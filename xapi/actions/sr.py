@@ -14,7 +14,7 @@ import re
 
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, new_uuid
-from xapi.sm import rows
+from xapi.sm import gc_service, rows
 from xapi.sm.exec import Call, NotImplementedInBackend
 
 log = logging.getLogger("xapi.sr")
@@ -146,6 +146,7 @@ async def scan(ctx, session, sr):
     await app.storage.ready()
     await app.storage.scan(sr)
     rows.refresh_sr_and_vdis(app, sr)
+    gc_service.kick(app, sr)
     return ""
 
 

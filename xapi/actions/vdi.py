@@ -22,7 +22,7 @@ from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, new_uuid
 from xapi.dispatch.convert import converter
-from xapi.sm import copy as sm_copy, rows
+from xapi.sm import copy as sm_copy, gc_service, rows
 
 log = logging.getLogger("xapi.vdi")
 
@@ -108,11 +108,12 @@ async def create(ctx, session, args):
     app.storage.assert_plugged(sr)
     _capability(app, sr, "VDI_CREATE")
     _assert_fits(app, sr, f["virtual_size"], thin_ok=True)
-    result = await app.storage.sr_command(
-        sr, "vdi_create",
-        [str(f["virtual_size"]), f["name_label"], f["name_description"], NULL_REF, "false", NEVER, "",
-         "true" if f["read_only"] else "false"],
-        vdi_sm_config=f["sm_config"], vdi_type=f["type"])
+    async with gc_service.sr_lock(app.storage, sr):
+        result = await app.storage.sr_command(
+            sr, "vdi_create",
+            [str(f["virtual_size"]), f["name_label"], f["name_description"], NULL_REF, "false", NEVER, "",
+             "true" if f["read_only"] else "false"],
+            vdi_sm_config=f["sm_config"], vdi_type=f["type"])
     ref = _by_uuid(app, result)
     app.db.table("VDI").update(ref, {"other_config": f["other_config"], "xenstore_data": f["xenstore_data"],
                                      "sharable": f["sharable"], "tags": f["tags"], "type": f["type"]})
@@ -132,10 +133,11 @@ async def destroy(ctx, session, self):
         raise XapiError("VDI_IS_A_PHYSICAL_DEVICE", self)
     _capability(app, sr, "VDI_DELETE")
     _not_in_use(app, self, rec, "destroy")
-    async with app.storage.lock(f"vdi/{rec['uuid']}"):
+    async with app.storage.lock(f"vdi/{rec['uuid']}"), gc_service.sr_lock(app.storage, sr):
         await app.storage.vdi_command(self, "vdi_delete")
         rows.destroy_vdi_row(app.db, self)
     rows.refresh_sr_and_vdis(app, sr)
+    gc_service.kick(app, sr)
     return ""
 
 
@@ -197,8 +199,9 @@ async def introduce(ctx, session, uuid, name_label, name_description, SR, type, 
         raise XapiError("UUID_INVALID", "VDI", uuid)
     await app.storage.ready()
     app.storage.assert_plugged(SR)
-    result = await app.storage.sr_command(SR, "vdi_introduce", new_uuid=uuid or new_uuid(),
-                                          vdi_location=location, vdi_sm_config=dict(sm_config))
+    async with gc_service.sr_lock(app.storage, SR):
+        result = await app.storage.sr_command(SR, "vdi_introduce", new_uuid=uuid or new_uuid(),
+                                              vdi_location=location, vdi_sm_config=dict(sm_config))
     ref = _by_uuid(app, result)
     values = {"other_config": dict(other_config), "xenstore_data": dict(xenstore_data), "sharable": sharable,
               "type": type}
@@ -217,7 +220,8 @@ async def update(ctx, session, vdi):
     await app.storage.ready()
     app.storage.assert_plugged(rec["SR"])
     _capability(app, rec["SR"], "VDI_UPDATE")
-    await app.storage.vdi_command(vdi, "vdi_update")
+    async with gc_service.sr_lock(app.storage, rec["SR"]):
+        await app.storage.vdi_command(vdi, "vdi_update")
     return ""
 
 
@@ -234,7 +238,7 @@ async def resize(ctx, session, vdi, size):
     if rec["read_only"]:
         raise XapiError("VDI_READONLY", vdi)
     _assert_fits(app, sr, max(0, size - rec["virtual_size"]), thin_ok=True)
-    async with app.storage.lock(f"vdi/{rec['uuid']}"):
+    async with app.storage.lock(f"vdi/{rec['uuid']}"), gc_service.sr_lock(app.storage, sr):
         await app.storage.vdi_command(vdi, "vdi_resize", [str(size)])
     rows.refresh_sr(app, sr)
     return ""
@@ -266,7 +270,7 @@ async def _snapshot_or_clone(ctx, vdi, driver_params, *, snapshot: bool):
     if snapshot and rec["on_boot"] == "reset":
         raise XapiError("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION")
     command = "vdi_snapshot" if snapshot else "vdi_clone"
-    async with app.storage.lock(f"vdi/{rec['uuid']}"):
+    async with app.storage.lock(f"vdi/{rec['uuid']}"), gc_service.sr_lock(app.storage, sr):
         result = await app.storage.vdi_command(vdi, command, driver_params=dict(driver_params))
     new = _by_uuid(app, result)
     original = db.table("VDI").get(vdi)
@@ -280,6 +284,7 @@ async def _snapshot_or_clone(ctx, vdi, driver_params, *, snapshot: bool):
         "is_a_snapshot": snapshot})
     rows.set_ref(db, "VDI", new, "snapshot_of", vdi if snapshot else NULL_REF)
     rows.refresh_sr_and_vdis(app, sr)
+    gc_service.kick(app, sr)
     return new
 
 

@@ -18,7 +18,7 @@ import os
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert
 
-from . import rows
+from . import gc_service, rows
 from .access import Access
 from .exec import Call, Executor, NotImplementedInBackend
 
@@ -34,6 +34,7 @@ class Storage:
         data_dir = app.config.data_dir
         self.executor = Executor(socket_path=app.socket_path, data_dir=data_dir, session=self._session)
         self.access = Access(self, os.path.join(data_dir, "storage-access.json"))
+        self.gc = gc_service.GarbageCollector(self)       # garbage collection and coalescing (xapi.sm.gc)
         self._ready = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task] = []
@@ -60,6 +61,7 @@ class Storage:
             await self.sync_drivers()
             await self.plug_unplugged()
             await self.access.reconcile()
+            self.gc.kick_pending()
         except Exception:
             log.exception("storage start-up")
         finally:
@@ -70,6 +72,7 @@ class Storage:
         await self._ready.wait()
 
     async def close(self) -> None:
+        await self.gc.close()
         self.access.close()
         self.executor.close()
         for t in self._tasks:
@@ -255,7 +258,8 @@ class Storage:
     async def scan(self, sr: str) -> None:
         self.assert_plugged(sr)
         async with self.lock(f"scan/{sr}"):
-            await self.sr_command(sr, "sr_scan")
+            async with gc_service.sr_lock(self, sr):
+                await self.sr_command(sr, "sr_scan")
             srs = self.db.table("SR")
             oc = srs.get_field(sr, "other_config")
             if "dirty" in oc:
