@@ -92,6 +92,8 @@ class Daemon:
         # -- HTTP handlers (xapi.server.handlers) --
         self.handlers = handlers.Routes()
         blob_actions.register(self.handlers)
+        from xapi.sm import transfer as sm_transfer
+        sm_transfer.register(self.handlers)     # /import_raw_vdi, /export_raw_vdi
         # --
 
     @property

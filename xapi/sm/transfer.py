@@ -1,0 +1,420 @@
+"""The raw disk transfer handlers: `PUT /import_raw_vdi` and `GET /export_raw_vdi` (xapi's
+import_raw_vdi.ml / export_raw_vdi.ml, which run vhd-tool on the attached VDI).
+
+Parameters: `vdi` (a ref or a uuid; unknown: 404 and HANDLE_INVALID/UUID_INVALID on the task),
+`format` = `raw` (default) or `vhd` (anything else: 404 and INTERNAL_ERROR ["Unknown format x"] on
+the task, as xapi), `session_id`, `task_id` (the framework authenticates, checks the
+`http/put_import_raw_vdi` / `http/get_export_raw_vdi` permission and settles the task: the result is
+the VDI ref; errors fail it and answer 500).
+
+The VDI is attached and activated through the access layer on the datapath `import/<task or vdi
+uuid>/<random>` (RW) or `export/<...>` (RO), and deactivated and detached afterwards whatever happens.
+Nothing holds the disk in memory: the body is taken 2 MiB block at a time (at most two blocks in
+hand, plus the framework's 1 MiB read buffer), and the disk I/O runs in a small thread pool of our
+own (never on the event loop), one block being written while the next one arrives.
+
+Import, format=raw: the body (Content-Length, chunked, or HTTP/1.0 until the close) is written at
+offset 0 onwards; all-zero 2 MiB-aligned blocks are skipped, so a sparse image stays sparse (the VDI
+is expected to be fresh, as xapi's vhd-tool assumes of a VDI it "prezeroed"). More bytes than the
+VDI's virtual size: VDI_IO_ERROR ["Device I/O errors", ...] (what xapi answers when vhd-tool fails),
+nothing past the end is written.
+
+Import, format=vhd: the body is a whole VHD file (a dynamic or fixed disk, no parent). It is written
+to a temporary file beside the VDI's file, opened with xapi.sm.vhd, and its non-zero blocks are
+copied into the VDI (so the VDI keeps its own uuid and chain); the temporary file is removed. A VHD
+whose disk is larger than the VDI, or that isn't a valid VHD: VDI_IO_ERROR.
+
+Export, format=raw: the disk's bytes through the chain, Content-Length the virtual size. Export,
+format=vhd: the chain flattened into one dynamic VHD, built as a temporary file beside the VDI
+(non-zero blocks only) and then streamed with its Content-Length.
+
+Task progress: bytes done / virtual size (import, export raw), rising to 1.0 at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import secrets
+
+from xapi.datamodel.errors import XapiError
+from xapi.server.handlers import HttpError
+from xapi.sm import vhd
+
+log = logging.getLogger("xapi.sm.transfer")
+
+BLOCK = vhd.BLOCK_SIZE                  # 2 MiB: the unit of zero-skipping and of disk I/O
+FORMATS = ("raw", "vhd")
+_is_zero = vhd._core.is_zero
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="xapi-transfer")
+    return _pool
+
+
+async def _run(fn, *args):
+    """fn(*args) in the transfer pool. If the handler is cancelled meanwhile, waits for the call to
+    end before letting the cancellation through (the caller may close what the thread uses)."""
+    fut = asyncio.get_running_loop().run_in_executor(_executor(), fn, *args)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([fut])
+        raise
+
+
+def register(routes) -> None:
+    routes.add("PUT", "/import_raw_vdi", import_raw_vdi, action="put_import_raw_vdi")
+    routes.add("GET", "/export_raw_vdi", export_raw_vdi, action="get_export_raw_vdi")
+
+
+def io_error(detail: str) -> XapiError:
+    return XapiError("VDI_IO_ERROR", "Device I/O errors", detail)
+
+
+# -- the request's VDI and format ---------------------------------------------------------------------
+def _find_vdi(request) -> str:
+    name = request.query.get("vdi")
+    if not name:
+        raise HttpError(400, "the request names no VDI: vdi=<ref|uuid> is needed", close=True,
+                        error=["INTERNAL_ERROR", "Missing vdi query parameter"])
+    table = request.app.db.table("VDI")
+    if name in table:
+        return name
+    found = table.find("uuid", name)
+    if found:
+        return found[0]
+    if name.startswith("OpaqueRef:"):
+        raise XapiError("HANDLE_INVALID", "VDI", name)
+    raise XapiError("UUID_INVALID", "VDI", name)
+
+
+def _format(request) -> str:
+    fmt = request.query.get("format", "raw") or "raw"
+    if fmt not in FORMATS:
+        raise HttpError(404, f"Unknown format {fmt}", close=True, error=["INTERNAL_ERROR", f"Unknown format {fmt}"])
+    return fmt
+
+
+class _Attached:
+    """The VDI attached and activated on a transient datapath; released on exit."""
+
+    def __init__(self, request, vdi: str, kind: str, rw: bool) -> None:
+        self.storage = request.app.storage.access
+        self.vdi = vdi
+        self.rw = rw
+        # unique per request: a finished request may still be releasing when the next one starts
+        self.dp = (f"{kind}/{request.task}" if request.task else
+                   f"{kind}/{request.app.db.table('VDI').get_field(vdi, 'uuid')}/{secrets.token_hex(4)}")
+        self.info: dict = {}
+
+    async def __aenter__(self) -> dict:
+        try:
+            await self.storage.attach(self.dp, self.vdi, self.rw)
+            self.info = await self.storage.activate(self.dp, self.vdi) or {}
+        except BaseException:
+            await self._release()
+            raise
+        return self.info
+
+    async def __aexit__(self, *exc) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        try:
+            await self.storage.deactivate(self.dp, self.vdi)
+        finally:
+            await self.storage.detach(self.dp, self.vdi)
+
+
+class _Disk:
+    """Block I/O on the attached VDI: a VHD through xapi.sm.vhd, or a raw file/device."""
+
+    def __init__(self, info: dict, rw: bool) -> None:
+        self.path = info.get("params") or ""
+        self.is_vhd = info.get("format", "vhd") == "vhd"
+        if self.is_vhd:
+            self.v = vhd.open(self.path, readonly=not rw)
+            self.size = self.v.virtual_size
+            self.fd = -1
+        else:
+            self.v = None
+            self.fd = os.open(self.path, (os.O_RDWR if rw else os.O_RDONLY) | os.O_CLOEXEC)
+            self.size = os.lseek(self.fd, 0, os.SEEK_END)
+
+    def write(self, off: int, data) -> None:
+        if self.v is not None:
+            self.v.write(off, data)
+        else:
+            mv = memoryview(data)
+            while mv:
+                n = os.pwrite(self.fd, mv, off)
+                mv, off = mv[n:], off + n
+
+    def read(self, off: int, n: int) -> bytes:
+        if self.v is not None:
+            return self.v.read(off, n)
+        return os.pread(self.fd, n, off)
+
+    def close(self) -> None:
+        if self.v is not None:
+            self.v.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _open(info: dict, rw: bool) -> _Disk:
+    try:
+        return _Disk(info, rw)
+    except (vhd.VHDError, OSError) as e:
+        raise io_error(f"cannot open the disk: {e}") from None
+
+
+# -- import -------------------------------------------------------------------------------------------
+async def _fill(request, buf: bytearray) -> int:
+    """Fills buf from the body; returns how many bytes (less than len(buf) only at the end)."""
+    mv = memoryview(buf)
+    got, n = 0, len(buf)
+    while got < n:
+        chunk = await request.read(n - got)
+        if not chunk:
+            break
+        mv[got:got + len(chunk)] = chunk
+        got += len(chunk)
+    return got
+
+
+def _write_block(disk: _Disk, off: int, data, skip_zero: bool) -> None:
+    if skip_zero and _is_zero(data):
+        return
+    disk.write(off, data)
+
+
+async def _stream_in(request, size: int, write_block, skip_zero: bool) -> int:
+    """The body in 2 MiB blocks through write_block(off, view, skip_zero) in the pool, one write in
+    flight while the next block arrives; returns the bytes taken. More than `size`: VDI_IO_ERROR."""
+    bufs = [bytearray(BLOCK), bytearray(BLOCK)]
+    pending: asyncio.Future | None = None
+    off, i = 0, 0
+    try:
+        while True:
+            buf = bufs[i]
+            n = await _fill(request, buf)
+            if not n:
+                break
+            if off + n > size:
+                raise io_error(f"the data is larger than the disk ({size} bytes)")
+            if pending is not None:
+                await pending
+                pending = None
+                request.progress(off / size if size else 1.0)
+            data = memoryview(buf)[:n]
+            pending = asyncio.ensure_future(_run(write_block, off, data, skip_zero))
+            off += n
+            i ^= 1
+            if n < BLOCK:
+                break
+        if pending is not None:
+            p, pending = pending, None
+            await p
+    finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([pending])
+            if pending.done() and not pending.cancelled():
+                pending.exception()        # retrieved
+    return off
+
+
+async def import_raw_vdi(request, response):
+    vdi = _find_vdi(request)
+    fmt = _format(request)
+    app = request.app
+    async with _Attached(request, vdi, "import", True) as info:
+        disk = _open(info, True)
+        try:
+            if fmt == "raw":
+                size = disk.size
+                await _stream_in(request, size, lambda off, data, z: _write_block(disk, off, data, z),
+                                 disk.is_vhd)
+            else:
+                await _import_vhd(request, disk)
+            if disk.is_vhd:
+                await _run(disk.v.flush)
+        except (vhd.VHDError, OSError) as e:
+            raise io_error(str(e)) from None
+        finally:
+            disk.close()
+    request.progress(1.0)
+    with contextlib.suppress(Exception):
+        table = app.db.table("VDI")
+        if disk.is_vhd and vdi in table:
+            table.set_field(vdi, "physical_utilisation", os.path.getsize(disk.path))
+            app.hub.poke()
+    headers = [("Content-Type", "text/plain")]
+    if request.task:
+        headers.append(("Task-Id", request.task))
+    response.start(200, headers, length=0)
+    return vdi
+
+
+async def _import_vhd(request, disk: _Disk) -> None:
+    """A whole VHD file as the body: spooled to a temporary file beside the VDI, then its non-zero
+    blocks copied in."""
+    folder = os.path.dirname(disk.path) or "."
+    tmp = os.path.join(folder, f".import-{secrets.token_hex(8)}.vhd.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        # the file may be larger than the disk (metadata, bitmaps): bound it generously
+        limit = disk.size + disk.size // 64 + (64 << 20)
+
+        def spool(off, data, _z):
+            mv = memoryview(data)
+            while mv:
+                n = os.pwrite(fd, mv, off)
+                mv, off = mv[n:], off + n
+        await _stream_in(request, limit, spool, False)
+        os.close(fd)
+        fd = -1
+        try:
+            src = vhd.open(tmp, readonly=True)
+        except (vhd.VHDError, OSError) as e:
+            raise io_error(f"not a VHD: {e}") from None
+        try:
+            if src.parent_uuid is not None or src.type_name == "differencing":
+                raise io_error("a differencing VHD can't be imported alone")
+            if src.virtual_size > disk.size:
+                raise io_error(f"the VHD's disk ({src.virtual_size} bytes) is larger than the VDI "
+                               f"({disk.size} bytes)")
+            bs = src.block_size if src.header is not None else BLOCK
+            blocks = [b for b in src.blocks() if b * bs < src.virtual_size]
+
+            def copy(b):
+                off = b * bs
+                data = src.read(off, min(bs, src.virtual_size - off))
+                if not _is_zero(data):
+                    disk.write(off, data)
+            for k, b in enumerate(blocks):
+                await _run(copy, b)
+                request.progress((k + 1) / (len(blocks) + 1))
+        finally:
+            src.close()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+# -- export -------------------------------------------------------------------------------------------
+async def _stream_out(request, response, size: int, read, before_last=None) -> None:
+    """read(off, n) in the pool, the next block read while this one is sent. `before_last()` is
+    awaited before the last block goes out (so the client sees the end only after it)."""
+    off = 0
+    nxt = asyncio.ensure_future(_run(read, 0, min(BLOCK, size))) if size else None
+    try:
+        while nxt is not None:
+            data = await nxt
+            nxt = None
+            n = len(data)
+            if not n:
+                break
+            after = off + n
+            if after < size:
+                nxt = asyncio.ensure_future(_run(read, after, min(BLOCK, size - after)))
+            elif before_last is not None:
+                await before_last()
+            await response.write(data)
+            off = after
+            request.progress(off / size)
+    finally:
+        if nxt is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([nxt])
+            if nxt.done() and not nxt.cancelled():
+                nxt.exception()
+
+
+async def export_raw_vdi(request, response):
+    """The VDI is released before the last bytes are sent: a client that follows an export with an
+    import of the same VDI must not find it still attached read-only."""
+    vdi = _find_vdi(request)
+    fmt = _format(request)
+    att = _Attached(request, vdi, "export", False)
+    info = await att.__aenter__()
+    disk = None
+    released = False
+
+    async def release():
+        nonlocal released
+        if not released:
+            released = True
+            if disk is not None:
+                disk.close()
+            await att._release()
+    try:
+        disk = _open(info, False)
+        try:
+            if fmt == "raw":
+                response.start(200, [("Content-Type", "application/octet-stream")], length=disk.size)
+                if request.method != "HEAD":
+                    await _stream_out(request, response, disk.size, disk.read, release)
+            else:
+                await _export_vhd(request, response, disk, release)
+        except (vhd.VHDError, OSError) as e:
+            raise io_error(str(e)) from None
+    finally:
+        await release()
+    request.progress(1.0)
+    return vdi
+
+
+async def _export_vhd(request, response, disk: _Disk, release) -> None:
+    """The chain flattened into one dynamic VHD (a temporary file beside the VDI), then sent."""
+    folder = os.path.dirname(disk.path) or "."
+    tmp = os.path.join(folder, f".export-{secrets.token_hex(8)}.vhd.tmp")
+    try:
+        await _run(vhd.create, tmp, disk.size)
+        out = vhd.open(tmp)
+        try:
+            nblocks = -(-disk.size // BLOCK)
+            blocks = range(nblocks)
+            if disk.is_vhd:
+                used = set()
+                for layer in disk.v.chain():
+                    bs = layer.block_size if layer.header is not None else BLOCK
+                    for b in layer.blocks():
+                        used.update(range(b * bs // BLOCK, -(-(b + 1) * bs // BLOCK)))
+                blocks = sorted(b for b in used if b < nblocks)
+
+            def copy(b):
+                off = b * BLOCK
+                data = disk.read(off, min(BLOCK, disk.size - off))
+                if not _is_zero(data):
+                    out.write(off, data)
+            for k, b in enumerate(blocks):
+                await _run(copy, b)
+                request.progress(0.5 * (k + 1) / max(1, len(blocks)))
+        finally:
+            out.close()
+        await release()                     # the VDI is done with: the temporary file is sent
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            response.start(200, [("Content-Type", "application/octet-stream")], length=size)
+            if request.method != "HEAD":
+                await _stream_out(request, response, size, lambda off, n: os.pread(fd, n, off))
+        finally:
+            os.close(fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
