@@ -1,0 +1,144 @@
+"""S1 raw_transfer: PUT /import_raw_vdi and GET /export_raw_vdi of a 512 MiB raw image over HTTP on
+loopback, against `cp` of the same file on the same disk (the limit).
+
+The image has no all-zero block (each 2 MiB block starts with its number), so the import skips
+nothing. A real daemon (its own data folder in the temp folder, where the image and cp's copy live
+too) serves on CPU 1, the client runs on CPU 0. Import: the client sends the file with sendfile()
+and a Content-Length; export: the client receives into a file. MB/s = image bytes / seconds, best of
+3; cp's best of 3 is the baseline (target: ours >= 0.7x cp).
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import XenAPI  # noqa: E402
+
+from bench.common import pin, report  # noqa: E402
+from tests import daemon as _daemon  # noqa: E402
+
+MiB = 1 << 20
+SIZE = 512 * MiB
+RUNS = 3
+
+
+def make_image(path: str) -> None:
+    block = bytearray(os.urandom(2 * MiB))
+    with open(path, "wb") as f:
+        for b in range(SIZE // (2 * MiB)):
+            block[:8] = (b + 1).to_bytes(8, "big")
+            f.write(block)
+
+
+def pin_daemon(pid: int, cpu: int) -> None:
+    if cpu >= os.cpu_count():
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:
+            pass
+
+
+def read_reply_head(s: socket.socket) -> tuple[int, bytes]:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return int(head.split()[1]), rest
+
+
+def do_import(port: int, sid: str, vdi: str, image: str) -> float:
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s, open(image, "rb") as f:
+        s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi}&format=raw HTTP/1.1\r\n"
+                  f"Host: localhost\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n".encode())
+        s.sendfile(f)
+        status, _ = read_reply_head(s)
+    t = time.perf_counter() - t0
+    assert status == 200, status
+    return t
+
+
+def do_export(port: int, sid: str, vdi: str, out: str) -> float:
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as s, open(out, "wb", buffering=0) as f:
+        s.sendall(f"GET /export_raw_vdi?session_id={sid}&vdi={vdi}&format=raw HTTP/1.1\r\n"
+                  f"Host: localhost\r\nConnection: close\r\n\r\n".encode())
+        status, rest = read_reply_head(s)
+        assert status == 200, status
+        f.write(rest)
+        got = len(rest)
+        buf = bytearray(4 * MiB)
+        mv = memoryview(buf)
+        while got < SIZE:
+            n = s.recv_into(buf)
+            if not n:
+                break
+            f.write(mv[:n])
+            got += n
+    t = time.perf_counter() - t0
+    assert got == SIZE, got
+    return t
+
+
+def do_cp(src: str, dst: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["cp", src, dst], check=True)
+    t = time.perf_counter() - t0
+    os.unlink(dst)
+    return t
+
+
+def main() -> None:
+    work = tempfile.mkdtemp(prefix="s1-")
+    d = _daemon.start()                     # its data folder is in the temp folder too
+    try:
+        pin(0)
+        pin_daemon(d.pid, 1)
+        image, out = os.path.join(work, "image.raw"), os.path.join(work, "export.raw")
+        make_image(image)
+        api = XenAPI.Session(d.url)
+        api.xenapi.login_with_password("root", d.password, "2.3", "s1")
+        x = api.xenapi
+        sr = x.pool.get_default_SR(x.pool.get_all()[0])
+        vdi = x.VDI.create({"name_label": "s1", "name_description": "", "SR": sr, "virtual_size": str(SIZE),
+                            "type": "user", "sharable": False, "read_only": False, "other_config": {}})
+        do_import(d.http_port, api._session, vdi, image)        # warm-up (allocates the blocks)
+        pin_daemon(d.pid, 1)                                    # the transfer threads exist now
+        cp = min(do_cp(image, out) for _ in range(RUNS))
+        imp = min(do_import(d.http_port, api._session, vdi, image) for _ in range(RUNS))
+        exp = []
+        for _ in range(RUNS):
+            exp.append(do_export(d.http_port, api._session, vdi, out))
+            os.unlink(out)
+        # a fresh VDI each time: the import that allocates its blocks (the usual case)
+        fresh = []
+        for _ in range(RUNS):
+            v = x.VDI.create({"name_label": "s1", "name_description": "", "SR": sr, "virtual_size": str(SIZE),
+                              "type": "user", "sharable": False, "read_only": False, "other_config": {}})
+            fresh.append(do_import(d.http_port, api._session, v, image))
+            x.VDI.destroy(v)
+        mbs = lambda t: SIZE / MiB / t  # noqa: E731
+        report("S1", "import_raw_vdi 512 MiB, new VDI (MB/s)", mbs(min(fresh)), mbs(cp), "cp", unit="MB/s",
+               higher_is_better=True, target=">= 0.7x")
+        report("S1", "import_raw_vdi 512 MiB, overwrite (MB/s)", mbs(imp), mbs(cp), "cp", unit="MB/s",
+               higher_is_better=True, target=">= 0.7x")
+        report("S1", "export_raw_vdi 512 MiB (MB/s)", mbs(min(exp)), mbs(cp), "cp", unit="MB/s",
+               higher_is_better=True, target=">= 0.7x")
+        api.xenapi.session.logout()
+    finally:
+        _daemon.cleanup(d)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
