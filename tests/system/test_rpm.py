@@ -1,0 +1,150 @@
+"""`make rpm`: the binary RPM of packaging/xapi.spec, built once into a temporary _topdir, then
+read with `rpm -qlp`, `rpm -qp --scripts`, `rpm -qp --provides` and `rpm -qpc`; its payload is
+unpacked (rpm2cpio | cpio) to run the wrappers and the cookie script for real.
+
+Builds the committed tree (git archive HEAD) with the venv's Cython/cffi: about 35 s."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LIBDIR = "/opt/xensource/lib/pyxapi"
+UNITDIR = "/usr/lib/systemd/system"
+
+pytestmark = [
+    pytest.mark.skipif(not shutil.which("rpmbuild"),
+                       reason="rpmbuild is missing: install Debian's package `rpm` (tools/system-deps.sh does, as root)"),
+    pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, ".git")) or not shutil.which("git"),
+                       reason="`make rpm` packs the committed tree with git archive: needs git and the checkout"),
+]
+
+
+@pytest.fixture(scope="module")
+def rpm_file(tmp_path_factory):
+    top = tmp_path_factory.mktemp("rpmtop")
+    r = subprocess.run(["make", "-s", "rpm", f"RPM_TOP={top}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, f"make rpm failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    rpms = [os.path.join(d, f) for d, _, fs in os.walk(top / "RPMS") for f in fs if f.endswith(".rpm")]
+    assert len(rpms) == 1, rpms
+    return rpms[0]
+
+
+@pytest.fixture(scope="module")
+def payload(rpm_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("payload")
+    subprocess.run(f"rpm2cpio '{rpm_file}' | cpio -idm --quiet", shell=True, cwd=root, check=True)
+    return root
+
+
+def rpm_q(*args):
+    return subprocess.run(["rpm", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_file_list(rpm_file):
+    files = set(rpm_q("-qlp", rpm_file).split())
+    for path in ("/opt/xensource/bin/xapi", "/opt/xensource/bin/xe", "/usr/bin/xe",
+                 "/opt/xensource/libexec/pyxapi-cookies",
+                 f"{UNITDIR}/xapi.service", f"{UNITDIR}/xapi-xenopsd.service", f"{UNITDIR}/xapi-ha.service",
+                 f"{UNITDIR}/toolstack.target",
+                 "/etc/xapi.conf", "/etc/pam.d/xapi", "/etc/bash_completion.d/xe", "/etc/logrotate.d/xapi",
+                 f"{LIBDIR}/xapi/cli/main.py", f"{LIBDIR}/xapi/daemon.py"):
+        assert path in files, path
+    so = {os.path.basename(f).split(".")[0] for f in files if f.endswith(".so")}
+    assert {"_fastdb", "_rpc", "_xenctrl", "_xenstore"} <= so, so
+    assert not [f for f in files if f.endswith((".pyx", ".pxd"))]
+
+
+def test_scriptlets_are_systemd(rpm_file):
+    scripts = rpm_q("-qp", "--scripts", rpm_file)
+    for section in ("postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet"):
+        assert section in scripts, scripts
+    assert "systemctl" in scripts and "xapi.service" in scripts
+    assert "preset" in scripts and "disable" in scripts and "try-restart" in scripts, scripts
+
+
+def test_provides_and_conflicts(rpm_file):
+    assert "xapi-api-version = 2.21" in rpm_q("-qp", "--provides", rpm_file).splitlines()
+    conflicts = rpm_q("-qp", "--conflicts", rpm_file).split()
+    assert "xapi-core" in conflicts and "xapi-xe" in conflicts
+
+
+def test_config_files(rpm_file):
+    config = set(rpm_q("-qpc", rpm_file).split())
+    assert {"/etc/xapi.conf", "/etc/pam.d/xapi", "/etc/bash_completion.d/xe", "/etc/logrotate.d/xapi"} <= config
+    # %config for xapi.conf (as xapi-core), %config(noreplace) for the PAM file
+    fmt = rpm_q("-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", rpm_file)
+    flags = dict(line.split(" ", 1) for line in fmt.splitlines() if line.startswith("/etc/") and " " in line)
+    assert "n" not in flags["/etc/xapi.conf"] and "c" in flags["/etc/xapi.conf"]
+    assert "n" in flags["/etc/pam.d/xapi"]
+
+
+def test_units(payload):
+    xapi = (payload / UNITDIR.lstrip("/") / "xapi.service").read_text()
+    for line in ("Type=simple", "Restart=on-failure", "PartOf=toolstack.target",
+                 "ExecStart=/opt/xensource/bin/xapi", "ExecStartPost=/opt/xensource/libexec/pyxapi-cookies wait"):
+        assert line in xapi, line
+    for unit in ("xapi-xenopsd.service", "xapi-ha.service"):
+        text = (payload / UNITDIR.lstrip("/") / unit).read_text()
+        assert "PartOf=toolstack.target" in text and "ConditionPathExists=" + LIBDIR in text
+        assert "@" not in text.replace("stunnel@", "")
+
+
+def test_installed_tree_imports_its_extensions(payload, tmp_path):
+    # the venv's interpreter stands in for dom0's: it has the Python dependencies
+    code = ("import xapi, xapi._fastdb, xapi._rpc, xapi._xenctrl, xapi._xenstore, xapi.cli.main;"
+            "print(xapi.__file__)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(payload / LIBDIR.lstrip("/"))})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(str(payload / LIBDIR.lstrip("/")))
+
+
+def test_xapi_wrapper_arguments(payload, tmp_path):
+    # Runs the packaged wrapper with its interpreter swapped for a script that prints its arguments.
+    wrapper = (payload / "opt/xensource/bin/xapi").read_text()
+    assert f"LIBDIR={LIBDIR}" in wrapper
+    echo = tmp_path / "echo-args"
+    echo.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    echo.chmod(0o755)
+    test_wrapper = tmp_path / "xapi"
+    test_wrapper.write_text(wrapper.replace("PYTHON=", f"PYTHON={echo} #", 1)
+                            .replace("/etc/xapi.conf", str(tmp_path / "xapi.conf")))
+    test_wrapper.chmod(0o755)
+    (tmp_path / "xapi.conf").write_text("# comment\naddress = 0.0.0.0\nhttps_port=0\nunknown-ocaml-key = 1\n")
+    (tmp_path / "xapi.conf.d").mkdir()
+    (tmp_path / "xapi.conf.d" / "z.conf").write_text("log-level = DEBUG\n")
+    out = subprocess.run([str(test_wrapper), "--http-port", "8080"], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["-m", "xapi.cli.main", "serve", "--data-dir", "/var/lib/xcp", "--http-port", "80",
+                   "--https-port", "443", "--address=0.0.0.0", "--https-port=0", "--log-level=DEBUG",
+                   "--http-port", "8080"]
+
+
+def test_cookie_script(payload, tmp_path):
+    script = str(payload / "opt/xensource/libexec/pyxapi-cookies")
+    data, run = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    run.mkdir()
+    env = {**os.environ, "XAPI_DATA_DIR": str(data), "XAPI_RUN_DIR": str(run), "MAINPID": str(os.getpid()),
+           "XAPI_COOKIE_TIMEOUT": "5"}
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(data / "xapi"))
+    try:
+        (data / "xapi.pid").write_text(f"{os.getpid()}\n")
+        subprocess.run([script, "wait"], env=env, check=True, timeout=10)
+        assert (run / "xapi_startup.cookie").exists() and (run / "xapi_init_complete.cookie").exists()
+        subprocess.run([script, "clear"], env=env, check=True, timeout=10)
+        assert not os.listdir(run)
+        # a stale pid file: startup cookie only, then a failure once the daemon is gone
+        (data / "xapi.pid").write_text("1\n")
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        r = subprocess.run([script, "wait"], env={**env, "MAINPID": str(dead.pid)}, timeout=10)
+        assert r.returncode != 0 and not (run / "xapi_init_complete.cookie").exists()
+    finally:
+        sock.close()
