@@ -1,6 +1,6 @@
 """`make rpm`: the binary RPM of packaging/xapi.spec, built once into a temporary _topdir, then
 read with `rpm -qlp`, `rpm -qp --scripts`, `rpm -qp --provides` and `rpm -qpc`; its payload is
-unpacked (rpm2cpio | cpio) to run the wrappers and the cookie script for real.
+unpacked (rpm2archive | tar) to run the wrappers and the cookie script for real.
 
 Builds the committed tree (git archive HEAD) with the venv's Cython/cffi: about 35 s."""
 import os
@@ -37,7 +37,8 @@ def rpm_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def payload(rpm_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("payload")
-    subprocess.run(f"rpm2cpio '{rpm_file}' | cpio -idm --quiet", shell=True, cwd=root, check=True)
+    # rpm2archive (Debian's rpm) writes the payload as a tar.gz: no cpio needed
+    subprocess.run(f"rpm2archive - < '{rpm_file}' | tar xzf -", shell=True, cwd=root, check=True)
     return root
 
 
