@@ -1,5 +1,10 @@
 """S1 raw_transfer: PUT /import_raw_vdi and GET /export_raw_vdi of a 512 MiB raw image over HTTP on
-loopback, against `cp` of the same file on the same disk (the limit).
+loopback, against `cp` of the same file on the same disk.
+
+Baselines, made explicit: an import fsyncs the VDI at the end (durability is required), so its limit
+is `cp` followed by an fsync of the copy ("cp+fsync"); plain `cp` (page cache only, never synced) is
+printed as context. An export's client writes the bytes into a file, so its limit is plain `cp`;
+`cat image > /dev/null` (reading alone) is printed as context.
 
 The image has no all-zero block (each 2 MiB block starts with its number), so the import skips
 nothing. A real daemon (its own data folder in the temp folder, where the image and cp's copy live
@@ -98,6 +103,28 @@ def do_cp(src: str, dst: str) -> float:
     return t
 
 
+def do_cp_sync(src: str, dst: str) -> float:
+    """cp, then the copy made durable (fsync of the file and its folder): what an import must do."""
+    t0 = time.perf_counter()
+    subprocess.run(["cp", src, dst], check=True)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    t = time.perf_counter() - t0
+    os.unlink(dst)
+    return t
+
+
+def do_cat(src: str) -> float:
+    """cat file > /dev/null: reading the image alone (a lower bound on export's work, no write)."""
+    t0 = time.perf_counter()
+    with open(os.devnull, "wb") as null:
+        subprocess.run(["cat", src], stdout=null, check=True)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     work = tempfile.mkdtemp(prefix="s1-")
     d = _daemon.start()                     # its data folder is in the temp folder too
@@ -115,6 +142,8 @@ def main() -> None:
         do_import(d.http_port, api._session, vdi, image)        # warm-up (allocates the blocks)
         pin_daemon(d.pid, 1)                                    # the transfer threads exist now
         cp = min(do_cp(image, out) for _ in range(RUNS))
+        cp_sync = min(do_cp_sync(image, out) for _ in range(RUNS))
+        cat = min(do_cat(image) for _ in range(RUNS))
         imp = min(do_import(d.http_port, api._session, vdi, image) for _ in range(RUNS))
         exp = []
         for _ in range(RUNS):
@@ -128,12 +157,20 @@ def main() -> None:
             fresh.append(do_import(d.http_port, api._session, v, image))
             x.VDI.destroy(v)
         mbs = lambda t: SIZE / MiB / t  # noqa: E731
-        report("S1", "import_raw_vdi 512 MiB, new VDI (MB/s)", mbs(min(fresh)), mbs(cp), "cp", unit="MB/s",
-               higher_is_better=True, target=">= 0.7x")
-        report("S1", "import_raw_vdi 512 MiB, overwrite (MB/s)", mbs(imp), mbs(cp), "cp", unit="MB/s",
-               higher_is_better=True, target=">= 0.7x")
+        # import: the limit is cp + fsync (an import must be durable); plain cp (page cache only) as context
+        report("S1", "import_raw_vdi 512 MiB, new VDI (MB/s)", mbs(min(fresh)), mbs(cp_sync), "cp+fsync",
+               unit="MB/s", higher_is_better=True, target=">= 0.7x")
+        report("S1", "import_raw_vdi 512 MiB, overwrite (MB/s)", mbs(imp), mbs(cp_sync), "cp+fsync",
+               unit="MB/s", higher_is_better=True, target=">= 0.7x")
+        report("S1", "  (context) import, new VDI vs plain cp", mbs(min(fresh)), mbs(cp), "cp", unit="MB/s",
+               higher_is_better=True)
+        report("S1", "  (context) import, overwrite vs plain cp", mbs(imp), mbs(cp), "cp", unit="MB/s",
+               higher_is_better=True)
+        # export: the client writes the bytes into a file, as cp does; cat > /dev/null (read only) as context
         report("S1", "export_raw_vdi 512 MiB (MB/s)", mbs(min(exp)), mbs(cp), "cp", unit="MB/s",
                higher_is_better=True, target=">= 0.7x")
+        report("S1", "  (context) export vs cat > /dev/null", mbs(min(exp)), mbs(cat), "cat", unit="MB/s",
+               higher_is_better=True)
         api.xenapi.session.logout()
     finally:
         _daemon.cleanup(d)

@@ -611,3 +611,75 @@ def test_cli(tmp_path):
     assert r.returncode == 1 and "appears invalid" in r.stdout
     r = _cli("query", "-n", str(tmp_path / "nope.vhd"), "-v", check=False)
     assert r.returncode == 1 and "error" in r.stderr
+
+
+# --------------------------------------------------------------------------- whole-block fast path
+
+def _blocks_pattern(nblocks: int, last: int) -> list[bytes]:
+    rnd = random.Random(nblocks * 7 + last)
+    out = [rnd.randbytes(vhd.BLOCK_SIZE) for _ in range(nblocks - 1)]
+    out.append(rnd.randbytes(last))
+    return out
+
+
+def test_write_block_matches_write(core, tmp_path):
+    """write_block gives the same disk as write() block by block (new blocks, a partly written one,
+    a whole one), reads back through read/read_block_into, checks clean, and qemu agrees."""
+    n, last = 5, vhd.BLOCK_SIZE
+    size = (n - 1) * vhd.BLOCK_SIZE + last
+    data = _blocks_pattern(n, last)
+    a, b = tmp_path / "slow.vhd", tmp_path / "fast.vhd"
+    for p in (a, b):
+        vhd.create(str(p), size)
+        with vhd.open(str(p)) as v:                   # block 1 already partly written, block 3 whole
+            v.write(vhd.BLOCK_SIZE + 4096, b"\x11" * 1000)
+            v.write(3 * vhd.BLOCK_SIZE, b"\x22" * vhd.BLOCK_SIZE)
+    order = [3, 0, 4, 1]                              # block 2 left alone
+    with vhd.open(str(a)) as v:
+        for k in order:
+            v.write(k * vhd.BLOCK_SIZE, data[k])
+    with vhd.open(str(b)) as v:
+        for k in order:
+            v.write_block(k, data[k])
+        for k in order:
+            out = bytearray(len(data[k]))
+            v.read_block_into(k, out)
+            assert out == data[k]
+        out = bytearray(vhd.BLOCK_SIZE)
+        v.read_block_into(2, out)
+        assert out == bytes(vhd.BLOCK_SIZE)
+        with pytest.raises(vhd.VHDError):
+            v.write_block(0, b"\0" * 512)              # not a whole block
+        with pytest.raises(vhd.VHDError):
+            v.write_block(n, data[0])                  # past the end
+    with vhd.open(str(a)) as va, vhd.open(str(b)) as vb:
+        assert va.read(0, size) == vb.read(0, size)
+        assert va.blocks() == vb.blocks()
+        for k in va.blocks():
+            assert va.bitmap(k) == vb.bitmap(k)
+        assert va.allocated_bytes() == vb.allocated_bytes()
+    assert vhd.check(str(b)) == []
+    expected = b"".join(data[:2]) + bytes(vhd.BLOCK_SIZE) + b"".join(data[3:])
+    expected = bytearray(expected)
+    with vhd.open(str(b)) as vb:
+        assert vb.read(0, size) == expected
+    if QEMU_IMG is not None:
+        assert_qemu_ok(b, size)
+        assert qemu_raw(b, tmp_path) == expected
+
+
+def test_write_block_differencing(tmp_path):
+    """A whole block written into a differencing child hides the parent's."""
+    parent, child = tmp_path / "p.vhd", tmp_path / "c.vhd"
+    vhd.create(str(parent), 4 * vhd.BLOCK_SIZE)
+    with vhd.open(str(parent)) as v:
+        v.write(0, b"\x33" * (2 * vhd.BLOCK_SIZE))
+    vhd.snapshot(str(parent), str(child))
+    new = os.urandom(vhd.BLOCK_SIZE)
+    with vhd.open(str(child)) as v:
+        v.write_block(1, new)
+        assert v.read(0, 2 * vhd.BLOCK_SIZE) == b"\x33" * vhd.BLOCK_SIZE + new
+        out = bytearray(vhd.BLOCK_SIZE)
+        v.read_block_into(0, out)                      # from the parent, through read()
+        assert out == b"\x33" * vhd.BLOCK_SIZE
+    assert vhd.check(str(child)) == []

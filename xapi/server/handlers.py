@@ -325,6 +325,41 @@ class BodyStream:
             self._resume()
         return data
 
+    async def readinto(self, buf) -> int:
+        """Copies into buf (a writable buffer) the body bytes there are, up to its size, at least one
+        unless at the end; returns how many (0 at the end). No intermediate bytes object is made."""
+        mv = memoryview(buf).cast("B")
+        n = len(mv)
+        if n == 0:
+            return 0
+        while not self.chunks:
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                return 0
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        chunks, got = self.chunks, 0
+        while chunks and got < n:
+            first = chunks[0]
+            k = len(first)
+            if k <= n - got:
+                mv[got:got + k] = first
+                chunks.popleft()
+                got += k
+            else:
+                want = n - got
+                mv[got:n] = memoryview(first)[:want]
+                chunks[0] = first[want:]
+                got = n
+        self.size -= got
+        if self.paused and self.size < LOW_WATER:
+            self._resume()
+        return got
+
 
 def pause_body(proto) -> None:
     proto.body_paused = True
@@ -402,6 +437,10 @@ class Request:
     # -- body -------------------------------------------------------------------------------------
     async def read(self, n: int = -1) -> bytes:
         return await self._exchange.body.read(n)
+
+    async def readinto(self, buf) -> int:
+        """Body bytes copied into buf (at least one unless at the end); how many, 0 at the end."""
+        return await self._exchange.body.readinto(buf)
 
     async def body(self, size: int = CHUNK):
         """The body in pieces of at most `size` bytes as they arrive."""

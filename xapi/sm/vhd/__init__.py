@@ -618,6 +618,77 @@ class VHD:
         self._end = new_end
         return start
 
+    # ---------------------------------------------------------------- whole-block fast paths
+    def _whole_block(self, block: int, length: int) -> int:
+        """Sectors of block ``block`` a whole-block transfer of ``length`` bytes covers (the block,
+        or what is left of the disk for the last one); VHDError when it isn't one."""
+        bs = self.block_size if self.header is not None else BLOCK_SIZE
+        start = block * bs
+        want = min(bs, self.virtual_size - start) if start < self.virtual_size else 0
+        if block < 0 or not want or length != want or length % SECTOR:
+            raise VHDError(f"{self.path}: {length} bytes aren't the whole of block {block}")
+        return length // SECTOR
+
+    def write_block(self, block: int, data) -> None:
+        """Writes the whole of block ``block`` (``block_size`` bytes, or up to the end of the disk for
+        the last one): the same result as ``write(block * block_size, data)``, in one system call when
+        the block is new (its full bitmap and its data together) or already fully mapped."""
+        self._writable()
+        mv = memoryview(data).cast("B")
+        if self.header is None:
+            n = self._whole_block(block, len(mv))
+            _pwrite(self._fd, mv, block * BLOCK_SIZE)
+            return
+        n = self._whole_block(block, len(mv))
+        if block >= self.entries:
+            raise VHDError(f"{self.path}: block {block} beyond the BAT ({self.entries} entries)")
+        e = _core.bat_get(self._bat, block)
+        if e != UNUSED:                               # allocated: the data, then the bitmap if it changes
+            _pwrite(self._fd, mv, (e + self.bm_secs) * SECTOR)
+            if _core.bitmap_set(self.bitmap(block), 0, n):
+                self._commit_bitmap(block, e)
+            return
+        bm = bytearray(self.bm_bytes)
+        _core.bitmap_set(bm, 0, n)
+        fd, old_end = self._fd, self._end
+        sec = old_end // SECTOR
+        gap = -(sec + self.bm_secs) % 8               # as _allocate: data on a 4 KiB boundary
+        start = sec + gap
+        if start > UNUSED - 1:
+            raise VHDError(f"{self.path}: file too large for the BAT")
+        new_end = (start + self.bm_secs + self.spb) * SECTOR
+        if os.fstat(fd).st_size > old_end + SECTOR:   # drop anything after the footer
+            os.ftruncate(fd, old_end + SECTOR)
+        _pwrite(fd, self.footer.pack(), new_end)
+        parts = [bytes(gap * SECTOR), bm, mv] if gap else [bm, mv]
+        total, off = sum(len(p) for p in parts), old_end
+        done = os.pwritev(fd, parts, off)             # gap, bitmap and data: one write
+        if done < total:                              # short write: the rest, the usual way
+            _pwrite(fd, b"".join(bytes(p) for p in parts)[done:], off + done)
+        _core.bat_set(self._bat, block, start)
+        _pwrite(fd, self._bat[4 * block:4 * block + 4], self.header.table_offset + 4 * block)
+        self._bitmaps[block] = bm
+        self._end = new_end
+        if self._batmap is not None and _core.bitmap_full(bm, self.spb):
+            self._batmap_set(block)
+
+    def read_block_into(self, block: int, out) -> None:
+        """Fills ``out`` with the whole of block ``block`` (as ``write_block``), read through the chain:
+        straight into ``out`` when this layer maps the whole block, else through read()."""
+        mv = memoryview(out).cast("B")
+        n = self._whole_block(block, len(mv))
+        if self.header is None:
+            got = _preadinto(self._fd, mv, block * BLOCK_SIZE)
+            mv[got:] = bytes(len(mv) - got)
+            return
+        e = _core.bat_get(self._bat, block) if block < self.entries else UNUSED
+        if e != UNUSED and _core.bitmap_full(self.bitmap(block), n):
+            got = _preadinto(self._fd, mv, (e + self.bm_secs) * SECTOR)
+            if got < len(mv):
+                mv[got:] = bytes(len(mv) - got)
+            return
+        mv[:] = self.read(block * self.block_size, len(mv))
+
     def _write_footers(self) -> None:
         buf = self.footer.pack()
         if self.header is not None:
