@@ -464,7 +464,8 @@ async def _transport_for_sendfile(response):
     if sock is None:
         return None
     await _emptied(transport)
-    return transport, sock.fileno()
+    # our own descriptor of the socket: the thread's stays valid whatever the transport does
+    return transport, os.dup(sock.fileno())
 
 
 async def _emptied(transport) -> None:
@@ -510,7 +511,15 @@ async def _sendfile_out(request, response, disk: _Disk, release) -> bool:
             todo = list(ranges)
             ranges.clear()
             response.remaining -= sum(r[2] for r in todo)
-            await _run(_sendfile_blocking, sock_fd, todo, stop)
+            fut = asyncio.get_running_loop().run_in_executor(_executor(), _sendfile_blocking, sock_fd,
+                                                             todo, stop)
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:  # the thread may be waiting on a stalled client: stop it
+                stop[0] = True
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait([fut])
+                raise
             request.progress(off / size)
     try:
         sources = await _run(_sources, disk, nblocks - 1)
@@ -540,6 +549,8 @@ async def _sendfile_out(request, response, disk: _Disk, release) -> bool:
     except BaseException:
         stop[0] = True
         raise
+    finally:
+        os.close(sock_fd)
     return True
 
 
