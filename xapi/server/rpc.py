@@ -51,15 +51,10 @@ class Endpoints:
         self.audited = frozenset(e for e in dispatcher.entries.values() if audit.is_audited(e)) \
             if audit is not None else frozenset()
 
-    # -- XML-RPC --------------------------------------------------------------------------------
-    def xml(self, ctx, body: bytes):
-        try:
-            params, method = rpc.loads(body)
-            if method is None:
-                raise rpc.CodecError("a methodCall was expected")
-        except (rpc.CodecError, Fault) as e:
-            # xapi answers a body it cannot parse with HTTP 500; we keep the envelope and the connection
-            return HttpReply(500, XML, _xml_failure(["INTERNAL_ERROR", f"cannot parse XML-RPC request: {e}"]))
+    # -- both transports -------------------------------------------------------------------------
+    def _call(self, ctx, method: str, params):
+        """Runs one call, then wakes event waiters and writes its audit line: returns (entry, result),
+        the result a coroutine for asynchronous actions; every failure is a XapiError."""
         who = None
         try:
             entry = self.dispatcher.lookup(ctx, method, params)
@@ -70,13 +65,13 @@ class Endpoints:
             self.poke()
             if who is not None or e.code == "RBAC_PERMISSION_DENIED":
                 self._audit_failure(ctx, who, method, params, e)
-            return _xml_failure(e.description)
+            raise
         except Exception as e:  # noqa: BLE001 - every failure becomes a XenAPI error, never a traceback
             self.poke()
             error = _internal(e)
             if who is not None:
                 self._audit_failure(ctx, who, method, params, error)
-            return _xml_failure(error.description)
+            raise error from None
         if not entry.readonly:
             self.poke()
             if who is not None:
@@ -84,6 +79,21 @@ class Endpoints:
                     result = self._audit_later(ctx, who, entry, params, result)
                 else:
                     self.audit.ok(ctx, who, entry, params)
+        return entry, result
+
+    # -- XML-RPC --------------------------------------------------------------------------------
+    def xml(self, ctx, body: bytes):
+        try:
+            params, method = rpc.loads(body)
+            if method is None:
+                raise rpc.CodecError("a methodCall was expected")
+        except (rpc.CodecError, Fault) as e:
+            # xapi answers a body it cannot parse with HTTP 500; we keep the envelope and the connection
+            return HttpReply(500, XML, _xml_failure(["INTERNAL_ERROR", f"cannot parse XML-RPC request: {e}"]))
+        try:
+            entry, result = self._call(ctx, method, params)
+        except XapiError as e:
+            return _xml_failure(e.description)
         if entry.is_async:
             return self._xml_later(entry, result)
         return self._xml_encode(entry, result)
@@ -139,30 +149,10 @@ class Endpoints:
                 ["INTERNAL_ERROR", f"cannot parse JSON-RPC request: {e}"], rid, 2))
         if type(params) is not list:
             return rpc.json_dumps_failure(["INTERNAL_ERROR", "parameters by name are not supported"], rid, version)
-        who = None
         try:
-            entry = self.dispatcher.lookup(ctx, method, params)
-            if not entry.readonly and entry in self.audited:
-                who = self.audit.who(ctx, entry, params)
-            result = entry(ctx, params)
+            entry, result = self._call(ctx, method, params)
         except XapiError as e:
-            self.poke()
-            if who is not None or e.code == "RBAC_PERMISSION_DENIED":
-                self._audit_failure(ctx, who, method, params, e)
             return rpc.json_dumps_failure(e.description, rid, version)
-        except Exception as e:  # noqa: BLE001
-            self.poke()
-            error = _internal(e)
-            if who is not None:
-                self._audit_failure(ctx, who, method, params, error)
-            return rpc.json_dumps_failure(error.description, rid, version)
-        if not entry.readonly:
-            self.poke()
-            if who is not None:
-                if entry.is_async:
-                    result = self._audit_later(ctx, who, entry, params, result)
-                else:
-                    self.audit.ok(ctx, who, entry, params)
         if entry.is_async:
             return self._json_later(result, rid, version)
         return self._json_encode(result, rid, version)
