@@ -94,6 +94,8 @@ class Daemon:
         blob_actions.register(self.handlers)
         from xapi.sm import transfer as sm_transfer
         sm_transfer.register(self.handlers)     # /import_raw_vdi, /export_raw_vdi
+        from xapi.cli import server as cli_server
+        cli_server.register(self.handlers)      # /cli: the xe CLI
         # --
 
     @property

@@ -1,0 +1,328 @@
+"""`xe`: the thin CLI client, speaking xapi's thin CLI protocol (ocaml/xapi-cli-protocol).
+
+The request is `POST /cli` whose body is the arguments joined by newlines; the server answers with no
+HTTP status line but the protocol's handshake (`XenSource thin CLI protocol`, int32 major, int32 minor),
+which the client echoes. Then the server sends commands (Print, PrintStderr, Debug, Load, HttpGet,
+HttpPut, Prompt, Error, Exit) and the client answers those that need it. Integers are int32 little-endian,
+strings are a length then bytes, a message is its length then its tags and body.
+
+The framing helpers here are shared with the server side (xapi.cli.server); this module uses only the
+standard library.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import sys
+import urllib.parse
+
+PREFIX = b"XenSource thin CLI protocol"
+MAJOR, MINOR = 0, 2
+
+# message tags
+MSG_COMMAND, MSG_RESPONSE, MSG_BLOB = 9, 10, 11
+# commands
+PRINT, LOAD, PROMPT, EXIT, DEBUG, HTTP_GET, HTTP_PUT, ERROR, PRINT_STDERR, HTTP_CONNECT = \
+    0, 1, 3, 4, 15, 12, 13, 14, 16, 17
+# responses
+OK, FAILED, WAIT = 5, 6, 18
+# blobs
+CHUNK, END = 7, 8
+
+DEFAULT_SOCKET = "/var/lib/xcp/xapi"
+CLIENT_ARGS = {"-s", "-p", "-u", "-pw", "-pwf", "-h"}
+
+
+# -- framing ----------------------------------------------------------------------------------------
+def pack_int(n: int) -> bytes:
+    return struct.pack("<i", n)
+
+
+def pack_string(s) -> bytes:
+    b = s.encode("utf-8", "replace") if isinstance(s, str) else bytes(s)
+    return pack_int(len(b)) + b
+
+
+def frame(payload: bytes) -> bytes:
+    return pack_int(len(payload)) + payload
+
+
+def command(tag: int, *parts) -> bytes:
+    """A whole Command message: Print("x") is command(PRINT, "x"); Exit(1) is command(EXIT, 1)."""
+    body = [pack_int(MSG_COMMAND), pack_int(tag)]
+    for p in parts:
+        if isinstance(p, int):
+            body.append(pack_int(p))
+        elif isinstance(p, (list, tuple)):
+            body.append(pack_int(len(p)))
+            body.extend(pack_string(x) for x in p)
+        else:
+            body.append(pack_string(p))
+    return frame(b"".join(body))
+
+
+def response(tag: int) -> bytes:
+    return frame(pack_int(MSG_RESPONSE) + pack_int(tag))
+
+
+def blob_chunk(data: bytes) -> bytes:
+    return frame(pack_int(MSG_BLOB) + pack_int(CHUNK) + pack_int(len(data))) + data
+
+
+def blob_end() -> bytes:
+    return frame(pack_int(MSG_BLOB) + pack_int(END))
+
+
+def handshake() -> bytes:
+    return PREFIX + pack_int(MAJOR) + pack_int(MINOR)
+
+
+class Reader:
+    """Parses a message body: ints, strings, lists."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def int(self) -> int:
+        (v,) = struct.unpack_from("<i", self.data, self.pos)
+        self.pos += 4
+        return v
+
+    def string(self) -> str:
+        n = self.int()
+        s = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return s.decode("utf-8", "replace")
+
+    def strings(self) -> list[str]:
+        return [self.string() for _ in range(self.int())]
+
+
+# -- the client -------------------------------------------------------------------------------------
+class Usage(Exception):
+    pass
+
+
+def parse_argv(argv: list[str]):
+    """Splits the client's own options from the command's arguments."""
+    opts = {"server": None, "port": None, "user": None, "password": None, "nossl": False, "debug": False}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-s", "-p", "-u", "-pw", "-pwf"):
+            if i + 1 >= len(argv):
+                raise Usage(f"option {a} needs a value")
+            v = argv[i + 1]
+            i += 2
+            if a == "-s":
+                opts["server"] = v
+            elif a == "-p":
+                opts["port"] = int(v)
+            elif a == "-u":
+                opts["user"] = v
+            elif a == "-pw":
+                opts["password"] = v
+            else:
+                with open(v) as f:
+                    lines = f.read().splitlines()
+                if lines and opts["user"] is None and len(lines) > 1:
+                    opts["user"], opts["password"] = lines[0], lines[1]
+                elif lines:
+                    opts["password"] = lines[-1] if len(lines) == 1 else lines[1]
+            continue
+        if a == "--nossl":
+            opts["nossl"] = True
+        elif a == "--debug":
+            opts["debug"] = True
+        elif a == "-h" and i + 1 < len(argv):     # older xe spells -s as -h
+            opts["server"] = argv[i + 1]
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return opts, rest
+
+
+def connect(opts):
+    server = opts["server"]
+    if server is None:
+        path = os.environ.get("XAPI_SOCKET", DEFAULT_SOCKET)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        return s, "localhost"
+    port = opts["port"] or (80 if opts["nossl"] else 443)
+    s = socket.create_connection((server, port))
+    if not opts["nossl"]:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE      # xe doesn't verify by default either
+        s = ctx.wrap_socket(s, server_hostname=server)
+    return s, server
+
+
+class Conn:
+    def __init__(self, sock) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(max(65536, n - len(self.buf)))
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def message(self) -> Reader:
+        (n,) = struct.unpack("<i", self.read_exact(4))
+        return Reader(self.read_exact(n))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+def _url(opts, host: str, path: str) -> tuple[str, int, str]:
+    """Where HttpGet/HttpPut go: the same server as the CLI request."""
+    u = urllib.parse.urlsplit(path)
+    target = u.path + ("?" + u.query if u.query else "")
+    return u.hostname or host, u.port or 0, target or "/"
+
+
+def _http(opts, host: str, method: str, target: str, body_file=None, out_file=None) -> bool:
+    sock, _ = connect(opts)
+    try:
+        head = f"{method} {target} HTTP/1.0\r\nHost: {host}\r\nUser-agent: xe-cli/Unix/0.2\r\n"
+        if body_file is not None:
+            size = os.fstat(body_file.fileno()).st_size
+            head += f"Content-Length: {size}\r\n"
+        sock.sendall((head + "\r\n").encode("latin-1"))
+        if body_file is not None:
+            while chunk := body_file.read(1 << 20):
+                sock.sendall(chunk)
+        f = sock.makefile("rb")
+        status = f.readline().split()
+        while f.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        if len(status) < 2 or not status[1].startswith(b"2"):
+            return False
+        if out_file is not None:
+            while chunk := f.read(1 << 20):
+                out_file.write(chunk)
+        return True
+    finally:
+        sock.close()
+
+
+def run(argv: list[str]) -> int:
+    opts, args = parse_argv(argv)
+    if not args:
+        args = ["help"]
+    body_args = list(args)
+    if opts["user"] is not None:
+        body_args.append(f"username={opts['user']}")
+    if opts["password"] is not None:
+        body_args.append(f"password={opts['password']}")
+    body = "\n".join(body_args).encode("utf-8")
+    sock, host = connect(opts)
+    conn = Conn(sock)
+    head = (f"POST /cli HTTP/1.0\r\nUser-agent: xe-cli/Unix/0.2\r\noriginator: cli\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
+    conn.send(head + body)
+    prefix = conn.read_exact(len(PREFIX))
+    if prefix != PREFIX:
+        rest = conn.buf
+        sys.stderr.write("Unexpected response from server: "
+                         + (prefix + rest).decode("latin-1", "replace").split("\r\n", 1)[0] + "\n")
+        return 1
+    major = struct.unpack("<i", conn.read_exact(4))[0]
+    struct.unpack("<i", conn.read_exact(4))
+    if major != MAJOR:
+        sys.stderr.write("Protocol version mismatch\n")
+        return 1
+    conn.send(handshake())
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    while True:
+        r = conn.message()
+        kind = r.int()
+        if kind != MSG_COMMAND:
+            continue
+        tag = r.int()
+        if tag == PRINT:
+            s = r.string()
+            _write(sys.stdout, out, s + "\n")
+        elif tag == PRINT_STDERR:
+            sys.stdout.flush()
+            sys.stderr.write(r.string())
+            sys.stderr.flush()
+        elif tag == DEBUG:
+            s = r.string()
+            if opts["debug"]:
+                sys.stderr.write(s)
+        elif tag == EXIT:
+            code = r.int()
+            sys.stdout.flush()
+            sock.close()
+            return code
+        elif tag == ERROR:
+            code = r.string()
+            params = r.strings()
+            sys.stdout.flush()
+            sys.stderr.write(f"Error code: {code}\nError parameters: {', '.join(params)}\n")
+        elif tag == LOAD:
+            name = r.string()
+            try:
+                with open(name, "rb") as f:
+                    conn.send(response(OK))
+                    while chunk := f.read(1 << 20):
+                        conn.send(blob_chunk(chunk))
+                    conn.send(blob_end())
+            except OSError:
+                conn.send(response(FAILED))
+        elif tag == PROMPT:
+            line = sys.stdin.readline().rstrip("\n").encode("utf-8")
+            conn.send(blob_chunk(line) + blob_end())
+        elif tag in (HTTP_GET, HTTP_PUT):
+            name, url = r.string(), r.string()
+            h, _, target = _url(opts, host, url)
+            try:
+                if tag == HTTP_PUT:
+                    with open(name, "rb") as f:
+                        ok = _http(opts, h, "PUT", target, body_file=f)
+                else:
+                    with open(name, "wb") as f:
+                        ok = _http(opts, h, "GET", target, out_file=f)
+            except OSError:
+                ok = False
+            conn.send(response(OK if ok else FAILED))
+        else:
+            conn.send(response(FAILED))
+
+
+def _write(stdout, out, text: str) -> None:
+    if out is not None:
+        stdout.flush()
+        out.write(text.encode("utf-8", "replace"))
+        out.flush()
+    else:
+        stdout.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = run(sys.argv[1:] if argv is None else argv)
+    except Usage as e:
+        sys.stderr.write(f"{e}\n")
+        code = 1
+    except (OSError, EOFError) as e:
+        sys.stderr.write(f"Error: Connection refused or closed: {e}\n")
+        code = 3
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
