@@ -140,3 +140,23 @@ def test_read_only_field(d):
     uuid = control_domain(d)
     r = xe(d, "vm-param-set", f"uuid={uuid}", "power-state=halted")
     assert r.returncode == 1 and "read-only" in r.stderr
+
+
+def test_storage_and_pool_commands(d):
+    r = xe(d, "sr-list", "--minimal")
+    assert r.returncode == 0, r.stderr
+    sr = r.stdout.strip().split(",")[0]
+    r = xe(d, "vdi-create", f"sr-uuid={sr}", "name-label=xe-disk", "virtual-size=10MiB")
+    assert r.returncode == 0, r.stderr
+    vdi = r.stdout.strip()
+    r = xe(d, "vdi-list", "name-label=xe-disk", "params=uuid,virtual-size,SR")
+    assert r.returncode == 0 and vdi in r.stdout and "10485760" in r.stdout and sr in r.stdout
+    pool = xe(d, "pool-list", "--minimal").stdout.strip()
+    r = xe(d, "pool-param-set", f"uuid={pool}", "name-label=xe-pool", tcp=True)
+    assert r.returncode == 0, r.stderr
+    r = xe(d, "pool-param-get", f"uuid={pool}", "param-name=name-label")
+    assert r.stdout.strip() == "xe-pool"
+    r = xe(d, "sr-list", "params=name-label")
+    assert "name-label ( RW)" in r.stdout
+    r = xe(d, "vm-shutdown", "vm=no-such-vm")
+    assert r.returncode == 1 and "No matching VMs found" in r.stderr

@@ -111,8 +111,10 @@ COMMANDS = all_commands()
 
 
 # -- marker and values ------------------------------------------------------------------------------
-def marker(f: dm.Field) -> str:
-    rw = "W" if f.qualifier == "RW" else "O"
+def marker(f: dm.Field, c: dm.Class | None = None) -> str:
+    writable = f.qualifier == "RW" or (c is not None and (
+        f"set_{f.name}" in c.messages or f"add_to_{f.name}" in c.messages or f"add_{f.name}" in c.messages))
+    rw = "W" if writable else "O"
     kind = f.type.kind
     if kind == "option":
         kind = f.type.elem.kind
@@ -191,7 +193,7 @@ class Run:
         rows = []
         for name in fields:
             f = c.fields[name]
-            rows.append((f"{hyphen(name)} {marker(f)}", await self.fmt(f.type, rec.get(name))))
+            rows.append((f"{hyphen(name)} {marker(f, c)}", await self.fmt(f.type, rec.get(name))))
         return rows
 
     async def print_records(self, records: list[list[tuple[str, str]]]) -> None:
@@ -230,12 +232,12 @@ class Run:
             recs = await self.call(f"{c.name}.get_all_records")
             refs = [r for r, rec in recs.items() if rec.get("uuid") == v or rec.get("name_label") == v]
             if not refs:
-                raise CliError(f"No matching {prefix}s found")
+                raise CliError(f"No matching {c.name}s found")
             return refs
         recs = await self.call(f"{c.name}.get_all_records")
         refs = await self.filter(c, recs, {k: v for k, v in self.args.items()})
         if not refs:
-            raise CliError(f"No matching {prefix}s found")
+            raise CliError(f"No matching {c.name}s found")
         return refs
 
     async def filter(self, c: dm.Class, recs: dict, filters: dict) -> list[str]:
