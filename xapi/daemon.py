@@ -125,6 +125,7 @@ class Daemon:
                                                           self.socket_path))
         os.chmod(self.socket_path, 0o600)
         await self.storage.start()              # drivers call back on the local socket (xapi.sm)
+        await self._start_xenops()              # xenstored (simulator) and xenopsd (xapi.xenops)
         with open(self.pid_path + ".tmp", "w") as f:
             f.write(f"{os.getpid()}\n")
         os.rename(self.pid_path + ".tmp", self.pid_path)
@@ -136,6 +137,35 @@ class Daemon:
         self.persister.start()
         # --
 
+    # -- xenopsd and xenstored (xapi.xenops, xapi.xenstored) --
+    async def _start_xenops(self) -> None:
+        from xapi.actions import vm as vm_actions
+        from xapi.xenops.client import Client
+        from xapi.xenops.server import Xenopsd
+        from xapi.xenstored.server import XenstoredServer, socket_path as xenstored_socket
+        loop = asyncio.get_running_loop()
+        if getattr(self, "xenstored", None) is None and self.config.backend == "sim":
+            self.xenstored = await XenstoredServer.start(xenstored_socket(self.config.data_dir))
+        store = self.xenstored.store if getattr(self, "xenstored", None) is not None else None
+        env = os.environ
+        self.xenopsd = Xenopsd(self.hypervisor, store,
+                               workers=int(env.get("XAPI_XENOPSD_WORKERS", "4")),
+                               build_delay=float(env.get("XAPI_XENOPSD_BUILD_DELAY", "0")),
+                               shutdown_delay=float(env.get("XAPI_XENOPSD_SHUTDOWN_DELAY", "0.1")))
+        await self.xenopsd.start(os.path.join(self.config.data_dir, "xenopsd"))
+        self.xenops = Client(self.xenopsd.path)
+        self._xenops_watch = loop.create_task(vm_actions.watch(self))
+
+    async def _stop_xenops(self) -> None:
+        if getattr(self, "_xenops_watch", None) is not None:
+            self._xenops_watch.cancel()
+        if getattr(self, "xenopsd", None) is not None:
+            await self.xenopsd.close()
+        if getattr(self, "xenstored", None) is not None:
+            await self.xenstored.close()
+            self.xenstored = None
+    # --
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -145,6 +175,7 @@ class Daemon:
 
     async def stop(self) -> None:
         await self.storage.close()              # running drivers killed, the access state kept
+        await self._stop_xenops()
         self._sweeper.cancel()
         self._collector.cancel()
         for s in self.servers:

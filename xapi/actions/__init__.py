@@ -20,6 +20,7 @@ MODULES = {
     "VDI": "xapi.actions.vdi",
     "PBD": "xapi.actions.pbd",
     "blob": "xapi.actions.blob",
+    "VM": "xapi.actions.vm",
 }
 
 

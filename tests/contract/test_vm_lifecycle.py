@@ -1,0 +1,232 @@
+"""VM lifecycle against a real daemon (xapi.actions.vm over xenopsd, xapi.xenops) with the XenAPI SDK."""
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+import XenAPI
+
+from tests import daemon as _daemon
+from xapi import xenctrl
+
+pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
+                                reason="the xenctrl shim has no domain operations yet")
+
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def host():
+    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+    yield d
+    _daemon.cleanup(d)
+
+
+@pytest.fixture
+def x(host):
+    s = XenAPI.Session(host.url)
+    s.xenapi.login_with_password("root", host.password)
+    yield s.xenapi
+    try:
+        s.xenapi.session.logout()
+    except Exception:
+        pass
+
+
+def xenopsd(host, method, *params):
+    """A call straight to xenopsd on its socket (test hooks: DEBUG.trigger, DEBUG.set)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(os.path.join(host.data_dir, "xenopsd"))
+        s.sendall(json.dumps({"id": 1, "method": method, "params": list(params)}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    reply = json.loads(buf)
+    assert "error" not in reply, reply
+    return reply["result"]
+
+
+def new_vm(x, name="vm", memory=256 * MIB, vcpus=1):
+    rec = {
+        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
+        "affinity": "OpaqueRef:NULL", "memory_static_max": str(memory), "memory_dynamic_max": str(memory),
+        "memory_dynamic_min": str(memory), "memory_static_min": str(memory), "VCPUs_params": {},
+        "VCPUs_max": str(vcpus), "VCPUs_at_startup": str(vcpus), "actions_after_shutdown": "destroy",
+        "actions_after_reboot": "restart", "actions_after_crash": "destroy", "PV_bootloader": "",
+        "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
+        "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "cd"}, "platform": {}, "PCI_bus": "",
+        "other_config": {}, "recommendations": "",
+    }
+    return x.VM.create(rec)
+
+
+def failure(fn, *args):
+    with pytest.raises(XenAPI.Failure) as e:
+        fn(*args)
+    return e.value.details
+
+
+def wait_for(pred, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def test_start_pause_shutdown_reboot(x):
+    vm = new_vm(x, "lifecycle")
+    assert x.VM.get_power_state(vm) == "Halted"
+    x.VM.start(vm, False, False)
+    rec = x.VM.get_record(vm)
+    assert rec["power_state"] == "Running" and int(rec["domid"]) > 0
+    assert rec["resident_on"] == x.host.get_all()[0]
+    assert vm in x.host.get_resident_VMs(rec["resident_on"])
+    assert {"clean_shutdown", "pause", "hard_shutdown", "clean_reboot"} <= set(rec["allowed_operations"])
+    assert "start" not in rec["allowed_operations"]
+    m = x.VM_metrics.get_record(rec["metrics"])
+    assert int(m["memory_actual"]) == 256 * MIB and int(m["VCPUs_number"]) == 1
+    assert failure(x.VM.start, vm, False, False) == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
+
+    x.VM.pause(vm)
+    assert x.VM.get_power_state(vm) == "Paused"
+    assert "unpause" in x.VM.get_allowed_operations(vm)
+    x.VM.unpause(vm)
+    assert x.VM.get_power_state(vm) == "Running"
+
+    domid = x.VM.get_domid(vm)
+    x.VM.hard_reboot(vm)
+    assert x.VM.get_power_state(vm) == "Running" and int(x.VM.get_domid(vm)) > 0
+    x.VM.clean_reboot(vm)
+    assert x.VM.get_power_state(vm) == "Running"
+    del domid
+
+    x.VM.clean_shutdown(vm)
+    rec = x.VM.get_record(vm)
+    assert rec["power_state"] == "Halted" and rec["domid"] == "-1" and rec["resident_on"] == "OpaqueRef:NULL"
+    assert "start" in rec["allowed_operations"] and rec["current_operations"] == {}
+    assert failure(x.VM.clean_shutdown, vm)[:1] == ["VM_BAD_POWER_STATE"]
+
+    x.VM.start(vm, True, False)                        # start paused
+    assert x.VM.get_power_state(vm) == "Paused"
+    x.VM.hard_shutdown(vm)
+    assert x.VM.get_power_state(vm) == "Halted"
+
+
+def test_templates_and_control_domain_refused(x):
+    tpl = next(r for r, v in x.VM.get_all_records().items() if v["is_a_template"])
+    assert failure(x.VM.start, tpl, False, False) == ["VM_IS_TEMPLATE", tpl, "start"]
+    dom0 = next(r for r, v in x.VM.get_all_records().items() if v["is_control_domain"])
+    assert failure(x.VM.pause, dom0)[0] == "OPERATION_NOT_ALLOWED"
+
+
+def test_not_enough_memory(x):
+    vm = new_vm(x, "huge", memory=256 << 30)
+    details = failure(x.VM.start, vm, False, False)
+    assert details[0] == "HOST_NOT_ENOUGH_FREE_MEMORY" and int(details[1]) == 256 << 30
+    assert int(details[2]) < 256 << 30
+    assert x.VM.get_power_state(vm) == "Halted" and x.VM.get_current_operations(vm) == {}
+
+
+def test_async_start_progress_and_concurrent_operation(host, x):
+    vm = new_vm(x, "async")
+    xenopsd(host, "DEBUG.set", "build_delay", 1.0)
+    try:
+        task = x.Async.VM.start(vm, False, False)
+        assert wait_for(lambda: x.VM.get_current_operations(vm) != {})
+        assert list(x.VM.get_current_operations(vm).items()) == [(task, "start")]
+        assert x.VM.get_allowed_operations(vm) == []
+        assert failure(x.VM.start, vm, False, False) == ["OTHER_OPERATION_IN_PROGRESS", "VM", vm, "start", task]
+        assert wait_for(lambda: 0 < float(x.task.get_progress(task)) < 1, 2)
+        assert wait_for(lambda: x.task.get_status(task) != "pending", 5)
+    finally:
+        xenopsd(host, "DEBUG.set", "build_delay", 0)
+    t = x.task.get_record(task)
+    assert t["status"] == "success" and float(t["progress"]) == 1.0
+    assert x.VM.get_power_state(vm) == "Running" and x.VM.get_current_operations(vm) == {}
+    x.VM.hard_shutdown(vm)
+
+
+def test_cancel_start(host, x):
+    vm = new_vm(x, "cancelled")
+    xenopsd(host, "DEBUG.set", "build_delay", 2.0)
+    try:
+        task = x.Async.VM.start(vm, False, False)
+        assert wait_for(lambda: float(x.task.get_progress(task)) > 0, 2)
+        x.task.cancel(task)
+        assert wait_for(lambda: x.task.get_status(task) not in ("pending", "cancelling"), 5)
+    finally:
+        xenopsd(host, "DEBUG.set", "build_delay", 0)
+    assert x.task.get_status(task) == "cancelled"
+    assert x.task.get_error_info(task) == ["TASK_CANCELLED", task]
+    assert x.VM.get_power_state(vm) == "Halted" and x.VM.get_current_operations(vm) == {}
+    assert "start" in x.VM.get_allowed_operations(vm)
+
+
+def test_event_watcher_sees_power_state(host, x):
+    vm = new_vm(x, "watched")
+    token = getattr(x.event, "from")(["vm"], "", 0.0)["token"]
+    seen = []
+    done = threading.Event()
+
+    def watch():
+        s = XenAPI.Session(host.url)
+        s.xenapi.login_with_password("root", host.password)
+        tok = token
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not done.is_set():
+            batch = getattr(s.xenapi.event, "from")(["vm"], tok, 1.0)
+            tok = batch["token"]
+            seen.extend(e["snapshot"]["power_state"] for e in batch["events"]
+                        if e["ref"] == vm and e["operation"] == "mod")
+            if "Halted" in seen[1:] and "Running" in seen:
+                break
+        s.xenapi.session.logout()
+
+    t = threading.Thread(target=watch)
+    t.start()
+    x.VM.start(vm, False, False)
+    time.sleep(0.3)
+    x.VM.hard_shutdown(vm)
+    t.join(12)
+    done.set()
+    assert "Running" in seen and seen[-1] == "Halted"
+
+
+def test_guest_initiated_shutdown_reboot_and_crash(host, x):
+    vm = new_vm(x, "guest")
+    x.VM.start(vm, False, False)
+    uuid = x.VM.get_uuid(vm)
+    xenopsd(host, "DEBUG.trigger", uuid, "reboot")          # actions_after_reboot = restart
+    time.sleep(0.5)                                         # destroyed and built again
+    assert x.VM.get_domid(vm) != "-1"
+    assert x.VM.get_power_state(vm) == "Running"
+    xenopsd(host, "DEBUG.trigger", uuid, "poweroff")        # actions_after_shutdown = destroy
+    assert wait_for(lambda: x.VM.get_power_state(vm) == "Halted", 5)
+    assert x.VM.get_domid(vm) == "-1"
+    x.VM.start(vm, False, False)
+    xenopsd(host, "DEBUG.trigger", uuid, "crash")           # actions_after_crash = destroy
+    assert wait_for(lambda: x.VM.get_power_state(vm) == "Halted", 5)
+    x.VM.set_actions_after_crash(vm, "restart")
+    x.VM.start(vm, False, False)
+    xenopsd(host, "DEBUG.trigger", uuid, "crash")
+    time.sleep(0.5)
+    assert x.VM.get_power_state(vm) == "Running"
+    x.VM.hard_shutdown(vm)
+
+
+def test_host_memory_free_follows(x):
+    host_ref = x.host.get_all()[0]
+    hm = x.host.get_metrics(host_ref)
+    before = int(x.host_metrics.get_memory_free(hm))
+    vm = new_vm(x, "mem", memory=512 * MIB)
+    x.VM.start(vm, False, False)
+    assert int(x.host_metrics.get_memory_free(hm)) == before - 512 * MIB
+    x.VM.hard_shutdown(vm)
+    assert int(x.host_metrics.get_memory_free(hm)) == before

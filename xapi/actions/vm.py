@@ -1,0 +1,351 @@
+"""VM lifecycle: start, start_on, clean/hard shutdown and reboot, shutdown, pause, unpause,
+power_state_reset, assert_can_boot_here (xapi_vm.ml, xapi_vm_lifecycle.ml, xapi_xenops.ml).
+
+Checks come in xapi's order: power state (VM_BAD_POWER_STATE [vm, expected, actual], lowercase), other
+operations in progress (OTHER_OPERATION_IN_PROGRESS [VM, ref, op, task]), templates (VM_IS_TEMPLATE
+[vm, op]), the control domain (OPERATION_NOT_ALLOWED). An operation sits in current_operations while
+it runs, and allowed_operations is recomputed after every change. The work is done by xenopsd
+(xapi.xenops) on this host: an Async call's task follows the xenopsd task's progress, and cancelling
+it cancels the xenopsd task. `watch(app)` follows xenopsd's updates, so guests that shut down, reboot
+or crash by themselves reach the database.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid as uuidlib
+
+from xapi.datamodel.errors import XapiError
+from xapi.datamodel.types import datetime_now
+from xapi.db.schema import NULL_REF, insert
+from xapi.xenops.server import XenopsError
+
+log = logging.getLogger("xapi.vm")
+
+_ALL = ("Halted", "Paused", "Running", "Suspended")
+_POWER = {
+    "start": ("Halted",), "start_on": ("Halted",), "clone": ("Halted",), "copy": ("Halted",),
+    "export": ("Halted", "Suspended"), "provision": ("Halted",), "make_into_template": ("Halted",),
+    "destroy": ("Halted", "Suspended"), "changing_static_range": ("Halted",),
+    "changing_shadow_memory": ("Halted",), "changing_dynamic_range": ("Halted", "Running"),
+    "resume": ("Suspended",), "resume_on": ("Suspended",), "unpause": ("Paused",),
+    "clean_shutdown": ("Running",), "clean_reboot": ("Running",), "pause": ("Running",),
+    "suspend": ("Running",), "pool_migrate": ("Running",), "checkpoint": ("Running",),
+    "snapshot_with_quiesce": ("Running",), "changing_VCPUs_live": ("Running",),
+    "migrate_send": ("Halted", "Suspended", "Running"),
+    "hard_reboot": ("Paused", "Running"), "hard_shutdown": ("Paused", "Suspended", "Running"),
+    "snapshot": _ALL, "revert": _ALL, "power_state_reset": _ALL,
+}
+# the operations update_allowed_operations considers (xapi_vm_lifecycle.ml)
+_CANDIDATES = ("snapshot", "copy", "clone", "revert", "checkpoint", "start", "start_on", "pause", "unpause",
+               "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot", "suspend", "resume",
+               "resume_on", "export", "destroy", "provision", "changing_VCPUs_live", "pool_migrate",
+               "migrate_send", "make_into_template", "changing_static_range", "changing_shadow_memory",
+               "changing_dynamic_range")
+_TEMPLATE_OK = ("changing_dynamic_range", "changing_static_range", "changing_memory_limits",
+                "changing_shadow_memory", "changing_VCPUs", "clone", "copy", "export", "metadata_export",
+                "provision")
+_DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "metadata_export",
+            "changing_dynamic_range", "start")
+# the ops our lifecycle implements; the rest are offered once their actions exist
+_IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
+                "pause", "unpause", "destroy", "clone", "copy", "export", "snapshot", "provision",
+                "changing_dynamic_range", "changing_static_range", "suspend", "make_into_template")
+
+
+def _rec(db, ref) -> dict:
+    try:
+        return db.table("VM").get(ref)
+    except (KeyError, TypeError):
+        raise XapiError("HANDLE_INVALID", "VM", ref) from None
+
+
+def check_operation(rec: dict, ref: str, op: str):
+    """The error xapi would raise for `op` on this record, or None."""
+    blocked = rec.get("blocked_operations") or {}
+    if op in blocked:
+        return ["OPERATION_BLOCKED", ref, blocked[op]]
+    power = rec["power_state"]
+    allowed = _POWER.get(op, _ALL)
+    if power not in allowed:
+        return ["VM_BAD_POWER_STATE", ref, ", ".join(p.lower() for p in allowed), power.lower()]
+    current = rec.get("current_operations") or {}
+    if current:
+        task, cop = next(iter(current.items()))
+        return ["OTHER_OPERATION_IN_PROGRESS", "VM", ref, cop, task]
+    if rec["is_a_template"] and not rec.get("is_a_snapshot"):
+        default = (rec.get("other_config") or {}).get("default_template") == "true"
+        if not (op in _TEMPLATE_OK or (op == "destroy" and not default)):
+            return ["VM_IS_TEMPLATE", ref, op]
+    if rec.get("is_control_domain") and op not in _DOM0_OK:
+        return ["OPERATION_NOT_ALLOWED", "Operations on domain 0 are not allowed"]
+    return None
+
+
+def refresh_allowed_operations(db, ref: str) -> None:
+    if ref not in db.table("VM"):
+        return
+    rec = db.table("VM").get(ref)
+    allowed = [op for op in _CANDIDATES if op in _IMPLEMENTED and check_operation(rec, ref, op) is None]
+    if sorted(rec.get("allowed_operations") or []) != sorted(allowed):
+        db.table("VM").set_field(ref, "allowed_operations", allowed)
+
+
+def update_allowed_operations(ctx, session, self):
+    _rec(ctx.app.db, self)
+    refresh_allowed_operations(ctx.app.db, self)
+    return ""
+
+
+def assert_operation_valid(ctx, session, self, op):
+    _assert(ctx.app.db, self, op)
+    return ""
+
+
+def _assert(db, ref: str, op: str) -> dict:
+    rec = _rec(db, ref)
+    err = check_operation(rec, ref, op)
+    if err is not None:
+        raise XapiError(*err)
+    return rec
+
+
+def _current_task(app) -> str | None:
+    me = asyncio.current_task()
+    for ref, t in list(app.tasks.running.items()):
+        if t is me:
+            return ref
+    return None
+
+
+def _xapi_error(e: XenopsError, task_ref) -> XapiError:
+    if e.code == "TASK_CANCELLED":
+        return XapiError("TASK_CANCELLED", task_ref or (e.params[0] if e.params else ""))
+    return XapiError(e.code, *e.params)
+
+
+async def _operation(ctx, ref: str, op: str, body):
+    """Runs `body(rec, on_progress)` with `op` in the VM's current_operations."""
+    app = ctx.app
+    db = app.db
+    rec = _assert(db, ref, op)
+    task_ref = _current_task(app)
+    key = task_ref or f"OpaqueRef:{uuidlib.uuid4()}"
+    table = db.table("VM")
+    table.set_field(ref, "current_operations", {**(rec.get("current_operations") or {}), key: op})
+    refresh_allowed_operations(db, ref)
+
+    def on_progress(p: float) -> None:
+        if task_ref is not None and task_ref in app.db.table("task"):
+            tasks = app.db.table("task")
+            if tasks.get_field(task_ref, "progress") != p and tasks.get_field(task_ref, "status") == "pending":
+                tasks.set_field(task_ref, "progress", float(p))
+
+    try:
+        return await body(rec, on_progress)
+    except XenopsError as e:
+        raise _xapi_error(e, task_ref) from None
+    finally:
+        if ref in table:
+            cur = dict(table.get_field(ref, "current_operations") or {})
+            cur.pop(key, None)
+            table.set_field(ref, "current_operations", cur)
+        with _quiet():
+            await sync(app, ref)
+        refresh_allowed_operations(db, ref)
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, e, tb):
+        if et is not None and not issubclass(et, asyncio.CancelledError):
+            log.exception("VM sync failed")
+            return True
+        return False
+
+
+def _config(rec: dict) -> dict:
+    hvm = rec.get("domain_type") == "hvm" or (rec.get("domain_type") in ("", "unspecified", None)
+                                               and bool(rec.get("HVM_boot_policy")))
+    return {"id": rec["uuid"], "name": rec["name_label"], "hvm": hvm,
+            "memory_kib": int(rec["memory_static_max"]) // 1024,
+            "vcpus": int(rec["VCPUs_at_startup"]), "vcpus_max": int(rec["VCPUs_max"]),
+            "on_shutdown": rec["actions_after_shutdown"], "on_reboot": rec["actions_after_reboot"],
+            "on_crash": rec["actions_after_crash"]}
+
+
+async def sync(app, ref: str) -> None:
+    """The VM's power state, domid, residence and metrics from xenopsd; the host's free memory."""
+    db = app.db
+    vms = db.table("VM")
+    if ref not in vms:
+        return
+    rec = vms.get(ref)
+    try:
+        st = await app.xenops.call("VM.stat", rec["uuid"])
+    except XenopsError:
+        st = {"power_state": "Halted", "domid": -1, "memory": 0, "vcpus": 0}
+    power = st["power_state"]
+    if power == "Halted" and rec["power_state"] == "Suspended":
+        power = "Suspended"
+    values = {"power_state": power, "domid": int(st["domid"]),
+              "resident_on": app.host_ref if power in ("Running", "Paused") else NULL_REF}
+    if power in ("Halted", "Suspended"):
+        values["domid"] = -1
+    changed = {k: v for k, v in values.items() if rec.get(k) != v}
+    if changed:
+        vms.update(ref, changed)
+    metrics = rec.get("metrics")
+    live = {"memory_actual": int(st.get("memory", 0)), "VCPUs_number": int(st.get("vcpus", 0))}
+    if power in ("Running", "Paused") and rec["power_state"] not in ("Running", "Paused"):
+        live["start_time"] = datetime_now()
+    mt = db.table("VM_metrics")
+    if metrics in mt:
+        old = mt.get(metrics)
+        live = {k: v for k, v in live.items() if old.get(k) != v}
+        if live:
+            mt.update(metrics, live)
+    else:
+        live.setdefault("start_time", datetime_now())
+        vms.set_field(ref, "metrics", insert(db, "VM_metrics", **live))
+    await sync_host_memory(app)
+
+
+async def sync_host_memory(app) -> None:
+    h = await app.xenops.call("HOST.stat")
+    hm = app.db.table("host").get_field(app.host_ref, "metrics")
+    t = app.db.table("host_metrics")
+    if hm in t and t.get_field(hm, "memory_free") != h["free_memory"]:
+        t.set_field(hm, "memory_free", int(h["free_memory"]))
+
+
+async def _check_memory(app, rec: dict) -> None:
+    h = await app.xenops.call("HOST.stat")
+    need = int(rec["memory_static_max"])
+    if need > int(h["free_memory"]):
+        raise XapiError("HOST_NOT_ENOUGH_FREE_MEMORY", str(need), str(h["free_memory"]))
+
+
+# -- the calls ---------------------------------------------------------------------------------------
+async def start(ctx, session, vm, start_paused=False, force=False):
+    app = ctx.app
+
+    async def body(rec, progress):
+        await _check_memory(app, rec)
+        await app.xenops.call("VM.add", _config(rec))
+        await app.xenops.run("VM.start", rec["uuid"], bool(start_paused), on_progress=progress)
+    await _operation(ctx, vm, "start", body)
+    return ""
+
+
+async def start_on(ctx, session, vm, host, start_paused=False, force=False):
+    if host != ctx.app.host_ref:
+        if host not in ctx.app.db.table("host"):
+            raise XapiError("HANDLE_INVALID", "host", host)
+        raise XapiError("OPERATION_NOT_ALLOWED", "start_on another host is not supported yet")
+    app = ctx.app
+
+    async def body(rec, progress):
+        await _check_memory(app, rec)
+        await app.xenops.call("VM.add", _config(rec))
+        await app.xenops.run("VM.start", rec["uuid"], bool(start_paused), on_progress=progress)
+    await _operation(ctx, vm, "start_on", body)
+    return ""
+
+
+def _simple(op: str, method: str, *extra):
+    async def call(ctx, session, vm):
+        app = ctx.app
+
+        async def body(rec, progress):
+            await app.xenops.call("VM.add", _config(rec))
+            await app.xenops.run(method, rec["uuid"], *extra, on_progress=progress)
+        await _operation(ctx, vm, op, body)
+        return ""
+    call.__name__ = op
+    return call
+
+
+clean_shutdown = _simple("clean_shutdown", "VM.shutdown", 60.0)
+hard_shutdown = _simple("hard_shutdown", "VM.hard_shutdown")
+clean_reboot = _simple("clean_reboot", "VM.reboot", 60.0)
+hard_reboot = _simple("hard_reboot", "VM.hard_reboot")
+pause = _simple("pause", "VM.pause")
+unpause = _simple("unpause", "VM.unpause")
+
+
+async def shutdown(ctx, session, vm):
+    """clean_shutdown when the VM runs, hard_shutdown otherwise (xapi_vm.ml)."""
+    rec = _rec(ctx.app.db, vm)
+    if rec["power_state"] == "Running":
+        try:
+            return await clean_shutdown(ctx, session, vm)
+        except XapiError as e:
+            if e.code not in ("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT",):
+                raise
+    return await hard_shutdown(ctx, session, vm)
+
+
+async def power_state_reset(ctx, session, vm):
+    app = ctx.app
+    rec = _rec(app.db, vm)
+    if rec.get("is_control_domain"):
+        raise XapiError("OPERATION_NOT_ALLOWED", "Operations on domain 0 are not allowed")
+    try:
+        st = await app.xenops.call("VM.stat", rec["uuid"])
+    except XenopsError:
+        st = {"power_state": "Halted"}
+    if st["power_state"] != "Halted":
+        raise XapiError("VM_BAD_POWER_STATE", vm, "halted", st["power_state"].lower())
+    app.db.table("VM").update(vm, {"power_state": "Halted", "domid": -1, "resident_on": NULL_REF,
+                                   "current_operations": {}})
+    refresh_allowed_operations(app.db, vm)
+    return ""
+
+
+async def assert_can_boot_here(ctx, session, self, host):
+    app = ctx.app
+    rec = _rec(app.db, self)
+    if host not in app.db.table("host"):
+        raise XapiError("HANDLE_INVALID", "host", host)
+    if rec["is_a_template"]:
+        raise XapiError("VM_IS_TEMPLATE", self, "start")
+    if host == app.host_ref:
+        await _check_memory(app, rec)
+    return ""
+
+
+# -- updates from xenopsd ------------------------------------------------------------------------------
+async def watch(app) -> None:
+    """Follows xenopsd's updates: VMs that changed by themselves are synced into the database."""
+    last = 0
+    by_uuid = app.db.table("VM")
+    while True:
+        try:
+            got = await app.xenops.call("UPDATES.get", last, 30.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - xenopsd restarting: try again
+            await asyncio.sleep(0.5)
+            continue
+        last = got["last"]
+        for kind, vm_uuid in got["updates"]:
+            if kind != "VM":
+                continue
+            refs = by_uuid.find("uuid", vm_uuid)
+            if not refs or by_uuid.get_field(refs[0], "current_operations"):
+                continue                # the running operation syncs when it ends
+            with _quiet():
+                await sync(app, refs[0])
+                refresh_allowed_operations(app.db, refs[0])
+
+
+def set_actions_after_crash(ctx, session, self, value):
+    _rec(ctx.app.db, self)
+    if value not in ("destroy", "coredump_and_destroy", "restart", "coredump_and_restart", "preserve",
+                     "rename_restart"):
+        raise XapiError("INVALID_VALUE", "actions_after_crash", value)
+    ctx.app.db.table("VM").set_field(self, "actions_after_crash", value)
+    return ""

@@ -1,0 +1,525 @@
+"""xenopsd: VMs, their domains and the tasks that change them (after ocaml/xenopsd/lib/xenops_server.ml).
+
+One instance owns the hypervisor handle (xapi.xenctrl) and, with the simulator, writes the domains'
+xenstore entries into a Store (xapi.xenstored).  Each VM is known by its uuid once `VM.add` gave
+its configuration:
+
+    {"id": uuid, "name": str, "hvm": bool, "memory_kib": int, "vcpus": int, "vcpus_max": int,
+     "on_shutdown": "destroy"|"restart", "on_reboot": ..., "on_crash": "destroy"|"restart"|"preserve"}
+
+Lifecycle calls (VM.start, shutdown, hard_shutdown, reboot, hard_reboot, pause, unpause) return a
+task id at once; the work runs in a pool of `workers` (default 4, as xenopsd), one operation at a
+time per VM.  A task is pending / completed / failed / cancelled, with progress 0..1.
+Clean shutdown and reboot write control/shutdown; the simulated guest honours the request after
+`shutdown_delay` seconds (its domain shuts down with that reason, then is destroyed).
+Domains that shut down by themselves (DEBUG.trigger injects it) follow the VM's on_* action; every
+change is an update that UPDATES.get(last, timeout) hands out.
+
+Wire: one JSON object per line. {"id", "method", "params": [...]} -> {"id", "result"} or
+{"id", "error": [code, params...]} (codes are xapi's where one exists, e.g. VM_BAD_POWER_STATE).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+
+import orjson
+
+log = logging.getLogger("xapi.xenops")
+
+KIB = 1024
+_REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash", 4: "watchdog"}
+
+
+class XenopsError(Exception):
+    def __init__(self, code: str, *params):
+        super().__init__(code, *params)
+        self.code = code
+        self.params = [str(p) for p in params]
+
+    @property
+    def description(self) -> list:
+        return [self.code, *self.params]
+
+
+class Task:
+    def __init__(self, tid: str, label: str):
+        self.id = tid
+        self.label = label
+        self.state = "pending"
+        self.progress = 0.0
+        self.result = None
+        self.error: list = []
+        self.created = time.time()
+        self.aio: asyncio.Task | None = None
+        self.done = asyncio.Event()
+        self.changed = asyncio.Event()
+
+    def set_progress(self, p: float) -> None:
+        self.progress = max(self.progress, min(1.0, p))
+        self.changed.set()
+
+    def stat(self) -> dict:
+        return {"id": self.id, "label": self.label, "state": self.state, "progress": self.progress,
+                "result": self.result, "error": self.error}
+
+
+class VM:
+    def __init__(self, config: dict):
+        self.config = config
+        self.domid: int | None = None
+        self.start_time = 0.0
+        self.lock = asyncio.Lock()          # one operation at a time per VM
+        self.busy = 0                       # operations in flight: the monitor leaves the VM alone
+
+    @property
+    def id(self) -> str:
+        return self.config["id"]
+
+
+class Xenopsd:
+    def __init__(self, hypervisor, store=None, workers: int = 4, build_delay: float = 0.0,
+                 shutdown_delay: float = 0.1, poll_interval: float = 0.1) -> None:
+        self.hv = hypervisor
+        self.store = store
+        self.workers = workers
+        self.build_delay = build_delay
+        self.shutdown_delay = shutdown_delay
+        self.poll_interval = poll_interval
+        self.pool = asyncio.Semaphore(workers)
+        self.vms: dict[str, VM] = {}
+        self.tasks: dict[str, Task] = {}
+        self._task_ids = itertools.count(1)
+        self.updates: list[tuple[int, list]] = []     # (sequence, ["VM", id])
+        self._seq = 0
+        self._updated = asyncio.Event()
+        self._server = None
+        self._monitor = None
+        self._bg: set[asyncio.Task] = set()
+        self.path = ""
+
+    # -- service -------------------------------------------------------------------------------
+    async def start(self, path: str) -> None:
+        self.path = path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self._server = await asyncio.start_unix_server(self._connection, path)
+        os.chmod(path, 0o600)
+        self._monitor = asyncio.get_running_loop().create_task(self._watch_domains())
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+        for t in list(self.tasks.values()):
+            if t.aio is not None and not t.aio.done():
+                t.aio.cancel()
+        for t in list(self._bg):
+            t.cancel()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending: set[asyncio.Task] = set()
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                t = asyncio.get_running_loop().create_task(self._answer(line, writer))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for t in pending:
+                t.cancel()
+            writer.close()
+
+    async def _answer(self, line: bytes, writer) -> None:
+        rid = None
+        try:
+            req = orjson.loads(line)
+            rid = req.get("id")
+            reply = {"id": rid, "result": await self.call(req["method"], req.get("params") or [])}
+        except XenopsError as e:
+            reply = {"id": rid, "error": e.description}
+        except Exception as e:  # noqa: BLE001 - every failure is answered
+            log.exception("xenopsd: request failed")
+            reply = {"id": rid, "error": ["INTERNAL_ERROR", f"{type(e).__name__}: {e}"]}
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            writer.write(orjson.dumps(reply) + b"\n")
+
+    async def call(self, method: str, params: list):
+        fn = _METHODS.get(method)
+        if fn is None:
+            raise XenopsError("MESSAGE_METHOD_UNKNOWN", method)
+        result = fn(self, *params)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    # -- updates -------------------------------------------------------------------------------
+    def _update(self, vm_id: str) -> None:
+        self._seq += 1
+        self.updates.append((self._seq, ["VM", vm_id]))
+        if len(self.updates) > 1024:
+            del self.updates[:512]
+        self._updated.set()
+        self._updated = asyncio.Event()
+
+    async def updates_get(self, last: int, timeout: float) -> dict:
+        last = int(last)
+        if self._seq <= last:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._updated.wait(), float(timeout))
+        items = [u for s, u in self.updates if s > last]
+        seen, out = set(), []
+        for u in items:
+            if tuple(u) not in seen:
+                seen.add(tuple(u))
+                out.append(u)
+        return {"updates": out, "last": self._seq}
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def _spawn(self, label: str, vm: VM, body) -> str:
+        task = Task(f"xenops-task-{next(self._task_ids)}", label)
+        self.tasks[task.id] = task
+
+        vm.busy += 1
+
+        async def run():
+            try:
+                async with vm.lock, self.pool:
+                    task.set_progress(0.0)
+                    task.result = await body(task)
+                task.state = "completed"
+                task.progress = 1.0
+            except asyncio.CancelledError:
+                task.state = "cancelled"
+                task.error = ["TASK_CANCELLED", task.id]
+            except XenopsError as e:
+                task.state, task.error = "failed", e.description
+            except Exception as e:  # noqa: BLE001
+                log.exception("xenopsd: %s failed", label)
+                task.state, task.error = "failed", ["INTERNAL_ERROR", f"{type(e).__name__}: {e}"]
+            finally:
+                vm.busy -= 1
+                task.done.set()
+                task.changed.set()
+                self._update(vm.id)
+                self._forget_old_tasks()
+
+        task.aio = asyncio.get_running_loop().create_task(run())
+        return task.id
+
+    def _forget_old_tasks(self) -> None:
+        if len(self.tasks) > 256:
+            cutoff = time.time() - 600
+            for tid, t in list(self.tasks.items()):
+                if t.done.is_set() and t.created < cutoff:
+                    del self.tasks[tid]
+
+    def _task(self, tid: str) -> Task:
+        t = self.tasks.get(tid)
+        if t is None:
+            raise XenopsError("HANDLE_INVALID", "task", tid)
+        return t
+
+    def task_stat(self, tid: str) -> dict:
+        return self._task(tid).stat()
+
+    async def task_wait(self, tid: str, timeout: float) -> dict:
+        """The task's state once it finished, or once its progress moved, or after `timeout`."""
+        t = self._task(tid)
+        if not t.done.is_set():
+            t.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(t.changed.wait(), float(timeout))
+        return t.stat()
+
+    def task_cancel(self, tid: str) -> None:
+        t = self._task(tid)
+        if not t.done.is_set() and t.aio is not None:
+            t.aio.cancel()
+
+    def task_destroy(self, tid: str) -> None:
+        t = self.tasks.get(tid)
+        if t is not None and t.done.is_set():
+            del self.tasks[tid]
+
+    # -- VMs -----------------------------------------------------------------------------------
+    def _vm(self, vm_id: str) -> VM:
+        vm = self.vms.get(vm_id)
+        if vm is None:
+            raise XenopsError("HANDLE_INVALID", "VM", vm_id)
+        return vm
+
+    def vm_add(self, config: dict) -> str:
+        vm = self.vms.get(config["id"])
+        if vm is None:
+            self.vms[config["id"]] = VM(dict(config))
+        else:
+            vm.config = dict(config)
+        return config["id"]
+
+    def vm_remove(self, vm_id: str) -> None:
+        vm = self.vms.get(vm_id)
+        if vm is not None:
+            if vm.domid is not None:
+                raise XenopsError("VM_BAD_POWER_STATE", vm_id, "halted", self._power(vm).lower())
+            del self.vms[vm_id]
+
+    def _info(self, vm: VM) -> dict | None:
+        if vm.domid is None:
+            return None
+        try:
+            return self.hv.domain_getinfo(vm.domid)
+        except Exception:  # noqa: BLE001 - the domain went away
+            return None
+
+    def _power(self, vm: VM, info: dict | None = None) -> str:
+        info = info if info is not None else self._info(vm)
+        if info is None:
+            return "Halted"
+        if info.get("paused"):
+            return "Paused"
+        return "Running"
+
+    def vm_stat(self, vm_id: str) -> dict:
+        vm = self._vm(vm_id)
+        info = self._info(vm)
+        if info is None:
+            return {"power_state": "Halted", "domid": -1, "memory": 0, "vcpus": 0, "cpu_time": 0,
+                    "start_time": 0.0}
+        return {"power_state": self._power(vm, info), "domid": vm.domid,
+                "memory": int(info.get("tot_pages", 0)) * 4096,
+                "vcpus": int(vm.config.get("vcpus", info.get("nr_online_vcpus", 1))),
+                "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time}
+
+    def host_stat(self) -> dict:
+        p = self.hv.physinfo()
+        return {"total_memory": p["total_pages"] * 4096, "free_memory": p["free_pages"] * 4096,
+                "cpus": p["nr_cpus"]}
+
+    def _require(self, vm: VM, allowed: tuple, expected: str) -> None:
+        actual = self._power(vm)
+        if actual not in allowed:
+            raise XenopsError("VM_BAD_POWER_STATE", vm.id, expected, actual.lower())
+
+    # domain building blocks
+    async def _build(self, vm: VM, task: Task, paused: bool, lo: float = 0.0, hi: float = 1.0) -> None:
+        c = vm.config
+        kib = int(c.get("memory_kib", 256 * KIB))
+        need = kib * KIB
+        free = self.host_stat()["free_memory"]
+        if need > free:
+            raise XenopsError("HOST_NOT_ENOUGH_FREE_MEMORY", need, free)
+        domid = self.hv.domain_create(c["id"], hvm=bool(c.get("hvm")),
+                                      max_vcpus=int(c.get("vcpus_max", c.get("vcpus", 1))), max_mem_kib=kib)
+        vm.domid = domid
+        try:
+            self.hv.domain_setmaxmem(domid, kib)
+            task.set_progress(lo + (hi - lo) * 0.1)
+            steps = 10
+            for i in range(steps):                  # the build delay, in steps that report progress
+                if self.build_delay > 0:
+                    await asyncio.sleep(self.build_delay / steps)
+                task.set_progress(lo + (hi - lo) * (0.1 + 0.8 * (i + 1) / steps))
+            await asyncio.sleep(0)
+            if self.store is not None:
+                self.store.populate_domain(domid, c.get("name", c["id"]), c["id"], kib, int(c.get("vcpus", 1)),
+                                           domain_type="hvm" if c.get("hvm") else "pv")
+            info = self.hv.domain_getinfo(domid)
+            if paused and not info.get("paused"):
+                self.hv.domain_pause(domid)
+            elif not paused and info.get("paused"):
+                self.hv.domain_unpause(domid)
+            vm.start_time = time.time()
+        except BaseException:
+            self._destroy(vm)
+            raise
+
+    def _destroy(self, vm: VM) -> None:
+        domid, vm.domid = vm.domid, None
+        if domid is None:
+            return
+        with contextlib.suppress(Exception):
+            self.hv.domain_destroy(domid)
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.remove_domain(domid)
+
+    async def _await_shutdown(self, vm: VM, timeout: float) -> str | None:
+        deadline = time.monotonic() + float(timeout)
+        while time.monotonic() < deadline:
+            info = self._info(vm)
+            if info is None:
+                return "poweroff"
+            if info.get("shutdown"):
+                r = info.get("shutdown_reason", 0)
+                return _REASONS.get(r, str(r)) if isinstance(r, int) else str(r)
+            await asyncio.sleep(0.02)
+        return None
+
+    def _request_shutdown(self, vm: VM, reason: str) -> None:
+        """Writes control/shutdown; the simulated guest honours it after shutdown_delay."""
+        domid = vm.domid
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.write(f"/local/domain/{domid}/control/shutdown", reason)
+
+        async def guest():
+            await asyncio.sleep(self.shutdown_delay)
+            if vm.domid == domid:
+                with contextlib.suppress(Exception):
+                    self.hv.domain_shutdown(domid, reason)
+
+        self._background(guest())
+
+    def _background(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._bg.add(t)
+        t.add_done_callback(self._bg.discard)
+
+    # lifecycle calls: each answers a task id
+    def vm_start(self, vm_id: str, paused: bool = False) -> str:
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Halted",), "halted")
+            await self._build(vm, task, bool(paused))
+        return self._spawn(f"VM.start {vm_id}", vm, body)
+
+    def vm_shutdown(self, vm_id: str, timeout: float = 60.0) -> str:
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Running",), "running")
+            self._request_shutdown(vm, "poweroff")
+            task.set_progress(0.2)
+            if await self._await_shutdown(vm, timeout) is None:
+                raise XenopsError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", vm_id)
+            task.set_progress(0.8)
+            self._destroy(vm)
+        return self._spawn(f"VM.shutdown {vm_id}", vm, body)
+
+    def vm_hard_shutdown(self, vm_id: str) -> str:
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Running", "Paused"), "running")
+            self._destroy(vm)
+        return self._spawn(f"VM.hard_shutdown {vm_id}", vm, body)
+
+    def vm_reboot(self, vm_id: str, timeout: float = 60.0) -> str:
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Running",), "running")
+            self._request_shutdown(vm, "reboot")
+            if await self._await_shutdown(vm, timeout) is None:
+                raise XenopsError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", vm_id)
+            self._destroy(vm)
+            task.set_progress(0.3)
+            await self._build(vm, task, False, 0.3, 1.0)
+        return self._spawn(f"VM.reboot {vm_id}", vm, body)
+
+    def vm_hard_reboot(self, vm_id: str) -> str:
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Running", "Paused"), "running")
+            self._destroy(vm)
+            task.set_progress(0.2)
+            await self._build(vm, task, False, 0.2, 1.0)
+        return self._spawn(f"VM.hard_reboot {vm_id}", vm, body)
+
+    def vm_pause(self, vm_id: str) -> str:
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Running",), "running")
+            self.hv.domain_pause(vm.domid)
+        return self._spawn(f"VM.pause {vm_id}", vm, body)
+
+    def vm_unpause(self, vm_id: str) -> str:
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Paused",), "paused")
+            self.hv.domain_unpause(vm.domid)
+        return self._spawn(f"VM.unpause {vm_id}", vm, body)
+
+    # -- domains that change by themselves -------------------------------------------------------
+    def debug_trigger(self, vm_id: str, reason: str) -> None:
+        """Test hook: the guest shuts itself down ("poweroff", "reboot") or crashes ("crash")."""
+        vm = self._vm(vm_id)
+        if vm.domid is None:
+            raise XenopsError("VM_BAD_POWER_STATE", vm_id, "running", "halted")
+        self.hv.domain_shutdown(vm.domid, reason)
+
+    def debug_set(self, key: str, value) -> None:
+        if key not in ("build_delay", "shutdown_delay", "poll_interval"):
+            raise XenopsError("INVALID_VALUE", key, value)
+        setattr(self, key, float(value))
+
+    async def _watch_domains(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            for vm in list(self.vms.values()):
+                if vm.domid is None or vm.busy:
+                    continue
+                try:
+                    info = self.hv.domain_getinfo(vm.domid)
+                except Exception:  # noqa: BLE001 - gone behind our back
+                    vm.domid = None
+                    self._update(vm.id)
+                    continue
+                if info.get("shutdown"):
+                    r = info.get("shutdown_reason", 0)
+                    reason = _REASONS.get(r, str(r)) if isinstance(r, int) else str(r)
+                    self._on_guest_shutdown(vm, reason)
+
+    def _on_guest_shutdown(self, vm: VM, reason: str) -> None:
+        key = {"poweroff": "on_shutdown", "reboot": "on_reboot"}.get(reason, "on_crash")
+        action = vm.config.get(key, "restart" if reason == "reboot" else "destroy")
+        if action == "preserve":
+            return
+        log.info("xenopsd: VM %s shut down (%s): %s", vm.id, reason, action)
+
+        async def body(task):
+            self._destroy(vm)
+            if action in ("restart", "coredump_and_restart", "rename_restart"):
+                await self._build(vm, task, False, 0.2, 1.0)
+        self._spawn(f"VM.{reason} {vm.id}", vm, body)
+
+
+_METHODS = {
+    "VM.add": Xenopsd.vm_add,
+    "VM.remove": Xenopsd.vm_remove,
+    "VM.stat": Xenopsd.vm_stat,
+    "VM.start": Xenopsd.vm_start,
+    "VM.shutdown": Xenopsd.vm_shutdown,
+    "VM.hard_shutdown": Xenopsd.vm_hard_shutdown,
+    "VM.reboot": Xenopsd.vm_reboot,
+    "VM.hard_reboot": Xenopsd.vm_hard_reboot,
+    "VM.pause": Xenopsd.vm_pause,
+    "VM.unpause": Xenopsd.vm_unpause,
+    "HOST.stat": Xenopsd.host_stat,
+    "TASK.stat": Xenopsd.task_stat,
+    "TASK.wait": Xenopsd.task_wait,
+    "TASK.cancel": Xenopsd.task_cancel,
+    "TASK.destroy": Xenopsd.task_destroy,
+    "UPDATES.get": Xenopsd.updates_get,
+    "DEBUG.trigger": Xenopsd.debug_trigger,
+    "DEBUG.set": Xenopsd.debug_set,
+}
