@@ -27,6 +27,16 @@ struct xcs_ops {
     int (*domain_list)(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
                        int max);
     void (*close)(xcs_handle *h);
+    int (*domain_create)(xcs_handle *h, const uint8_t uuid[16], int hvm,
+                         uint32_t max_vcpus, uint64_t max_mem_kib,
+                         uint32_t *domid_out);
+    int (*domain_destroy)(xcs_handle *h, uint32_t domid);
+    int (*domain_pause)(xcs_handle *h, uint32_t domid);
+    int (*domain_unpause)(xcs_handle *h, uint32_t domid);
+    int (*domain_shutdown)(xcs_handle *h, uint32_t domid, uint32_t reason);
+    int (*domain_setmaxmem)(xcs_handle *h, uint32_t domid, uint64_t kib);
+    int (*domain_max_vcpus)(xcs_handle *h, uint32_t domid, uint32_t n);
+    int (*domain_getinfo)(xcs_handle *h, uint32_t domid, xcs_dominfo_t *out);
 };
 
 /* ---------------------------------------------------------------- sim -- */
@@ -235,20 +245,9 @@ static int sim_physinfo(xcs_handle *h, xcs_physinfo_t *out)
     return 0;
 }
 
-static int sim_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
-                           int max)
+static void sim_fill(const struct sim_host *s, const struct sim_domain *d,
+                     int64_t now, xcs_dominfo_t *o)
 {
-    struct sim_host *s = h->sim;
-    int64_t now = now_ns();
-    int n = 0;
-    size_t i;
-    pthread_mutex_lock(&s->lock);
-    for (i = 0; i < s->ndoms && n < max; i++) {
-        const struct sim_domain *d = &s->doms[i];
-        xcs_dominfo_t *o;
-        if (d->domid < first)
-            continue;
-        o = &out[n++];
         memset(o, 0, sizeof(*o));
         o->domid = d->domid;
         memcpy(o->handle, d->handle, sizeof(o->handle));
@@ -264,9 +263,255 @@ static int sim_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
         o->nr_online_vcpus = d->vcpus;
         o->max_vcpu_id = d->vcpus ? d->vcpus - 1 : 0xffffffffu;
         o->cpu_time = sim_cpu_time(s, d, now);
+}
+
+static int sim_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
+                           int max)
+{
+    struct sim_host *s = h->sim;
+    int64_t now = now_ns();
+    int n = 0;
+    size_t i;
+    pthread_mutex_lock(&s->lock);
+    for (i = 0; i < s->ndoms && n < max; i++) {
+        if (s->doms[i].domid < first)
+            continue;
+        sim_fill(s, &s->doms[i], now, &out[n++]);
     }
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+/* Caller holds s->lock. */
+static uint64_t sim_free_pages(const struct sim_host *s)
+{
+    uint64_t used = 0;
+    size_t i;
+    for (i = 0; i < s->ndoms; i++)
+        used += s->doms[i].tot_pages;
+    return used > s->total_pages ? 0 : s->total_pages - used;
+}
+
+/* Caller holds s->lock.  The domain or NULL after setting ESRCH. */
+static struct sim_domain *sim_find(xcs_handle *h, const char *op,
+                                   uint32_t domid)
+{
+    struct sim_host *s = h->sim;
+    size_t i;
+    for (i = 0; i < s->ndoms; i++)
+        if (s->doms[i].domid == domid)
+            return &s->doms[i];
+    set_error(h, ESRCH, "%s: domain %u: no such domain", op, domid);
+    return NULL;
+}
+
+/* Stop the cpu_time clock of d (caller holds the lock). */
+static void sim_stop(const struct sim_host *s, struct sim_domain *d,
+                     int64_t now)
+{
+    if (d->run_since >= 0) {
+        d->cpu_time_base = sim_cpu_time(s, d, now);
+        d->run_since = -1;
+    }
+}
+
+static int sim_domain_create(xcs_handle *h, const uint8_t uuid[16], int hvm,
+                             uint32_t max_vcpus, uint64_t max_mem_kib,
+                             uint32_t *domid_out)
+{
+    struct sim_host *s = h->sim;
+    uint64_t pages = max_mem_kib / (XCS_PAGE_SIZE / 1024), free_pages;
+    uint32_t domid = 1;
+    size_t i, pos;
+    struct sim_domain *d;
+    int rc = 0;
+    if (max_vcpus < 1 || max_vcpus > XCS_MAX_VCPUS)
+        return set_error(h, EINVAL, "domain_create: max_vcpus %u out of range [1, %u]",
+                         max_vcpus, (unsigned)XCS_MAX_VCPUS);
+    pthread_mutex_lock(&s->lock);
+    free_pages = sim_free_pages(s);
+    if (pages > free_pages) {
+        rc = set_error(h, ENOMEM, "domain_create: %llu KiB needed, %llu KiB free",
+                       (unsigned long long)max_mem_kib,
+                       (unsigned long long)free_pages * (XCS_PAGE_SIZE / 1024));
+        goto out;
+    }
+    /* doms is sorted: the lowest free domid >= 1 is the first gap. */
+    for (pos = 0; pos < s->ndoms; pos++) {
+        if (s->doms[pos].domid < domid)
+            continue;
+        if (s->doms[pos].domid > domid)
+            break;
+        domid++;
+    }
+    if (domid >= XCS_DOMID_FIRST_RESERVED) {
+        rc = set_error(h, ENOSPC, "domain_create: no free domid");
+        goto out;
+    }
+    if (s->ndoms == s->cap) {
+        struct sim_domain *n = realloc(s->doms, s->cap * 2 * sizeof(*n));
+        if (!n) {
+            rc = set_error(h, ENOMEM, "out of memory");
+            goto out;
+        }
+        s->doms = n;
+        s->cap *= 2;
+    }
+    for (i = s->ndoms; i > pos; i--)
+        s->doms[i] = s->doms[i - 1];
+    s->ndoms++;
+    d = &s->doms[pos];
+    memset(d, 0, sizeof(*d));
+    d->domid = domid;
+    memcpy(d->handle, uuid, sizeof(d->handle));
+    d->paused = 1;
+    d->hvm = hvm ? 1 : 0;
+    d->tot_pages = d->max_pages = pages;
+    d->vcpus = max_vcpus;
+    d->run_since = -1;
+    *domid_out = domid;
+out:
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sim_domain_destroy(xcs_handle *h, uint32_t domid)
+{
+    struct sim_host *s = h->sim;
+    struct sim_domain *d;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (!(d = sim_find(h, "domain_destroy", domid)))
+        rc = -ESRCH;
+    else if (domid == 0)
+        rc = set_error(h, EPERM, "domain_destroy: domain 0 is the control domain");
+    else {
+        size_t pos = (size_t)(d - s->doms);
+        memmove(d, d + 1, (s->ndoms - pos - 1) * sizeof(*d));
+        s->ndoms--;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sim_domain_pause(xcs_handle *h, uint32_t domid)
+{
+    struct sim_host *s = h->sim;
+    struct sim_domain *d;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (!(d = sim_find(h, "domain_pause", domid)))
+        rc = -ESRCH;
+    else if (domid == 0)
+        rc = set_error(h, EPERM, "domain_pause: domain 0 is the control domain");
+    else {
+        sim_stop(s, d, now_ns());
+        d->paused = 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sim_domain_unpause(xcs_handle *h, uint32_t domid)
+{
+    struct sim_host *s = h->sim;
+    struct sim_domain *d;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (!(d = sim_find(h, "domain_unpause", domid)))
+        rc = -ESRCH;
+    else if (domid == 0)
+        rc = set_error(h, EPERM, "domain_unpause: domain 0 is the control domain");
+    else {
+        d->paused = 0;
+        if (!d->shutdown && d->run_since < 0)
+            d->run_since = now_ns();
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sim_domain_shutdown(xcs_handle *h, uint32_t domid, uint32_t reason)
+{
+    struct sim_host *s = h->sim;
+    struct sim_domain *d;
+    int rc = 0;
+    if (reason > XCS_SHUTDOWN_SOFT_RESET)
+        return set_error(h, EINVAL, "domain_shutdown: bad reason %u", reason);
+    pthread_mutex_lock(&s->lock);
+    if (!(d = sim_find(h, "domain_shutdown", domid)))
+        rc = -ESRCH;
+    else if (domid == 0)
+        rc = set_error(h, EPERM, "domain_shutdown: domain 0 is the control domain");
+    else if (!d->shutdown) {
+        sim_stop(s, d, now_ns());
+        d->shutdown = 1;
+        d->shutdown_reason = reason;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sim_domain_setmaxmem(xcs_handle *h, uint32_t domid, uint64_t kib)
+{
+    struct sim_host *s = h->sim;
+    struct sim_domain *d;
+    uint64_t pages = kib / (XCS_PAGE_SIZE / 1024);
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    if (!(d = sim_find(h, "domain_setmaxmem", domid)))
+        rc = -ESRCH;
+    else {
+        uint64_t free_pages = sim_free_pages(s);
+        if (pages > d->tot_pages && pages - d->tot_pages > free_pages)
+            rc = set_error(h, ENOMEM,
+                           "domain_setmaxmem: %llu KiB more needed, %llu KiB free",
+                           (unsigned long long)(pages - d->tot_pages) * (XCS_PAGE_SIZE / 1024),
+                           (unsigned long long)free_pages * (XCS_PAGE_SIZE / 1024));
+        else
+            d->tot_pages = d->max_pages = pages;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sim_domain_max_vcpus(xcs_handle *h, uint32_t domid, uint32_t n)
+{
+    struct sim_host *s = h->sim;
+    struct sim_domain *d;
+    int rc = 0;
+    if (n < 1 || n > XCS_MAX_VCPUS)
+        return set_error(h, EINVAL, "domain_max_vcpus: max_vcpus %u out of range [1, %u]",
+                         n, (unsigned)XCS_MAX_VCPUS);
+    pthread_mutex_lock(&s->lock);
+    if (!(d = sim_find(h, "domain_max_vcpus", domid)))
+        rc = -ESRCH;
+    else {
+        int64_t now = now_ns();
+        /* restart the clock so the new count only applies from now on */
+        if (d->run_since >= 0) {
+            d->cpu_time_base = sim_cpu_time(s, d, now);
+            d->run_since = now;
+        }
+        d->vcpus = n;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int sim_domain_getinfo(xcs_handle *h, uint32_t domid, xcs_dominfo_t *out)
+{
+    struct sim_host *s = h->sim;
+    struct sim_domain *d;
+    int rc = 0;
+    int64_t now = now_ns();
+    pthread_mutex_lock(&s->lock);
+    if (!(d = sim_find(h, "domain_getinfo", domid)))
+        rc = -ESRCH;
+    else
+        sim_fill(s, d, now, out);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
 }
 
 static void sim_close(xcs_handle *h)
@@ -280,7 +525,18 @@ static void sim_close(xcs_handle *h)
 }
 
 static const struct xcs_ops sim_ops = {
-    "sim", sim_physinfo, sim_domain_list, sim_close,
+    .name = "sim",
+    .physinfo = sim_physinfo,
+    .domain_list = sim_domain_list,
+    .close = sim_close,
+    .domain_create = sim_domain_create,
+    .domain_destroy = sim_domain_destroy,
+    .domain_pause = sim_domain_pause,
+    .domain_unpause = sim_domain_unpause,
+    .domain_shutdown = sim_domain_shutdown,
+    .domain_setmaxmem = sim_domain_setmaxmem,
+    .domain_max_vcpus = sim_domain_max_vcpus,
+    .domain_getinfo = sim_domain_getinfo,
 };
 
 static int sim_open(xcs_handle *h, const char *cfg, char *err, size_t errlen)
@@ -398,6 +654,8 @@ static int xcb_physinfo(xcs_handle *h, xcs_physinfo_t *out)
     return 0;
 }
 
+static void xcb_fill(const xc_domaininfo_t *d, xcs_dominfo_t *o);
+
 static int xcb_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
                            int max)
 {
@@ -415,9 +673,14 @@ static int xcb_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
         free(info);
         return rc;
     }
-    for (i = 0; i < n; i++) {
-        const xc_domaininfo_t *d = &info[i];
-        xcs_dominfo_t *o = &out[i];
+    for (i = 0; i < n; i++)
+        xcb_fill(&info[i], &out[i]);
+    free(info);
+    return n;
+}
+
+static void xcb_fill(const xc_domaininfo_t *d, xcs_dominfo_t *o)
+{
         memset(o, 0, sizeof(*o));
         o->domid = d->domain;
         memcpy(o->handle, d->handle, sizeof(o->handle));
@@ -434,9 +697,101 @@ static int xcb_domain_list(xcs_handle *h, uint32_t first, xcs_dominfo_t *out,
         o->nr_online_vcpus = d->nr_online_vcpus;
         o->max_vcpu_id = d->max_vcpu_id;
         o->cpu_time = d->cpu_time;
+}
+
+static int xcb_domain_create(xcs_handle *h, const uint8_t uuid[16], int hvm,
+                             uint32_t max_vcpus, uint64_t max_mem_kib,
+                             uint32_t *domid_out)
+{
+    struct xen_domctl_createdomain cfg;
+    uint32_t domid = 0;
+    if (max_vcpus < 1 || max_vcpus > XCS_MAX_VCPUS)
+        return set_error(h, EINVAL, "domain_create: max_vcpus %u out of range [1, %u]",
+                         max_vcpus, (unsigned)XCS_MAX_VCPUS);
+    memset(&cfg, 0, sizeof(cfg));
+    memcpy(cfg.handle, uuid, sizeof(cfg.handle));
+    cfg.flags = hvm ? (XEN_DOMCTL_CDF_hvm | XEN_DOMCTL_CDF_hap) : 0;
+    cfg.max_vcpus = max_vcpus;
+    cfg.max_evtchn_port = 1023;
+    cfg.max_grant_frames = -1;
+    cfg.max_maptrack_frames = -1;
+    cfg.grant_opts = XEN_DOMCTL_GRANT_version(1);
+#if defined(__i386__) || defined(__x86_64__)
+    cfg.arch.emulation_flags = hvm ? XEN_X86_EMU_ALL : 0;
+#endif
+    errno = 0;
+    if (xc_domain_create(h->xch, &domid, &cfg) != 0)
+        return xc_fail(h, "xc_domain_create");
+    errno = 0;
+    if (xc_domain_setmaxmem(h->xch, domid, max_mem_kib) != 0) {
+        int rc = xc_fail(h, "xc_domain_setmaxmem");
+        xc_domain_destroy(h->xch, domid);
+        return rc;
     }
-    free(info);
-    return n;
+    *domid_out = domid;
+    return 0;
+}
+
+static int xcb_domain_destroy(xcs_handle *h, uint32_t domid)
+{
+    errno = 0;
+    return xc_domain_destroy(h->xch, domid) != 0 ? xc_fail(h, "xc_domain_destroy") : 0;
+}
+
+static int xcb_domain_pause(xcs_handle *h, uint32_t domid)
+{
+    errno = 0;
+    return xc_domain_pause(h->xch, domid) != 0 ? xc_fail(h, "xc_domain_pause") : 0;
+}
+
+static int xcb_domain_unpause(xcs_handle *h, uint32_t domid)
+{
+    errno = 0;
+    return xc_domain_unpause(h->xch, domid) != 0 ? xc_fail(h, "xc_domain_unpause") : 0;
+}
+
+static int xcb_domain_shutdown(xcs_handle *h, uint32_t domid, uint32_t reason)
+{
+    if (reason > XCS_SHUTDOWN_SOFT_RESET)
+        return set_error(h, EINVAL, "domain_shutdown: bad reason %u", reason);
+    errno = 0;
+    return xc_domain_shutdown(h->xch, domid, (int)reason) != 0
+               ? xc_fail(h, "xc_domain_shutdown") : 0;
+}
+
+static int xcb_domain_setmaxmem(xcs_handle *h, uint32_t domid, uint64_t kib)
+{
+    errno = 0;
+    return xc_domain_setmaxmem(h->xch, domid, kib) != 0
+               ? xc_fail(h, "xc_domain_setmaxmem") : 0;
+}
+
+static int xcb_domain_max_vcpus(xcs_handle *h, uint32_t domid, uint32_t n)
+{
+    if (n < 1 || n > XCS_MAX_VCPUS)
+        return set_error(h, EINVAL, "domain_max_vcpus: max_vcpus %u out of range [1, %u]",
+                         n, (unsigned)XCS_MAX_VCPUS);
+    errno = 0;
+    return xc_domain_max_vcpus(h->xch, domid, n) != 0
+               ? xc_fail(h, "xc_domain_max_vcpus") : 0;
+}
+
+static int xcb_domain_getinfo(xcs_handle *h, uint32_t domid, xcs_dominfo_t *out)
+{
+    /* 4.17 has no xc_domain_getinfo_single: ask for one domain from domid on */
+    xc_domaininfo_t info;
+    int n;
+    if (domid > 0xffff)
+        return set_error(h, ESRCH, "domain_getinfo: domain %u: no such domain", domid);
+    memset(&info, 0, sizeof(info));
+    errno = 0;
+    n = xc_domain_getinfolist(h->xch, domid, 1, &info);
+    if (n < 0)
+        return xc_fail(h, "xc_domain_getinfolist");
+    if (n < 1 || info.domain != domid)
+        return set_error(h, ESRCH, "domain_getinfo: domain %u: no such domain", domid);
+    xcb_fill(&info, out);
+    return 0;
 }
 
 static void xcb_close(xcs_handle *h)
@@ -448,7 +803,18 @@ static void xcb_close(xcs_handle *h)
 }
 
 static const struct xcs_ops xc_ops = {
-    "xc", xcb_physinfo, xcb_domain_list, xcb_close,
+    .name = "xc",
+    .physinfo = xcb_physinfo,
+    .domain_list = xcb_domain_list,
+    .close = xcb_close,
+    .domain_create = xcb_domain_create,
+    .domain_destroy = xcb_domain_destroy,
+    .domain_pause = xcb_domain_pause,
+    .domain_unpause = xcb_domain_unpause,
+    .domain_shutdown = xcb_domain_shutdown,
+    .domain_setmaxmem = xcb_domain_setmaxmem,
+    .domain_max_vcpus = xcb_domain_max_vcpus,
+    .domain_getinfo = xcb_domain_getinfo,
 };
 
 static int xc_open_backend(xcs_handle *h, char *err, size_t errlen)
@@ -568,6 +934,67 @@ int xcs_domain_list(xcs_handle *h, uint32_t first_domid, xcs_dominfo_t *out,
     if (max == 0)
         return 0;
     return h->ops->domain_list(h, first_domid, out, max);
+}
+
+#define XCS_ENTER(h)                  \
+    do {                              \
+        if (!(h) || !(h)->ops)        \
+            return -EBADF;            \
+        (h)->last_error[0] = '\0';    \
+    } while (0)
+
+int xcs_domain_create(xcs_handle *h, const uint8_t uuid[16], int hvm,
+                      uint32_t max_vcpus, uint64_t max_mem_kib,
+                      uint32_t *domid_out)
+{
+    XCS_ENTER(h);
+    if (!uuid || !domid_out)
+        return set_error(h, EINVAL, "uuid or domid_out is NULL");
+    return h->ops->domain_create(h, uuid, hvm, max_vcpus, max_mem_kib, domid_out);
+}
+
+int xcs_domain_destroy(xcs_handle *h, uint32_t domid)
+{
+    XCS_ENTER(h);
+    return h->ops->domain_destroy(h, domid);
+}
+
+int xcs_domain_pause(xcs_handle *h, uint32_t domid)
+{
+    XCS_ENTER(h);
+    return h->ops->domain_pause(h, domid);
+}
+
+int xcs_domain_unpause(xcs_handle *h, uint32_t domid)
+{
+    XCS_ENTER(h);
+    return h->ops->domain_unpause(h, domid);
+}
+
+int xcs_domain_shutdown(xcs_handle *h, uint32_t domid, uint32_t reason)
+{
+    XCS_ENTER(h);
+    return h->ops->domain_shutdown(h, domid, reason);
+}
+
+int xcs_domain_setmaxmem(xcs_handle *h, uint32_t domid, uint64_t kib)
+{
+    XCS_ENTER(h);
+    return h->ops->domain_setmaxmem(h, domid, kib);
+}
+
+int xcs_domain_max_vcpus(xcs_handle *h, uint32_t domid, uint32_t n)
+{
+    XCS_ENTER(h);
+    return h->ops->domain_max_vcpus(h, domid, n);
+}
+
+int xcs_domain_getinfo(xcs_handle *h, uint32_t domid, xcs_dominfo_t *out)
+{
+    XCS_ENTER(h);
+    if (!out)
+        return set_error(h, EINVAL, "out is NULL");
+    return h->ops->domain_getinfo(h, domid, out);
 }
 
 void xcs_close(xcs_handle *h)

@@ -96,6 +96,39 @@ int xcs_physinfo(xcs_handle *h, xcs_physinfo_t *out);
 int xcs_domain_list(xcs_handle *h, uint32_t first_domid, xcs_dominfo_t *out,
                     int max);
 
+/*
+ * Domain operations.  domid is a domain id; an unknown one fails with
+ * -ESRCH.  In the sim backend domain 0 (the control domain) cannot be
+ * destroyed, shut down, paused or unpaused (-EPERM).
+ *
+ * xcs_domain_create: uuid is the domain handle (16 big-endian bytes); hvm 0
+ * or 1; max_vcpus in [1, XCS_MAX_VCPUS] (-EINVAL otherwise); max_mem_kib the
+ * memory target.  The new domain is paused.  sim: the lowest free domid
+ * >= 1, tot_pages = max_pages = max_mem_kib / 4, -ENOMEM when free memory is
+ * short, -ENOSPC when no domid is free.
+ */
+#define XCS_MAX_VCPUS 4096
+#define XCS_DOMID_FIRST_RESERVED 32752
+int xcs_domain_create(xcs_handle *h, const uint8_t uuid[16], int hvm,
+                      uint32_t max_vcpus, uint64_t max_mem_kib,
+                      uint32_t *domid_out);
+/* sim: frees the domain's memory. */
+int xcs_domain_destroy(xcs_handle *h, uint32_t domid);
+/* sim: a paused domain does not run and burns no CPU time; unpausing a shut
+ * down domain clears the paused flag but it stays not running. */
+int xcs_domain_pause(xcs_handle *h, uint32_t domid);
+int xcs_domain_unpause(xcs_handle *h, uint32_t domid);
+/* reason: XCS_SHUTDOWN_* (0..5, -EINVAL otherwise).  sim: sets shutdown and
+ * shutdown_reason and stops the domain; the domain stays until destroyed.
+ * Shutting down an already shut down domain keeps the first reason. */
+int xcs_domain_shutdown(xcs_handle *h, uint32_t domid, uint32_t reason);
+/* sim: tot_pages = max_pages = kib / 4; -ENOMEM if growing needs more than
+ * the free memory. */
+int xcs_domain_setmaxmem(xcs_handle *h, uint32_t domid, uint64_t kib);
+/* n in [1, XCS_MAX_VCPUS], -EINVAL otherwise. */
+int xcs_domain_max_vcpus(xcs_handle *h, uint32_t domid, uint32_t n);
+int xcs_domain_getinfo(xcs_handle *h, uint32_t domid, xcs_dominfo_t *out);
+
 /* Frees h; NULL is fine. */
 void xcs_close(xcs_handle *h);
 /* CDEF-END */

@@ -8,7 +8,9 @@ import threading
 import uuid
 
 from xapi._xenctrl import ffi, lib
-from xapi.xenctrl_errors import XenctrlError
+from xapi.xenctrl_errors import (
+    XenctrlError, check_domid, check_kib, check_reason, check_uuid, check_vcpus,
+)
 
 __all__ = ["HAVE_LIBXENCTRL", "Interface", "XenctrlError", "open"]
 
@@ -80,6 +82,57 @@ class Interface:
                     break
                 first = buf[n - 1].domid + 1
         return result
+
+    def domain_create(self, uuid: str, hvm: bool = False, max_vcpus: int = 1,
+                      max_mem_kib: int = 262144) -> int:
+        """Create a paused domain; returns its domid."""
+        handle = check_uuid(uuid)
+        max_vcpus = check_vcpus("domain_create", max_vcpus)
+        max_mem_kib = check_kib("domain_create", max_mem_kib)
+        out = ffi.new("uint32_t *")
+        with self._lock:
+            h = self._handle()
+            self._check(h, lib.xcs_domain_create(h, handle, 1 if hvm else 0, max_vcpus, max_mem_kib, out))
+        return int(out[0])
+
+    def domain_destroy(self, domid: int) -> None:
+        domid = check_domid("domain_destroy", domid)
+        self._call(lib.xcs_domain_destroy, domid)
+
+    def domain_pause(self, domid: int) -> None:
+        domid = check_domid("domain_pause", domid)
+        self._call(lib.xcs_domain_pause, domid)
+
+    def domain_unpause(self, domid: int) -> None:
+        domid = check_domid("domain_unpause", domid)
+        self._call(lib.xcs_domain_unpause, domid)
+
+    def domain_shutdown(self, domid: int, reason) -> None:
+        """reason: "poweroff", "reboot", "suspend", "crash" (or the XCS_SHUTDOWN_* int)."""
+        reason = check_reason(reason)
+        domid = check_domid("domain_shutdown", domid)
+        self._call(lib.xcs_domain_shutdown, domid, reason)
+
+    def domain_setmaxmem(self, domid: int, kib: int) -> None:
+        kib = check_kib("domain_setmaxmem", kib)
+        domid = check_domid("domain_setmaxmem", domid)
+        self._call(lib.xcs_domain_setmaxmem, domid, kib)
+
+    def domain_max_vcpus(self, domid: int, n: int) -> None:
+        n = check_vcpus("domain_max_vcpus", n)
+        domid = check_domid("domain_max_vcpus", domid)
+        self._call(lib.xcs_domain_max_vcpus, domid, n)
+
+    def domain_getinfo(self, domid: int) -> dict:
+        domid = check_domid("domain_getinfo", domid)
+        out = ffi.new("xcs_dominfo_t *")
+        self._call(lib.xcs_domain_getinfo, domid, out)
+        return _dominfo(out[0])
+
+    def _call(self, fn, *args) -> int:
+        with self._lock:
+            h = self._handle()
+            return self._check(h, fn(h, *args))
 
     def close(self) -> None:
         with self._lock:

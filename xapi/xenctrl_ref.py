@@ -9,7 +9,9 @@ import threading
 import time
 import uuid
 
-from xapi.xenctrl_errors import XenctrlError
+from xapi.xenctrl_errors import (
+    MAX_VCPUS, XenctrlError, check_domid, check_kib, check_reason, check_uuid, check_vcpus,
+)
 
 __all__ = ["HAVE_LIBXENCTRL", "Interface", "XenctrlError", "open"]
 
@@ -29,6 +31,9 @@ _SIM_KEYS = {
     "load_pct": (0, 100),
 }
 _INVALID_MAX_VCPU_ID = 0xFFFFFFFF
+_DOMID_FIRST_RESERVED = 0x7FF0
+_SHUTDOWN_SOFT_RESET = 5
+_KIB_PER_PAGE = PAGE_SIZE // 1024
 
 
 def _strip(s: str) -> str:
@@ -120,28 +125,139 @@ class _SimHost:
                 "scrub_pages": 0,
             }
 
+    def _info(self, d: _Domain, now: int) -> dict:
+        return {
+            "domid": d.domid,
+            "shutdown_reason": d.shutdown_reason if d.shutdown else 0,
+            "tot_pages": d.tot_pages,
+            "max_pages": d.max_pages,
+            "nr_online_vcpus": d.vcpus,
+            "max_vcpu_id": d.vcpus - 1 if d.vcpus else _INVALID_MAX_VCPU_ID,
+            "cpu_time": self.cpu_time(d, now),
+            "dying": d.dying,
+            "shutdown": d.shutdown,
+            "paused": d.paused,
+            "blocked": d.blocked,
+            "running": d.run_since is not None,
+            "hvm": d.hvm,
+            "handle": str(uuid.UUID(bytes=d.handle)),
+        }
+
     def domain_list(self) -> list:
         now = time.monotonic_ns()
         with self.lock:
-            return [
-                {
-                    "domid": d.domid,
-                    "shutdown_reason": d.shutdown_reason if d.shutdown else 0,
-                    "tot_pages": d.tot_pages,
-                    "max_pages": d.max_pages,
-                    "nr_online_vcpus": d.vcpus,
-                    "max_vcpu_id": d.vcpus - 1 if d.vcpus else _INVALID_MAX_VCPU_ID,
-                    "cpu_time": self.cpu_time(d, now),
-                    "dying": d.dying,
-                    "shutdown": d.shutdown,
-                    "paused": d.paused,
-                    "blocked": d.blocked,
-                    "running": d.run_since is not None,
-                    "hvm": d.hvm,
-                    "handle": str(uuid.UUID(bytes=d.handle)),
-                }
-                for d in self.domains
-            ]
+            return [self._info(d, now) for d in self.domains]
+
+    # -- domain operations; mirror sim_domain_* in xenctrl_shim.c (the caller
+    # -- has range-checked the arguments to the C types)
+
+    def _free_pages(self) -> int:
+        return max(self.total_pages - sum(d.tot_pages for d in self.domains), 0)
+
+    def _find(self, op: str, domid: int) -> _Domain:
+        for d in self.domains:
+            if d.domid == domid:
+                return d
+        raise XenctrlError(errno.ESRCH, f"{op}: domain {domid}: no such domain")
+
+    def _find_domu(self, op: str, domid: int) -> _Domain:
+        d = self._find(op, domid)
+        if domid == 0:
+            raise XenctrlError(errno.EPERM, f"{op}: domain 0 is the control domain")
+        return d
+
+    def _stop(self, d: _Domain, now: int) -> None:
+        if d.run_since is not None:
+            d.cpu_time_base = self.cpu_time(d, now)
+            d.run_since = None
+
+    def domain_create(self, handle: bytes, hvm: bool, max_vcpus: int, max_mem_kib: int) -> int:
+        if not 1 <= max_vcpus <= MAX_VCPUS:
+            raise XenctrlError(
+                errno.EINVAL, f"domain_create: max_vcpus {max_vcpus} out of range [1, {MAX_VCPUS}]"
+            )
+        pages = max_mem_kib // _KIB_PER_PAGE
+        with self.lock:
+            free = self._free_pages()
+            if pages > free:
+                raise XenctrlError(
+                    errno.ENOMEM,
+                    f"domain_create: {max_mem_kib} KiB needed, {free * _KIB_PER_PAGE} KiB free",
+                )
+            domid, pos = 1, 0
+            for pos, d in enumerate(self.domains):  # noqa: B007
+                if d.domid < domid:
+                    continue
+                if d.domid > domid:
+                    break
+                domid += 1
+            else:
+                pos = len(self.domains)
+            if domid >= _DOMID_FIRST_RESERVED:
+                raise XenctrlError(errno.ENOSPC, "domain_create: no free domid")
+            d = _Domain(domid, pages, max_vcpus)
+            d.handle = handle
+            d.paused = True
+            d.hvm = bool(hvm)
+            self.domains.insert(pos, d)
+            return domid
+
+    def domain_destroy(self, domid: int) -> None:
+        with self.lock:
+            d = self._find_domu("domain_destroy", domid)
+            self.domains.remove(d)
+
+    def domain_pause(self, domid: int) -> None:
+        with self.lock:
+            d = self._find_domu("domain_pause", domid)
+            self._stop(d, time.monotonic_ns())
+            d.paused = True
+
+    def domain_unpause(self, domid: int) -> None:
+        with self.lock:
+            d = self._find_domu("domain_unpause", domid)
+            d.paused = False
+            if not d.shutdown and d.run_since is None:
+                d.run_since = time.monotonic_ns()
+
+    def domain_shutdown(self, domid: int, reason: int) -> None:
+        if reason > _SHUTDOWN_SOFT_RESET:
+            raise XenctrlError(errno.EINVAL, f"domain_shutdown: bad reason {reason}")
+        with self.lock:
+            d = self._find_domu("domain_shutdown", domid)
+            if not d.shutdown:
+                self._stop(d, time.monotonic_ns())
+                d.shutdown = True
+                d.shutdown_reason = reason
+
+    def domain_setmaxmem(self, domid: int, kib: int) -> None:
+        pages = kib // _KIB_PER_PAGE
+        with self.lock:
+            d = self._find("domain_setmaxmem", domid)
+            free = self._free_pages()
+            if pages > d.tot_pages and pages - d.tot_pages > free:
+                raise XenctrlError(
+                    errno.ENOMEM,
+                    f"domain_setmaxmem: {(pages - d.tot_pages) * _KIB_PER_PAGE} KiB more needed, "
+                    f"{free * _KIB_PER_PAGE} KiB free",
+                )
+            d.tot_pages = d.max_pages = pages
+
+    def domain_max_vcpus(self, domid: int, n: int) -> None:
+        if not 1 <= n <= MAX_VCPUS:
+            raise XenctrlError(errno.EINVAL, f"domain_max_vcpus: max_vcpus {n} out of range [1, {MAX_VCPUS}]")
+        with self.lock:
+            d = self._find("domain_max_vcpus", domid)
+            now = time.monotonic_ns()
+            if d.run_since is not None:  # the new count applies from now on
+                d.cpu_time_base = self.cpu_time(d, now)
+                d.run_since = now
+            d.vcpus = n
+
+    def domain_getinfo(self, domid: int) -> dict:
+        now = time.monotonic_ns()
+        with self.lock:
+            return self._info(self._find("domain_getinfo", domid), now)
 
 
 class Interface:
@@ -172,6 +288,54 @@ class Interface:
     def domain_list(self) -> list:
         with self._lock:
             return self._host().domain_list()
+
+    def domain_create(self, uuid: str, hvm: bool = False, max_vcpus: int = 1,
+                      max_mem_kib: int = 262144) -> int:
+        """Create a paused domain; returns its domid."""
+        handle = check_uuid(uuid)
+        max_vcpus = check_vcpus("domain_create", max_vcpus)
+        max_mem_kib = check_kib("domain_create", max_mem_kib)
+        with self._lock:
+            return self._host().domain_create(handle, bool(hvm), max_vcpus, max_mem_kib)
+
+    def domain_destroy(self, domid: int) -> None:
+        domid = check_domid("domain_destroy", domid)
+        with self._lock:
+            self._host().domain_destroy(domid)
+
+    def domain_pause(self, domid: int) -> None:
+        domid = check_domid("domain_pause", domid)
+        with self._lock:
+            self._host().domain_pause(domid)
+
+    def domain_unpause(self, domid: int) -> None:
+        domid = check_domid("domain_unpause", domid)
+        with self._lock:
+            self._host().domain_unpause(domid)
+
+    def domain_shutdown(self, domid: int, reason) -> None:
+        """reason: "poweroff", "reboot", "suspend", "crash" (or the XCS_SHUTDOWN_* int)."""
+        reason = check_reason(reason)
+        domid = check_domid("domain_shutdown", domid)
+        with self._lock:
+            self._host().domain_shutdown(domid, reason)
+
+    def domain_setmaxmem(self, domid: int, kib: int) -> None:
+        kib = check_kib("domain_setmaxmem", kib)
+        domid = check_domid("domain_setmaxmem", domid)
+        with self._lock:
+            self._host().domain_setmaxmem(domid, kib)
+
+    def domain_max_vcpus(self, domid: int, n: int) -> None:
+        n = check_vcpus("domain_max_vcpus", n)
+        domid = check_domid("domain_max_vcpus", domid)
+        with self._lock:
+            self._host().domain_max_vcpus(domid, n)
+
+    def domain_getinfo(self, domid: int) -> dict:
+        domid = check_domid("domain_getinfo", domid)
+        with self._lock:
+            return self._host().domain_getinfo(domid)
 
     def close(self) -> None:
         with self._lock:

@@ -288,3 +288,212 @@ def test_facade_exports():
     assert xenctrl.PAGE_SIZE == 4096
     with xenctrl.open() as xc:
         assert xc.domain_list()[0]["domid"] == 0
+
+
+# ------------------------------------------------------------ domain operations
+
+U1 = "11111111-2222-3333-4444-555555555555"
+U2 = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+def outcome(fn, *args, **kwargs):
+    """("ok", result) or ("error", errno, message); cpu_time dropped from dicts."""
+    try:
+        r = fn(*args, **kwargs)
+    except XenctrlError as e:
+        return ("error", e.errno, e.strerror)
+    if isinstance(r, dict):
+        r = {k: v for k, v in r.items() if k != "cpu_time"}
+    return ("ok", r)
+
+
+def lifecycle_trace(impl):
+    trace = []
+    with impl.open("sim", "memory_mib=4096,cpus=4,load_pct=100") as xc:
+        free0 = xc.physinfo()["free_pages"]
+        assert free0 == (4096 - 1024) * PAGES_PER_MIB
+        d1 = xc.domain_create(U1, hvm=True, max_vcpus=2, max_mem_kib=256 * 1024)
+        d2 = xc.domain_create(U2)
+        assert (d1, d2) == (1, 2)
+        i = xc.domain_getinfo(d1)
+        assert set(i) == DOMINFO_KEYS
+        assert i["paused"] and not i["running"] and not i["shutdown"] and i["hvm"]
+        assert i["handle"] == U1 and i["tot_pages"] == i["max_pages"] == 256 * PAGES_PER_MIB
+        assert i["nr_online_vcpus"] == 2 and i["max_vcpu_id"] == 1 and i["cpu_time"] == 0
+        assert xc.domain_getinfo(d2)["tot_pages"] == 262144 // 4 and not xc.domain_getinfo(d2)["hvm"]
+        assert xc.physinfo()["free_pages"] == free0 - 256 * PAGES_PER_MIB - 256 * PAGES_PER_MIB
+        assert [d["domid"] for d in xc.domain_list()] == [0, 1, 2]
+        trace.append(xc.domain_list())
+        time.sleep(0.01)
+        assert xc.domain_getinfo(d1)["cpu_time"] == 0  # paused: no CPU time
+
+        xc.domain_unpause(d1)
+        i = xc.domain_getinfo(d1)
+        assert i["running"] and not i["paused"]
+        time.sleep(0.02)
+        t1 = xc.domain_getinfo(d1)["cpu_time"]
+        assert t1 >= 0.02e9  # 2 vCPUs at 100%
+        xc.domain_pause(d1)
+        i = xc.domain_getinfo(d1)
+        assert i["paused"] and not i["running"]
+        t2 = i["cpu_time"]
+        time.sleep(0.01)
+        assert xc.domain_getinfo(d1)["cpu_time"] == t2 >= t1
+        trace.append(outcome(xc.domain_getinfo, d1))
+
+        xc.domain_unpause(d1)
+        xc.domain_shutdown(d1, "reboot")
+        xc.domain_shutdown(d1, "crash")  # the first reason is kept
+        i = xc.domain_getinfo(d1)
+        assert i["shutdown"] and i["shutdown_reason"] == 1 and not i["running"]
+        t3 = i["cpu_time"]
+        time.sleep(0.01)
+        xc.domain_unpause(d1)  # a shut down domain does not run again
+        i = xc.domain_getinfo(d1)
+        assert not i["running"] and i["cpu_time"] == t3
+        xc.domain_shutdown(d2, 2)
+        assert xc.domain_getinfo(d2)["shutdown_reason"] == 2
+        trace.append(outcome(xc.domain_getinfo, d1))
+
+        xc.domain_setmaxmem(d2, 512 * 1024)
+        assert xc.domain_getinfo(d2)["tot_pages"] == 512 * PAGES_PER_MIB
+        xc.domain_max_vcpus(d2, 3)
+        assert xc.domain_getinfo(d2)["nr_online_vcpus"] == 3
+        trace.append(xc.physinfo())
+
+        xc.domain_destroy(d1)
+        assert xc.physinfo()["free_pages"] == free0 - 512 * PAGES_PER_MIB
+        assert xc.domain_create(U1) == 1  # the lowest free domid is reused
+        xc.domain_destroy(1)
+        xc.domain_destroy(d2)
+        assert xc.physinfo()["free_pages"] == free0
+        assert [d["domid"] for d in xc.domain_list()] == [0]
+
+        # errors
+        errs = [
+            outcome(xc.domain_create, U1, max_mem_kib=free0 * 4 + 4),
+            outcome(xc.domain_setmaxmem, 0, (free0 + 1024 * PAGES_PER_MIB) * 4 + 4),
+            outcome(xc.domain_create, U1, max_vcpus=0),
+            outcome(xc.domain_create, U1, max_vcpus=4097),
+            outcome(xc.domain_create, "not-a-uuid"),
+            outcome(xc.domain_create, U1, max_mem_kib=-1),
+            outcome(xc.domain_shutdown, 0, "halt"),
+            outcome(xc.domain_shutdown, 7, 6),
+            outcome(xc.domain_max_vcpus, 0, 0),
+        ]
+        for op in ("domain_destroy", "domain_shutdown", "domain_pause", "domain_unpause"):
+            args = (0, "poweroff") if op == "domain_shutdown" else (0,)
+            errs.append(outcome(getattr(xc, op), *args))
+        for op, extra in (
+            ("domain_destroy", ()), ("domain_pause", ()), ("domain_unpause", ()),
+            ("domain_shutdown", ("crash",)), ("domain_setmaxmem", (1024,)),
+            ("domain_max_vcpus", (1,)), ("domain_getinfo", ()),
+        ):
+            for domid in (5, 1 << 31, -1, 1 << 40):
+                errs.append(outcome(getattr(xc, op), domid, *extra))
+        assert [e[1] for e in errs[:2]] == [errno.ENOMEM] * 2
+        assert [e[1] for e in errs[2:9]] == [errno.EINVAL] * 7
+        assert [e[1] for e in errs[9:13]] == [errno.EPERM] * 4
+        assert {e[1] for e in errs[13:]} == {errno.ESRCH}
+        assert all(e[2] for e in errs)
+        trace.append(errs)
+        assert xc.physinfo()["free_pages"] == free0  # failures changed nothing
+        trace.append(xc.domain_list())
+    return [without_cpu_time(t) if isinstance(t, list) and t and isinstance(t[0], dict) else t for t in trace]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_domain_lifecycle(impl):
+    lifecycle_trace(impl)
+
+
+@needs_compiled
+def test_domain_lifecycle_identical():
+    assert lifecycle_trace(compiled) == lifecycle_trace(xenctrl_ref)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_domain_ops_on_closed_handle(impl):
+    xc = impl.open()
+    xc.close()
+    for call in (
+        lambda: xc.domain_create(U1), lambda: xc.domain_destroy(1), lambda: xc.domain_pause(1),
+        lambda: xc.domain_unpause(1), lambda: xc.domain_shutdown(1, "poweroff"),
+        lambda: xc.domain_setmaxmem(1, 4), lambda: xc.domain_max_vcpus(1, 1),
+        lambda: xc.domain_getinfo(0),
+    ):
+        with pytest.raises(XenctrlError) as e:
+            call()
+        assert e.value.errno == errno.EBADF
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_domain_handles_are_independent(impl):
+    with impl.open() as a, impl.open() as b:
+        assert a.domain_create(U1) == 1
+        assert [d["domid"] for d in b.domain_list()] == [0]
+        with pytest.raises(XenctrlError) as e:
+            b.domain_getinfo(1)
+        assert e.value.errno == errno.ESRCH
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_domid_space_exhausted(impl, monkeypatch):
+    limit = 32752  # DOMID_FIRST_RESERVED
+    if impl is xenctrl_ref:  # creating is linear in the domain count: keep it quick
+        limit = 200
+        monkeypatch.setattr(xenctrl_ref, "_DOMID_FIRST_RESERVED", limit)
+    with impl.open("sim", "memory_mib=1024,dom0_memory_mib=1") as xc:
+        for i in range(1, limit):
+            assert xc.domain_create(U1, max_mem_kib=0) == i
+        with pytest.raises(XenctrlError) as e:
+            xc.domain_create(U1, max_mem_kib=0)
+        assert e.value.errno == errno.ENOSPC
+        xc.domain_destroy(100)
+        assert xc.domain_create(U2, max_mem_kib=0) == 100
+
+
+domids = st.integers(0, 6)
+domain_ops = st.one_of(
+    st.tuples(st.just("domain_create"), st.sampled_from([U1, U2, "bad"]), st.booleans(),
+              st.integers(0, 5), st.integers(0, 3 * 1024 * 1024)),
+    st.tuples(st.just("domain_destroy"), domids),
+    st.tuples(st.just("domain_pause"), domids),
+    st.tuples(st.just("domain_unpause"), domids),
+    st.tuples(st.just("domain_shutdown"), domids,
+              st.sampled_from(["poweroff", "reboot", "suspend", "crash", "bogus", 0, 3, 5, 6])),
+    st.tuples(st.just("domain_setmaxmem"), domids, st.integers(0, 3 * 1024 * 1024)),
+    st.tuples(st.just("domain_max_vcpus"), domids, st.integers(0, 5)),
+    st.tuples(st.just("domain_getinfo"), domids),
+)
+
+
+@needs_compiled
+@settings(max_examples=80, deadline=None)
+@given(st.lists(domain_ops, max_size=30))
+def test_domain_ops_compiled_matches_reference(ops):
+    cfg = "memory_mib=4096,cpus=2"
+    with compiled.open("sim", cfg) as c, xenctrl_ref.open("sim", cfg) as r:
+        for name, *args in ops:
+            oc = outcome(getattr(c, name), *args)
+            orf = outcome(getattr(r, name), *args)
+            assert oc == orf, (name, args)
+            assert c.physinfo() == r.physinfo()
+            lc, lr = c.domain_list(), r.domain_list()
+            assert without_cpu_time(lc) == without_cpu_time(lr)
+            for d in lc[1:]:
+                if not d["running"] and d["cpu_time"]:
+                    assert d["paused"] or d["shutdown"]
+            used = sum(d["tot_pages"] for d in lc)
+            assert c.physinfo()["free_pages"] == c.physinfo()["total_pages"] - used
+
+
+def test_facade_domain_ops():
+    xenctrl = importlib.import_module("xapi.xenctrl")
+    with xenctrl.open() as xc:
+        domid = xc.domain_create(U1, max_mem_kib=65536)
+        xc.domain_unpause(domid)
+        assert xc.domain_getinfo(domid)["running"]
+        xc.domain_shutdown(domid, "poweroff")
+        xc.domain_destroy(domid)
+        assert [d["domid"] for d in xc.domain_list()] == [0]
