@@ -230,3 +230,27 @@ def test_host_memory_free_follows(x):
     assert int(x.host_metrics.get_memory_free(hm)) == before - 512 * MIB
     x.VM.hard_shutdown(vm)
     assert int(x.host_metrics.get_memory_free(hm)) == before
+
+
+def test_restart_leaves_running_vms_halted():
+    """state.db keeps Running, but the domains went with the daemon: the VM comes back Halted."""
+    d = _daemon.start()
+    try:
+        s = XenAPI.Session(d.url)
+        s.xenapi.login_with_password("root", d.password)
+        vm = new_vm(s.xenapi, "restart")
+        s.xenapi.VM.start(vm, False, False)
+        assert s.xenapi.VM.get_power_state(vm) == "Running"
+        d.stop()
+        d2 = _daemon.start(data_dir=d.data_dir)
+        try:
+            s = XenAPI.Session(d2.url)
+            s.xenapi.login_with_password("root", d2.password)
+            assert wait_for(lambda: s.xenapi.VM.get_power_state(vm) == "Halted", 5)
+            assert "start" in s.xenapi.VM.get_allowed_operations(vm)
+            s.xenapi.VM.start(vm, False, False)
+            assert s.xenapi.VM.get_power_state(vm) == "Running"
+        finally:
+            d2.stop()
+    finally:
+        _daemon.cleanup(d)

@@ -322,6 +322,13 @@ async def watch(app) -> None:
     """Follows xenopsd's updates: VMs that changed by themselves are synced into the database."""
     last = 0
     by_uuid = app.db.table("VM")
+    for ref in by_uuid.refs():          # after a restart: domains that are gone leave their VMs Halted
+        rec = by_uuid.get(ref)
+        if rec["power_state"] in ("Running", "Paused") and not rec["is_control_domain"] \
+                and rec["resident_on"] in (app.host_ref, NULL_REF):
+            with _quiet():
+                await sync(app, ref)
+                refresh_allowed_operations(app.db, ref)
     while True:
         try:
             got = await app.xenops.call("UPDATES.get", last, 30.0)
