@@ -49,8 +49,7 @@ _DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "m
             "changing_dynamic_range", "start")
 # the ops our lifecycle implements; the rest are offered once their actions exist
 _IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
-                "pause", "unpause", "destroy", "clone", "copy", "export", "snapshot", "provision",
-                "changing_dynamic_range", "changing_static_range", "suspend", "make_into_template")
+                "pause", "unpause", "destroy")
 
 
 def _rec(db, ref) -> dict:
@@ -89,6 +88,21 @@ def refresh_allowed_operations(db, ref: str) -> None:
     allowed = [op for op in _CANDIDATES if op in _IMPLEMENTED and check_operation(rec, ref, op) is None]
     if sorted(rec.get("allowed_operations") or []) != sorted(allowed):
         db.table("VM").set_field(ref, "allowed_operations", allowed)
+
+
+_generic_create = None
+
+
+def create(ctx, session, args):
+    """The generic create, then allowed_operations as xapi sets them on a new VM."""
+    global _generic_create
+    from xapi import datamodel as dm
+    from xapi.actions import accessors
+    if _generic_create is None:
+        _generic_create = accessors.accessor(dm.CLASSES["VM"].messages["create"], ctx.app.db)
+    ref = _generic_create(ctx, session, args)
+    refresh_allowed_operations(ctx.app.db, ref)
+    return ref
 
 
 def update_allowed_operations(ctx, session, self):
