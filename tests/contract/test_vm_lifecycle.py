@@ -255,3 +255,18 @@ def test_restart_leaves_running_vms_halted():
             d2.stop()
     finally:
         _daemon.cleanup(d)
+
+
+def test_destroy_refuses_a_running_vm_and_dom0(x):
+    vm = new_vm(x)
+    x.VM.start(vm, False, False)
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM.destroy(vm)
+    assert e.value.details[0] == "VM_BAD_POWER_STATE"
+    x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+    assert vm not in x.VM.get_all()
+    dom0 = next(r for r, v in x.VM.get_all_records().items() if v["is_control_domain"])
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM.destroy(dom0)
+    assert e.value.details[0] == "VM_BAD_POWER_STATE"

@@ -90,19 +90,32 @@ def refresh_allowed_operations(db, ref: str) -> None:
         db.table("VM").set_field(ref, "allowed_operations", allowed)
 
 
-_generic_create = None
+_generic: dict = {}
+
+
+def _accessor(ctx, name: str):
+    """The generic implicit VM.<name>, built once per database."""
+    key = (id(ctx.app.db), name)
+    fn = _generic.get(key)
+    if fn is None:
+        from xapi import datamodel as dm
+        from xapi.actions import accessors
+        fn = _generic[key] = accessors.accessor(dm.CLASSES["VM"].messages[name], ctx.app.db)
+    return fn
 
 
 def create(ctx, session, args):
     """The generic create, then allowed_operations as xapi sets them on a new VM."""
-    global _generic_create
-    from xapi import datamodel as dm
-    from xapi.actions import accessors
-    if _generic_create is None:
-        _generic_create = accessors.accessor(dm.CLASSES["VM"].messages["create"], ctx.app.db)
-    ref = _generic_create(ctx, session, args)
+    ref = _accessor(ctx, "create")(ctx, session, args)
     refresh_allowed_operations(ctx.app.db, ref)
     return ref
+
+
+def destroy(ctx, session, self):
+    """The generic destroy, once xapi's checks pass: Halted or Suspended, no other operation, not
+    a default template, not the control domain."""
+    _assert(ctx.app.db, self, "destroy")
+    return _accessor(ctx, "destroy")(ctx, session, self)
 
 
 def update_allowed_operations(ctx, session, self):
