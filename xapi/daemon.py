@@ -109,6 +109,8 @@ class Daemon:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
+        # VM calls need xenopsd: have it up before the first listener answers anyone
+        await self._start_xenops()              # xenstored (simulator) and xenopsd (xapi.xenops)
         self.servers.append(await loop.create_server(lambda: HttpProtocol(self), cfg.address, cfg.http_port,
                                                      reuse_address=True, backlog=1024))
         self.audit.start()
@@ -125,7 +127,6 @@ class Daemon:
                                                           self.socket_path))
         os.chmod(self.socket_path, 0o600)
         await self.storage.start()              # drivers call back on the local socket (xapi.sm)
-        await self._start_xenops()              # xenstored (simulator) and xenopsd (xapi.xenops)
         with open(self.pid_path + ".tmp", "w") as f:
             f.write(f"{os.getpid()}\n")
         os.rename(self.pid_path + ".tmp", self.pid_path)
