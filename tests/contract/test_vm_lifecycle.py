@@ -270,3 +270,24 @@ def test_destroy_refuses_a_running_vm_and_dom0(x):
     with pytest.raises(XenAPI.Failure) as e:
         x.VM.destroy(dom0)
     assert e.value.details[0] == "VM_BAD_POWER_STATE"
+
+
+def test_guest_agent_fills_guest_metrics(host, x):
+    """The simulated guest agent writes attr/PVAddons/*, data/os_* into xenstore a moment after boot;
+    xapi turns it into VM_guest_metrics, and drops the row at shutdown.  The test VM has no VIFs,
+    so (as in xapi, which only reports existing VIFs) `networks` stays empty."""
+    xenopsd(host, "DEBUG.set", "guest_agent_delay", 0.1)
+    vm = new_vm(x, "agent")
+    assert x.VM.get_guest_metrics(vm) == "OpaqueRef:NULL"
+    x.VM.start(vm, False, False)
+    assert wait_for(lambda: x.VM.get_guest_metrics(vm) != "OpaqueRef:NULL", 5.0)
+    gm = x.VM_guest_metrics.get_record(x.VM.get_guest_metrics(vm))
+    assert gm["os_version"]["name"] and gm["os_version"]["distro"] and gm["os_version"]["uname"]
+    assert gm["PV_drivers_version"]["major"] and gm["PV_drivers_version"]["micro"]
+    assert gm["live"] is True and gm["PV_drivers_up_to_date"] is True and gm["PV_drivers_detected"] is True
+    assert int(gm["memory"]["total"]) == 256 * 1024
+    assert gm["networks"] == {}
+    ref = x.VM.get_guest_metrics(vm)
+    x.VM.hard_shutdown(vm)
+    assert wait_for(lambda: x.VM.get_guest_metrics(vm) == "OpaqueRef:NULL", 5.0)
+    assert ref not in x.VM_guest_metrics.get_all()

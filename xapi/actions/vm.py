@@ -15,6 +15,7 @@ import asyncio
 import logging
 import uuid as uuidlib
 
+from xapi import guest_metrics
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert
@@ -237,6 +238,7 @@ async def sync(app, ref: str) -> None:
     else:
         live.setdefault("start_time", datetime_now())
         vms.set_field(ref, "metrics", insert(db, "VM_metrics", **live))
+    guest_metrics.update(db, ref, power, st.get("guest_agent"))
     await sync_host_memory(app)
 
 
@@ -328,6 +330,7 @@ async def power_state_reset(ctx, session, vm):
         raise XapiError("VM_BAD_POWER_STATE", vm, "halted", st["power_state"].lower())
     app.db.table("VM").update(vm, {"power_state": "Halted", "domid": -1, "resident_on": NULL_REF,
                                    "current_operations": {}})
+    guest_metrics.update(app.db, vm, "Halted", None)
     refresh_allowed_operations(app.db, vm)
     return ""
 

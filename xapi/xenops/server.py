@@ -83,8 +83,12 @@ class VM:
 
 class Xenopsd:
     def __init__(self, hypervisor, store=None, workers: int = 4, build_delay: float = 0.0,
-                 shutdown_delay: float = 0.1, poll_interval: float = 0.1) -> None:
+                 shutdown_delay: float = 0.1, poll_interval: float = 0.1,
+                 guest_agent_delay: float | None = None) -> None:
         self.hv = hypervisor
+        if guest_agent_delay is None:
+            guest_agent_delay = float(os.environ.get("XAPI_GUEST_AGENT_DELAY", "2"))
+        self.guest_agent_delay = guest_agent_delay
         self.store = store
         self.workers = workers
         self.build_delay = build_delay
@@ -303,7 +307,8 @@ class Xenopsd:
         return {"power_state": self._power(vm, info), "domid": vm.domid,
                 "memory": int(info.get("tot_pages", 0)) * 4096,
                 "vcpus": int(vm.config.get("vcpus", info.get("nr_online_vcpus", 1))),
-                "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time}
+                "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
+                "guest_agent": self._guest_agent_data(vm.domid)}
 
     def host_stat(self) -> dict:
         p = self.hv.physinfo()
@@ -344,6 +349,8 @@ class Xenopsd:
             elif not paused and info.get("paused"):
                 self.hv.domain_unpause(domid)
             vm.start_time = time.time()
+            if not paused:
+                self._guest_agent(vm)
         except BaseException:
             self._destroy(vm)
             raise
@@ -384,6 +391,61 @@ class Xenopsd:
                     self.hv.domain_shutdown(domid, reason)
 
         self._background(guest())
+
+    # the simulated guest agent (xe-guest-utilities): once booted, the guest writes its
+    # PV drivers version, OS, memory and VIF addresses below its domain path
+    def _guest_agent(self, vm: VM) -> None:
+        domid = vm.domid
+        if self.store is None or domid is None:
+            return
+
+        async def agent():
+            await asyncio.sleep(self.guest_agent_delay)
+            if vm.domid != domid:
+                return
+            base = f"/local/domain/{domid}"
+            with contextlib.suppress(Exception):
+                if self.store.exists(f"{base}/data/updated"):
+                    return
+                kib = int(vm.config.get("memory_kib", 256 * KIB))
+                keys = {"attr/PVAddons/MajorVersion": "8", "attr/PVAddons/MinorVersion": "4",
+                        "attr/PVAddons/MicroVersion": "0", "attr/PVAddons/BuildVersion": "1",
+                        "data/os_name": "Debian GNU/Linux 12 (bookworm)", "data/os_distro": "debian",
+                        "data/os_majorver": "12", "data/os_minorver": "5",
+                        "data/os_uname": "6.1.0-18-amd64",
+                        "data/meminfo_total": str(kib), "data/meminfo_free": str(kib * 3 // 4),
+                        "control/feature-shutdown": "1", "control/feature-reboot": "1"}
+                for devid in vm.config.get("vifs", []):
+                    ip = f"192.0.2.{(domid * 8 + int(devid)) % 250 + 2}"
+                    keys[f"attr/vif/{devid}/ipv4/0"] = ip
+                    keys[f"attr/eth{devid}/ip"] = ip
+                for k, v in keys.items():
+                    self.store.write(f"{base}/{k}", v)
+                self.store.write(f"{base}/data/updated", "1")    # the data is complete
+                self._update(vm.id)
+
+        self._background(agent())
+
+    def _guest_agent_data(self, domid) -> dict:
+        """What the guest agent wrote: {"data/os_name": ..., "attr/vif/0/ipv4/0": ...}."""
+        out: dict = {}
+        if self.store is None or domid is None:
+            return out
+        base = f"/local/domain/{domid}"
+
+        def walk(rel: str, depth: int) -> None:
+            try:
+                v = self.store.read(f"{base}/{rel}")
+                if v:
+                    out[rel] = v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+                children = self.store.directory(f"{base}/{rel}") if depth < 6 else []
+            except Exception:  # noqa: BLE001 - absent
+                return
+            for ch in children:
+                walk(f"{rel}/{ch}", depth + 1)
+        for top in ("attr", "data", "control"):
+            walk(top, 0)
+        return out
 
     def _background(self, coro) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -457,6 +519,7 @@ class Xenopsd:
         async def body(task):
             self._require(vm, ("Paused",), "paused")
             self.hv.domain_unpause(vm.domid)
+            self._guest_agent(vm)
         return self._spawn(f"VM.unpause {vm_id}", vm, body)
 
     # -- domains that change by themselves -------------------------------------------------------
@@ -468,7 +531,7 @@ class Xenopsd:
         self.hv.domain_shutdown(vm.domid, reason)
 
     def debug_set(self, key: str, value) -> None:
-        if key not in ("build_delay", "shutdown_delay", "poll_interval"):
+        if key not in ("build_delay", "shutdown_delay", "poll_interval", "guest_agent_delay"):
             raise XenopsError("INVALID_VALUE", key, value)
         setattr(self, key, float(value))
 
