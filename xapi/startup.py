@@ -14,7 +14,7 @@ import os
 import socket
 import uuid as _uuid
 
-from xapi import __version__, datamodel as dm, first_boot_data, xenctrl
+from xapi import __version__, atomic, datamodel as dm, first_boot_data, xenctrl
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert, new_uuid
 from xapi.sm import local_sr
@@ -41,10 +41,7 @@ def read_inventory(data_dir: str) -> dict[str, str]:
             inv[key] = str(_uuid.uuid4())
             changed = True
     if changed:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(f"{k}='{v}'\n" for k, v in sorted(inv.items()))
-        os.rename(tmp, path)
+        atomic.write_file(path, "".join(f"{k}='{v}'\n" for k, v in sorted(inv.items())).encode(), 0o644)
     return inv
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import secrets
 import socket
 import ssl
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from xapi import atomic
 
 # TLS 1.2 suites: forward secrecy and AEAD only (TLS 1.3 suites are all of that already).
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -52,32 +53,8 @@ def make_certificate(address: str, days: int = 3650) -> bytes:
 
 
 def write_atomically(path: str, data: bytes) -> None:
-    """Replaces `path` (mode 0600: it holds the private key) so that readers see the old file or the new
-    one, never a part; the new content is on disk before the rename."""
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    """Replaces `path` (mode 0600: it holds the private key) atomically."""
+    atomic.write_file(path, data, 0o600)
 
 
 def ensure_certificate(path: str, address: str) -> None:

@@ -30,6 +30,7 @@ import logging
 import os
 import uuid as _uuid
 
+from xapi import atomic
 from xapi.datamodel.errors import XapiError
 
 log = logging.getLogger("xapi.sm.access")
@@ -127,12 +128,7 @@ class Access:
         return {k: v for k, v in data.get("vdis", {}).items() if isinstance(v, dict)}
 
     def _write(self, text: str) -> None:
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.path)
+        atomic.write_file(self.path, text.encode())
 
     async def _save(self) -> None:
         async with self._save_lock:

@@ -26,7 +26,7 @@ import subprocess
 import time
 import uuid as _uuid
 
-from xapi import first_boot_data
+from xapi import atomic, first_boot_data
 from xapi.sm.driverlib import NEVER, NULL_REF, Driver, SMError, driver_info
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -63,12 +63,7 @@ def run_command(argv: list[str], error: str, timeout: float = 120.0) -> str:
 
 
 def write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    atomic.write_file(path, json.dumps(data).encode(), 0o644)
 
 
 def date_string() -> str:
