@@ -65,8 +65,9 @@ def value(r):
     return r["Value"]
 
 
-def audit_lines(d, wait_for=None, timeout=5.0):
-    """The audit log's lines, parsed; waits until one has call `wait_for` (lines are written by a thread)."""
+def audit_lines(d, wait_for=None, timeout=5.0, result=None):
+    """The audit log's lines, parsed; waits until one has call `wait_for` (and `result`, if given): lines
+    are written by a thread."""
     path = os.path.join(d.data_dir, "audit.log")
     deadline = time.monotonic() + timeout
     while True:
@@ -77,7 +78,8 @@ def audit_lines(d, wait_for=None, timeout=5.0):
             assert m, raw
             user, peer, call, args, result = m.groups()
             lines.append(dict(user=json.loads(user), peer=peer, call=call, args=json.loads(args), result=result))
-        if wait_for is None or any(l["call"] == wait_for for l in lines) or time.monotonic() > deadline:
+        if wait_for is None or time.monotonic() > deadline or any(
+                l["call"] == wait_for and result in (None, l["result"]) for l in lines):
             return lines, text
         time.sleep(0.05)
 
@@ -190,7 +192,8 @@ def test_audit_log(d):
     assert bad["ErrorDescription"][0] == "SESSION_AUTHENTICATION_FAILED"
     s = value(x.session.login_with_password("root", d.password, "1.0", "audit-test"))
     vm = value(x.VM.get_all(s))[0]
-    before, _ = audit_lines(d)
+    # the login's own line is written by the audit thread: wait for it, or it may land after `before`
+    before, _ = audit_lines(d, wait_for="session.login_with_password", result="OK")
 
     # reads: no lines
     value(x.VM.get_record(s, vm))
