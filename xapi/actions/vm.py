@@ -16,6 +16,7 @@ import logging
 import uuid as uuidlib
 
 from xapi import guest_metrics
+from xapi.actions import vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert
@@ -239,6 +240,8 @@ async def sync(app, ref: str) -> None:
         live.setdefault("start_time", datetime_now())
         vms.set_field(ref, "metrics", insert(db, "VM_metrics", **live))
     guest_metrics.update(db, ref, power, st.get("guest_agent"))
+    if power in ("Halted", "Suspended") and vm_devices.holds_devices(db, ref):
+        await vm_devices.release_vbds(app, ref)     # the domain is gone: so are its devices
     await sync_host_memory(app)
 
 
@@ -258,13 +261,25 @@ async def _check_memory(app, rec: dict) -> None:
 
 
 # -- the calls ---------------------------------------------------------------------------------------
+async def _build(app, vm: str, rec: dict, paused: bool, progress) -> None:
+    """Disks attached, the domain built with its disks and VIFs; a failed build releases the disks."""
+    config = {**_config(rec), "vbds": await vm_devices.attach_vbds(app, vm),
+              "vifs": vm_devices.vif_devices(app.db, vm)}
+    try:
+        await app.xenops.call("VM.add", config)
+        await app.xenops.run("VM.start", rec["uuid"], paused, on_progress=progress)
+    except BaseException:
+        await asyncio.shield(vm_devices.release_vbds(app, vm))
+        raise
+    vm_devices.mark_plugged(app.db, vm)
+
+
 async def start(ctx, session, vm, start_paused=False, force=False):
     app = ctx.app
 
     async def body(rec, progress):
         await _check_memory(app, rec)
-        await app.xenops.call("VM.add", _config(rec))
-        await app.xenops.run("VM.start", rec["uuid"], bool(start_paused), on_progress=progress)
+        await _build(app, vm, rec, bool(start_paused), progress)
     await _operation(ctx, vm, "start", body)
     return ""
 
@@ -278,8 +293,7 @@ async def start_on(ctx, session, vm, host, start_paused=False, force=False):
 
     async def body(rec, progress):
         await _check_memory(app, rec)
-        await app.xenops.call("VM.add", _config(rec))
-        await app.xenops.run("VM.start", rec["uuid"], bool(start_paused), on_progress=progress)
+        await _build(app, vm, rec, bool(start_paused), progress)
     await _operation(ctx, vm, "start_on", body)
     return ""
 

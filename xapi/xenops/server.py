@@ -21,6 +21,8 @@ Wire: one JSON object per line. {"id", "method", "params": [...]} -> {"id", "res
 from __future__ import annotations
 
 import asyncio
+import base64
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -29,10 +31,21 @@ import time
 
 import orjson
 
+from xapi.xenops import devices
+
+from xapi.xenops import image, imagefile
+
 log = logging.getLogger("xapi.xenops")
 
 KIB = 1024
 _REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash", 4: "watchdog"}
+_IMAGE_CHUNK = 64 * KIB
+_image_io = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="xenops-image")
+
+
+async def _blocking(fn, *args):
+    """Disk work for memory images, off the event loop in a pool of two threads."""
+    return await asyncio.get_running_loop().run_in_executor(_image_io, fn, *args)
 
 
 class XenopsError(Exception):
@@ -194,7 +207,9 @@ class Xenopsd:
         return {"updates": out, "last": self._seq}
 
     # -- tasks ---------------------------------------------------------------------------------
-    def _spawn(self, label: str, vm: VM, body) -> str:
+    def _spawn(self, label: str, vm: VM, body, pooled: bool = True) -> str:
+        """`pooled=False`: outside the worker pool (VM.receive: a host sending VMs to a host sending
+        VMs back must not wait for its own workers)."""
         task = Task(f"xenops-task-{next(self._task_ids)}", label)
         self.tasks[task.id] = task
 
@@ -202,7 +217,7 @@ class Xenopsd:
 
         async def run():
             try:
-                async with vm.lock, self.pool:
+                async with vm.lock, (self.pool if pooled else contextlib.nullcontext()):
                     task.set_progress(0.0)
                     task.result = await body(task)
                 task.state = "completed"
@@ -271,8 +286,8 @@ class Xenopsd:
         vm = self.vms.get(config["id"])
         if vm is None:
             self.vms[config["id"]] = VM(dict(config))
-        else:
-            vm.config = dict(config)
+        else:       # a config without devices keeps the ones the VM has (they change by hotplug)
+            vm.config = {"vbds": vm.config.get("vbds", []), "vifs": vm.config.get("vifs", []), **config}
         return config["id"]
 
     def vm_remove(self, vm_id: str) -> None:
@@ -342,6 +357,8 @@ class Xenopsd:
             await asyncio.sleep(0)
             if self.store is not None:
                 self.store.populate_domain(domid, c.get("name", c["id"]), c["id"], kib, int(c.get("vcpus", 1)),
+                                           vbds=[devices.vbd_spec(d) for d in c.get("vbds", [])],
+                                           vifs=[devices.vif_spec(d) for d in c.get("vifs", [])],
                                            domain_type="hvm" if c.get("hvm") else "pv")
             info = self.hv.domain_getinfo(domid)
             if paused and not info.get("paused"):
@@ -415,8 +432,9 @@ class Xenopsd:
                         "data/os_uname": "6.1.0-18-amd64",
                         "data/meminfo_total": str(kib), "data/meminfo_free": str(kib * 3 // 4),
                         "control/feature-shutdown": "1", "control/feature-reboot": "1"}
-                for devid in vm.config.get("vifs", []):
-                    ip = f"192.0.2.{(domid * 8 + int(devid)) % 250 + 2}"
+                for vif in vm.config.get("vifs", []):
+                    devid = int(vif["devid"] if isinstance(vif, dict) else vif)
+                    ip = f"192.0.2.{(domid * 8 + devid) % 250 + 2}"
                     keys[f"attr/vif/{devid}/ipv4/0"] = ip
                     keys[f"attr/eth{devid}/ip"] = ip
                 for k, v in keys.items():
@@ -522,6 +540,149 @@ class Xenopsd:
             self._guest_agent(vm)
         return self._spawn(f"VM.unpause {vm_id}", vm, body)
 
+    # -- suspend and resume: the domain's memory image (xapi.xenops.image) in a disk or a file ----
+    def _suspend_image(self, vm: VM) -> image.ImageInfo:
+        c = vm.config
+        info = self._info(vm) or {}
+        state = {"name": c.get("name", vm.id), "hvm": bool(c.get("hvm")), "paused": bool(info.get("paused")),
+                 "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
+                 "guest_agent": self._guest_agent_data(vm.domid)}
+        return image.ImageInfo(vm.id, int(c.get("memory_kib", 256 * KIB)) * KIB, int(c.get("vcpus", 1)), state)
+
+    def vm_save(self, vm_id: str, disk) -> str:
+        """Suspends the domain into `disk` (attach information or a file path); the domain is
+        destroyed once the image is complete. Cancelled or failed, the domain carries on."""
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Running", "Paused"), "running")
+            domid = vm.domid
+            was_paused = self._power(vm) == "Paused"
+            if not was_paused:
+                self.hv.domain_pause(domid)
+            try:
+                info = self._suspend_image(vm)
+                header, payload = image.encode(info)
+                f = await _blocking(imagefile.DiskFile, disk, True)
+                try:
+                    await _blocking(f.write, header)
+                    chunks = range(0, len(payload), _IMAGE_CHUNK)
+                    for n, off in enumerate(chunks):
+                        if self.build_delay > 0:
+                            await asyncio.sleep(self.build_delay / len(chunks))
+                        await _blocking(f.write, payload[off:off + _IMAGE_CHUNK])
+                        task.set_progress(0.95 * (n + 1) / len(chunks))
+                finally:
+                    await _blocking(f.close)
+            except BaseException as e:
+                if not was_paused and vm.domid == domid:
+                    with contextlib.suppress(Exception):
+                        self.hv.domain_unpause(domid)
+                if isinstance(e, OSError):
+                    raise XenopsError("INTERNAL_ERROR", f"writing the memory image of VM {vm_id}: {e}") from None
+                raise
+            with contextlib.suppress(Exception):
+                self.hv.domain_shutdown(domid, "suspend")
+            self._destroy(vm)
+            return {"size": info.size}
+        return self._spawn(f"VM.save {vm_id}", vm, body)
+
+    def vm_restore(self, vm_id: str, disk, paused: bool = False) -> str:
+        """Builds the domain from the memory image in `disk`; a damaged image fails the task."""
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Halted",), "halted")
+            try:
+                f = await _blocking(imagefile.DiskFile, disk, False)
+                try:
+                    info = image.parse_header(await _blocking(f.read, image.HEADER_SIZE))
+                    check = image.Verifier(info)
+                    while check.remaining > 0:
+                        data = await _blocking(f.read, min(_IMAGE_CHUNK, check.remaining))
+                        if not data:
+                            break
+                        check.update(data)
+                        task.set_progress(0.5 * check.seen / max(1, info.length))
+                    check.finish()
+                finally:
+                    await _blocking(f.close)
+            except image.ImageError as e:
+                raise XenopsError("INTERNAL_ERROR", f"memory image of VM {vm_id}: {e}") from None
+            except OSError as e:
+                raise XenopsError("INTERNAL_ERROR", f"reading the memory image of VM {vm_id}: {e}") from None
+            if info.vm_uuid != vm.id:
+                raise XenopsError("INTERNAL_ERROR", f"memory image of VM {info.vm_uuid} given to VM {vm.id}")
+            await self._build(vm, task, bool(paused), 0.5, 1.0)
+            agent = info.state.get("guest_agent") or {}
+            if self.store is not None and agent:        # the guest's agent data comes back with it
+                with contextlib.suppress(Exception):
+                    for k, v in agent.items():
+                        self.store.write(f"/local/domain/{vm.domid}/{k}", v)
+        return self._spawn(f"VM.restore {vm_id}", vm, body)
+
+    # -- live migration: VM.migrate_send on the source streams the memory image (xapi.xenops.image)
+    # to the destination's /migrate handler, which hands it to VM.receive there ------------------
+    def _migration_image(self, vm: VM) -> bytes:
+        info = self.hv.domain_getinfo(vm.domid)
+        c = vm.config
+        state = {"name": c.get("name", vm.id), "hvm": bool(c.get("hvm")), "paused": bool(info.get("paused")),
+                 "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
+                 "guest_agent": self._guest_agent_data(vm.domid)}
+        return image.dumps(image.ImageInfo(vm.id, int(c.get("memory_kib", 256 * KIB)) * KIB,
+                                           int(c.get("vcpus", 1)), state))
+
+    def vm_migrate_send(self, vm_id: str, url: str, options: dict | None = None) -> str:
+        """options: "headers" (sent with the PUT: the pool secret), "fingerprint" (a TLS pin)."""
+        from xapi.xenops import migrate     # (it imports XenopsError from here)
+        vm = self._vm(vm_id)
+        options = dict(options or {})
+
+        async def body(task):
+            self._require(vm, ("Running", "Paused"), "running")
+            was_paused = self._power(vm) == "Paused"
+            data = self._migration_image(vm)
+            task.set_progress(0.05)
+            if not was_paused:              # the last round: the guest stops while its pages go over
+                self.hv.domain_pause(vm.domid)
+            try:
+                await migrate.send(url, data, lambda p: task.set_progress(0.05 + 0.9 * p),
+                                   options.get("headers"), options.get("fingerprint"))
+            except BaseException:
+                if not was_paused and vm.domid is not None:     # the VM carries on here
+                    with contextlib.suppress(Exception):
+                        self.hv.domain_unpause(vm.domid)
+                raise
+            self._destroy(vm)               # the destination acknowledged: its domain runs
+        return self._spawn(f"VM.migrate_send {vm_id}", vm, body)
+
+    def vm_receive(self, vm_id: str, data: str) -> str:
+        """Builds the VM's domain from a migration image (base64); VM.add gave its configuration."""
+        vm = self._vm(vm_id)
+        raw = base64.b64decode(data)
+
+        async def body(task):
+            self._require(vm, ("Halted",), "halted")
+            try:
+                info = image.loads(raw)
+            except image.ImageError as e:
+                raise XenopsError("INTERNAL_ERROR", f"memory image rejected: {e}") from None
+            if info.vm_uuid != vm.id:
+                raise XenopsError("INTERNAL_ERROR", f"memory image of VM {info.vm_uuid} received for {vm.id}")
+            paused = bool(info.state.get("paused"))
+            await self._build(vm, task, True)
+            vm.start_time = float(info.state.get("start_time") or vm.start_time)
+            agent = info.state.get("guest_agent") or {}
+            if self.store is not None and agent:
+                with contextlib.suppress(Exception):
+                    for k, v in agent.items():
+                        self.store.write(f"/local/domain/{vm.domid}/{k}", v)
+            if not paused:
+                self.hv.domain_unpause(vm.domid)
+                if not agent:
+                    self._guest_agent(vm)
+        return self._spawn(f"VM.receive {vm_id}", vm, body, pooled=False)
+
     # -- domains that change by themselves -------------------------------------------------------
     def debug_trigger(self, vm_id: str, reason: str) -> None:
         """Test hook: the guest shuts itself down ("poweroff", "reboot") or crashes ("crash")."""
@@ -577,6 +738,10 @@ _METHODS = {
     "VM.hard_reboot": Xenopsd.vm_hard_reboot,
     "VM.pause": Xenopsd.vm_pause,
     "VM.unpause": Xenopsd.vm_unpause,
+    "VM.save": Xenopsd.vm_save,
+    "VM.restore": Xenopsd.vm_restore,
+    "VM.migrate_send": Xenopsd.vm_migrate_send,
+    "VM.receive": Xenopsd.vm_receive,
     "HOST.stat": Xenopsd.host_stat,
     "TASK.stat": Xenopsd.task_stat,
     "TASK.wait": Xenopsd.task_wait,
