@@ -51,7 +51,7 @@ _DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "m
             "changing_dynamic_range", "start")
 # the ops our lifecycle implements; the rest are offered once their actions exist
 _IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
-                "pause", "unpause", "destroy")
+                "pause", "unpause", "destroy", "suspend", "resume", "resume_on")
 
 
 def _rec(db, ref) -> dict:
@@ -312,7 +312,17 @@ def _simple(op: str, method: str, *extra):
 
 
 clean_shutdown = _simple("clean_shutdown", "VM.shutdown", 60.0)
-hard_shutdown = _simple("hard_shutdown", "VM.hard_shutdown")
+_hard_shutdown_domain = _simple("hard_shutdown", "VM.hard_shutdown")
+
+
+async def hard_shutdown(ctx, session, vm):
+    """A running or paused VM's domain is destroyed; a suspended VM loses its image."""
+    if _rec(ctx.app.db, vm)["power_state"] == "Suspended":
+        await vm_suspend.hard_shutdown_suspended(ctx, vm)
+        return ""
+    return await _hard_shutdown_domain(ctx, session, vm)
+
+
 clean_reboot = _simple("clean_reboot", "VM.reboot", 60.0)
 hard_reboot = _simple("hard_reboot", "VM.hard_reboot")
 pause = _simple("pause", "VM.pause")
@@ -400,3 +410,8 @@ def set_actions_after_crash(ctx, session, self, value):
         raise XapiError("INVALID_VALUE", "actions_after_crash", value)
     ctx.app.db.table("VM").set_field(self, "actions_after_crash", value)
     return ""
+
+
+# the other modules' messages, so that dispatch finds them here
+from xapi.actions import vm_suspend  # noqa: E402
+from xapi.actions.vm_suspend import resume, resume_on, suspend  # noqa: E402,F401
