@@ -96,6 +96,8 @@ class Daemon:
         sm_transfer.register(self.handlers)     # /import_raw_vdi, /export_raw_vdi
         from xapi.cli import server as cli_server
         cli_server.register(self.handlers)      # /cli: the xe CLI
+        from xapi.actions import vm_migrate
+        vm_migrate.register(self.handlers)      # /migrate: live migration's receiving end
         # --
 
     @property

@@ -124,7 +124,7 @@ class Xenopsd:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        self._server = await asyncio.start_unix_server(self._connection, path)
+        self._server = await asyncio.start_unix_server(self._connection, path, limit=16 << 20)
         os.chmod(path, 0o600)
         self._monitor = asyncio.get_running_loop().create_task(self._watch_domains())
 
