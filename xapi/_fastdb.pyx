@@ -349,6 +349,49 @@ cdef class Table:
             rel = <Relation>self.rel_of[pos]
             rel.many._mirror_touch(row.values[pos], rel.bit, generation)
 
+    def restore(self, ref, row, created, modified):
+        """Adds a saved row with its saved stamps, as db_ref's ``restore`` (read its doc)."""
+        cdef long long c = PyNumber_Index(created)
+        cdef long long m = PyNumber_Index(modified)
+        if not isinstance(ref, str):
+            raise TypeError(f"ref must be a str, not {type(ref).__name__}")
+        if ref in self.rows:
+            raise ValueError(f"duplicate ref {ref!r} in table {self.name}")
+        if not 1 <= c <= m:
+            raise ValueError(f"stamps must satisfy 1 <= created <= modified, not {c}, {m}")
+        if m < self.generation:
+            raise ValueError(f"modified {m} is older than table {self.name}'s latest change {self.generation}")
+        cdef list values = self.blank[:]
+        cdef Py_ssize_t pos
+        cdef tuple mirror_at = self.mirror_at
+        for field, value in row.items():
+            pos = self._pos(field)
+            if mirror_at[pos] is None:
+                values[pos] = value
+        for pos in self.indexed_pos:
+            hash(values[pos])
+        PyObject_GC_UnTrack(<void*>values)
+        cdef Row r = Row.__new__(Row)
+        r.ref = ref
+        r.values = values
+        r.created = c
+        r.modified = m
+        r.stale = self.mirror_mask
+        self.generation = m
+        if m > self.db._generation:
+            self.db._generation = m
+        PyDict_SetItem(self.rows, ref, r)
+        self._append(r)
+        for pos in self.indexed_pos:
+            self._index_add(<dict>self.index_of[pos], r, values[pos])
+        cdef Relation rel
+        cdef PyObject* p
+        for pos in self.rel_pos:            # targets' sets change; their saved stamps stay
+            rel = <Relation>self.rel_of[pos]
+            p = PyDict_GetItemWithError(rel.many.rows, values[pos])
+            if p != NULL:
+                (<Row>p).stale |= rel.bit
+
     def set_field(self, ref, field, value):
         cdef Row row = self._row(ref)
         cdef Py_ssize_t pos = self._pos(field)
@@ -593,6 +636,16 @@ cdef class Database:
         many.mirror_mask |= rel.bit
         self._relations.append(rel)
 
+    def end_restore(self, generation):
+        """Sets the generation to the saved one, as db_ref's ``end_restore`` (read its doc)."""
+        cdef long long g = PyNumber_Index(generation)
+        if g < self._generation:
+            raise ValueError(f"generation {g} is older than the newest stamp {self._generation}")
+        self._generation = g
+        for t in self._tables.values():
+            if (<Table>t).forgotten < g:
+                (<Table>t).forgotten = g
+
     def changes_since(self, generation, tables=None):
         """Rows added, modified or deleted after ``generation`` (see db_ref's module doc for
         the rules), ordered by generation; raises ``EventsLost`` if a deletion after
@@ -618,7 +671,8 @@ cdef class Database:
         since = g
         for t in selected:
             table = <Table>t
-            if table.forgotten and since < table.forgotten:
+            # since < 1: no row was created at or before it, so no deletion can be owed
+            if table.forgotten and 1 <= since < table.forgotten:
                 raise EventsLost(table.name, gi, table.forgotten)
         cdef Py_ssize_t before
         cdef int contributors = 0

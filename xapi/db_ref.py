@@ -60,7 +60,13 @@ for an indexed field → ``TypeError``.  ``find`` returns refs in table order (t
 of ``refs()``), through the index for indexed fields and by scanning otherwise, with
 the same equality either way (``is`` or ``==``, hence ``1`` finds ``True``).
 ``changes_since`` raises ``EventsLost`` when a deletion after the asked generation
-has been forgotten (the newest forgotten tombstone of a requested table is younger).
+has been forgotten (the newest forgotten tombstone of a requested table is younger),
+never for a generation below 1 (no row was created at or before it).
+
+Loading a saved database (``Table.restore`` of each row with its saved stamps, in order
+of ``modified``, then ``Database.end_restore(saved generation)``) writes nothing: the
+generation is the saved one, so tokens keep their meaning across a restart; deletions
+before it were not saved, so an older token gets ``EventsLost``.
 """
 import operator
 from collections import OrderedDict, deque
@@ -253,6 +259,41 @@ class Table:
             self._forgotten = tombs.popleft()[0]
         self._touch_targets(generation, [(f, row.values[f], None) for f in self._rel_of])
 
+    def restore(self, ref, row: Mapping, created: int, modified: int) -> None:
+        """Adds a saved row with its saved stamps: not a write (nothing is bumped; the rows
+        whose mirror sets it enters keep their own stamps).  Raises the database generation
+        to ``modified`` if it is below.  Checks and errors as ``add``, and ``ValueError``
+        unless ``1 <= created <= modified`` and ``modified`` is at least the table's
+        latest change (rows come back in the order they last changed)."""
+        created, modified = operator.index(created), operator.index(modified)
+        if not isinstance(ref, str):
+            raise TypeError(f"ref must be a str, not {type(ref).__name__}")
+        if ref in self._rows:
+            raise ValueError(f"duplicate ref {ref!r} in table {self._name}")
+        if not 1 <= created <= modified:
+            raise ValueError(f"stamps must satisfy 1 <= created <= modified, not {created}, {modified}")
+        if modified < self._generation:
+            raise ValueError(f"modified {modified} is older than table {self._name}'s latest change "
+                             f"{self._generation}")
+        values = dict.fromkeys(self._fields)
+        for field, value in row.items():
+            self._check_field(field)
+            if field not in self._mirrors:
+                values[field] = value
+        for field in self._indexed:
+            hash(values[field])
+        r = _Row(values, created, bool(self._mirrors))
+        r.modified = self._generation = modified
+        self._db._generation = max(self._db._generation, modified)
+        self._rows[ref] = r
+        self._recent[ref] = r
+        for field in self._indexed:
+            self._index_add(field, ref, values[field])
+        for field, rel in self._rel_of.items():
+            target = rel.many._rows.get(values[field])
+            if target is not None:
+                target.stale = True
+
     def set_field(self, ref, field, value) -> None:
         row = self._rows[ref]
         self._check_field(field)
@@ -304,7 +345,8 @@ class Table:
 
     # -- events ---------------------------------------------------------------
     def _check_lost(self, generation: int) -> None:
-        if self._forgotten and generation < self._forgotten:
+        # before 1: no row was created at or before it, so no deletion can be owed
+        if self._forgotten and 1 <= generation < self._forgotten:
             raise EventsLost(self._name, generation, self._forgotten)
 
     def _changes(self, generation: int, out: list) -> None:
@@ -425,6 +467,18 @@ class Database:
         one._rel_of = {f: one._rel_of[f] for f in one._fields if f in one._rel_of}   # field order
         many._mirrors[set_field] = rel
         self._relations.append(rel)
+
+    def end_restore(self, generation: int) -> None:
+        """Ends a load of saved rows (``Table.restore``): sets the generation to the saved
+        one (``ValueError`` if a restored stamp is newer) and forgets every deletion up to
+        it, which were not saved: ``changes_since(g)`` raises ``EventsLost`` for
+        ``1 <= g < generation``."""
+        generation = operator.index(generation)
+        if generation < self._generation:
+            raise ValueError(f"generation {generation} is older than the newest stamp {self._generation}")
+        self._generation = generation
+        for table in self._tables.values():
+            table._forgotten = max(table._forgotten, generation)
 
     def changes_since(self, generation: int, tables: Iterable[str] | None = None) -> list:
         """Rows added, modified or deleted after ``generation`` (see the module doc for the
