@@ -1576,6 +1576,8 @@ class SessionApi:
         """Lowest role: read-only."""
     def get_record(self, self_: SessionRef, /) -> SessionRecord:
         """Lowest role: read-only."""
+    def slave_login(self, host: HostRef, psecret: str, /) -> SessionRef:
+        """The wire form; through the SDK call xenapi.slave_login(...) instead, which keeps the session. Lowest role: pool-admin."""
 
 class AuthApi:
     """xenapi.auth"""
@@ -3764,6 +3766,8 @@ class HostApi:
         """Lowest role: read-only."""
     def get_all_records_where(self, expr: str, /) -> dict[HostRef, HostRecord]:
         """Lowest role: read-only."""
+    def is_in_emergency_mode(self) -> bool:
+        """Lowest role: read-only."""
 
 class AsyncHostApi:
     """xenapi.Async.host: each call starts a task and answers with its ref."""
@@ -3917,6 +3921,8 @@ class AsyncHostApi:
         """Lowest role: pool-operator."""
     def disable(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
+    def is_in_emergency_mode(self) -> TaskRef:
+        """Lowest role: read-only."""
 
 class HostCrashdumpApi:
     """xenapi.host_crashdump"""
@@ -6691,5 +6697,7 @@ class XenAPIProxy:
         """Logs in through session.slave_local_login_with_password and keeps the session. Lowest role: pool-admin."""
     def login_with_password(self, uname: str, pwd: str, version: str = ..., originator: str = ..., /) -> None:
         """Logs in through session.login_with_password and keeps the session. Defaults: version='1.1', originator=''. Lowest role: read-only. Errors: SESSION_AUTHENTICATION_FAILED, HOST_IS_SLAVE."""
+    def slave_login(self, host: HostRef, psecret: str, /) -> None:
+        """Logs in through session.slave_login and keeps the session. Lowest role: pool-admin."""
     def logout(self) -> None:
         """Logs out through session.logout."""

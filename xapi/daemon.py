@@ -94,11 +94,15 @@ class Daemon:
         blob_actions.register(self.handlers)
         from xapi.sm import transfer as sm_transfer
         sm_transfer.register(self.handlers)     # /import_raw_vdi, /export_raw_vdi
+        from xapi.xva import handlers as xva_handlers
+        xva_handlers.register(self.handlers)    # /export, /import: VMs as XVA archives (xapi.xva)
         from xapi.cli import server as cli_server
         cli_server.register(self.handlers)      # /cli: the xe CLI
         from xapi.actions import vm_migrate
         vm_migrate.register(self.handlers)      # /migrate: live migration's receiving end
         # --
+        from xapi import pool as pool_setup
+        pool_setup.prepare(self)                # pool secret, role, internal calls (xapi.pool)
 
     @property
     def socket_path(self) -> str:
@@ -129,6 +133,8 @@ class Daemon:
                                                           self.socket_path))
         os.chmod(self.socket_path, 0o600)
         await self.storage.start()              # drivers call back on the local socket (xapi.sm)
+        from xapi import pool as pool_setup
+        await pool_setup.start(self)            # a member follows its coordinator (xapi.pool)
         with open(self.pid_path + ".tmp", "w") as f:
             f.write(f"{os.getpid()}\n")
         os.rename(self.pid_path + ".tmp", self.pid_path)
@@ -169,6 +175,10 @@ class Daemon:
             self.xenstored = None
     # --
 
+    def xenops_for(self, host_ref: str):
+        """The xenopsd of a pool host: interface of xapi.xenops.client.Client (xapi.pool.calls)."""
+        return self.pool.xenops(host_ref)
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
@@ -177,6 +187,8 @@ class Daemon:
                 conn.idle_check(now)
 
     async def stop(self) -> None:
+        from xapi import pool as pool_setup
+        await pool_setup.stop(self)
         await self.storage.close()              # running drivers killed, the access state kept
         await self._stop_xenops()
         self._sweeper.cancel()

@@ -14,3 +14,14 @@ def add_hidden(classes, Message, Param, parse) -> None:
         c.messages["get_all_records_where"] = Message(
             c.name, "get_all_records_where", (Param("expr", parse("string")),), True, records.result,
             records.roles, (), True)
+
+    # Pool-internal messages xapi hides from its documentation (datamodel.ml: session.slave_login,
+    # host.is_in_emergency_mode): how a member logs in to the coordinator, and a diagnostics call.
+    session = classes["session"]
+    session.messages["slave_login"] = Message(
+        "session", "slave_login", (Param("host", parse("host ref")), Param("psecret", parse("string"))),
+        False, parse("session ref"), frozenset({"pool-admin"}), (), False)
+    host = classes["host"]
+    readers = host.messages["get_record"].roles
+    host.messages["is_in_emergency_mode"] = Message(
+        "host", "is_in_emergency_mode", (), True, parse("bool"), readers, (), False)

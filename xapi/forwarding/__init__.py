@@ -9,10 +9,11 @@ from xapi import datamodel as dm
 from xapi.actions import action
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.flags import forwarding
+from xapi.pool.api import MESSAGES as POOL_MESSAGES
 
 
 def resolve(message: dm.Message, db):
-    fn = action(message, db)
+    fn = POOL_MESSAGES.get(message.wire_name) or action(message, db)
     if fn is None or forwarding(message) == "emergency":
         return fn
 

@@ -1,0 +1,49 @@
+"""The XenAPI messages of the pool machinery (xapi.forwarding.resolve takes them from here before the
+per-class action modules): session.slave_login, host.is_in_emergency_mode, pool.join, pool.join_force,
+pool.eject."""
+from __future__ import annotations
+
+from xapi.datamodel.errors import XapiError
+from xapi.pool import membership, secret
+
+
+async def session_slave_login(ctx, session, host, psecret):
+    """A member's session on the coordinator: the member's host ref and the pool secret."""
+    app = ctx.app
+    if not secret.matches(app.pool_secret, psecret):
+        await app.auth.failed("", ctx.peer)
+        raise XapiError("SESSION_AUTHENTICATION_FAILED", "", "Pool secret mismatch")
+    if type(host) is not str or host not in app.db.table("host"):
+        raise XapiError("HANDLE_INVALID", "host", host)
+    return app.sessions.create("", superuser=True, pool=True, originator="").ref
+
+
+def host_is_in_emergency_mode(ctx, session):
+    """A member that has lost its coordinator (xapi: slave_emergency_mode)."""
+    app = ctx.app
+    replica = getattr(app, "replica", None)
+    return bool(not app.is_coordinator and (replica is None or not replica.connected))
+
+
+async def pool_join(ctx, session, master_address, master_username, master_password):
+    await membership.join(ctx.app, master_address, master_username, master_password)
+    return ""
+
+
+async def pool_join_force(ctx, session, master_address, master_username, master_password):
+    await membership.join(ctx.app, master_address, master_username, master_password, force=True)
+    return ""
+
+
+async def pool_eject(ctx, session, host):
+    await membership.eject(ctx.app, host)
+    return ""
+
+
+MESSAGES = {
+    "session.slave_login": session_slave_login,
+    "host.is_in_emergency_mode": host_is_in_emergency_mode,
+    "pool.join": pool_join,
+    "pool.join_force": pool_join_force,
+    "pool.eject": pool_eject,
+}

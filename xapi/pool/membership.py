@@ -1,0 +1,284 @@
+"""Joining and leaving a pool (xapi_pool.ml's join and eject, in this project's shape).
+
+pool.join runs on the joining host: its own checks (xapi's pre-join checks and errors), a login to
+the coordinator with the credentials given, the coordinator's checks (versions, external auth), then
+`POST /internal/join` on the coordinator with that session: the coordinator adds the joining host's
+own rows (host, metrics, CPUs, control domain, PIFs, local SRs with their PBDs and VDIs, certificate)
+with their refs unchanged, its PIFs on the pool network of the same bridge, and answers the pool
+secret. The joining host keeps it, records the coordinator in pool.conf, answers HOST_IS_SLAVE from
+then on and replaces its database with a replica of the coordinator's.
+
+pool.eject runs on the coordinator: xapi's checks, then the member resets itself to a fresh
+standalone pool (new pool, new secret, its host uuid kept) and its rows leave the pool database.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import orjson
+
+from xapi import atomic, startup
+from xapi.datamodel.errors import XapiError
+from xapi.db.schema import NULL_REF
+from xapi.pool import replica, role as pool_role, secret
+from xapi.pool.internal import method
+from xapi.pool.remote import Remote
+from xapi.server.handlers import HttpError
+
+log = logging.getLogger("xapi.pool.membership")
+
+JOIN_PATH = "/internal/join"
+
+
+# -- the joining host's own rows --------------------------------------------------------------
+def own_rows(db, host: str) -> dict[str, list[str]]:
+    """table -> refs of the rows that describe `host` itself and go with it into a pool."""
+    out: dict[str, list[str]] = {}
+
+    def add(table, refs):
+        refs = [r for r in refs if r and r != NULL_REF and r in db.table(table)]
+        if refs:
+            out.setdefault(table, [])
+            out[table] += [r for r in refs if r not in out[table]]
+
+    hosts = db.table("host")
+    add("host", [host])
+    add("host_metrics", [hosts.get_field(host, "metrics")])
+    add("host_cpu", db.table("host_cpu").find("host", host))
+    add("Certificate", db.table("Certificate").find("host", host))
+    vms = db.table("VM")
+    dom0s = [v for v in vms.find("resident_on", host) if vms.get_field(v, "is_control_domain")]
+    add("VM", dom0s)
+    add("VM_metrics", [vms.get_field(v, "metrics") for v in dom0s])
+    add("console", [c for v in dom0s for c in db.table("console").find("VM", v)])
+    pifs = db.table("PIF").find("host", host)
+    add("PIF", pifs)
+    add("PIF_metrics", [db.table("PIF").get_field(p, "metrics") for p in pifs])
+    add("network", [db.table("PIF").get_field(p, "network") for p in pifs])
+    pbds = db.table("PBD").find("host", host)
+    add("PBD", pbds)
+    srs = [db.table("PBD").get_field(p, "SR") for p in pbds]
+    srs = [s for s in srs if s in db.table("SR") and not db.table("SR").get_field(s, "shared")]
+    add("SR", srs)
+    add("VDI", [v for s in srs for v in db.table("VDI").find("SR", s)])
+    return out
+
+
+def _export(db, host: str) -> dict:
+    return {t: {ref: replica._encode(t, db.table(t).get(ref)) for ref in refs}
+            for t, refs in own_rows(db, host).items()}
+
+
+# -- pool.join (on the joining host) ------------------------------------------------------------
+def _local_checks(app) -> None:
+    db = app.db
+    if len(db.table("host")) > 1:
+        raise XapiError("JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS")
+    srs = db.table("SR")
+    if any(srs.get_field(s, "shared") and srs.get_field(s, "content_type") != "iso" for s in srs.refs()):
+        raise XapiError("JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS")
+    vms = db.table("VM")
+    for v, row in vms.all_records().items():
+        if row["is_control_domain"]:
+            continue
+        if row["power_state"] == "Running":
+            raise XapiError("JOINING_HOST_CANNOT_HAVE_RUNNING_VMS")
+        if row["current_operations"]:
+            raise XapiError("JOINING_HOST_CANNOT_HAVE_VMS_WITH_CURRENT_OPERATIONS")
+
+
+def _same(a, b, field: str) -> bool:
+    return (a.get("software_version") or {}).get(field) == (b.get("software_version") or {}).get(field)
+
+
+def _remote_checks(app, me: dict, master: dict, force: bool) -> None:
+    if (me.get("external_auth_type"), me.get("external_auth_service_name")) != \
+            (master.get("external_auth_type"), master.get("external_auth_service_name")):
+        raise XapiError("POOL_JOINING_EXTERNAL_AUTH_MISMATCH")
+    if force:
+        return
+    if (str(me["API_version_major"]), str(me["API_version_minor"])) != \
+            (str(master["API_version_major"]), str(master["API_version_minor"])):
+        raise XapiError("POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION",
+                        f"{me['API_version_major']}.{me['API_version_minor']}",
+                        f"{master['API_version_major']}.{master['API_version_minor']}")
+    if not _same(me, master, "product_version"):
+        raise XapiError("POOL_JOINING_HOST_MUST_HAVE_SAME_PRODUCT_VERSION")
+    if not _same(me, master, "db_schema"):
+        raise XapiError("POOL_JOINING_HOST_MUST_HAVE_SAME_DB_SCHEMA")
+
+
+async def join(app, master_address: str, user: str, password: str, force: bool = False) -> None:
+    if not isinstance(master_address, str) or not master_address:
+        raise XapiError("INVALID_VALUE", "master_address", str(master_address))
+    _local_checks(app)
+    if master_address in (app.own_address, "localhost"):
+        raise XapiError("OPERATION_NOT_ALLOWED", "Host cannot join a pool it is the coordinator of")
+    remote = Remote(master_address, app.config.https_port)
+    try:
+        session = await remote.call("session.login_with_password", user, password, "1.0", "xapi-pool-join")
+        try:
+            pools = await remote.call("pool.get_all", session)
+            master = await remote.call("pool.get_master", session, pools[0])
+            master_rec = await remote.call("host.get_record", session, master)
+            me = app.db.table("host").get(app.host_ref)
+            _remote_checks(app, me, master_rec, force)
+            body = orjson.dumps({"rows": _export(app.db, app.host_ref), "host": app.host_ref})
+            status, data = await remote.request("POST", f"{JOIN_PATH}?session_id={session}", body)
+            reply = orjson.loads(data) if status == 200 else {"error": ["JOINING_HOST_SERVICE_FAILED"]}
+            if "error" in reply:
+                raise XapiError(*reply["error"])
+        finally:
+            try:
+                await remote.call("session.logout", session)
+            except XapiError:
+                pass
+    finally:
+        remote.close()
+    # Now a member: keep the pool secret, record the coordinator, follow its database.
+    secret.store(app.config.data_dir, reply["secret"])
+    app.pool_secret = reply["secret"]
+    role = pool_role.Role(False, master_address, remote.fingerprint)
+    pool_role.write(app.config.data_dir, role)
+    app.role = role
+    from xapi import pool as pool_setup
+    pool_setup.become_member_in_memory(app, role)
+    app.pool_ref = reply["pool"]
+    pool_setup.start_replica(app)
+    log.info("joined the pool of %s as host %s", master_address, app.host_ref)
+
+
+# -- the coordinator's side of a join --------------------------------------------------------------
+async def _admit(request, response) -> None:
+    app = request.app
+    session = await request.authenticate()
+    if not (session.superuser or "pool.join" in session.permissions):
+        raise HttpError(403, error=["RBAC_PERMISSION_DENIED", "pool.join", "no permission"])
+    parts = []
+    async for chunk in request.body():
+        parts.append(chunk)
+    try:
+        if not app.is_coordinator:
+            raise XapiError("HOST_IS_SLAVE", app.coordinator_address)
+        payload = orjson.loads(b"".join(parts))
+        admit(app, payload["rows"])
+        reply = {"secret": app.pool_secret, "pool": app.pool_ref, "coordinator": app.host_ref}
+    except XapiError as e:
+        reply = {"error": [str(x) for x in e.description]}
+    except (KeyError, TypeError, ValueError) as e:
+        reply = {"error": ["INTERNAL_ERROR", f"bad join request: {e}"]}
+    data = orjson.dumps(reply)
+    response.start(200, [("Content-Type", "application/json")], length=len(data))
+    await response.end(data)
+    app.hub.poke()
+
+
+def admit(app, rows: dict) -> None:
+    db = app.db
+    hosts = db.table("host")
+    new_host = next(iter(rows.get("host", {})), None)
+    if new_host is None:
+        raise XapiError("INTERNAL_ERROR", "join request without a host")
+    row = rows["host"][new_host]
+    for h in hosts.refs():
+        if h == new_host or hosts.get_field(h, "uuid") == row.get("uuid"):
+            raise XapiError("OPERATION_NOT_ALLOWED", "host is already a member of this pool")
+        if hosts.get_field(h, "address") == row.get("address"):
+            raise XapiError("OPERATION_NOT_ALLOWED", f"a host of this pool has address {row.get('address')}")
+    # the joining host's networks become the pool's networks of the same bridge
+    networks = db.table("network")
+    renamed: dict[str, str] = {}
+    for ref, net in list(rows.get("network", {}).items()):
+        same = [n for n in networks.refs() if networks.get_field(n, "bridge") == net.get("bridge")]
+        if same:
+            renamed[ref] = same[0]
+            del rows["network"][ref]
+    for ref, pif in rows.get("PIF", {}).items():
+        pif["network"] = renamed.get(pif.get("network"), pif.get("network"))
+    order = ["network", "host_metrics", "host", "host_cpu", "Certificate", "VM_metrics", "VM", "console",
+             "PIF_metrics", "PIF", "SR", "PBD", "VDI"]
+    for table in order + [t for t in rows if t not in order]:
+        for ref, encoded in rows.get(table, {}).items():
+            t = db.table(table)
+            if ref in t:
+                continue
+            t.add(ref, replica._decode(table, encoded))
+    log.info("host %s (%s) joined the pool", new_host, row.get("address"))
+
+
+# -- pool.eject (on the coordinator) ---------------------------------------------------------------
+async def eject(app, host) -> None:
+    db = app.db
+    hosts = db.table("host")
+    if type(host) is not str or host not in hosts:
+        raise XapiError("HANDLE_INVALID", "host", host)
+    pools = db.table("pool")
+    if any(pools.get_field(p, "ha_enabled") for p in pools.refs()):
+        raise XapiError("HA_IS_ENABLED")
+    if host == app.host_ref:
+        raise XapiError("OPERATION_NOT_ALLOWED", "Cannot eject the pool coordinator")
+    vms = db.table("VM")
+    for v in vms.find("resident_on", host):
+        if not vms.get_field(v, "is_control_domain") and vms.get_field(v, "power_state") != "Halted":
+            raise XapiError("OPERATION_NOT_ALLOWED", "VM resident on host")
+    await app.pool.call(host, "pool.reset_standalone")
+    forget_host(app, host)
+
+
+def forget_host(app, host: str) -> None:
+    """Removes a host that left the pool, with what was its own; its halted VMs stay, not resident."""
+    db = app.db
+    owned = own_rows(db, host)
+    for v in db.table("VM").find("resident_on", host):
+        if v not in owned.get("VM", ()):
+            db.table("VM").set_field(v, "resident_on", NULL_REF)
+    for table in reversed(["host_metrics", "host", "host_cpu", "Certificate", "VM_metrics", "VM", "console",
+                           "PIF_metrics", "PIF", "SR", "PBD", "VDI"]):
+        t = db.table(table)
+        for ref in owned.get(table, ()):
+            if ref in t:
+                t.remove(ref)
+    app.hub.poke()
+    log.info("host %s left the pool", host)
+
+
+@method("pool.reset_standalone")
+async def reset_standalone(app) -> str:
+    """On an ejected member: a fresh standalone pool of its own (xapi: the host comes back as the
+    coordinator of a new pool); the host keeps its uuid, its certificate and its running daemon."""
+    from xapi import pool as pool_setup
+    from xapi.actions import host as host_actions
+    from xapi.auth.roles import ensure_roles
+    data_dir = app.config.data_dir
+    if getattr(app, "replica", None) is not None:
+        await app.replica.stop()
+        app.replica = None
+    app.pool_secret = secret.new()
+    secret.store(data_dir, app.pool_secret)
+    app.role = pool_role.Role()
+    pool_role.write(data_dir, app.role)
+    inventory = startup.read_inventory(data_dir)
+    inventory.pop("POOL_UUID", None)
+    atomic.write_file(os.path.join(data_dir, "inventory"),
+                      "".join(f"{k}='{v}'\n" for k, v in sorted(inventory.items())).encode(), 0o644)
+    inventory = startup.read_inventory(data_dir)
+    db = app.db
+    for table in replica.replicated_tables(db):
+        t = db.table(table)
+        for ref in t.refs():
+            t.remove(ref)
+    address = app.own_address
+    app.pool_ref, app.host_ref = startup.populate(db, inventory, app.hypervisor, address)
+    app.sessions.host_ref = app.host_ref
+    ensure_roles(db)
+    host_actions.sync_certificate(app)
+    app.is_coordinator = True
+    app.coordinator_address = address
+    app.hub.poke()
+    pool_setup.log.info("ejected: now the coordinator of a new pool")
+    return app.host_ref
+
+
+def register(routes) -> None:
+    routes.add("POST", JOIN_PATH, _admit, auth=False)
