@@ -31,25 +31,21 @@ stamps: containers in the database are replaced, never changed in place, so shar
 then the XML is built and written by a worker thread to ``state.db.tmp``, fsynced, renamed over
 ``state.db`` and the folder fsynced: a crash at any moment leaves the previous or the new file.
 
-Loading and generations: the in-memory core stamps a row with the current generation when it is
-added and has no way to set the generation directly.  ``load`` adds the rows in the order of their
-saved ``__mtime`` (so the relative order of changes is kept), and before adding the second one it
-bumps the first up to the saved ``generation_count``.  So the generation after a load is at least
-the saved one (tokens keep increasing across restarts) and every row but the first is stamped
-after it: a client that comes back with a token from before the restart is told about every object
-again (as ``add``), rather than missing a change made between its token and the crash.  The bumps
-cost O(generation_count) (~60 ns each in the compiled core).
+Loading and generations: as xapi, a load is not a write.  Rows come back with their saved
+``__ctime``/``__mtime`` (``Table.restore``, in order of ``__mtime``) and the generation is the saved
+``generation_count`` (``Database.end_restore``), so an ``event.from`` token keeps its meaning across
+a restart: one taken at the saved generation gets just the changes made after the restart.
+Deletions were not saved, so an older token gets ``EVENTS_LOST`` (the client re-reads everything)
+rather than silently missing one.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import itertools
 import logging
 import os
 import re
 import time
-from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from xmlrpc.client import DateTime
@@ -433,8 +429,8 @@ def read(path: str) -> tuple[dict, list]:
 
 
 def load(path: str) -> Database:
-    """A database holding what `path` holds; its generation is at least the saved one (see the
-    module doc for how rows are stamped)."""
+    """A database holding what `path` holds, rows with their saved stamps, at the saved generation
+    (see the module doc)."""
     manifest, rows = read(path)
     generation = int(manifest[_GENERATION])
     major = manifest.get(_MAJOR)
@@ -442,34 +438,23 @@ def load(path: str) -> Database:
         log.warning("state.db: schema major version %s (this is %d); loading what is known",
                     major, SCHEMA_MAJOR)
     db = new_database()
-    order = sorted(range(len(rows)), key=lambda i: (rows[i][3], rows[i][2], i))
-    first = True
-    for i in order:
-        table, ref, _ctime, _mtime, values = rows[i]
+    stamped = []
+    for i, (table, ref, ctime, mtime, values) in enumerate(rows):
+        created = max(ctime, 1)                 # a row without stamps counts as the oldest
+        stamped.append((max(mtime, created), created, i, table, ref, values))
+    stamped.sort(key=lambda r: r[:3])
+    for modified, created, _i, table, ref, values in stamped:
         t = db.table(table)
         if ref in t:
             log.warning("state.db: duplicate row %s in table %s ignored", ref, table)
             continue
-        t.add(ref, values)
-        if first:
-            first = False
-            _bump(t, ref, generation - db.generation)
-    if first and generation > 0:
-        # no rows at all: raise the generation through a row that is not kept
-        t = db.table("task")
-        ref = "OpaqueRef:state.db-generation"
-        t.add(ref, {})
-        _bump(t, ref, generation - db.generation - 1)
-        t.remove(ref)
-    log.info("state.db: loaded %d rows from %s (saved generation %d, now %d)",
-             len(rows), path, generation, db.generation)
+        t.restore(ref, values, created, modified)
+    if db.generation > generation:
+        log.warning("state.db: rows stamped up to %d, after the saved generation %d; resuming from %d",
+                    db.generation, generation, db.generation)
+    db.end_restore(max(generation, db.generation))
+    log.info("state.db: loaded %d rows from %s at generation %d", len(rows), path, db.generation)
     return db
-
-
-def _bump(table, ref: str, n: int) -> None:
-    """Raises the database generation by `n` by touching `ref` n times."""
-    if n > 0:
-        deque(map(table.update, itertools.repeat(ref, n), itertools.repeat({}, n)), maxlen=0)
 
 
 # ---------------------------------------------------------------------------------------------
