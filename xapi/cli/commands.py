@@ -14,27 +14,22 @@ import inspect
 from xmlrpc.client import DateTime
 
 from xapi import datamodel as dm
+from xapi.cli import errors as cli_errors
+from xapi.cli.cmdtable import HOST_SELECTORS, TABLE, VM_SELECTORS
 from xapi.datamodel.errors import XapiError
 
 NULL_REF = "OpaqueRef:NULL"
 
-# the doc lines xe prints for the commonest errors (xen-api datamodel_errors.ml), then `param: value`
-ERROR_DOCS = {
-    "UUID_INVALID": ("The uuid you supplied was invalid.", ("type", "uuid")),
-    "HANDLE_INVALID": ("You gave an invalid object reference.  The object may have recently been deleted.  "
-                       "The class parameter gives the type of reference given, and the handle parameter "
-                       "echoes the bad value given.", ("class", "handle")),
-    "SESSION_AUTHENTICATION_FAILED": ("The credentials given by the user are incorrect, so access has been "
-                                      "denied, and you have not been issued a session handle.", ("message",)),
-    "RBAC_PERMISSION_DENIED": ("You do not have the required permissions to perform this operation.",
-                               ("permission", "message")),
-    "MAP_DUPLICATE_KEY": ("You tried to add a key-value pair to a map, but that key is already there.",
-                          ("type", "param_name", "uuid", "key")),
-}
-
-
 class CliError(Exception):
     """A failure the CLI reports in its own words (xapi's Cli_failure)."""
+
+
+class ExitWithError(Exception):
+    """The command has printed its own failure: the client exits with this code."""
+
+    def __init__(self, code: int = 1) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class Unknown(Exception):
@@ -69,45 +64,47 @@ DEFAULT_LIST = {
     "pool": ("uuid", "name_label", "name_description", "master", "default_SR"),
 }
 
-# commands that aren't generated: name -> (help text, handler name)
-SPECIAL = {
-    "help": "Display help. [--all] [--minimal] [<command>]",
-    "vm-start": "Start a VM. uuid=<uuid> | vm=<name or uuid> [--force] [paused=true]",
-    "vm-shutdown": "Shut a VM down. uuid=<uuid> | vm=<name or uuid> [--force]",
-    "vm-reboot": "Reboot a VM. uuid=<uuid> | vm=<name or uuid> [--force]",
-    "vm-suspend": "Suspend a VM. uuid=<uuid> | vm=<name or uuid>",
-    "vm-resume": "Resume a VM. uuid=<uuid> | vm=<name or uuid>",
-    "vm-destroy": "Destroy a VM record. uuid=<uuid>",
-    "sr-scan": "Scan an SR. uuid=<uuid>",
-    "task-cancel": "Cancel a task. uuid=<uuid>",
-    "vdi-destroy": "Destroy a VDI. uuid=<uuid>",
-    "pbd-plug": "Plug a PBD. uuid=<uuid>",
-    "pbd-unplug": "Unplug a PBD. uuid=<uuid>",
-    "host-enable": "Enable a host. [uuid=<uuid>]",
-    "host-disable": "Disable a host. [uuid=<uuid>]",
-    "vdi-create": "Create a VDI. sr-uuid=<uuid> name-label=<name> virtual-size=<bytes> [type=user] "
-                  "[sharable=false] [read-only=false]",
-}
-
 GENERATED = ("list", "param-list", "param-get", "param-set", "param-add", "param-remove", "param-clear")
 
 
-def all_commands() -> dict[str, str]:
-    cmds = dict(SPECIAL)
+def generated_commands() -> dict[str, tuple[tuple, tuple, str]]:
+    """name -> (required params, optional params, description) of the <class>-list/-param-* families."""
+    cmds = {}
     for prefix, c in CLASSES.items():
-        cmds[f"{prefix}-list"] = f"List the {c.name}s. [params=<p1,p2,...>|all] [--minimal] [<field>=<value>]"
-        cmds[f"{prefix}-param-list"] = f"List all the parameters of a {c.name}. uuid=<uuid>"
-        cmds[f"{prefix}-param-get"] = f"Get a parameter of a {c.name}. uuid=<uuid> param-name=<p> [param-key=<k>]"
-        cmds[f"{prefix}-param-set"] = f"Set parameters of a {c.name}. uuid=<uuid> <p>=<v> [<map>:<k>=<v>]"
-        cmds[f"{prefix}-param-add"] = f"Add to a set or map of a {c.name}. uuid=<uuid> param-name=<p> " \
-                                      "[param-key=<k>] [<k>=<v>]"
-        cmds[f"{prefix}-param-remove"] = f"Remove a key from a set or map of a {c.name}. uuid=<uuid> " \
-                                         "param-name=<p> param-key=<k>"
-        cmds[f"{prefix}-param-clear"] = f"Clear a parameter of a {c.name}. uuid=<uuid> param-name=<p>"
-    return dict(sorted(cmds.items()))
+        name = c.name
+        cmds[f"{prefix}-list"] = ((), ("params",), f"Lists {name}s; field=value pairs filter them, params= picks "
+                                  "the fields shown (params=all: every field).")
+        cmds[f"{prefix}-param-list"] = (("uuid",), (), f"Shows every field of the {name}.")
+        cmds[f"{prefix}-param-get"] = (("uuid", "param-name"), ("param-key",), f"Shows one field of the {name} "
+                                       "(one key of a map field with param-key).")
+        cmds[f"{prefix}-param-set"] = (("uuid",), (), f"Sets writable fields of the {name}: field=value, or "
+                                       "map-field:key=value.")
+        cmds[f"{prefix}-param-add"] = (("uuid", "param-name"), ("param-key",), f"Adds to a set field of the "
+                                       f"{name} (param-key) or to a map field (key=value pairs).")
+        cmds[f"{prefix}-param-remove"] = (("uuid", "param-name", "param-key"), (), f"Removes a key from a map "
+                                          f"field or an element from a set field of the {name}.")
+        cmds[f"{prefix}-param-clear"] = (("uuid", "param-name"), (), f"Empties a field of the {name}.")
+    return cmds
 
 
-COMMANDS = all_commands()
+_COMMANDS: dict | None = None
+
+
+def all_commands() -> dict[str, tuple[tuple, tuple, str]]:
+    """Every command with its parameters and description, by name."""
+    global _COMMANDS
+    if _COMMANDS is None:
+        cmds = generated_commands()
+        cmds["help"] = ((), ("all", "minimal"), "Shows help: the commands (--all: every one, --minimal: names "
+                                                 "only, comma-separated) or one command's parameters.")
+        for name, spec in TABLE.items():
+            cmds[name] = (spec.reqd, spec.optn, spec.help)
+        _COMMANDS = dict(sorted(cmds.items()))
+    return _COMMANDS
+
+
+STDPARAMS = {"server", "port", "username", "password", "minimal", "multiple", "force", "all", "params",
+             "database", "progress", "_topic"}
 
 
 # -- marker and values ------------------------------------------------------------------------------
@@ -131,13 +128,14 @@ def escape_commas(s: str) -> str:
 
 # -- the command run --------------------------------------------------------------------------------
 class Run:
-    def __init__(self, ctx, session: str, out, args: dict, flags: set) -> None:
+    def __init__(self, ctx, session: str, out, args: dict, flags: set, channel=None) -> None:
         self.ctx = ctx              # the request: app, local, peer
         self.app = ctx.app
         self.session = session
         self.out = out              # async callable(kind, text): kind "print" | "stderr"
         self.args = args
         self.flags = flags
+        self.channel = channel      # the CLI connection (xapi.cli.server.Channel): prompts, file transfers
         self._uuids: dict[str, str] = {}
 
     async def call(self, method: str, *params):
@@ -222,28 +220,75 @@ class Run:
             raise CliError("Required parameter not found: uuid")
         return await self.call(f"{c.name}.get_by_uuid", uuid)
 
-    async def select(self, c: dm.Class, prefix: str) -> list[str]:
-        """The objects a command names: uuid=, <class>=<name or uuid>, else field filters."""
-        if "uuid" in self.args:
-            return [await self.by_uuid(c, self.args["uuid"])]
-        key = prefix
-        if key in self.args:
-            v = self.args[key]
-            recs = await self.call(f"{c.name}.get_all_records")
-            refs = [r for r, rec in recs.items() if rec.get("uuid") == v or rec.get("name_label") == v]
-            if not refs:
-                raise CliError(f"No matching {c.name}s found")
-            return refs
+    async def select(self, c: dm.Class, prefix: str, own=(), *, include_templates=False,
+                     include_control=False) -> list[str]:
+        """The objects a command acts on (xapi's do_vm_op/do_host_op): `uuid=`, `<prefix>=` (name-label or
+        uuid), and filters on any other field; with no selector at all, every object. The command's own
+        parameters (`own`) are not filters. More than one match needs --multiple."""
         recs = await self.call(f"{c.name}.get_all_records")
-        refs = await self.filter(c, recs, {k: v for k, v in self.args.items()})
+        filters = {k: v for k, v in self.args.items()
+                   if k not in own and k not in STDPARAMS and k != prefix and ":" not in k}
+        if prefix == "vm":
+            if not include_templates:
+                filters.setdefault("is-a-template", "false")
+            if not include_control:
+                filters.setdefault("is-control-domain", "false")
+        refs = await self.filter(c, recs, filters)
+        if prefix in self.args:
+            v = self.args[prefix]
+            refs = [r for r in refs if recs[r].get("uuid") == v or recs[r].get("name_label") == v]
         if not refs:
             raise CliError(f"No matching {c.name}s found")
+        if len(refs) > 1 and not self.flag("multiple"):
+            raise CliError(f"Multiple matches {c.name}s found. --multiple required to complete the operation")
         return refs
+
+    def flag(self, name: str) -> bool:
+        """--name, or name=true (xe turns --name into name=true)."""
+        if name in self.flags:
+            return True
+        return self.args.get(name, "false").lower() in ("true", "yes", "1", "on")
+
+    def need(self, name: str) -> str:
+        v = self.args.get(name)
+        if v is None:
+            raise CliError(f"Required parameter not found: {name}")
+        return v
+
+    def map_arg(self, prefix: str) -> dict[str, str]:
+        """`prefix:key=value` arguments as a map (device-config:path=/x, sm-config:type=raw...)."""
+        head = prefix + ":"
+        return {k[len(head):]: v for k, v in self.args.items() if k.startswith(head)}
+
+    async def lookup(self, cls: str, value: str, *, by_name: bool = True) -> str:
+        """One object by uuid, or by name-label if no uuid matches."""
+        recs = await self.call(f"{cls}.get_all_records")
+        for r, rec in recs.items():
+            if rec.get("uuid") == value:
+                return r
+        if by_name:
+            refs = [r for r, rec in recs.items() if rec.get("name_label") == value]
+            if len(refs) == 1:
+                return refs[0]
+            if len(refs) > 1:
+                raise CliError(f"Multiple {cls}s named '{value}' found")
+        raise CliError(f"No matching {cls}s found")
+
+    async def prompt_yes(self, message: str) -> bool:
+        """xe's confirmation: the message, `Type 'yes' to continue`, and the user's answer."""
+        if self.channel is None:
+            return False
+        await self.out("print", message)
+        answer = await self.channel.prompt("Type 'yes' to continue")
+        if answer.strip().lower() != "yes":
+            await self.out("print", f"Aborted (you typed: '{answer}')")
+            return False
+        return True
 
     async def filter(self, c: dm.Class, recs: dict, filters: dict) -> list[str]:
         wanted = []
         for k, v in filters.items():
-            if k in ("params", "database", "minimal", "multiple", "force"):
+            if k in STDPARAMS or ":" in k:
                 continue
             wanted.append((self.field_of(c, k), v))
         out = []
@@ -262,7 +307,8 @@ class Run:
         recs = await self.call(f"{c.name}.get_all_records")
         filters = dict(self.args)
         if prefix == "vm":
-            filters.setdefault("is-a-template", "false")
+            if filters.get("is-a-snapshot") != "true":     # snapshots are templates too
+                filters.setdefault("is-a-template", "false")
             filters.setdefault("is-a-snapshot", "false")
         refs = await self.filter(c, recs, filters)
         params = self.args.get("params")
@@ -401,26 +447,29 @@ class Run:
         empty = {} if t.kind == "map" else [] if t.kind == "set" else ""
         await self.call(f"{c.name}.set_{name}", ref, empty)
 
-    # -- hand-written --
+    # -- help --
     async def do_help(self) -> None:
+        cmds = all_commands()
         topic = self.args.get("_topic")
         if topic:
-            if topic not in COMMANDS:
+            if topic not in cmds:
                 raise Unknown(topic)
+            reqd, optn, text = cmds[topic]
             await self.out("print", f"command name            : {topic}\n"
-                                    f"        description     : {COMMANDS[topic]}")
+                                    f"        reqd params     : {', '.join(reqd)}\n"
+                                    f"        optional params : {', '.join(optn)}\n"
+                                    f"        description     : {text}")
             return
-        names = list(COMMANDS) if "all" in self.flags else \
-            [n for n in COMMANDS if n in SPECIAL or n.split("-")[0] in ("vm", "host", "sr", "vdi", "pool",
-                                                                       "network", "pif", "vif", "vbd", "task")]
-        if "minimal" in self.flags:
+        show_all = self.flag("all")
+        names = list(cmds) if show_all else [n for n in cmds if n in TABLE or n == "help" or n in COMMON_LISTS]
+        if self.flag("minimal"):
             await self.out("print", ",".join(names))
             return
         await self.out("print", "Usage: xe <command> [-s server] [-pw passwd] [-p port] [-u user] "
                                 "[-pwf password-file]\n  [command specific arguments]\n\n"
                                 "To get help on a specific command: xe help <command>\n"
                                 "To get a full listing of commands: xe help --all\n\n"
-                                + ("All commands:" if "all" in self.flags else "Common commands:") + "\n")
+                                + ("All commands:" if show_all else "Common commands:") + "\n")
         line, lines = "    ", []
         for n in names:
             if len(line) + len(n) + 2 > 80 and line.strip():
@@ -430,64 +479,14 @@ class Run:
         lines.append(line.rstrip().rstrip(","))
         await self.out("print", "\n".join(lines))
 
-    async def vm_op(self, cmd: str) -> None:
-        c = dm.CLASSES["VM"]
-        force = "force" in self.flags
-        refs = await self.select(c, "vm")
-        if len(refs) > 1 and "multiple" not in self.flags:
-            raise CliError("Multiple matches VMs found. --multiple required to complete the operation")
-        for ref in refs:
-            if cmd == "vm-start":
-                await self.call("VM.start", ref, self.args.get("paused", "false") == "true", force)
-            elif cmd == "vm-shutdown":
-                await self.call("VM.hard_shutdown" if force else "VM.clean_shutdown", ref)
-            elif cmd == "vm-reboot":
-                await self.call("VM.hard_reboot" if force else "VM.clean_reboot", ref)
-            elif cmd == "vm-suspend":
-                await self.call("VM.suspend", ref)
-            elif cmd == "vm-resume":
-                await self.call("VM.resume", ref, False, force)
-            elif cmd == "vm-destroy":
-                await self.call("VM.destroy", ref)
-
-    async def simple_op(self, cmd: str) -> None:
-        prefix, op = cmd.split("-", 1)
-        c = CLASSES[prefix]
-        if prefix == "host" and "uuid" not in self.args:
-            refs = [self.app.host_ref]
-        else:
-            refs = [await self.by_uuid(c, self.args.get("uuid"))]
-        method = {"scan": "scan", "cancel": "cancel", "destroy": "destroy", "plug": "plug",
-                  "unplug": "unplug", "enable": "enable", "disable": "disable"}[op]
-        for ref in refs:
-            await self.call(f"{c.name}.{method}", ref)
-
-    async def vdi_create(self) -> None:
-        sr_uuid = self.args.get("sr-uuid")
-        if sr_uuid is None:
-            raise CliError("Required parameter not found: sr-uuid")
-        size = self.args.get("virtual-size")
-        if size is None:
-            raise CliError("Required parameter not found: virtual-size")
-        sr = await self.call("SR.get_by_uuid", sr_uuid)
-        record = {"name_label": self.args.get("name-label", ""),
-                  "name_description": self.args.get("name-description", ""),
-                  "SR": sr, "virtual_size": str(parse_size(size)), "type": self.args.get("type", "user"),
-                  "sharable": self.args.get("sharable", "false") == "true",
-                  "read_only": self.args.get("read-only", "false") == "true",
-                  "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": []}
-        ref = await self.call("VDI.create", record)
-        await self.out("print", await self.uuid_of("VDI", ref))
-
     async def run(self, cmd: str) -> None:
         if cmd == "help":
             return await self.do_help()
-        if cmd.startswith("vm-") and cmd in SPECIAL:
-            return await self.vm_op(cmd)
-        if cmd == "vdi-create":
-            return await self.vdi_create()
-        if cmd in SPECIAL:
-            return await self.simple_op(cmd)
+        spec = TABLE.get(cmd)
+        if spec is not None:
+            for name in spec.reqd:
+                self.need(name)
+            return await spec.fn(self)
         for suffix in GENERATED:
             if cmd.endswith("-" + suffix):
                 prefix = cmd[:-len(suffix) - 1]
@@ -495,6 +494,10 @@ class Run:
                 if c is not None:
                     return await getattr(self, "do_" + suffix.replace("-", "_"))(prefix, c)
         raise Unknown(cmd)
+
+
+COMMON_LISTS = {f"{p}-list" for p in ("vm", "host", "sr", "vdi", "pool", "network", "pif", "vif", "vbd", "task",
+                                      "pbd", "message")}
 
 
 def parse_size(text: str) -> int:
@@ -539,17 +542,36 @@ def parse_args(lines: list[str]):
     return cmd, args, flags, extra
 
 
-def describe_error(e: XapiError) -> tuple[str | None, list[str]]:
-    """xe's words for a XenAPI failure: (text for stderr, or None for a raw Error(code, params))."""
-    code = e.code
+def describe_error(e: XapiError, names: dict[str, str] | None = None) -> tuple[str | None, list[str]]:
+    """xe's words for a XenAPI failure: (text for stderr, or None for a raw Error(code, params)).
+    `names` turns references into `uuid (name-label)`, as xe shows them."""
     params = [str(p) for p in e.description[1:]]
-    doc = ERROR_DOCS.get(code)
-    if doc is None:
-        return None, [code, *params]
-    text, names = doc
-    lines = [text]
-    if code == "SESSION_AUTHENTICATION_FAILED":
-        params = params[1:]        # [user; message]: xapi shows the message
-    for n, v in zip(names, params):
-        lines.append(f"{n}: {v}")
-    return "\n".join(lines) + "\n", [code, *params]
+    if names:
+        params = [names.get(p, p) for p in params]
+    text = cli_errors.lines(e.code, params)
+    if text is None:
+        return None, [e.code, *params]
+    return "\n".join(text) + "\n", [e.code, *params]
+
+
+def ref_names(app, values) -> dict[str, str]:
+    """`uuid (name-label)` for each OpaqueRef among values that names a row of the database."""
+    out = {}
+    for v in values:
+        if not isinstance(v, str) or not v.startswith("OpaqueRef:") or v == NULL_REF:
+            continue
+        for cls in CLASSES.values():
+            try:
+                table = app.db.table(cls.name)
+            except (KeyError, ValueError):
+                continue
+            if v in table:
+                row = table.get(v)
+                label = row.get("name_label") if "name_label" in cls.fields else None
+                out[v] = row.get("uuid", v) + (f" ({label})" if label is not None else "")
+                break
+    return out
+
+
+# the hand-written commands register themselves in cmdtable.TABLE
+from xapi.cli import ops_host, ops_misc, ops_network, ops_storage, ops_vm, transfer  # noqa: E402,F401

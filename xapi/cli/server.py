@@ -51,6 +51,29 @@ class Channel:
         (n,) = struct.unpack("<i", await self.read_exact(4))
         return xe.Reader(await self.read_exact(n))
 
+    async def response(self) -> int:
+        """The client's answer to a Load/HttpGet/HttpPut: OK or FAILED (WAIT heartbeats are skipped)."""
+        while True:
+            r = await self.message()
+            kind = r.int()
+            if kind == xe.MSG_RESPONSE:
+                tag = r.int()
+                if tag != xe.WAIT:
+                    return tag
+
+    async def prompt(self, text: str) -> str:
+        """Print text, then the client reads a line from its terminal and sends it back as a blob."""
+        await self.write(xe.command(xe.PRINT, text))
+        await self.write(xe.command(xe.PROMPT))
+        data = b""
+        while True:
+            r = await self.message()
+            if r.int() != xe.MSG_BLOB:
+                raise ConnectionResetError("protocol error: a blob was expected")
+            if r.int() == xe.END:
+                return data.decode("utf-8", "replace")
+            data += await self.read_exact(r.int())
+
     async def out(self, kind: str, text: str) -> None:
         if kind == "stderr":
             await self.write(xe.command(xe.PRINT_STDERR, text))
@@ -107,7 +130,7 @@ async def serve(request, ch: Channel, lines: list[str]) -> int:
                                                                 "", ORIGINATOR)
         if cmd is None:
             cmd = "help"
-        await commands.Run(request, session, ch.out, args, flags).run(cmd)
+        await commands.Run(request, session, ch.out, args, flags, channel=ch).run(cmd)
         return 0
     except commands.Unknown as e:
         await ch.out("stderr", f"Unknown command: {e}\nFor usage run: 'xe help'\n")
@@ -115,8 +138,10 @@ async def serve(request, ch: Channel, lines: list[str]) -> int:
     except commands.CliError as e:
         await ch.out("stderr", f"{e}\n")
         return 1
+    except commands.ExitWithError as e:
+        return e.code
     except XapiError as e:
-        text, raw = commands.describe_error(e)
+        text, raw = commands.describe_error(e, commands.ref_names(app, e.params))
         if text is not None:
             await ch.out("stderr", text)
         else:

@@ -186,36 +186,138 @@ class Conn:
         self.sock.sendall(data)
 
 
-def _url(opts, host: str, path: str) -> tuple[str, int, str]:
-    """Where HttpGet/HttpPut go: the same server as the CLI request."""
-    u = urllib.parse.urlsplit(path)
-    target = u.path + ("?" + u.query if u.query else "")
-    return u.hostname or host, u.port or 0, target or "/"
+class ClientSideError(Exception):
+    """A local failure of a transfer (a missing file, one that exists already): xe reports it and
+    exits 1 without waiting for the server."""
 
 
-def _http(opts, host: str, method: str, target: str, body_file=None, out_file=None) -> bool:
-    sock, _ = connect(opts)
+class NotPermitted(Exception):
+    """The server asked for a file that the command line didn't name."""
+
+
+def permitted_names(args: list[str]) -> set[str]:
+    """The files the server may ask us to read or write: the values of the command's key=value
+    arguments, as absolute paths (xe's guard against a server reading or writing any file)."""
+    out = set()
+    for a in args:
+        if "=" in a:
+            v = a.split("=", 1)[1]
+            if v.strip():
+                out.add(os.path.normpath(os.path.abspath(v)))
+    return out
+
+
+def check_permitted(permitted: set[str], name: str) -> None:
+    if os.path.normpath(os.path.abspath(name)) not in permitted:
+        raise NotPermitted(f"Blocked upload/download of the file {name}, which was requested by the server. "
+                           "The file name was not present on the command line")
+
+
+def _target(opts, url: str):
+    """(options, Host header, request target) for a URL the server sent: a path on the server we are
+    talking to, or an absolute https:// URL naming another host of the pool."""
+    u = urllib.parse.urlsplit(url)
+    target = (u.path or "/") + ("?" + u.query if u.query else "")
+    if u.scheme in ("http", "https") and u.hostname:
+        o = dict(opts, server=u.hostname, port=u.port or opts["port"])
+        return o, u.hostname, target
+    return opts, opts["server"] or "localhost", target
+
+
+def _read_head(f) -> tuple[int, dict[str, str]]:
+    status = f.readline().split()
+    if len(status) < 2 or not status[1].isdigit():
+        raise OSError("bad response from the HTTP server")
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(status[1]), headers
+
+
+def http_put(opts, url: str, filename: str, redirects: int = 3) -> bool:
+    """Streams the file as the body of PUT url: a regular file with its Content-Length, anything else
+    (a pipe, /dev/stdin) chunked. True on a 2xx answer."""
+    if not os.path.exists(filename):
+        raise ClientSideError(f"file '{filename}' does not exist")
+    o, host, target = _target(opts, url)
+    with open(filename, "rb") as f:
+        st = os.fstat(f.fileno())
+        regular = (st.st_mode & 0o170000) == 0o100000
+        sock, _ = connect(o)
+        try:
+            head = f"PUT {target} HTTP/1.1\r\nHost: {host}\r\nUser-agent: xe-cli/Unix/{MAJOR}.{MINOR}\r\n"
+            head += f"Content-Length: {st.st_size}\r\n" if regular else "Transfer-Encoding: chunked\r\n"
+            sock.sendall((head + "Connection: close\r\n\r\n").encode("latin-1"))
+            try:
+                while chunk := f.read(1 << 20):
+                    sock.sendall(chunk if regular else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                if not regular:
+                    sock.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass            # the server stopped reading: its answer says why
+            code, headers = _read_head(sock.makefile("rb"))
+        finally:
+            sock.close()
+    if code in (301, 302, 307) and "location" in headers and redirects:
+        return http_put(opts, headers["location"], filename, redirects - 1)
+    return 200 <= code < 300
+
+
+def http_get(opts, url: str, filename: str, permitted: set[str], redirects: int = 3) -> bool:
+    """GET url into a new file (xe never overwrites one), or standard output when filename is empty.
+    True on a 2xx answer whose body arrived whole."""
+    o, host, target = _target(opts, url)
+    sock, _ = connect(o)
     try:
-        head = f"{method} {target} HTTP/1.0\r\nHost: {host}\r\nUser-agent: xe-cli/Unix/0.2\r\n"
-        if body_file is not None:
-            size = os.fstat(body_file.fileno()).st_size
-            head += f"Content-Length: {size}\r\n"
-        sock.sendall((head + "\r\n").encode("latin-1"))
-        if body_file is not None:
-            while chunk := body_file.read(1 << 20):
-                sock.sendall(chunk)
+        sock.sendall((f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-agent: xe-cli/Unix/{MAJOR}.{MINOR}\r\n"
+                      "Connection: close\r\n\r\n").encode("latin-1"))
         f = sock.makefile("rb")
-        status = f.readline().split()
-        while f.readline() not in (b"\r\n", b"\n", b""):
-            pass
-        if len(status) < 2 or not status[1].startswith(b"2"):
+        code, headers = _read_head(f)
+        if code in (301, 302, 307) and "location" in headers and redirects:
+            sock.close()
+            return http_get(opts, headers["location"], filename, permitted, redirects - 1)
+        if not 200 <= code < 300:
             return False
-        if out_file is not None:
-            while chunk := f.read(1 << 20):
-                out_file.write(chunk)
-        return True
+        if filename:
+            check_permitted(permitted, filename)
+            try:
+                fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as e:
+                raise ClientSideError(str(e)) from None
+            out = os.fdopen(fd, "wb")
+        else:
+            out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+        with out:
+            return _copy_body(f, out, headers)
     finally:
         sock.close()
+
+
+def _copy_body(f, out, headers: dict[str, str]) -> bool:
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int(f.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                f.readline()
+                return True
+            data = f.read(size)
+            if len(data) < size:
+                return False
+            out.write(data)
+            f.readline()
+    left = int(headers["content-length"]) if "content-length" in headers else None
+    while left is None or left > 0:
+        chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
+        if not chunk:
+            return left is None
+        out.write(chunk)
+        if left is not None:
+            left -= len(chunk)
+    return True
 
 
 def run(argv: list[str]) -> int:
@@ -228,6 +330,7 @@ def run(argv: list[str]) -> int:
     if opts["password"] is not None:
         body_args.append(f"password={opts['password']}")
     body = "\n".join(body_args).encode("utf-8")
+    permitted = permitted_names(args)
     sock, host = connect(opts)
     conn = Conn(sock)
     head = (f"POST /cli HTTP/1.0\r\nUser-agent: xe-cli/Unix/0.2\r\noriginator: cli\r\n"
@@ -275,11 +378,14 @@ def run(argv: list[str]) -> int:
             sys.stderr.write(f"Error code: {code}\nError parameters: {', '.join(params)}\n")
         elif tag == LOAD:
             name = r.string()
+            check_permitted(permitted, name)
             try:
                 with open(name, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
                     conn.send(response(OK))
+                    conn.send(frame(pack_int(MSG_BLOB) + pack_int(CHUNK) + pack_int(size)))
                     while chunk := f.read(1 << 20):
-                        conn.send(blob_chunk(chunk))
+                        conn.send(chunk)
                     conn.send(blob_end())
             except OSError:
                 conn.send(response(FAILED))
@@ -288,15 +394,21 @@ def run(argv: list[str]) -> int:
             conn.send(blob_chunk(line) + blob_end())
         elif tag in (HTTP_GET, HTTP_PUT):
             name, url = r.string(), r.string()
-            h, _, target = _url(opts, host, url)
             try:
                 if tag == HTTP_PUT:
-                    with open(name, "rb") as f:
-                        ok = _http(opts, h, "PUT", target, body_file=f)
+                    check_permitted(permitted, name)
+                    ok = http_put(opts, url, name)
                 else:
-                    with open(name, "wb") as f:
-                        ok = _http(opts, h, "GET", target, out_file=f)
-            except OSError:
+                    ok = http_get(opts, url, name, permitted)
+            except ClientSideError as e:
+                conn.send(response(FAILED))
+                sys.stdout.flush()
+                sys.stderr.write(f"Operation failed. Error: {e}\n")
+                sock.close()
+                return 1
+            except OSError as e:
+                if opts["debug"]:
+                    sys.stderr.write(f"transfer failed: {e}\n")
                 ok = False
             conn.send(response(OK if ok else FAILED))
         else:
@@ -318,9 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     except Usage as e:
         sys.stderr.write(f"{e}\n")
         code = 1
-    except (OSError, EOFError) as e:
-        sys.stderr.write(f"Error: Connection refused or closed: {e}\n")
-        code = 3
+    except NotPermitted as e:
+        sys.stderr.write(f"File not permitted: {e}.\n")
+        code = 1
+    except EOFError:
+        sys.stderr.write("Lost connection to the server.\n")
+        code = 1
+    except OSError as e:
+        sys.stderr.write(f"Error: {e.strerror or e}\n")
+        code = 1
     sys.exit(code)
 
 

@@ -1,0 +1,372 @@
+"""The xe VM commands (xapi's cli_operations.ml vm_*): lifecycle, install, clone/copy/snapshot, disks
+and CDs. Each picks its VMs with the vm selectors (vm=, uuid=, field filters; --multiple for more than
+one) and calls the XenAPI with the CLI's session; failures come back as the XenAPI errors xe prints."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from xapi import datamodel as dm
+from xapi.cli.cmdtable import VM_SELECTORS, command
+
+VM = dm.CLASSES["VM"]
+NULL = "OpaqueRef:NULL"
+SEL = (VM_SELECTORS, "multiple")
+
+
+async def each_vm(run, own, op, **kw) -> None:
+    for ref in await run.select(VM, "vm", own, **kw):
+        await op(ref)
+
+
+async def host_arg(run, value: str) -> str:
+    from xapi.cli.commands import CliError
+    try:
+        return await run.lookup("host", value)
+    except CliError:
+        raise CliError(f"Host '{value}' not found") from None
+
+
+@command("vm-start", optn=("force", "on", "paused", *SEL),
+         help="Starts the selected VMs; on= names the host (name or uuid), paused=true leaves them paused.")
+async def vm_start(run) -> None:
+    paused, force = run.flag("paused"), run.flag("force")
+    on = run.args.get("on")
+    host = await host_arg(run, on) if on else None
+
+    async def op(ref):
+        if host is None:
+            await run.call("VM.start", ref, paused, force)
+        else:
+            await run.call("VM.start_on", ref, host, paused, force)
+    await each_vm(run, ("on", "paused"), op)
+
+
+@command("vm-shutdown", optn=("force", *SEL),
+         help="Shuts the selected VMs down: cleanly (the guest's co-operation), or at once with --force.")
+async def vm_shutdown(run) -> None:
+    method = "VM.hard_shutdown" if run.flag("force") else "VM.clean_shutdown"
+    await each_vm(run, (), lambda ref: run.call(method, ref))
+
+
+@command("vm-reboot", optn=("force", *SEL),
+         help="Reboots the selected VMs: cleanly, or at once with --force.")
+async def vm_reboot(run) -> None:
+    method = "VM.hard_reboot" if run.flag("force") else "VM.clean_reboot"
+    await each_vm(run, (), lambda ref: run.call(method, ref))
+
+
+@command("vm-suspend", optn=SEL, help="Suspends the selected VMs (their memory goes to a suspend VDI).")
+async def vm_suspend(run) -> None:
+    await each_vm(run, (), lambda ref: run.call("VM.suspend", ref))
+
+
+@command("vm-resume", optn=("force", "on", *SEL),
+         help="Resumes the selected suspended VMs, on= naming the host.")
+async def vm_resume(run) -> None:
+    force = run.flag("force")
+    on = run.args.get("on")
+    host = await host_arg(run, on) if on else None
+
+    async def op(ref):
+        if host is None:
+            await run.call("VM.resume", ref, False, force)
+        else:
+            await run.call("VM.resume_on", ref, host, False, force)
+    await each_vm(run, ("on",), op)
+
+
+@command("vm-pause", optn=SEL, help="Pauses the selected running VMs.")
+async def vm_pause(run) -> None:
+    await each_vm(run, (), lambda ref: run.call("VM.pause", ref))
+
+
+@command("vm-unpause", optn=SEL, help="Unpauses the selected paused VMs.")
+async def vm_unpause(run) -> None:
+    await each_vm(run, (), lambda ref: run.call("VM.unpause", ref))
+
+
+@command("vm-reset-powerstate", optn=("force", *SEL),
+         help="Marks the selected VMs halted when their host is known to be down (needs --force).")
+async def vm_reset_powerstate(run) -> None:
+    from xapi.cli.commands import CliError
+    if not run.flag("force"):
+        raise CliError("This operation is dangerous and may cause data loss. This operation must be forced "
+                       "(use --force).")
+    await each_vm(run, (), lambda ref: run.call("VM.power_state_reset", ref))
+
+
+@command("vm-migrate", optn=("host", "host-uuid", "live", *SEL),
+         help="Moves the selected VMs to another host of the pool (host= name or uuid, or host-uuid=).")
+async def vm_migrate(run) -> None:
+    from xapi.cli.commands import CliError
+    target = run.args.get("host-uuid") or run.args.get("host")
+    if not target:
+        raise CliError("Required parameter not found: host or host-uuid")
+    host = await host_arg(run, target)
+    options = {"live": "true" if run.flag("live") else "false"}
+    await each_vm(run, ("host", "host-uuid", "live"), lambda ref: run.call("VM.pool_migrate", ref, host, options))
+
+
+async def _new_vm(run, ref) -> None:
+    desc = run.args.get("new-name-description")
+    if desc is not None:
+        await run.call("VM.set_name_description", ref, desc)
+    await run.out("print", await run.uuid_of("VM", ref))
+
+
+@command("vm-clone", reqd=("new-name-label",), optn=("new-name-description", *SEL),
+         help="Clones the selected halted VM (fast, copy-on-write disks where the SR can); prints the new uuid.")
+async def vm_clone(run) -> None:
+    name = run.args["new-name-label"]
+
+    async def op(ref):
+        await _new_vm(run, await run.call("VM.clone", ref, name))
+    await each_vm(run, ("new-name-label", "new-name-description"), op, include_templates=True)
+
+
+@command("vm-copy", reqd=("new-name-label",), optn=("new-name-description", "sr-uuid", *SEL),
+         help="Copies the selected halted VM with full copies of its disks (to sr-uuid if given); prints the "
+              "new uuid.")
+async def vm_copy(run) -> None:
+    name = run.args["new-name-label"]
+    sr = await run.call("SR.get_by_uuid", run.args["sr-uuid"]) if "sr-uuid" in run.args else NULL
+
+    async def op(ref):
+        await _new_vm(run, await run.call("VM.copy", ref, name, sr))
+    await each_vm(run, ("new-name-label", "new-name-description", "sr-uuid"), op, include_templates=True)
+
+
+@command("vm-snapshot", reqd=("new-name-label",), optn=("new-name-description", "ignore-vdi-uuids", *SEL),
+         help="Snapshots the selected VM's disks; prints the snapshot's uuid.")
+async def vm_snapshot(run) -> None:
+    name = run.args["new-name-label"]
+    ignore = [await run.call("VDI.get_by_uuid", u.strip())
+              for u in run.args.get("ignore-vdi-uuids", "").split(",") if u.strip()]
+
+    async def op(ref):
+        await _new_vm(run, await run.call("VM.snapshot", ref, name, ignore))
+    await each_vm(run, ("new-name-label", "new-name-description", "ignore-vdi-uuids"), op)
+
+
+@command("vm-checkpoint", reqd=("new-name-label",), optn=("new-name-description", *SEL),
+         help="Snapshots the selected VM with its memory; prints the checkpoint's uuid.")
+async def vm_checkpoint(run) -> None:
+    name = run.args["new-name-label"]
+
+    async def op(ref):
+        await _new_vm(run, await run.call("VM.checkpoint", ref, name))
+    await each_vm(run, ("new-name-label", "new-name-description"), op)
+
+
+@command("snapshot-revert", optn=("uuid", "snapshot-uuid"),
+         help="Reverts the snapshot's VM to the snapshot (snapshot-uuid= or uuid=).")
+async def snapshot_revert(run) -> None:
+    from xapi.cli.commands import CliError
+    uuid = run.args.get("snapshot-uuid") or run.args.get("uuid")
+    if not uuid:
+        raise CliError("Required parameter not found: snapshot-uuid")
+    await run.call("VM.revert", await run.call("VM.get_by_uuid", uuid))
+
+
+@command("vm-destroy", reqd=("uuid",), help="Removes the VM's record; its disks stay (see vm-uninstall).")
+async def vm_destroy(run) -> None:
+    await run.call("VM.destroy", await run.call("VM.get_by_uuid", run.args["uuid"]))
+
+
+async def _owned_vdis(run, vm: str) -> list[str]:
+    """The disks vm-uninstall removes with the VM: those of its Disk VBDs, and its suspend image."""
+    out = []
+    for vbd in await run.call("VM.get_VBDs", vm):
+        rec = await run.call("VBD.get_record", vbd)
+        if rec["type"] == "Disk" and rec["VDI"] != NULL and rec["VDI"] not in out:
+            out.append(rec["VDI"])
+    suspend = await run.call("VM.get_suspend_VDI", vm)
+    if suspend != NULL and suspend not in out:
+        out.append(suspend)
+    return out
+
+
+async def _label(run, cls: str, ref: str) -> str:
+    return f"{await run.uuid_of(cls, ref)} ({await run.call(f'{cls}.get_name_label', ref)})"
+
+
+@command("vm-uninstall", optn=("force", *SEL),
+         help="Destroys the selected VMs and their disks (asks first unless --force).")
+async def vm_uninstall(run) -> None:
+    from xapi.cli.commands import ExitWithError
+    vms = await run.select(VM, "vm", ())
+    plan = [(vm, await _owned_vdis(run, vm)) for vm in vms]
+    if not run.flag("force"):
+        lines = ["The following items are about to be destroyed"]
+        for vm, vdis in plan:
+            lines.append(f"VM : {await _label(run, 'VM', vm)}")
+            lines.extend([f"VDI: {await _label(run, 'VDI', v)}" for v in vdis])
+        if not await run.prompt_yes("\n".join(lines)):
+            raise ExitWithError(1)
+    for vm, vdis in plan:
+        await run.call("VM.destroy", vm)
+        for vdi in vdis:
+            await run.call("VDI.destroy", vdi)
+    await run.out("print", "All objects destroyed")
+
+
+@command("vm-install", reqd=("new-name-label",),
+         optn=("template", "template-uuid", "template-name-label", "sr-uuid", "sr-name-label",
+               "new-name-description"),
+         help="Installs a VM from a template (template= name or uuid): clones it, creates its disks on the SR "
+              "(sr-uuid=, sr-name-label= or the pool's default SR) and prints the new VM's uuid.")
+async def vm_install(run) -> None:
+    from xapi.cli.commands import CliError
+    name = run.args["new-name-label"]
+    key = run.args.get("template-uuid") or run.args.get("template") or run.args.get("template-name-label")
+    if not key:
+        raise CliError("Required parameter not found: template")
+    recs = await run.call("VM.get_all_records")
+    templates = [r for r, rec in recs.items() if rec["is_a_template"]
+                 and (rec["uuid"] == key or rec["name_label"] == key)]
+    if not templates:
+        raise CliError(f"Template '{key}' not found")
+    if len(templates) > 1:
+        raise CliError(f"More than one template matches '{key}': use template-uuid=")
+    template = templates[0]
+    sr = NULL
+    if "sr-uuid" in run.args:
+        sr = await run.call("SR.get_by_uuid", run.args["sr-uuid"])
+    elif "sr-name-label" in run.args:
+        sr = await run.lookup("SR", run.args["sr-name-label"])
+    else:
+        pool = (await run.call("pool.get_all"))[0]
+        sr = await run.call("pool.get_default_SR", pool)
+        srs = await run.call("SR.get_all")
+        if sr not in srs:
+            sr = NULL
+    disks = recs[template]["other_config"].get("disks")
+    if disks and sr == NULL:
+        raise CliError("No SR specified and Pool default SR is null")
+    new = await run.call("VM.clone", template, name)
+    if disks:
+        await run.call("VM.remove_from_other_config", new, "disks")
+        await run.call("VM.add_to_other_config", new, "disks",
+                       rewrite_disks(disks, await run.call("SR.get_uuid", sr)))
+    await run.call("VM.provision", new)
+    await run.call("VM.set_is_a_template", new, False)
+    await _new_vm(run, new)
+
+
+def rewrite_disks(text: str, sr_uuid: str) -> str:
+    """The template's provisioning XML (`<provision><disk ... sr=".."/></provision>`) with every disk
+    on sr_uuid, as vm-install does before VM.provision."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return text
+    if root.tag != "provision":
+        return text
+    for disk in root.iter("disk"):
+        disk.set("sr", sr_uuid)
+    return ET.tostring(root, encoding="unicode")
+
+
+@command("vm-disk-list", optn=("vbd-params", "vdi-params", *SEL),
+         help="Lists the disks of the selected VMs: each VBD, then its VDI (vbd-params=/vdi-params= pick "
+              "the fields).")
+async def vm_disk_list(run) -> None:
+    vbd_c, vdi_c = dm.CLASSES["VBD"], dm.CLASSES["VDI"]
+    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), ("uuid", "userdevice", "mode"))
+    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), ("uuid", "name_label", "virtual_size", "SR"))
+    run.flags.add("multiple")
+    for vm in await run.select(VM, "vm", ("vbd-params", "vdi-params")):
+        n = 0
+        for vbd in await run.call("VM.get_VBDs", vm):
+            rec = await run.call("VBD.get_record", vbd)
+            if rec["type"] != "Disk":
+                continue
+            await _block(run, f"Disk {n} VBD:", await run.record_lines(vbd_c, rec, vbd_fields))
+            if rec["VDI"] != NULL:
+                vdi = await run.call("VDI.get_record", rec["VDI"])
+                await _block(run, f"Disk {n} VDI:", await run.record_lines(vdi_c, vdi, vdi_fields))
+            n += 1
+
+
+def _fields(run, c, spec: str | None, default) -> list[str]:
+    if spec == "all":
+        return list(c.fields)
+    if spec:
+        return [run.field_of(c, p.strip()) for p in spec.split(",") if p.strip()]
+    return [f for f in default if f in c.fields]
+
+
+async def _block(run, title: str, rows) -> None:
+    if run.flag("minimal"):
+        await run.out("print", rows[0][1] if rows else "")
+        return
+    await run.out("print", title)
+    await run.print_records([rows])
+
+
+async def _cd_vbds(run, vm: str) -> list[tuple[str, dict]]:
+    out = []
+    for vbd in await run.call("VM.get_VBDs", vm):
+        rec = await run.call("VBD.get_record", vbd)
+        if rec["type"] == "CD":
+            out.append((vbd, rec))
+    return out
+
+
+@command("vm-cd-insert", reqd=("cd-name",), optn=SEL,
+         help="Inserts the ISO named cd-name into the empty CD drive of the selected VM.")
+async def vm_cd_insert(run) -> None:
+    from xapi.cli.commands import CliError
+    from xapi.datamodel.errors import XapiError
+    name = run.args["cd-name"]
+    vdis = await run.call("VDI.get_by_name_label", name)
+    if not vdis:
+        raise CliError(f"CD '{name}' not found")
+    if len(vdis) > 1:
+        raise CliError(f"Multiple CDs named '{name}' found")
+
+    async def op(vm):
+        empty = [vbd for vbd, rec in await _cd_vbds(run, vm) if rec["empty"]]
+        if not empty:
+            raise XapiError("VM_NO_EMPTY_CD_VBD", vm)
+        await run.call("VBD.insert", empty[0], vdis[0])
+    await each_vm(run, ("cd-name",), op)
+
+
+@command("vm-cd-eject", optn=SEL, help="Ejects the CD from the CD drives of the selected VM.")
+async def vm_cd_eject(run) -> None:
+    from xapi.cli.commands import CliError
+
+    async def op(vm):
+        full = [vbd for vbd, rec in await _cd_vbds(run, vm) if not rec["empty"]]
+        if not full:
+            raise CliError("No CDs found")
+        for vbd in full:
+            await run.call("VBD.eject", vbd)
+    await each_vm(run, (), op)
+
+
+@command("vm-cd-list", optn=("vbd-params", "vdi-params", *SEL), help="Lists the CD drives of the selected VMs.")
+async def vm_cd_list(run) -> None:
+    vbd_c, vdi_c = dm.CLASSES["VBD"], dm.CLASSES["VDI"]
+    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), ("uuid", "userdevice", "empty"))
+    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), ("uuid", "name_label"))
+    run.flags.add("multiple")
+    for vm in await run.select(VM, "vm", ("vbd-params", "vdi-params")):
+        for n, (_, rec) in enumerate(await _cd_vbds(run, vm)):
+            await _block(run, f"CD {n} VBD:", await run.record_lines(vbd_c, rec, vbd_fields))
+            if rec["VDI"] != NULL:
+                vdi = await run.call("VDI.get_record", rec["VDI"])
+                await _block(run, f"CD {n} VDI:", await run.record_lines(vdi_c, vdi, vdi_fields))
+
+
+@command("template-list", optn=("params",), help="Lists the templates (VMs with is-a-template=true).")
+async def template_list(run) -> None:
+    run.args["is-a-template"] = "true"
+    await run.do_list("vm", VM)
+
+
+@command("snapshot-list", optn=("params",), help="Lists the snapshots (VMs with is-a-snapshot=true).")
+async def snapshot_list(run) -> None:
+    run.args["is-a-snapshot"] = "true"
+    await run.do_list("vm", VM)
