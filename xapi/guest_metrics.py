@@ -47,6 +47,7 @@ def _destroy(db, vm_ref: str, gm: str) -> None:
     t = db.table("VM_guest_metrics")
     if gm in t:
         t.remove(gm)
+    _drivers_changed(db, vm_ref)
 
 
 def update(db, vm_ref: str, power: str, guest_agent: dict | None) -> None:
@@ -75,3 +76,10 @@ def update(db, vm_ref: str, power: str, guest_agent: dict | None) -> None:
     else:
         gm = insert(db, "VM_guest_metrics", last_updated=datetime_now(), **values)
         db.table("VM").set_field(vm_ref, "guest_metrics", gm)
+        _drivers_changed(db, vm_ref)
+
+
+def _drivers_changed(db, vm_ref: str) -> None:
+    """PV drivers came or went: an HVM guest's VBD/VIF hotplug depends on them."""
+    from xapi.actions import vm_devices
+    vm_devices.refresh_operations(db, vm_ref)

@@ -129,7 +129,7 @@ def test_rw_disk_in_use_by_another_vm(host, x, sr):
     x.VBD.create(vbd_record(a, disk))
     vbd_b = x.VBD.create(vbd_record(b, disk))
     x.VM.start(a, False, False)
-    assert failure(x.VM.start, b, False, False) == ["VDI_IN_USE", disk, "start"]
+    assert failure(x.VM.start, b, False, False) == ["VDI_IN_USE", disk]
     assert x.VM.get_power_state(b) == "Halted" and x.VBD.get_currently_attached(vbd_b) is False
     assert not any(dp.startswith(f"vbd/{x.VM.get_uuid(b)}/") for dp in datapaths(host))
     x.VM.hard_shutdown(a)
@@ -145,7 +145,169 @@ def test_a_failed_start_releases_what_it_attached(host, x, sr):
     vm = new_vm(x, "fails")
     first = x.VBD.create(vbd_record(vm, new_vdi(x, sr)))                 # attached, then given back
     x.VBD.create(vbd_record(vm, busy, userdevice="1"))
-    assert failure(x.VM.start, vm, False, False) == ["VDI_IN_USE", busy, "start"]
+    assert failure(x.VM.start, vm, False, False) == ["VDI_IN_USE", busy]
     assert x.VBD.get_currently_attached(first) is False
     assert not any(dp.startswith(f"vbd/{x.VM.get_uuid(vm)}/") for dp in datapaths(host))
     x.VM.hard_shutdown(holder)
+
+
+# -- VBD -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def iso(x, tmp_path_factory):
+    lib = str(tmp_path_factory.mktemp("isos"))
+    with open(os.path.join(lib, "install.iso"), "wb") as f:
+        f.write(b"\1" * 8192)
+    host_ref = x.host.get_all()[0]
+    sr = x.SR.create(host_ref, {"location": lib}, "0", "ISOs", "", "iso", "iso", True, {})
+    x.SR.scan(sr)
+    (vdi,) = x.SR.get_VDIs(sr)
+    return vdi
+
+
+def test_vbd_create_checks(host, x, sr, iso):
+    vm = new_vm(x, "checks")
+    disk = new_vdi(x, sr)
+    assert failure(x.VBD.create, vbd_record("OpaqueRef:nope", disk)) == ["HANDLE_INVALID", "VM", "OpaqueRef:nope"]
+    assert failure(x.VBD.create, vbd_record(vm, "OpaqueRef:nope")) == ["HANDLE_INVALID", "VDI", "OpaqueRef:nope"]
+    assert failure(x.VBD.create, vbd_record(vm, iso, type_="CD", mode="RW")) == ["VBD_CDS_MUST_BE_READONLY"]
+    assert failure(x.VBD.create, vbd_record(vm, NULL, empty=True)) == \
+        ["VBD_NOT_REMOVABLE_MEDIA", "in constructor"]
+    assert failure(x.VBD.create, vbd_record(vm, disk, type_="CD", mode="RO")) == ["VDI_IS_NOT_ISO", disk, "user"]
+    assert failure(x.VBD.create, vbd_record(vm, new_vdi(x, sr, read_only=True))) [0] == "VDI_READONLY"
+    assert failure(x.VBD.create, vbd_record(vm, disk, userdevice="zz")) == ["INVALID_DEVICE", "zz"]
+    first = x.VBD.create(vbd_record(vm, disk, userdevice="autodetect"))
+    assert x.VBD.get_userdevice(first) == "0"
+    assert failure(x.VBD.create, vbd_record(vm, new_vdi(x, sr), userdevice="hda")) == \
+        ["DEVICE_ALREADY_EXISTS", "hda"]
+    cd = x.VBD.create(vbd_record(vm, NULL, userdevice="autodetect", mode="RO", type_="CD", empty=True))
+    rec = x.VBD.get_record(cd)
+    assert rec["userdevice"] == "1" and rec["empty"] is True and rec["currently_attached"] is False
+    assert x.VBD_metrics.get_io_read_kbs(rec["metrics"]) == 0.0
+    assert sorted(rec["allowed_operations"]) == ["attach", "insert"]
+    assert sorted(x.VBD.get_allowed_operations(first)) == ["attach"]
+
+
+def test_cd_insert_and_eject(host, x, sr, iso):
+    vm = new_vm(x, "cd")
+    disk = x.VBD.create(vbd_record(vm, new_vdi(x, sr)))
+    cd = x.VBD.create(vbd_record(vm, NULL, userdevice="3", mode="RO", type_="CD", empty=True))
+    assert failure(x.VBD.eject, cd) == ["VBD_IS_EMPTY", cd]
+    assert failure(x.VBD.insert, disk, iso) == ["VBD_NOT_REMOVABLE_MEDIA", disk]
+    assert failure(x.VBD.eject, disk) == ["VBD_NOT_REMOVABLE_MEDIA", disk]
+    x.VBD.insert(cd, iso)                                          # halted: the database only
+    assert x.VBD.get_VDI(cd) == iso and x.VBD.get_empty(cd) is False
+    assert failure(x.VBD.insert, cd, iso) == ["VBD_NOT_EMPTY", cd]
+    x.VM.start(vm, False, False)
+    domid = x.VM.get_domid(vm)
+    be = f"/local/domain/0/backend/vbd/{domid}/{(22 << 8) | 64}"   # hdd: 22:64
+    assert x.VBD.get_currently_attached(cd) is True and x.VBD.get_device(cd) == "hdd"
+    if shutil.which("xenstore-read"):
+        assert xs_read(host, f"{be}/params").endswith("install.iso")
+        assert xs_read(host, f"{be}/device-type") == "cdrom" and xs_read(host, f"{be}/mode") == "r"
+    uuid = x.VM.get_uuid(vm)
+    assert f"vbd/{uuid}/3" in datapaths(host)
+    x.VBD.eject(cd)                                                # running: the drive stays, empty
+    assert x.VBD.get_empty(cd) is True and x.VBD.get_VDI(cd) == NULL and x.VBD.get_currently_attached(cd)
+    assert f"vbd/{uuid}/3" not in datapaths(host)
+    if shutil.which("xenstore-read"):
+        assert xs_read(host, f"{be}/params") == ""
+    x.VBD.insert(cd, iso)
+    assert f"vbd/{uuid}/3" in datapaths(host)
+    if shutil.which("xenstore-read"):
+        assert xs_read(host, f"{be}/params").endswith("install.iso")
+    assert failure(x.VBD.destroy, cd)[0] == "OPERATION_NOT_ALLOWED"
+    x.VM.hard_shutdown(vm)
+    assert f"vbd/{uuid}/3" not in datapaths(host)
+    x.VBD.destroy(cd)
+    assert failure(x.VBD.get_record, cd)[0] == "HANDLE_INVALID"
+
+
+@needs_xs
+def test_hotplug_of_a_disk_and_a_vif(host, x, sr):
+    vm = new_vm(x, "hotplug")
+    x.VM.start(vm, False, False)
+    domid = x.VM.get_domid(vm)
+    vbd = x.VBD.create(vbd_record(vm, new_vdi(x, sr), userdevice="4"))
+    vif = x.VIF.create(vif_record(vm, management_network(x), device="2"))
+    assert x.VBD.get_currently_attached(vbd) is False
+    # an HVM guest hotplugs once its PV drivers are up (the simulated agent reports them)
+    assert wait_for(lambda: "plug" in x.VBD.get_allowed_operations(vbd))
+    assert failure(x.VBD.unplug, vbd) == ["DEVICE_ALREADY_DETACHED", vbd]
+    x.VBD.plug(vbd)
+    assert failure(x.VBD.plug, vbd) == ["DEVICE_ALREADY_ATTACHED", vbd]
+    rec = x.VBD.get_record(vbd)
+    assert rec["currently_attached"] is True and rec["device"] == "xvde"
+    devid = (202 << 8) | (4 << 4)
+    be = f"/local/domain/0/backend/vbd/{domid}/{devid}"
+    assert xs_read(host, f"{be}/state") == "4" and xs_read(host, f"{be}/mode") == "w"
+    assert xs_read(host, f"/local/domain/{domid}/device/vbd/{devid}/backend") == be
+    assert f"vbd/{x.VM.get_uuid(vm)}/4" in datapaths(host)
+    assert sorted(x.VBD.get_allowed_operations(vbd)) == ["attach", "pause", "unpause", "unplug", "unplug_force"]
+    x.VBD.unplug(vbd)
+    assert x.VBD.get_currently_attached(vbd) is False and xs_read(host, be) is None
+    assert f"vbd/{x.VM.get_uuid(vm)}/4" not in datapaths(host)
+    x.VBD.plug(vbd)
+    x.VBD.unplug_force(vbd)
+    assert x.VBD.get_currently_attached(vbd) is False
+    # the VIF
+    x.VIF.plug(vif)
+    vbe = f"/local/domain/0/backend/vif/{domid}/2"
+    assert x.VIF.get_currently_attached(vif) is True
+    assert xs_read(host, f"{vbe}/mac") == x.VIF.get_MAC(vif) and xs_read(host, f"{vbe}/bridge") == "xenbr0"
+    assert failure(x.VIF.plug, vif) == ["DEVICE_ALREADY_ATTACHED", vif]
+    assert failure(x.VIF.destroy, vif) == ["OPERATION_NOT_ALLOWED", "VIF currently attached to a running VM"]
+    x.VIF.unplug(vif)
+    assert x.VIF.get_currently_attached(vif) is False and xs_read(host, vbe) is None
+    assert failure(x.VIF.unplug, vif) == ["DEVICE_ALREADY_DETACHED", vif]
+    x.VM.hard_shutdown(vm)
+    assert failure(x.VBD.plug, vbd) == ["VM_BAD_POWER_STATE", vm, "Running", "Halted"]
+    assert failure(x.VIF.plug, vif) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+    x.VIF.destroy(vif)
+    x.VBD.destroy(vbd)
+
+
+def test_a_rebooted_guest_keeps_its_hotplugged_disk(host, x, sr):
+    vm = new_vm(x, "reboot")
+    x.VM.start(vm, False, False)
+    vbd = x.VBD.create(vbd_record(vm, new_vdi(x, sr), userdevice="5"))
+    assert wait_for(lambda: "plug" in x.VBD.get_allowed_operations(vbd))
+    x.VBD.plug(vbd)
+    x.VM.hard_reboot(vm)
+    domid = x.VM.get_domid(vm)
+    assert x.VBD.get_currently_attached(vbd) is True
+    if shutil.which("xenstore-read"):
+        assert xs_read(host, f"/local/domain/0/backend/vbd/{domid}/{(202 << 8) | (5 << 4)}/state") == "4"
+    x.VM.hard_shutdown(vm)
+    assert x.VBD.get_currently_attached(vbd) is False
+
+
+# -- VIF -------------------------------------------------------------------------------------------
+def test_vif_create_checks_and_mac_generation(host, x):
+    vm = new_vm(x, "vifs")
+    net = management_network(x)
+    assert failure(x.VIF.create, vif_record("OpaqueRef:nope", net)) == ["HANDLE_INVALID", "VM", "OpaqueRef:nope"]
+    assert failure(x.VIF.create, vif_record(vm, "OpaqueRef:nope")) == \
+        ["HANDLE_INVALID", "network", "OpaqueRef:nope"]
+    assert failure(x.VIF.create, vif_record(vm, net, device="eth0")) == ["INVALID_DEVICE", "eth0"]
+    assert failure(x.VIF.create, vif_record(vm, net, mac="00:16:3e:zz:00:00")) == \
+        ["MAC_INVALID", "00:16:3e:zz:00:00"]
+    a = x.VIF.create(vif_record(vm, net))
+    b = x.VIF.create(vif_record(vm, net, device="1"))
+    mac_a, mac_b = x.VIF.get_MAC(a), x.VIF.get_MAC(b)
+    assert mac_a != mac_b and x.VIF.get_MAC_autogenerated(a) is True
+    first = int(mac_a.split(":")[0], 16)
+    assert first & 0x02 and not first & 0x01                      # locally administered, unicast
+    # xapi's gen_mac: MD5 of the VM's mac_seed chained 2*device+1 times
+    import hashlib
+    seed = x.VM.get_other_config(vm)["mac_seed"]
+    h = hashlib.md5(seed.encode()).digest()
+    h2 = hashlib.md5(h).digest()
+    expect = [(h[0] | 2) & 0xFE, h[1], h[2], h[3], h2[1], h2[2]]
+    assert mac_a == ":".join(f"{v:02x}" for v in expect)
+    assert failure(x.VIF.create, vif_record(vm, net, device="1")) == ["DEVICE_ALREADY_EXISTS", "1"]
+    given = x.VIF.create(vif_record(vm, net, device="2", mac="00:16:3e:00:00:01"))
+    assert x.VIF.get_MAC(given) == "00:16:3e:00:00:01" and x.VIF.get_MAC_autogenerated(given) is False
+    assert x.VIF.get_allowed_operations(given) == ["attach"]
+    for v in (a, b, given):
+        x.VIF.destroy(v)
+    assert x.VM.get_VIFs(vm) == []

@@ -21,6 +21,9 @@ MODULES = {
     "PBD": "xapi.actions.pbd",
     "blob": "xapi.actions.blob",
     "VM": "xapi.actions.vm",
+    "VBD": "xapi.actions.vbd",
+    "VIF": "xapi.actions.vif",
+    "network": "xapi.actions.network",
 }
 
 

@@ -8,7 +8,7 @@ goes to xenopsd.  When the domain is gone (shutdown, a guest that halted itself,
 suspend) `release_vbds` releases every datapath of the VM and clears VBD.currently_attached.
 
 A VDI is in use when another VM's VBD holds it attached and either side wants it read-write
-(VDI_IN_USE [vdi, op]), unless the VDI is sharable.
+(VDI_IN_USE [vdi], xapi's `attach` check of each VBD), unless the VDI is sharable.
 """
 from __future__ import annotations
 
@@ -53,23 +53,6 @@ def _order(userdevice: str):
     return (0, int(userdevice)) if str(userdevice).isdigit() else (1, str(userdevice))
 
 
-def check_vdi_free(db, vdi_ref: str, vbd_ref: str, rw: bool, op: str = "start") -> None:
-    """VDI_IN_USE when another VM's attached VBD holds the VDI and one of the two wants RW."""
-    vdi = db.table("VDI").get(vdi_ref)
-    if vdi.get("sharable"):
-        return
-    vbds = db.table("VBD")
-    me = vbds.get_field(vbd_ref, "VM")
-    for other in vdi.get("VBDs") or []:
-        if other == vbd_ref or other not in vbds:
-            continue
-        o = vbds.get(other)
-        if o["VM"] == me or not o["currently_attached"]:
-            continue
-        if rw or o["mode"] == "RW":
-            raise XapiError("VDI_IN_USE", vdi_ref, op)
-
-
 async def attach_vbd(app, vm: dict, vbd_ref: str) -> dict:
     """Attaches and activates one VBD's VDI; its xenopsd device description."""
     db = app.db
@@ -82,7 +65,10 @@ async def attach_vbd(app, vm: dict, vbd_ref: str) -> dict:
     if vbd["empty"] or vbd["VDI"] in (NULL_REF, "") or vbd["VDI"] not in db.table("VDI"):
         return device
     rw = vbd["mode"] == "RW"
-    check_vdi_free(db, vbd["VDI"], vbd_ref, rw)
+    from xapi.actions import vbd as vbd_actions
+    err = vbd_actions.valid_operations(db, vbd_ref)["attach"]   # xapi marks each VBD `attach`
+    if err is not None and err[0] not in ("VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS"):
+        raise XapiError(*err)
     dp = datapath(vm["uuid"], vbd["userdevice"])
     access = app.storage.access
     await access.attach(dp, vbd["VDI"], rw)
@@ -139,6 +125,7 @@ def mark_plugged(db, vm_ref: str, domid: int | None = None) -> None:
     for ref in vm.get("VIFs") or []:
         if ref in vifs:
             _set(vifs, ref, {"currently_attached": True})
+    refresh_operations(db, vm_ref)
 
 
 def _set(table, ref: str, values: dict) -> None:
@@ -183,6 +170,7 @@ async def release_vbds(app, vm_ref: str) -> None:
     for ref in vms.get_field(vm_ref, "VIFs") or []:
         if ref in vifs:
             _set(vifs, ref, {"currently_attached": False})
+    refresh_operations(db, vm_ref)
 
 
 def holds_devices(db, vm_ref: str) -> bool:
@@ -191,3 +179,10 @@ def holds_devices(db, vm_ref: str) -> bool:
     vbds, vifs = db.table("VBD"), db.table("VIF")
     return any(r in vbds and vbds.get_field(r, "currently_attached") for r in vm.get("VBDs") or []) \
         or any(r in vifs and vifs.get_field(r, "currently_attached") for r in vm.get("VIFs") or [])
+
+
+def refresh_operations(db, vm_ref: str) -> None:
+    """allowed_operations of the VM's VBDs and VIFs (they follow its power state and PV drivers)."""
+    from xapi.actions import vbd, vif
+    vbd.refresh_vm(db, vm_ref)
+    vif.refresh_vm(db, vm_ref)

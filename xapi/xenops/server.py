@@ -124,6 +124,7 @@ class Xenopsd:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        # a line may carry a migration image (VM.receive): up to ~1 MiB in base64
         self._server = await asyncio.start_unix_server(self._connection, path, limit=16 << 20)
         os.chmod(path, 0o600)
         self._monitor = asyncio.get_running_loop().create_task(self._watch_domains())
@@ -540,6 +541,61 @@ class Xenopsd:
             self._guest_agent(vm)
         return self._spawn(f"VM.unpause {vm_id}", vm, body)
 
+    # -- device hotplug into a running domain (xapi.xenops.devices) --------------------------------
+    def _running(self, vm_id: str) -> VM:
+        vm = self._vm(vm_id)
+        if vm.domid is None:
+            raise XenopsError("VM_BAD_POWER_STATE", vm_id, "running", "halted")
+        return vm
+
+    @staticmethod
+    def _replace(devices: list, key: str, value, new: dict | None) -> list:
+        out = [d for d in devices if d.get(key) != value]
+        return out + [new] if new is not None else out
+
+    async def vbd_plug(self, vm_id: str, d: dict) -> None:
+        vm = self._running(vm_id)
+        async with vm.lock:
+            vm.config["vbds"] = self._replace(vm.config.get("vbds", []), "device", d["device"], d)
+            if self.store is not None and vm.domid is not None:
+                devices.plug_vbd(self.store, vm.domid, d, "hvm" if vm.config.get("hvm") else "pv")
+        self._update(vm.id)
+
+    async def vbd_unplug(self, vm_id: str, device: str, force: bool = False) -> None:
+        vm = self._running(vm_id)
+        async with vm.lock:
+            vm.config["vbds"] = self._replace(vm.config.get("vbds", []), "device", device, None)
+            if self.store is not None and vm.domid is not None:
+                devices.unplug(self.store, vm.domid, "vbd", devices.vbd_devid({"device": device}))
+        self._update(vm.id)
+
+    async def vbd_set_media(self, vm_id: str, d: dict) -> None:
+        """insert (params: the image) or eject (params "") of a CD drive."""
+        vm = self._vm(vm_id)
+        async with vm.lock:
+            old = next((v for v in vm.config.get("vbds", []) if v.get("device") == d["device"]), None)
+            new = {**(old or {}), **d}
+            vm.config["vbds"] = self._replace(vm.config.get("vbds", []), "device", d["device"], new)
+            if self.store is not None and vm.domid is not None:
+                devices.set_vbd_media(self.store, vm.domid, new)
+        self._update(vm.id)
+
+    async def vif_plug(self, vm_id: str, d: dict) -> None:
+        vm = self._running(vm_id)
+        async with vm.lock:
+            vm.config["vifs"] = self._replace(vm.config.get("vifs", []), "devid", int(d["devid"]), d)
+            if self.store is not None and vm.domid is not None:
+                devices.plug_vif(self.store, vm.domid, d)
+        self._update(vm.id)
+
+    async def vif_unplug(self, vm_id: str, devid: int, force: bool = False) -> None:
+        vm = self._running(vm_id)
+        async with vm.lock:
+            vm.config["vifs"] = self._replace(vm.config.get("vifs", []), "devid", int(devid), None)
+            if self.store is not None and vm.domid is not None:
+                devices.unplug(self.store, vm.domid, "vif", int(devid))
+        self._update(vm.id)
+
     # -- suspend and resume: the domain's memory image (xapi.xenops.image) in a disk or a file ----
     def _suspend_image(self, vm: VM) -> image.ImageInfo:
         c = vm.config
@@ -628,7 +684,8 @@ class Xenopsd:
         c = vm.config
         state = {"name": c.get("name", vm.id), "hvm": bool(c.get("hvm")), "paused": bool(info.get("paused")),
                  "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
-                 "guest_agent": self._guest_agent_data(vm.domid)}
+                 "guest_agent": self._guest_agent_data(vm.domid),
+                 "vbds": c.get("vbds", []), "vifs": c.get("vifs", [])}     # the devices go along
         return image.dumps(image.ImageInfo(vm.id, int(c.get("memory_kib", 256 * KIB)) * KIB,
                                            int(c.get("vcpus", 1)), state))
 
@@ -670,6 +727,9 @@ class Xenopsd:
             if info.vm_uuid != vm.id:
                 raise XenopsError("INTERNAL_ERROR", f"memory image of VM {info.vm_uuid} received for {vm.id}")
             paused = bool(info.state.get("paused"))
+            for key in ("vbds", "vifs"):        # devices not given by VM.add come with the image
+                if info.state.get(key) and not vm.config.get(key):
+                    vm.config[key] = info.state[key]
             await self._build(vm, task, True)
             vm.start_time = float(info.state.get("start_time") or vm.start_time)
             agent = info.state.get("guest_agent") or {}
@@ -750,4 +810,9 @@ _METHODS = {
     "UPDATES.get": Xenopsd.updates_get,
     "DEBUG.trigger": Xenopsd.debug_trigger,
     "DEBUG.set": Xenopsd.debug_set,
+    "VBD.plug": Xenopsd.vbd_plug,
+    "VBD.unplug": Xenopsd.vbd_unplug,
+    "VBD.set_media": Xenopsd.vbd_set_media,
+    "VIF.plug": Xenopsd.vif_plug,
+    "VIF.unplug": Xenopsd.vif_unplug,
 }
