@@ -1,4 +1,5 @@
-"""The `xapi` command: `xapi serve` runs one host's daemon in the foreground; `xapi passwd` sets passwords."""
+"""The `xapi` command: `xapi serve` runs one host's daemon in the foreground; `xapi passwd` sets passwords;
+`xapi sim` runs a pool of simulated hosts (xapi.sim.supervisor)."""
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     passwd.add_parser(sub)
+    from xapi.sim import supervisor as sim
+    sim.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "passwd":
         return passwd.run(args)
+    if args.command == "sim":
+        return sim.run(args)
     if args.command == "serve":
         import uvloop
 

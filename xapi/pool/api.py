@@ -40,7 +40,42 @@ async def pool_eject(ctx, session, host):
     return ""
 
 
+async def _member_pbd(ctx, pbd, internal: str, attached: bool):
+    """PBD.plug/unplug of another host's PBD: that host's storage does it (internal call)."""
+    from xapi.sm import rows
+    app = ctx.app
+    pbds = app.db.table("PBD")
+    host = pbds.get_field(pbd, "host")
+    await app.pool.call(host, internal, pbd, app.db.generation)
+    pbds.set_field(pbd, "currently_attached", attached)
+    rows.refresh_sr_and_vdis(app, pbds.get_field(pbd, "SR"))
+    return ""
+
+
+async def pbd_plug(ctx, session, self):
+    if not _remote_pbd(ctx, self):
+        from xapi.actions import pbd as pbd_actions
+        return await pbd_actions.plug(ctx, session, self)
+    return await _member_pbd(ctx, self, "storage.plug", True)
+
+
+async def pbd_unplug(ctx, session, self):
+    if not _remote_pbd(ctx, self):
+        from xapi.actions import pbd as pbd_actions
+        return await pbd_actions.unplug(ctx, session, self)
+    return await _member_pbd(ctx, self, "storage.unplug", False)
+
+
+def _remote_pbd(ctx, pbd) -> bool:
+    app = ctx.app
+    pbds = app.db.table("PBD")
+    return (app.is_coordinator and type(pbd) is str and pbd in pbds
+            and pbds.get_field(pbd, "host") != app.host_ref)
+
+
 MESSAGES = {
+    "PBD.plug": pbd_plug,
+    "PBD.unplug": pbd_unplug,
     "session.slave_login": session_slave_login,
     "host.is_in_emergency_mode": host_is_in_emergency_mode,
     "pool.join": pool_join,

@@ -12,3 +12,25 @@ async def xenops_call(app, name: str, params: list):
 @method("host.ping")
 def ping(app):
     return app.host_ref
+
+
+async def _caught_up(app, generation) -> None:
+    if getattr(app, "replica", None) is not None and generation is not None:
+        await app.replica.caught_up(int(generation))
+
+
+@method("storage.plug")
+async def storage_plug(app, pbd: str, generation=None):
+    """Plugs one of this member's PBDs (its own drivers and storage access layer)."""
+    await _caught_up(app, generation)
+    await app.storage.ready()
+    await app.storage.plug(pbd)
+    return ""
+
+
+@method("storage.unplug")
+async def storage_unplug(app, pbd: str, generation=None):
+    await _caught_up(app, generation)
+    await app.storage.ready()
+    await app.storage.unplug(pbd)
+    return ""

@@ -137,6 +137,16 @@ class Replica:
         self.connected = False
         self._task: asyncio.Task | None = None
 
+    async def caught_up(self, generation: int, timeout: float = 10.0) -> None:
+        """Returns once the coordinator's writes up to `generation` are here (the coordinator passes
+        its generation with calls that read what it just wrote)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.generation < generation:
+            if loop.time() > deadline:
+                raise XapiError("HOST_OFFLINE", self.app.host_ref)
+            await asyncio.sleep(0.02)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="pool replica")
 

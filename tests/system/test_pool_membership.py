@@ -1,0 +1,122 @@
+"""`xapi sim` pools: join, members' replicas and HOST_IS_SLAVE, eject and join again, xapi's join
+and eject errors. One 3-host pool for the module; the tests run in order on it."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import XenAPI
+
+from tests import pool as _pool
+
+
+@pytest.fixture(scope="module")
+def sim():
+    p = _pool.start(3)
+    yield p
+    _pool.cleanup(p)
+
+
+def _failure(fn, *args) -> list:
+    with pytest.raises(XenAPI.Failure) as e:
+        fn(*args)
+    return e.value.details
+
+
+def _eventually(fn, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_pool_formed_with_shared_sr(sim):
+    s = sim.coordinator.session()
+    x = s.xenapi
+    hosts = x.host.get_all_records()
+    assert sorted(h["address"] for h in hosts.values()) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    pool = x.pool.get_all()[0]
+    master = x.pool.get_master(pool)
+    assert hosts[master]["address"] == "127.0.0.2"
+    shared = [r for r in x.SR.get_all_records().values() if r["shared"]]
+    assert len(shared) == 1 and shared[0]["type"] == "nfs"
+    pbds = [x.PBD.get_record(p) for p in shared[0]["PBDs"]]
+    assert sorted(p["host"] for p in pbds) == sorted(hosts) and all(p["currently_attached"] for p in pbds)
+    for h, rec in hosts.items():          # every host brought its own local SR, dom0 and management PIF
+        local = [p for p in rec["PBDs"] if not x.SR.get_shared(x.PBD.get_SR(p))]
+        assert len(local) == 1
+        assert any(x.VM.get_is_control_domain(v) for v in rec["resident_VMs"])
+        assert any(x.PIF.get_management(p) for p in rec["PIFs"])
+    networks = {x.PIF.get_network(p) for rec in hosts.values() for p in rec["PIFs"]}
+    assert len(networks) == 1                  # one pool network for the management bridge
+    s.xenapi.session.logout()
+
+
+def test_members_answer_host_is_slave(sim):
+    for member in sim.hosts[1:]:
+        s = XenAPI.Session(member.url)
+        assert _failure(s.xenapi.login_with_password, "root", member.password, "1.0", "t") == \
+            ["HOST_IS_SLAVE", "127.0.0.2"]
+        local = member.local_session()
+        assert _failure(local.xenapi.VM.create, {}) [:1] == ["HOST_IS_SLAVE"]
+        assert local.xenapi.host.is_in_emergency_mode() is False
+        local.xenapi.session.local_logout()
+
+
+def test_member_replica_follows_writes(sim):
+    s = sim.coordinator.session()
+    pool = s.xenapi.pool.get_all()[0]
+    s.xenapi.pool.set_name_label(pool, "replicated")
+    for member in sim.hosts[1:]:
+        local = member.local_session()
+        assert _eventually(lambda: local.xenapi.pool.get_name_label(pool) == "replicated")
+        assert len(local.xenapi.host.get_all()) == 3
+        local.xenapi.session.local_logout()
+    s.xenapi.session.logout()
+
+
+def test_eject_checks(sim):
+    s = sim.coordinator.session()
+    x = s.xenapi
+    me = x.pool.get_master(x.pool.get_all()[0])
+    assert _failure(x.pool.eject, me)[0] == "OPERATION_NOT_ALLOWED"
+    assert _failure(x.pool.eject, "OpaqueRef:nope")[:2] == ["HANDLE_INVALID", "host"]
+    s.xenapi.session.logout()
+
+
+def test_eject_then_join_errors_then_join(sim):
+    s = sim.coordinator.session()
+    x = s.xenapi
+    third = next(h for h, r in x.host.get_all_records().items() if r["address"] == "127.0.0.4")
+    x.pool.eject(third)
+    assert len(x.host.get_all()) == 2
+    assert all(x.PBD.get_host(p) != third for p in x.PBD.get_all())
+    # host 3 is a standalone pool again: password logins, one host, its own local SR
+    h3 = sim.hosts[2]
+    alone = _eventually(lambda: _try_login(h3))
+    assert alone is not None
+    y = alone.xenapi
+    assert len(y.host.get_all()) == 1
+    assert y.pool.get_master(y.pool.get_all()[0]) == y.host.get_all()[0]
+    assert [r["name_label"] for r in y.SR.get_all_records().values() if not r["shared"]] == ["Local storage"]
+    # xapi's join errors
+    assert _failure(y.pool.join, "127.0.0.2", "root", "wrong")[0] == "SESSION_AUTHENTICATION_FAILED"
+    assert _failure(y.pool.join, "127.0.0.3", "root", h3.password) == ["HOST_IS_SLAVE", "127.0.0.2"]
+    assert _failure(y.pool.join, "127.0.0.99", "root", h3.password)[0] == "JOINING_HOST_CONNECTION_FAILED"
+    assert _failure(x.pool.join, "127.0.0.4", "root", h3.password)[0] == \
+        "JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS"
+    # and in again
+    y.pool.join("127.0.0.2", "root", h3.password)
+    assert len(x.host.get_all()) == 3
+    assert _failure(XenAPI.Session(h3.url).xenapi.login_with_password, "root", h3.password, "1.0", "t") == \
+        ["HOST_IS_SLAVE", "127.0.0.2"]
+    s.xenapi.session.logout()
+
+
+def _try_login(host):
+    try:
+        return host.session()
+    except XenAPI.Failure:
+        return None

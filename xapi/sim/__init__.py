@@ -1,0 +1,1 @@
+"""A pool in a box: `xapi sim --hosts N` (xapi.sim.supervisor)."""
