@@ -1,0 +1,524 @@
+"""`GET /export` and `PUT /import`: VMs as XVA archives over HTTP (xapi's export.ml / import.ml
+handlers; the URL parameters are xapi's).
+
+Export: `ref=` or `uuid=` names the VM (HANDLE_INVALID / UUID_INVALID); `use_compression=true|gzip`
+gzips the stream, `zstd` compresses it with zstd (the `zstd` program, in a subprocess), anything else
+means none, as xapi; `preserve_power_state=true` keeps a suspended VM's state and suspend disk. The VM
+must allow `export` (Halted or Suspended: VM_BAD_POWER_STATE otherwise, OTHER_OPERATION_IN_PROGRESS...),
+and holds `export` in current_operations meanwhile. The reply is 200 with Task-Id and
+`Content-Disposition: attachment; filename="export.xva"`, the body ending with the connection (no
+length, as xapi). Disks are read 8 MiB at a time in the transfer pool, where the chunks are also
+checked for zeros and hashed; gzip runs in the pool too.
+
+Import: `sr_id=` (or `sr_uuid=`; else the pool's default SR, DEFAULT_SR_NOT_FOUND), `restore=true`,
+`force=true` (checksum failures are ignored and nothing is undone on failure, as xapi). The body
+(Content-Length, chunked or HTTP/1.0 until the close) may be gzip or zstd compressed: a first block
+that isn't the tar header of ova.xml is taken for zstd when it has zstd's magic, else for gzip. The
+task's result is the new VM refs as an XML-RPC array (xapi's API.rpc_of_ref_VM_set). Errors, on the
+task: IMPORT_ERROR_PREMATURE_EOF (the archive ends early), IMPORT_ERROR_GENERIC (a bad checksum, a
+malformed archive), IMPORT_ERROR_UNEXPECTED_FILE [ova.xml, name], IMPORT_INCOMPATIBLE_VERSION,
+SR_FULL and the other errors of VDI.create. Whatever was created is destroyed again on failure.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import zlib
+
+from xapi.actions import vm as vm_actions
+from xapi.datamodel.errors import XapiError
+from xapi.server.handlers import HttpError
+from xapi.sm import transfer
+from xapi.xva import chunks, export, ovaxml, tar
+from xapi.xva.importer import Importer, assert_compatible, non_cdrom_vdis
+
+log = logging.getLogger("xapi.xva")
+
+BATCH = 8 * chunks.CHUNK            # what one pool call reads and encodes
+PIECE = 1 << 20                     # body pieces read (and decompressed output bounded) at a time
+GZIP_LEVEL = 1                      # fast: an export is bound by CPU otherwise
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_is_zero = transfer._is_zero
+_run = transfer._run
+
+
+def register(routes) -> None:
+    routes.add("GET", "/export", export_vm, action="get_export", task="VM.export")
+    routes.add("PUT", "/import", import_vm, action="put_import", task="VM.import")
+
+
+def _flag(request, name: str) -> bool:
+    return request.query.get(name, "").lower() == "true"
+
+
+# -- export -------------------------------------------------------------------------------------------
+def _vm_of(request) -> str:
+    table = request.app.db.table("VM")
+    ref = request.query.get("ref")
+    if ref is not None:
+        if ref not in table:
+            raise XapiError("HANDLE_INVALID", "VM", ref)
+        return ref
+    uuid = request.query.get("uuid")
+    if uuid is None:
+        raise HttpError(400, "the request names no VM: ref= or uuid= is needed", close=True,
+                        error=["INTERNAL_ERROR", "Not_found"])
+    found = table.find("uuid", uuid)
+    if not found:
+        raise XapiError("UUID_INVALID", "VM", uuid)
+    return found[0]
+
+
+def _compression(request) -> str | None:
+    value = request.query.get("use_compression")
+    if value in ("true", "gzip"):
+        return "gzip"
+    if value == "zstd":
+        return "zstd"
+    return None
+
+
+class _Plain:
+    def __init__(self, response) -> None:
+        self.response = response
+
+    async def write(self, data) -> None:
+        await self.response.write(data)
+
+    async def close(self) -> None:
+        pass
+
+
+class _Gzip(_Plain):
+    def __init__(self, response) -> None:
+        super().__init__(response)
+        self.z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+    async def write(self, data) -> None:
+        out = await _run(self.z.compress, data)
+        if out:
+            await self.response.write(out)
+
+    async def close(self) -> None:
+        await self.response.write(self.z.flush())
+
+
+class _Zstd(_Plain):
+    """zstd in a subprocess: what we write goes to its stdin; its stdout goes to the client."""
+
+    def __init__(self, response) -> None:
+        super().__init__(response)
+        self.proc = None
+        self.pump = None
+
+    async def open(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            _zstd(), "-q", "-c", "-3", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL)
+        self.pump = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            data = await self.proc.stdout.read(PIECE)
+            if not data:
+                return
+            await self.response.write(data)
+
+    async def write(self, data) -> None:
+        if self.pump.done():
+            self.pump.result()
+            raise OSError("zstd stopped")
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+
+    async def close(self) -> None:
+        self.proc.stdin.close()
+        await self.pump
+        if await self.proc.wait() != 0:
+            raise OSError(f"zstd exited with {self.proc.returncode}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+        if self.pump is not None:
+            self.pump.cancel()
+
+
+def _zstd() -> str:
+    path = shutil.which("zstd")
+    if path is None:
+        raise XapiError("INTERNAL_ERROR", "zstd compression needs the zstd program")
+    return path
+
+
+def _lock(db, vm: str, key: str, op: str) -> None:
+    rec = db.table("VM").get(vm)
+    err = vm_actions.check_operation(rec, vm, op)
+    if err is not None:
+        raise XapiError(*err)
+    ops = dict(rec["current_operations"])
+    ops[key] = op
+    db.table("VM").set_field(vm, "current_operations", ops)
+    vm_actions.refresh_allowed_operations(db, vm)
+
+
+def _unlock(db, vm: str, key: str) -> None:
+    if vm in db.table("VM"):
+        ops = dict(db.table("VM").get_field(vm, "current_operations"))
+        if ops.pop(key, None) is not None:
+            db.table("VM").set_field(vm, "current_operations", ops)
+        vm_actions.refresh_allowed_operations(db, vm)
+
+
+def _encode_job(disk, prefix: str, off: int, n: int, nchunks: int):
+    data = disk.read_blocks(off, n)
+    return chunks.encode_batch(prefix, off // chunks.CHUNK, nchunks, data, _is_zero)[0]
+
+
+async def export_vm(request, response):
+    app = request.app
+    db = app.db
+    vm = _vm_of(request)
+    compression = _compression(request)
+    preserve = _flag(request, "preserve_power_state")
+    key = request.task or f"export-{id(request)}"
+    _lock(db, vm, key, "export")
+    app.hub.poke()
+    sink = None
+    try:
+        table, header = export.vm_metadata(db, vm, app.host_ref, preserve)
+        disks = export.disks(db, vm, table, preserve)
+        total = sum(size for _, _, size in disks) or 1
+        headers = [("Content-Type", "application/octet-stream"),
+                   ("Content-Disposition", 'attachment; filename="export.xva"')]
+        if request.task:
+            headers.append(("Task-Id", request.task))
+        sink = _Gzip(response) if compression == "gzip" else _Zstd(response) if compression == "zstd" \
+            else _Plain(response)
+        if isinstance(sink, _Zstd):
+            _zstd()
+        response.start(200, headers, close=True)
+        request.progress(0.0)
+        if isinstance(sink, _Zstd):
+            await sink.open()
+        await sink.write(b"".join(tar.member(ovaxml.FILENAME, ovaxml.dumps(header))))
+        done = 0
+        for i, (prefix, vdi, size) in enumerate(disks):
+            att = transfer._Attached(request, vdi, "export", False)
+            att.dp = f"{att.dp}/{i}"
+            async with att as info:
+                disk = transfer._open(info, False)
+                try:
+                    nchunks = chunks.count(size)
+                    off = 0
+                    while off < size:
+                        n = min(BATCH, size - off)
+                        data = await _run(_encode_job, disk, prefix, off, n, nchunks)
+                        await sink.write(data)
+                        off += n
+                        request.progress((done + off) / total)
+                finally:
+                    disk.close()
+            done += size
+        await sink.write(tar.END)
+        await sink.close()
+        sink = None
+    except (OSError,) as e:
+        if isinstance(e, ConnectionError):
+            raise
+        raise transfer.io_error(str(e)) from None
+    finally:
+        if isinstance(sink, _Zstd):
+            sink.kill()
+        _unlock(db, vm, key)
+        app.hub.poke()
+    request.progress(1.0)
+    return None
+
+
+# -- import -------------------------------------------------------------------------------------------
+async def _read_at_least(request, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        data = await request.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class _Source:
+    """The body as the tar stream: read() gives the next piece (b"" at the end)."""
+
+    def __init__(self, request, first: bytes) -> None:
+        self.request = request
+        self.first = first
+
+    async def read(self) -> bytes:
+        if self.first:
+            data, self.first = self.first, b""
+            return data
+        return await self.request.read(PIECE)
+
+    def close(self) -> None:
+        pass
+
+
+class _GunzipSource(_Source):
+    def __init__(self, request, first: bytes) -> None:
+        super().__init__(request, first)
+        self.z = zlib.decompressobj(32 + zlib.MAX_WBITS)   # gzip or zlib header
+        self.ended = False
+
+    async def read(self) -> bytes:
+        while True:
+            if self.z.unconsumed_tail:
+                return await self._inflate(self.z.unconsumed_tail)
+            if self.ended or self.z.eof:
+                return b""
+            raw = await super().read()
+            if not raw:
+                self.ended = True
+                if not self.z.eof:
+                    raise tar.PrematureEof("the compressed stream ended early")
+                return b""
+            out = await self._inflate(raw)
+            if out:
+                return out
+
+    async def _inflate(self, data) -> bytes:
+        try:
+            return await _run(self.z.decompress, data, PIECE)
+        except zlib.error as e:
+            raise XapiError("IMPORT_ERROR_GENERIC", f"Gzip: {e}") from None
+
+
+class _UnzstdSource(_Source):
+    """zstd -d in a subprocess, fed from the body by a task."""
+
+    def __init__(self, request, first: bytes) -> None:
+        super().__init__(request, first)
+        self.proc = None
+        self.feeder = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            _zstd(), "-q", "-d", "-c", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL)
+        self.feeder = asyncio.ensure_future(self._feed())
+
+    async def _feed(self) -> None:
+        try:
+            while True:
+                data = await _Source.read(self)
+                if not data:
+                    break
+                self.proc.stdin.write(data)
+                await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()
+
+    async def read(self) -> bytes:
+        data = await self.proc.stdout.read(PIECE)
+        if data:
+            return data
+        if self.feeder.done() and not self.feeder.cancelled() and self.feeder.exception() is not None:
+            raise self.feeder.exception()
+        if await self.proc.wait() != 0:
+            raise tar.PrematureEof("zstd could not decompress the stream")
+        return b""
+
+    def close(self) -> None:
+        if self.feeder is not None:
+            self.feeder.cancel()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+
+
+def _sr_of(request) -> str:
+    db = request.app.db
+    sr = request.param("sr_id")
+    if sr:
+        if sr not in db.table("SR"):
+            raise XapiError("HANDLE_INVALID", "SR", sr)
+    elif request.param("sr_uuid"):
+        found = db.table("SR").find("uuid", request.param("sr_uuid"))
+        if not found:
+            raise XapiError("UUID_INVALID", "SR", request.param("sr_uuid"))
+        sr = found[0]
+    else:
+        pools = db.table("pool").refs()
+        sr = db.table("pool").get_field(pools[0], "default_SR") if pools else "OpaqueRef:NULL"
+        if sr not in db.table("SR"):
+            raise XapiError("DEFAULT_SR_NOT_FOUND", sr)
+    if db.table("SR").get_field(sr, "content_type") == "iso":
+        raise HttpError(400, "cannot import into an ISO library", close=True, error=["SR_OPERATION_NOT_SUPPORTED"])
+    return sr
+
+
+async def _open_source(request) -> _Source:
+    first = await _read_at_least(request, tar.BLOCK)
+    try:
+        parsed = tar.parse_header(first) if len(first) == tar.BLOCK else None
+    except tar.TarError:
+        parsed = None
+    if parsed is not None:
+        if parsed[0] != ovaxml.FILENAME:
+            raise XapiError("IMPORT_ERROR_UNEXPECTED_FILE", ovaxml.FILENAME, parsed[0])
+        return _Source(request, first)
+    if not first:
+        raise XapiError("IMPORT_ERROR_PREMATURE_EOF")
+    if first.startswith(ZSTD_MAGIC):
+        src = _UnzstdSource(request, first)
+        await src.start()
+        return src
+    return _GunzipSource(request, first)
+
+
+class _Disks:
+    """The VDI being written: attached on demand, released when the stream moves on."""
+
+    def __init__(self, request, refs: list) -> None:
+        self.request = request
+        self.refs = refs
+        self.index = -1
+        self.att = None
+        self.disk = None
+
+    async def get(self, i: int):
+        if i != self.index:
+            await self.release()
+            att = transfer._Attached(self.request, self.refs[i], "import", True)
+            att.dp = f"{att.dp}/{i}"
+            info = await att.__aenter__()
+            self.att = att
+            try:
+                self.disk = transfer._open(info, True)
+            except BaseException:
+                await self.release()
+                raise
+            self.index = i
+        return self.disk
+
+    async def release(self) -> None:
+        disk, att = self.disk, self.att
+        self.disk = self.att = None
+        self.index = -1
+        try:
+            if disk is not None:
+                try:
+                    await _run(disk.flush)
+                finally:
+                    disk.close()
+        finally:
+            if att is not None:
+                await att._release()
+
+
+def _apply(disk, w: chunks.Write, force: bool) -> None:
+    """Checks a chunk and writes it (in the pool): zeros are not written to a VHD (it reads as zero)."""
+    problem = chunks.verify(w)
+    if problem is not None:
+        if not force:
+            raise XapiError("IMPORT_ERROR_GENERIC", f'Stream_vdi.Invalid_checksum("{problem}")')
+        log.warning("ignoring (force): %s", problem)
+    if disk.is_vhd and _is_zero(w.data):
+        return
+    disk.write(w.offset, w.data)
+
+
+async def import_vm(request, response):
+    app = request.app
+    sr = _sr_of(request)
+    restore, force = _flag(request, "restore"), _flag(request, "force")
+    request.progress(0.0)
+    source = None
+    importer = None
+    disks = None
+    pending = None
+    try:
+        try:
+            source = await _open_source(request)
+            reader = tar.Reader()
+            files: list = []
+            while not files:
+                data = await source.read()
+                if not data:
+                    reader.finish()
+                    raise tar.PrematureEof("no ova.xml")
+                files = reader.feed(data)
+            name, xml = files.pop(0)
+            if name != ovaxml.FILENAME:
+                raise XapiError("IMPORT_ERROR_UNEXPECTED_FILE", ovaxml.FILENAME, name)
+            header = ovaxml.loads(xml)
+            assert_compatible(app.db, app.host_ref, header.version)
+            importer = Importer(request, request.session, sr, request.task, restore, force)
+            await importer.run(header)
+            objs = header.by_id()
+            ids = [i for i in non_cdrom_vdis(header) if i in importer.table]
+            sizes = [int(objs[i].snapshot.get("virtual_size", 0) or 0) for i in ids]
+            total = sum(sizes) or 1
+            receiver = chunks.Receiver(list(zip(ids, sizes)), header.version.export_vsn > 0)
+            disks = _Disks(request, [importer.table[i] for i in ids])
+            before = [sum(sizes[:k]) for k in range(len(sizes))]
+            while not receiver.done:
+                for fname, fdata in files:
+                    for w in receiver.file(fname, fdata):
+                        if pending is not None:     # one write in flight while the next arrives
+                            p, pending = pending, None
+                            await p
+                        disk = await disks.get(w.disk)
+                        pending = asyncio.ensure_future(_run(_apply, disk, w, force))
+                        request.progress((before[w.disk] + w.offset + len(w.data)) / total * 0.99)
+                    if receiver.done:
+                        break
+                if receiver.done:
+                    break
+                data = await source.read()
+                if not data:
+                    reader.finish()
+                    raise tar.PrematureEof("the archive ended before the disks")
+                files = reader.feed(data)
+            if pending is not None:
+                p, pending = pending, None
+                await p
+            await disks.release()
+        except tar.PrematureEof:
+            raise XapiError("IMPORT_ERROR_PREMATURE_EOF") from None
+        except ConnectionError:
+            raise XapiError("IMPORT_ERROR_PREMATURE_EOF") from None
+        except tar.TarError as e:
+            raise XapiError("IMPORT_ERROR_GENERIC", f"Tar: {e}") from None
+        except ovaxml.OvaError as e:
+            raise XapiError("IMPORT_ERROR_GENERIC", str(e)) from None
+        except chunks.XvaFormatError as e:
+            raise XapiError(e.code, *e.params) from None
+        finally:
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait([pending])
+                if pending.done() and not pending.cancelled():
+                    pending.exception()
+    except BaseException:
+        if disks is not None:
+            with contextlib.suppress(Exception):
+                await disks.release()
+        if importer is not None and not force:
+            await importer.undo()
+        raise
+    finally:
+        if source is not None:
+            source.close()
+    importer.complete()
+    headers = [("Content-Type", "application/octet-stream")]
+    if request.task:
+        headers.append(("Task-Id", request.task))
+    response.start(200, headers, length=0, close=True)
+    request.progress(1.0)
+    return importer.vms
