@@ -331,6 +331,23 @@ class Xenopsd:
         return {"total_memory": p["total_pages"] * 4096, "free_memory": p["free_pages"] * 4096,
                 "cpus": p["nr_cpus"]}
 
+    def host_stats(self) -> dict:
+        """One cheap snapshot for the periodic metrics (xapi.metrics): memory, the CPU time of every
+        domain, and per VM its domain's CPU time, vCPUs, memory and state."""
+        p = self.hv.physinfo()
+        by_domid = {vm.domid: vm for vm in self.vms.values() if vm.domid is not None}
+        total_cpu, vms = 0, {}
+        for info in self.hv.domain_list():
+            total_cpu += int(info.get("cpu_time", 0))
+            vm = by_domid.get(info["domid"])
+            if vm is not None:
+                vms[vm.id] = {"domid": vm.domid, "cpu_time": int(info.get("cpu_time", 0)),
+                              "vcpus": int(info.get("nr_online_vcpus", 1)),
+                              "memory": int(info.get("tot_pages", 0)) * 4096,
+                              "paused": bool(info.get("paused")), "blocked": bool(info.get("blocked"))}
+        return {"time_ns": time.monotonic_ns(), "total_memory": p["total_pages"] * 4096,
+                "free_memory": p["free_pages"] * 4096, "cpus": p["nr_cpus"], "cpu_time": total_cpu, "vms": vms}
+
     def _require(self, vm: VM, allowed: tuple, expected: str) -> None:
         actual = self._power(vm)
         if actual not in allowed:
@@ -434,16 +451,33 @@ class Xenopsd:
                         "data/meminfo_total": str(kib), "data/meminfo_free": str(kib * 3 // 4),
                         "control/feature-shutdown": "1", "control/feature-reboot": "1"}
                 for vif in vm.config.get("vifs", []):
-                    devid = int(vif["devid"] if isinstance(vif, dict) else vif)
-                    ip = f"192.0.2.{(domid * 8 + devid) % 250 + 2}"
-                    keys[f"attr/vif/{devid}/ipv4/0"] = ip
-                    keys[f"attr/eth{devid}/ip"] = ip
+                    keys.update(self._agent_vif_keys(domid, int(vif["devid"] if isinstance(vif, dict) else vif)))
                 for k, v in keys.items():
                     self.store.write(f"{base}/{k}", v)
                 self.store.write(f"{base}/data/updated", "1")    # the data is complete
                 self._update(vm.id)
 
         self._background(agent())
+
+    @staticmethod
+    def _agent_vif_keys(domid: int, devid: int) -> dict:
+        """The addresses the agent reports for one VIF (192.0.2.0/24 and 2001:db8::/32 are for examples)."""
+        n = (domid * 8 + devid) % 250 + 2
+        return {f"attr/vif/{devid}/ipv4/0": f"192.0.2.{n}", f"attr/vif/{devid}/ipv6/0": f"2001:db8::{n:x}",
+                f"attr/eth{devid}/ip": f"192.0.2.{n}"}
+
+    def _agent_vif(self, vm: VM, devid: int, plugged: bool) -> None:
+        """A hotplugged VIF reaches the running agent's report (once the agent has reported)."""
+        domid = vm.domid
+        if self.store is None or domid is None or not self.store.exists(f"/local/domain/{domid}/data/updated"):
+            return
+        if plugged:
+            for k, v in self._agent_vif_keys(domid, devid).items():
+                self.store.write(f"/local/domain/{domid}/{k}", v)
+        else:
+            for k in (f"attr/vif/{devid}", f"attr/eth{devid}"):
+                if self.store.exists(f"/local/domain/{domid}/{k}"):
+                    self.store.rm(f"/local/domain/{domid}/{k}")
 
     def _guest_agent_data(self, domid) -> dict:
         """What the guest agent wrote: {"data/os_name": ..., "attr/vif/0/ipv4/0": ...}."""
@@ -586,6 +620,7 @@ class Xenopsd:
             vm.config["vifs"] = self._replace(vm.config.get("vifs", []), "devid", int(d["devid"]), d)
             if self.store is not None and vm.domid is not None:
                 devices.plug_vif(self.store, vm.domid, d)
+                self._agent_vif(vm, int(d["devid"]), True)
         self._update(vm.id)
 
     async def vif_unplug(self, vm_id: str, devid: int, force: bool = False) -> None:
@@ -594,6 +629,7 @@ class Xenopsd:
             vm.config["vifs"] = self._replace(vm.config.get("vifs", []), "devid", int(devid), None)
             if self.store is not None and vm.domid is not None:
                 devices.unplug(self.store, vm.domid, "vif", int(devid))
+                self._agent_vif(vm, int(devid), False)
         self._update(vm.id)
 
     # -- suspend and resume: the domain's memory image (xapi.xenops.image) in a disk or a file ----
@@ -803,6 +839,7 @@ _METHODS = {
     "VM.migrate_send": Xenopsd.vm_migrate_send,
     "VM.receive": Xenopsd.vm_receive,
     "HOST.stat": Xenopsd.host_stat,
+    "HOST.stats": Xenopsd.host_stats,
     "TASK.stat": Xenopsd.task_stat,
     "TASK.wait": Xenopsd.task_wait,
     "TASK.cancel": Xenopsd.task_cancel,
