@@ -100,6 +100,36 @@ def test_sigterm_flushes_at_once(daemons):
     s2.xenapi.session.logout()
 
 
+def test_event_token_keeps_its_meaning_across_a_restart(daemons):
+    """A load is not a write: the daemon resumes at the saved generation, so a token taken there
+    gets only what changed after the restart, and an older one gets EVENTS_LOST (deletions were
+    not saved), never a silent gap."""
+    d = daemons("--db-flush-interval", "3600")
+    x = sdk(d).xenapi
+    net = x.network.create({"name_label": "before", "name_description": "", "MTU": "1500",
+                            "other_config": {}, "bridge": "xapi-tok0", "tags": []})
+    gone = x.network.create({"name_label": "gone", "name_description": "", "MTU": "1500",
+                             "other_config": {}, "bridge": "xapi-tok1", "tags": []})
+    x.network.destroy(gone)
+    assert d.stop() == 0
+    saved = int(persist.read(state_db(d))[0]["generation_count"])
+    d2 = daemons("--db-flush-interval", "3600")
+    x = sdk(d2).xenapi
+    token = "%020d,%020d" % (saved, 0)
+    batch = x.event_from(["network"], token, 0.0)
+    assert all(int(e["id"]) > saved for e in batch["events"])
+    assert net not in {e["ref"] for e in batch["events"]}, "unchanged since the token: not sent again"
+    x.network.set_name_label(net, "after")
+    batch = x.event_from(["network"], batch["token"], 5.0)
+    assert [(e["ref"], e["operation"], e["snapshot"]["name_label"]) for e in batch["events"]] == \
+           [(net, "mod", "after")]
+    with pytest.raises(XenAPI.Failure) as info:
+        x.event_from(["network"], "%020d,%020d" % (saved - 1, 0), 0.0)
+    assert info.value.details == ["EVENTS_LOST"]
+    everything = x.event_from(["network"], "", 0.0)
+    assert net in {e["ref"] for e in everything["events"]} and gone not in {e["ref"] for e in everything["events"]}
+
+
 def test_file_always_loads_when_killed_at_random_while_a_client_writes(daemons):
     """10 rounds: a client sets pool.other_config:counter in a loop; the daemon is SIGKILLed at a
     random moment; the next one must start (so state.db loads) and hold a counter the client wrote,
