@@ -286,21 +286,54 @@ class Run:
         return True
 
     async def filter(self, c: dm.Class, recs: dict, filters: dict) -> list[str]:
+        """The refs whose printed fields equal the filters. Besides the class's own fields, xe takes
+        `<reference field>-uuid` and `<reference field>-name-label` (vbd-list vm-uuid=..., vdi-list
+        sr-name-label=...), matched against the object the field points at."""
         wanted = []
         for k, v in filters.items():
             if k in STDPARAMS or ":" in k:
                 continue
-            wanted.append((self.field_of(c, k), v))
+            wanted.append((*self.filter_field(c, k), v))
         out = []
         for ref, rec in recs.items():
             ok = True
-            for name, v in wanted:
-                if await self.fmt(c.fields[name].type, rec.get(name)) != v:
+            for name, via, v in wanted:
+                if via is None:
+                    have = await self.fmt(c.fields[name].type, rec.get(name))
+                else:
+                    have = await self.via(c.fields[name].type, rec.get(name), via)
+                if have != v:
                     ok = False
                     break
             if ok:
                 out.append(ref)
         return out
+
+    def filter_field(self, c: dm.Class, key: str) -> tuple[str, str | None]:
+        """(field, None) for a field of c; (reference field, "uuid" | "name_label") for a derived one."""
+        try:
+            return self.field_of(c, key), None
+        except CliError:
+            for suffix, via in (("-uuid", "uuid"), ("-name-label", "name_label")):
+                if key.endswith(suffix):
+                    try:
+                        name = self.field_of(c, key[:-len(suffix)])
+                    except CliError:
+                        continue
+                    if c.fields[name].type.kind == "ref":
+                        return name, via
+            raise
+
+    async def via(self, t, ref, field: str) -> str:
+        if field == "uuid":
+            return await self.uuid_of(t.name, ref)
+        if not isinstance(ref, str) or ref == NULL_REF:
+            return ""
+        cls = dm.CLASS_BY_LOWER.get(t.name.lower(), t.name)
+        try:
+            return await self.call(f"{cls}.get_name_label", ref)
+        except XapiError:
+            return ""
 
     # -- generated commands --
     async def do_list(self, prefix: str, c: dm.Class) -> None:

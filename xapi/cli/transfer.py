@@ -102,8 +102,10 @@ async def track(run, tag: int, filename: str, path: str, query: dict, label: str
         error = list(row["error_info"]) or ["INTERNAL_ERROR", "the transfer failed"]
         raise XapiError(error[0], *error[1:])
     finally:
+        # also when the client has gone (the command is cancelled): no await here
         if task in run.app.db.table("task"):
-            await run.call("task.destroy", task)
+            run.app.tasks.destroy(task)
+            run.app.hub.poke()
 
 
 def _vdi_query(run) -> dict:
