@@ -4,7 +4,7 @@ pool.eject."""
 from __future__ import annotations
 
 from xapi.datamodel.errors import XapiError
-from xapi.pool import membership, secret
+from xapi.pool import membership, secret, transitions
 
 
 async def session_slave_login(ctx, session, host, psecret):
@@ -73,7 +73,30 @@ def _remote_pbd(ctx, pbd) -> bool:
             and pbds.get_field(pbd, "host") != app.host_ref)
 
 
+async def pool_designate_new_master(ctx, session, host):
+    await transitions.designate_new_master(ctx.app, host)
+    return ""
+
+
+async def pool_emergency_transition_to_master(ctx, session):
+    await transitions.emergency_transition_to_master(ctx.app)
+    return ""
+
+
+async def pool_emergency_reset_master(ctx, session, master_address):
+    await transitions.emergency_reset_master(ctx.app, master_address)
+    return ""
+
+
+async def pool_recover_slaves(ctx, session):
+    return await transitions.recover_slaves(ctx.app)
+
+
 MESSAGES = {
+    "pool.designate_new_master": pool_designate_new_master,
+    "pool.emergency_transition_to_master": pool_emergency_transition_to_master,
+    "pool.emergency_reset_master": pool_emergency_reset_master,
+    "pool.recover_slaves": pool_recover_slaves,
     "PBD.plug": pbd_plug,
     "PBD.unplug": pbd_unplug,
     "session.slave_login": session_slave_login,

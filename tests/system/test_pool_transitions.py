@@ -1,0 +1,90 @@
+"""Changes of coordinator on a 3-host `xapi sim` pool: an orderly pool.designate_new_master, then
+kill -9 of the coordinator, pool.emergency_transition_to_master on a member (its replica promoted,
+nothing committed lost) and pool.recover_slaves. The tests run in order on one pool."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import XenAPI
+
+from tests import pool as _pool
+
+
+@pytest.fixture(scope="module")
+def sim():
+    p = _pool.start(3)
+    yield p
+    _pool.cleanup(p)
+
+
+def _failure(fn, *args) -> list:
+    with pytest.raises(XenAPI.Failure) as e:
+        fn(*args)
+    return e.value.details
+
+
+def _eventually(fn, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = fn()
+        except (XenAPI.Failure, OSError):
+            value = None
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def _login_error(host) -> list | None:
+    try:
+        host.session().xenapi.session.logout()
+        return None
+    except XenAPI.Failure as e:
+        return e.details
+
+
+def test_designate_new_master(sim):
+    h1, h2, h3 = sim.hosts
+    s = h1.session()
+    x = s.xenapi
+    target = next(h for h, r in x.host.get_all_records().items() if r["address"] == h2.address)
+    pool = x.pool.get_all()[0]
+    x.pool.set_name_label(pool, "before handover")
+    assert _failure(x.pool.designate_new_master, "OpaqueRef:nope")[:2] == ["HANDLE_INVALID", "host"]
+    x.pool.designate_new_master(target)
+    # the old coordinator now names the new one, and so does the other member
+    assert _failure(x.pool.set_name_label, pool, "too late") == ["HOST_IS_SLAVE", h2.address]
+    assert _eventually(lambda: _login_error(h3) == ["HOST_IS_SLAVE", h2.address])
+    assert _login_error(h1) == ["HOST_IS_SLAVE", h2.address]
+    y = h2.session().xenapi
+    assert y.pool.get_master(pool) == target
+    assert y.pool.get_name_label(pool) == "before handover"      # nothing committed was lost
+    assert len(y.host.get_all()) == 3
+    y.pool.set_name_label(pool, "after handover")
+    for old in (h1, h3):                                           # both replicas follow the new one
+        local = old.local_session()
+        assert _eventually(lambda: local.xenapi.pool.get_name_label(pool) == "after handover")
+        local.xenapi.session.local_logout()
+
+
+def test_coordinator_killed_member_promoted(sim):
+    h1, h2, h3 = sim.hosts
+    y = h2.session().xenapi
+    pool = y.pool.get_all()[0]
+    y.pool.set_name_description(pool, "written before the crash")
+    local = h3.local_session()
+    assert _eventually(lambda: local.xenapi.pool.get_name_description(pool) == "written before the crash")
+    h2.kill()                                                      # kill -9 the coordinator
+    assert _eventually(lambda: local.xenapi.host.is_in_emergency_mode())
+    local.xenapi.pool.emergency_transition_to_master()
+    z = h3.session().xenapi                                        # password logins work: coordinator
+    assert z.pool.get_name_description(pool) == "written before the crash"
+    me = next(h for h, r in z.host.get_all_records().items() if r["address"] == h3.address)
+    assert z.pool.get_master(pool) == me
+    h1_ref = next(h for h, r in z.host.get_all_records().items() if r["address"] == h1.address)
+    assert z.pool.recover_slaves() == [h1_ref]                     # the dead host is not recovered
+    assert _eventually(lambda: _login_error(h1) == ["HOST_IS_SLAVE", h3.address])
+    z.pool.set_name_label(pool, "after the crash")
+    l1 = h1.local_session()
+    assert _eventually(lambda: l1.xenapi.pool.get_name_label(pool) == "after the crash")
