@@ -247,3 +247,6 @@ async def serve(config: Config) -> None:
     await stop.wait()
     log.info("stopping")
     await daemon.stop()
+    if getattr(daemon, "restart_after_stop", False):      # host.reboot (xapi.actions.host_evacuate)
+        import sys
+        os.execv(sys.executable, [sys.executable, "-m", "xapi.cli.main", *sys.argv[1:]])

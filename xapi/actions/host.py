@@ -112,3 +112,8 @@ def sync_certificate(app) -> None:
         record_certificate(app.db, app.host_ref, _read(app.cert_path))
     except (OSError, ValueError) as e:
         log.error("cannot record the server certificate %s: %s", app.cert_path, e)
+
+
+# host maintenance (enable, disable, evacuate, shutdown, reboot), so that dispatch finds it here
+from xapi.actions.host_evacuate import (  # noqa: E402,F401
+    assert_can_evacuate, disable, enable, evacuate, get_vms_which_prevent_evacuation, reboot, shutdown)

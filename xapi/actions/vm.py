@@ -20,6 +20,7 @@ from xapi.actions import vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert
+from xapi.pool import placement
 from xapi.xenops.server import XenopsError
 
 log = logging.getLogger("xapi.vm")
@@ -51,7 +52,7 @@ _DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "m
             "changing_dynamic_range", "start")
 # the ops our lifecycle implements; the rest are offered once their actions exist
 _IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
-                "pause", "unpause", "destroy", "suspend", "resume", "resume_on")
+                "pause", "unpause", "destroy", "suspend", "resume", "resume_on", "pool_migrate")
 
 
 def _rec(db, ref) -> dict:
@@ -205,22 +206,37 @@ def _config(rec: dict) -> dict:
             "on_crash": rec["actions_after_crash"]}
 
 
-async def sync(app, ref: str) -> None:
-    """The VM's power state, domid, residence and metrics from xenopsd; the host's free memory."""
+def xenops_of(app, host=None):
+    """The xenopsd of `host` (default: this host); a member's is reached through its internal endpoint."""
+    if host in (None, "", NULL_REF, app.host_ref) or getattr(app, "pool", None) is None:
+        return app.xenops
+    return app.xenops_for(host)
+
+
+def home(app, rec: dict) -> str:
+    """The host whose xenopsd knows the VM's domain: where it is resident, else this host."""
+    where = rec.get("resident_on")
+    return where if where not in (None, "", NULL_REF) and where in app.db.table("host") else app.host_ref
+
+
+async def sync(app, ref: str, host: str | None = None) -> None:
+    """The VM's power state, domid, residence and metrics from the xenopsd of `host` (default: the
+    host it is resident on); that host's free memory."""
     db = app.db
     vms = db.table("VM")
     if ref not in vms:
         return
     rec = vms.get(ref)
+    host = host or home(app, rec)
     try:
-        st = await app.xenops.call("VM.stat", rec["uuid"])
+        st = await xenops_of(app, host).call("VM.stat", rec["uuid"])
     except XenopsError:
         st = {"power_state": "Halted", "domid": -1, "memory": 0, "vcpus": 0}
     power = st["power_state"]
     if power == "Halted" and rec["power_state"] == "Suspended":
         power = "Suspended"
     values = {"power_state": power, "domid": int(st["domid"]),
-              "resident_on": app.host_ref if power in ("Running", "Paused") else NULL_REF}
+              "resident_on": host if power in ("Running", "Paused") else NULL_REF}
     if power in ("Halted", "Suspended"):
         values["domid"] = -1
     changed = {k: v for k, v in values.items() if rec.get(k) != v}
@@ -242,12 +258,13 @@ async def sync(app, ref: str) -> None:
     guest_metrics.update(db, ref, power, st.get("guest_agent"))
     if power in ("Halted", "Suspended") and vm_devices.holds_devices(db, ref):
         await vm_devices.release_vbds(app, ref)     # the domain is gone: so are its devices
-    await sync_host_memory(app)
+    await sync_host_memory(app, host)
 
 
-async def sync_host_memory(app) -> None:
-    h = await app.xenops.call("HOST.stat")
-    hm = app.db.table("host").get_field(app.host_ref, "metrics")
+async def sync_host_memory(app, host: str | None = None) -> None:
+    host = host or app.host_ref
+    h = await xenops_of(app, host).call("HOST.stat")
+    hm = app.db.table("host").get_field(host, "metrics")
     t = app.db.table("host_metrics")
     if hm in t and t.get_field(hm, "memory_free") != h["free_memory"]:
         t.set_field(hm, "memory_free", int(h["free_memory"]))
@@ -261,40 +278,54 @@ async def _check_memory(app, rec: dict) -> None:
 
 
 # -- the calls ---------------------------------------------------------------------------------------
-async def _build(app, vm: str, rec: dict, paused: bool, progress) -> None:
-    """Disks attached, the domain built with its disks and VIFs; a failed build releases the disks."""
+async def _build(app, vm: str, rec: dict, paused: bool, progress, host: str | None = None) -> None:
+    """Disks attached, the domain built with its disks and VIFs (on `host`, default this one); a
+    failed build releases the disks."""
     config = {**_config(rec), "vbds": await vm_devices.attach_vbds(app, vm),
               "vifs": vm_devices.vif_devices(app.db, vm)}
+    xenops = xenops_of(app, host)
     try:
-        await app.xenops.call("VM.add", config)
-        await app.xenops.run("VM.start", rec["uuid"], paused, on_progress=progress)
+        await xenops.call("VM.add", config)
+        await xenops.run("VM.start", rec["uuid"], paused, on_progress=progress)
     except BaseException:
         await asyncio.shield(vm_devices.release_vbds(app, vm))
         raise
     vm_devices.mark_plugged(app.db, vm)
 
 
-async def start(ctx, session, vm, start_paused=False, force=False):
+async def _start(ctx, vm: str, op: str, host: str | None, paused: bool) -> None:
+    """Builds the VM on `host`, or on the host placement chooses (xapi.pool.placement), with its
+    memory reserved there and scheduled_to_be_resident_on set until the domain runs."""
     app = ctx.app
 
     async def body(rec, progress):
-        await _check_memory(app, rec)
-        await _build(app, vm, rec, bool(start_paused), progress)
-    await _operation(ctx, vm, "start", body)
+        if host is None:
+            target = placement.choose(app, vm, rec)
+        else:
+            placement.assert_can_boot_here(app, vm, rec, host)
+            target = host
+        vms = app.db.table("VM")
+        with placement.reserve(app, target, placement.vm_memory(rec)):
+            vms.set_field(vm, "scheduled_to_be_resident_on", target)
+            try:
+                await _build(app, vm, rec, paused, progress, target)
+                await sync(app, vm, target)         # resident_on, and the host's memory, before the reservation goes
+            finally:
+                if vm in vms:
+                    vms.set_field(vm, "scheduled_to_be_resident_on", NULL_REF)
+    await _operation(ctx, vm, op, body)
+
+
+async def start(ctx, session, vm, start_paused=False, force=False):
+    await _start(ctx, vm, "start", None, bool(start_paused))
     return ""
 
 
 async def start_on(ctx, session, vm, host, start_paused=False, force=False):
-    if host != ctx.app.host_ref:
-        if host not in ctx.app.db.table("host"):
-            raise XapiError("HANDLE_INVALID", "host", host)
-        raise XapiError("OPERATION_NOT_ALLOWED", "start_on another host is not supported yet")
-    app = ctx.app
-
-    async def body(rec, progress):
-        await _check_memory(app, rec)
-        await _build(app, vm, rec, bool(start_paused), progress)
-    await _operation(ctx, vm, "start_on", body)
+    _rec(ctx.app.db, vm)
+    if type(host) is not str or host not in ctx.app.db.table("host"):
+        raise XapiError("HANDLE_INVALID", "host", host)
+    await _start(ctx, vm, "start_on", host, bool(start_paused))
     return ""
 
 
@@ -303,8 +334,9 @@ def _simple(op: str, method: str, *extra):
         app = ctx.app
 
         async def body(rec, progress):
-            await app.xenops.call("VM.add", _config(rec))
-            await app.xenops.run(method, rec["uuid"], *extra, on_progress=progress)
+            xenops = xenops_of(app, home(app, rec))
+            await xenops.call("VM.add", _config(rec))
+            await xenops.run(method, rec["uuid"], *extra, on_progress=progress)
         await _operation(ctx, vm, op, body)
         return ""
     call.__name__ = op
@@ -347,8 +379,8 @@ async def power_state_reset(ctx, session, vm):
     if rec.get("is_control_domain"):
         raise XapiError("OPERATION_NOT_ALLOWED", "Operations on domain 0 are not allowed")
     try:
-        st = await app.xenops.call("VM.stat", rec["uuid"])
-    except XenopsError:
+        st = await xenops_of(app, home(app, rec)).call("VM.stat", rec["uuid"])
+    except (XenopsError, XapiError):
         st = {"power_state": "Halted"}
     if st["power_state"] != "Halted":
         raise XapiError("VM_BAD_POWER_STATE", vm, "halted", st["power_state"].lower())
@@ -366,40 +398,71 @@ async def assert_can_boot_here(ctx, session, self, host):
         raise XapiError("HANDLE_INVALID", "host", host)
     if rec["is_a_template"]:
         raise XapiError("VM_IS_TEMPLATE", self, "start")
-    if host == app.host_ref:
-        await _check_memory(app, rec)
+    placement.assert_can_boot_here(app, self, rec, host)
     return ""
+
+
+def get_possible_hosts(ctx, session, vm):
+    app = ctx.app
+    return placement.possible_hosts(app, vm, _rec(app.db, vm))
 
 
 # -- updates from xenopsd ------------------------------------------------------------------------------
 async def watch(app) -> None:
-    """Follows xenopsd's updates: VMs that changed by themselves are synced into the database."""
+    """On the coordinator: follows the xenopsd updates of every host of the pool (a member's through
+    its internal endpoint), so VMs that changed by themselves reach the database. Hosts that join
+    are picked up within a second; a member does nothing (the coordinator writes for it)."""
+    from xapi import metrics
+    metrics.start(app)          # this host's live VM/host metrics, for as long as the watcher runs
+    watchers: dict[str, asyncio.Task] = {}
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            hosts = set(app.db.table("host").refs()) if app.is_coordinator else set()
+            for h in list(watchers):
+                if h not in hosts or watchers[h].done():
+                    watchers.pop(h).cancel()
+            for h in hosts - watchers.keys():
+                watchers[h] = loop.create_task(_watch_host(app, h))
+            await asyncio.sleep(1.0)
+    finally:
+        for t in watchers.values():
+            t.cancel()
+
+
+async def _watch_host(app, host: str) -> None:
     last = 0
     by_uuid = app.db.table("VM")
+    local = host == app.host_ref
+    mine = (host, NULL_REF) if local else (host,)
     for ref in by_uuid.refs():          # after a restart: domains that are gone leave their VMs Halted
         rec = by_uuid.get(ref)
         if rec["power_state"] in ("Running", "Paused") and not rec["is_control_domain"] \
-                and rec["resident_on"] in (app.host_ref, NULL_REF):
+                and rec["resident_on"] in mine:
             with _quiet():
-                await sync(app, ref)
+                await sync(app, ref, host)
                 refresh_allowed_operations(app.db, ref)
     while True:
         try:
-            got = await app.xenops.call("UPDATES.get", last, 30.0)
+            got = await xenops_of(app, host).call("UPDATES.get", last, 30.0)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - xenopsd restarting: try again
-            await asyncio.sleep(0.5)
+        except Exception:  # noqa: BLE001 - xenopsd restarting, member unreachable: try again
+            await asyncio.sleep(0.5 if local else 2.0)
+            continue
+        if got["last"] < last:
+            last = 0                    # that xenopsd restarted: its sequence began again
             continue
         last = got["last"]
         for kind, vm_uuid in got["updates"]:
             if kind != "VM":
                 continue
             refs = by_uuid.find("uuid", vm_uuid)
-            if not refs or by_uuid.get_field(refs[0], "current_operations"):
-                continue                # the running operation syncs when it ends
+            if not refs or by_uuid.get_field(refs[0], "current_operations") \
+                    or by_uuid.get_field(refs[0], "resident_on") not in mine:
+                continue                # the running operation syncs when it ends; another host's VM
             with _quiet():
-                await sync(app, refs[0])
+                await sync(app, refs[0], host)
                 refresh_allowed_operations(app.db, refs[0])
 
 
@@ -415,3 +478,4 @@ def set_actions_after_crash(ctx, session, self, value):
 # the other modules' messages, so that dispatch finds them here
 from xapi.actions import vm_suspend  # noqa: E402
 from xapi.actions.vm_suspend import resume, resume_on, suspend  # noqa: E402,F401
+from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401
