@@ -121,6 +121,68 @@ def test_raw_import_with_length_and_export(d, x, sid, vdi):
     x.VDI.destroy(vdi)
 
 
+def test_import_then_more_requests_on_the_connection(d, x, sid, vdi):
+    """A body with a length is moved kernel-side; the connection then goes on: the next requests on
+    it (a pipelined one among them) are answered, and what was imported reads back."""
+    data = data_of(12 * MiB, 4) + b"\x05" * 1000         # a short end: not a whole block
+    task = x.task.create("import", "")
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
+    try:
+        c.request("PUT", f"/import_raw_vdi?session_id={sid}&vdi={vdi}&task_id={task}", body=data,
+                  headers={"Content-Length": str(len(data))})
+        r = c.getresponse()
+        assert r.status == 200, r.read()
+        r.read()
+        assert x.task.get_status(task) == "success" and x.task.get_progress(task) == 1.0
+        c.request("GET", f"/export_raw_vdi?session_id={sid}&vdi={vdi}")
+        r = c.getresponse()
+        body = r.read()
+        assert r.status == 200 and body[:len(data)] == data and body[len(data):].count(0) == SIZE - len(data)
+    finally:
+        c.close()
+    # a PUT and a GET sent together: the GET is answered after the PUT, with its data
+    more = data_of(6 * MiB, 6)
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=60)
+    try:
+        s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi} HTTP/1.1\r\nHost: x\r\n"
+                  f"Content-Length: {len(more)}\r\n\r\n".encode() + more +
+                  f"GET /export_raw_vdi?session_id={sid}&vdi={vdi} HTTP/1.1\r\nHost: x\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+        parts = []
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            parts.append(chunk)
+    finally:
+        s.close()
+    reply = b"".join(parts)
+    first, _, rest = reply.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200"), first
+    head, _, body = rest[rest.index(b"HTTP/1.1"):].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == SIZE
+    assert body[:len(more)] == more and body[len(more):len(data)] == data[len(more):]
+
+
+def test_import_cut_short(d, x, sid, vdi):
+    """The client closes before the end of a body with a length: the task fails, the VDI is
+    released, the daemon goes on."""
+    task = x.task.create("cut", "")
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=30)
+    try:
+        s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi}&task_id={task} HTTP/1.1\r\n"
+                  f"Host: x\r\nContent-Length: {SIZE}\r\n\r\n".encode() + data_of(9 * MiB, 2))
+    finally:
+        s.close()
+    for _ in range(100):
+        if x.task.get_status(task) != "pending":
+            break
+        time.sleep(0.1)
+    assert x.task.get_status(task) == "failure"
+    assert d.alive()
+    x.VDI.destroy(vdi)                        # not left attached
+
+
 def test_chunked_import_with_task(d, x, sid, vdi):
     data = data_of(8 * MiB, 7)
     task = x.task.create("import", "")

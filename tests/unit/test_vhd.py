@@ -683,3 +683,50 @@ def test_write_block_differencing(tmp_path):
         v.read_block_into(0, out)                      # from the parent, through read()
         assert out == b"\x33" * vhd.BLOCK_SIZE
     assert vhd.check(str(child)) == []
+
+
+def test_block_target_and_commit(core, tmp_path):
+    """A writer that puts whole blocks into the file itself (block_target, its own pwrite,
+    commit_block) gets the disk write_block gives; a new block left uncommitted (a zero block the
+    import skips) leaves no trace once flushed, and the next new block takes its place."""
+    n = 4
+    size = n * vhd.BLOCK_SIZE
+    data = _blocks_pattern(n, vhd.BLOCK_SIZE)
+    a, b = tmp_path / "write_block.vhd", tmp_path / "target.vhd"
+    for p in (a, b):
+        vhd.create(str(p), size)
+        with vhd.open(str(p)) as v:                   # block 2 already partly written
+            v.write(2 * vhd.BLOCK_SIZE + 512, b"\x44" * 700)
+    with vhd.open(str(a)) as v:
+        for k in (0, 2, 3):
+            v.write_block(k, data[k])
+    with vhd.open(str(b)) as v:
+        fd = os.open(str(b), os.O_RDWR)
+        try:
+            at, new = v.block_target(1)                # staged, then dropped: block 1 stays unmapped
+            assert new
+            os.pwrite(fd, bytes(vhd.BLOCK_SIZE), at)
+            for k in (0, 2, 3):
+                at2, new2 = v.block_target(k)
+                assert new2 == (k != 2)
+                if k == 0:
+                    assert at2 == at                  # the dropped block's place is taken again
+                os.pwrite(fd, data[k], at2)
+                v.commit_block(k, len(data[k]))
+            at, new = v.block_target(1)                # staged again and left: flush drops it
+            os.pwrite(fd, b"\x55" * vhd.BLOCK_SIZE, at)
+        finally:
+            os.close(fd)
+        with pytest.raises(vhd.VHDError):
+            v.commit_block(0, 512)                     # not a whole block
+        v.flush()
+    with vhd.open(str(a), readonly=True) as va, vhd.open(str(b), readonly=True) as vb:
+        assert va.blocks() == vb.blocks() == [0, 2, 3]
+        assert va.read(0, size) == vb.read(0, size)
+        for k in vb.blocks():
+            assert va.bitmap(k) == vb.bitmap(k)
+    assert os.path.getsize(a) == os.path.getsize(b)
+    assert vhd.check(str(b)) == []
+    if QEMU_IMG is not None:
+        assert_qemu_ok(b, size)
+        assert qemu_raw(b, tmp_path) == data[0] + bytes(vhd.BLOCK_SIZE) + data[2] + data[3]

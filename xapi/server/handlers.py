@@ -12,7 +12,9 @@ The request body streams in: `await request.read(n)` (at most n bytes, b"" at th
 wait for the handler. Content-Length and chunked bodies come through the HTTP parser; an HTTP/1.0
 PUT/POST without a length has a body that ends when the client closes (llhttp would call it bodiless),
 and CONNECT/Upgrade requests carry raw bytes after the head: for those the connection leaves the
-parser (the transport gets a RawProtocol) and ends with the exchange.
+parser (the transport gets a RawProtocol) and ends with the exchange. A handler may also take a
+Content-Length body off the connection and read it from the socket itself (Request.take_socket, for
+os.splice); the connection then goes on with a fresh parser.
 
 The response: `response.start(status, headers, length=None)`, `await response.write(data)` (waits
 while the client isn't reading), `await response.end()`, or `response.redirect(url)`. The framing
@@ -39,6 +41,7 @@ import base64
 import binascii
 import collections
 import logging
+import os
 import time
 from urllib.parse import unquote
 
@@ -450,6 +453,63 @@ class Request:
             if not chunk:
                 return
             yield chunk
+
+    # -- the body, moved by the handler itself ----------------------------------------------------
+    def take_socket(self):
+        """For a handler that moves a Content-Length body kernel-side (os.splice): stops reading the
+        connection and returns (the body bytes already read, in pieces; a duplicate descriptor of the
+        non-blocking socket, the handler's to close; how many body bytes are still to come on it).
+        None when the body can't be taken so (TLS, no length, complete already, not a socket). The
+        handler calls active() as bytes come in and give_back_socket() at the end."""
+        ex = self._exchange
+        proto = ex.proto
+        if (self.content_length is None or ex.raw or ex.upgrade or ex.complete or ex.discarding
+                or proto.closing or proto.exchange is not ex):
+            return None
+        transport = proto.transport
+        if transport.get_extra_info("sslcontext") is not None or transport.get_extra_info("ssl_object") is not None:
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            fd = os.dup(sock.fileno())
+        except (OSError, ValueError):
+            return None
+        pause_body(proto)
+        body = ex.body
+        body.paused = False         # its own flow control must not resume reading meanwhile
+        chunks = list(body.chunks)
+        body.chunks.clear()
+        body.size = 0
+        return chunks, fd, self.content_length - body.received
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds a body may stall before the connection is dropped."""
+        return float(self._exchange.proto.server.config.idle_timeout)
+
+    def active(self) -> None:
+        """Notes that body bytes came in (the idle timeout), for a handler that took the socket."""
+        self._exchange.proto.last_active = time.monotonic()
+
+    def give_back_socket(self, complete: bool) -> None:
+        """After take_socket(): with the whole body read, the connection goes on with a fresh parser
+        (keep-alive and pipelining as usual); else it closes once the handler has answered."""
+        ex = self._exchange
+        proto = ex.proto
+        if proto.closing:
+            return
+        if not complete:
+            ex.complete = True          # nothing more is read: the connection ends with the reply
+            ex.keep_alive = False
+            return
+        ex.body.received = self.content_length
+        proto.parser = type(proto.parser)(proto)    # the old one still waits for the body's bytes
+        proto.in_request = False
+        proto.prev = None
+        on_message_complete(proto)
+        resume_body(proto)
 
     # -- authentication ---------------------------------------------------------------------------
     async def authenticate(self):

@@ -259,6 +259,7 @@ class VHD:
         self._parent_vhd: VHD | None = None
         self._bitmaps: dict[int, bytearray] = {}
         self._batmap: bytearray | None = None
+        self._staged = False                  # block_target gave out a place past the footer
         self._fd = os.open(self.path, os.O_RDONLY if readonly else os.O_RDWR)
         try:
             self._load()
@@ -413,6 +414,10 @@ class VHD:
             self._fd = -1
 
     def flush(self) -> None:
+        """Makes the file durable; drops first what a writer left past the footer (block_target)."""
+        if self._staged and os.fstat(self._fd).st_size > self._end + SECTOR:
+            os.ftruncate(self._fd, self._end + SECTOR)
+        self._staged = False
         os.fsync(self._fd)
 
     # ---------------------------------------------------------------- blocks
@@ -665,6 +670,59 @@ class VHD:
         done = os.pwritev(fd, parts, off)             # gap, bitmap and data: one write
         if done < total:                              # short write: the rest, the usual way
             _pwrite(fd, b"".join(bytes(p) for p in parts)[done:], off + done)
+        _core.bat_set(self._bat, block, start)
+        _pwrite(fd, self._bat[4 * block:4 * block + 4], self.header.table_offset + 4 * block)
+        self._bitmaps[block] = bm
+        self._end = new_end
+        if self._batmap is not None and _core.bitmap_full(bm, self.spb):
+            self._batmap_set(block)
+
+    # ---------------------------------------------------------------- blocks written by the caller
+    def _next_block_start(self) -> tuple[int, int]:
+        """(first sector, gap sectors before it) of a block allocated now, after the data."""
+        sec = self._end // SECTOR
+        gap = -(sec + self.bm_secs) % 8               # data region on a 4 KiB boundary
+        if sec + gap > UNUSED - 1:
+            raise VHDError(f"{self.path}: file too large for the BAT")
+        return sec + gap, gap
+
+    def block_target(self, block: int) -> tuple[int, bool]:
+        """For a writer that puts the whole of block ``block`` into the file itself (os.splice):
+        (byte offset of its data in the file, new). A new block's place is past the footer, which
+        stays valid until ``commit_block`` records the block; if it isn't committed, the next new
+        block goes to the same place, and ``flush`` drops what was left past the footer."""
+        self._writable()
+        if self.header is None:
+            return block * BLOCK_SIZE, False
+        if block >= self.entries:
+            raise VHDError(f"{self.path}: block {block} beyond the BAT ({self.entries} entries)")
+        e = _core.bat_get(self._bat, block)
+        if e != UNUSED:
+            return (e + self.bm_secs) * SECTOR, False
+        start, _ = self._next_block_start()
+        self._staged = True
+        return (start + self.bm_secs) * SECTOR, True
+
+    def commit_block(self, block: int, length: int) -> None:
+        """Records that the caller wrote the whole of block ``block`` (``length`` bytes, as
+        ``write_block``) at ``block_target``'s offset: a new block gets its bitmap, BAT entry and
+        the footer after it; an allocated one its full bitmap."""
+        self._writable()
+        n = self._whole_block(block, length)
+        if self.header is None:
+            return
+        e = _core.bat_get(self._bat, block)
+        if e != UNUSED:
+            if _core.bitmap_set(self.bitmap(block), 0, n):
+                self._commit_bitmap(block, e)
+            return
+        start, gap = self._next_block_start()
+        bm = bytearray(self.bm_bytes)
+        _core.bitmap_set(bm, 0, n)
+        fd, old_end = self._fd, self._end
+        new_end = (start + self.bm_secs + self.spb) * SECTOR
+        _pwrite(fd, self.footer.pack(), new_end)
+        _pwrite(fd, bytes(gap * SECTOR) + bm, old_end)     # over the old footer
         _core.bat_set(self._bat, block, start)
         _pwrite(fd, self._bat[4 * block:4 * block + 4], self.header.table_offset + 4 * block)
         self._bitmaps[block] = bm
