@@ -6,8 +6,8 @@
   results and exception types;
 * targeted tests of generation counting, the event rules, index upkeep, EventsLost and
   relations (VBD.VM <-> VM.VBDs, dangling refs, late targets, a relation inside one
-  table, read-only mirrors), run on each implementation (the compiled one is skipped
-  when it is not built).
+  table, read-only mirrors) and of restoring saved rows with their stamps (state.db
+  loads), run on each implementation (the compiled one is skipped when it is not built).
 """
 import importlib
 import os
