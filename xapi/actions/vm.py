@@ -48,11 +48,13 @@ _CANDIDATES = ("snapshot", "copy", "clone", "revert", "checkpoint", "start", "st
 _TEMPLATE_OK = ("changing_dynamic_range", "changing_static_range", "changing_memory_limits",
                 "changing_shadow_memory", "changing_VCPUs", "clone", "copy", "export", "metadata_export",
                 "provision")
+_SNAPSHOT_OK = ("revert", "clone", "copy", "export", "destroy", "hard_shutdown", "metadata_export")
 _DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "metadata_export",
             "changing_dynamic_range", "start")
 # the ops our lifecycle implements; the rest are offered once their actions exist
 _IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
-                "pause", "unpause", "destroy", "suspend", "resume", "resume_on", "pool_migrate")
+                "pause", "unpause", "destroy", "suspend", "resume", "resume_on", "pool_migrate",
+                "clone", "copy", "snapshot", "checkpoint", "revert", "provision")
 
 
 def _rec(db, ref) -> dict:
@@ -79,6 +81,12 @@ def check_operation(rec: dict, ref: str, op: str):
         default = (rec.get("other_config") or {}).get("default_template") == "true"
         if not (op in _TEMPLATE_OK or (op == "destroy" and not default)):
             return ["VM_IS_TEMPLATE", ref, op]
+    if op == "provision" and not rec["is_a_template"]:
+        return ["PROVISION_ONLY_ALLOWED_ON_TEMPLATE"]
+    if op == "revert" and not rec.get("is_a_snapshot"):
+        return ["REVERT_ONLY_ALLOWED_ON_SNAPSHOT"]
+    if rec.get("is_a_snapshot") and op not in _SNAPSHOT_OK:
+        return ["VM_IS_SNAPSHOT", ref, op]
     if rec.get("is_control_domain") and op not in _DOM0_OK:
         return ["OPERATION_NOT_ALLOWED", "Operations on domain 0 are not allowed"]
     return None
@@ -478,4 +486,6 @@ def set_actions_after_crash(ctx, session, self, value):
 # the other modules' messages, so that dispatch finds them here
 from xapi.actions import vm_suspend  # noqa: E402
 from xapi.actions.vm_suspend import resume, resume_on, suspend  # noqa: E402,F401
+from xapi.actions.vm_clone import checkpoint, clone, copy, revert, snapshot  # noqa: E402,F401
+from xapi.actions.vm_provision import provision  # noqa: E402,F401
 from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401

@@ -65,63 +65,71 @@ async def _destroy_vdi(ctx, vdi: str) -> None:
         await vdi_actions.destroy(ctx, None, vdi)
 
 
-async def suspend(ctx, session, vm):
+async def save(ctx, session, vm: str, rec: dict, progress) -> None:
+    """The suspend itself, inside an operation the caller holds (suspend, checkpoint)."""
     app = ctx.app
     db = app.db
-
-    async def body(rec, progress):
-        sr = choose_suspend_sr(db, vm, rec)
-        await app.storage.ready()
-        vdi = await vdi_actions.create(ctx, session, {
-            "name_label": "Suspend image", "name_description": "Suspend image", "SR": sr,
-            "virtual_size": suspend_size(rec), "type": "suspend", "sharable": False, "read_only": False,
-            "other_config": {}, "xenstore_data": {}, "sm_config": {"vmhint": rec["uuid"]}, "tags": []})
-        dp = f"suspend/{rec['uuid']}"
+    sr = choose_suspend_sr(db, vm, rec)
+    await app.storage.ready()
+    vdi = await vdi_actions.create(ctx, session, {
+        "name_label": "Suspend image", "name_description": "Suspend image", "SR": sr,
+        "virtual_size": suspend_size(rec), "type": "suspend", "sharable": False, "read_only": False,
+        "other_config": {}, "xenstore_data": {}, "sm_config": {"vmhint": rec["uuid"]}, "tags": []})
+    dp = f"suspend/{rec['uuid']}"
+    try:
+        disk = await _attached(app, dp, vdi, True)
         try:
-            disk = await _attached(app, dp, vdi, True)
-            try:
-                await app.xenops.call("VM.add", vm_mod._config(rec))
-                await app.xenops.run("VM.save", rec["uuid"], disk, on_progress=progress)
-            finally:
-                await asyncio.shield(_release(app, dp, vdi))
+            await app.xenops.call("VM.add", vm_mod._config(rec))
+            await app.xenops.run("VM.save", rec["uuid"], disk, on_progress=progress)
+        finally:
+            await asyncio.shield(_release(app, dp, vdi))
+    except BaseException:
+        await asyncio.shield(_destroy_vdi(ctx, vdi))
+        raise
+    db.table("VM").update(vm, {"suspend_VDI": vdi, "power_state": "Suspended"})
+    await vm_devices.release_vbds(app, vm)
+
+
+async def restore(ctx, vm: str, rec: dict, start_paused: bool, progress) -> None:
+    """The resume itself, inside an operation the caller holds (resume, resume_on, checkpoint)."""
+    app = ctx.app
+    db = app.db
+    vdi = rec["suspend_VDI"]
+    if vdi not in db.table("VDI"):
+        raise XapiError("VM_HAS_NO_SUSPEND_VDI", vm)
+    await vm_mod._check_memory(app, rec)
+    await app.storage.ready()
+    dp = f"suspend/{rec['uuid']}"
+    disk = await _attached(app, dp, vdi, False)
+    try:
+        config = {**vm_mod._config(rec), "vbds": await vm_devices.attach_vbds(app, vm),
+                  "vifs": vm_devices.vif_devices(db, vm)}
+        try:
+            await app.xenops.call("VM.add", config)
+            await app.xenops.run("VM.restore", rec["uuid"], disk, bool(start_paused), on_progress=progress)
         except BaseException:
-            await asyncio.shield(_destroy_vdi(ctx, vdi))
+            await asyncio.shield(vm_devices.release_vbds(app, vm))
             raise
-        db.table("VM").update(vm, {"suspend_VDI": vdi, "power_state": "Suspended"})
-        await vm_devices.release_vbds(app, vm)
+    finally:
+        await asyncio.shield(_release(app, dp, vdi))
+    vm_devices.mark_plugged(db, vm)
+    db.table("VM").update(vm, {"suspend_VDI": NULL_REF, "power_state": "Running"})
+    try:
+        await _destroy_vdi(ctx, vdi)
+    except XapiError as e:     # the VM runs: a leftover image is only space
+        log.warning("could not destroy the suspend image %s of %s: %s", vdi, vm, e)
+
+
+async def suspend(ctx, session, vm):
+    async def body(rec, progress):
+        await save(ctx, session, vm, rec, progress)
     await vm_mod._operation(ctx, vm, "suspend", body)
     return ""
 
 
 async def _resume(ctx, vm, op: str, start_paused: bool):
-    app = ctx.app
-    db = app.db
-
     async def body(rec, progress):
-        vdi = rec["suspend_VDI"]
-        if vdi not in db.table("VDI"):
-            raise XapiError("VM_HAS_NO_SUSPEND_VDI", vm)
-        await vm_mod._check_memory(app, rec)
-        await app.storage.ready()
-        dp = f"suspend/{rec['uuid']}"
-        disk = await _attached(app, dp, vdi, False)
-        try:
-            config = {**vm_mod._config(rec), "vbds": await vm_devices.attach_vbds(app, vm),
-                      "vifs": vm_devices.vif_devices(db, vm)}
-            try:
-                await app.xenops.call("VM.add", config)
-                await app.xenops.run("VM.restore", rec["uuid"], disk, bool(start_paused), on_progress=progress)
-            except BaseException:
-                await asyncio.shield(vm_devices.release_vbds(app, vm))
-                raise
-        finally:
-            await asyncio.shield(_release(app, dp, vdi))
-        vm_devices.mark_plugged(db, vm)
-        db.table("VM").update(vm, {"suspend_VDI": NULL_REF, "power_state": "Running"})
-        try:
-            await _destroy_vdi(ctx, vdi)
-        except XapiError as e:     # the VM runs: a leftover image is only space
-            log.warning("could not destroy the suspend image %s of %s: %s", vdi, vm, e)
+        await restore(ctx, vm, rec, start_paused, progress)
     await vm_mod._operation(ctx, vm, op, body)
     return ""
 
