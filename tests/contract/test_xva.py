@@ -9,6 +9,7 @@ import http.client
 import io
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
@@ -276,8 +277,9 @@ def _destroy_vm(x, vm):
     x.VM.destroy(vm)
 
 
-@pytest.mark.parametrize("target,compression,chunked", [("same", None, False), ("other", None, True),
-                                                        ("same", "gzip", False)])
+@pytest.mark.parametrize("target,compression,chunked", [
+    ("same", None, False), ("other", None, True), ("same", "gzip", False),
+    pytest.param("other", "zstd", False, marks=pytest.mark.skipif(not shutil.which("zstd"), reason="no zstd"))])
 def test_round_trip(d, x, sid, vm, sr, sr2, tmp_path, target, compression, chunked):
     ref, disks = vm
     path = tmp_path / "vm.xva"
@@ -290,6 +292,8 @@ def test_round_trip(d, x, sid, vm, sr, sr2, tmp_path, target, compression, chunk
     if compression == "gzip":
         assert body[:2] == b"\x1f\x8b"
         assert gzip.decompress(body)[257:262] == b"ustar"
+    elif compression == "zstd":
+        assert body[:4] == b"\x28\xb5\x2f\xfd"
     dest = sr if target == "same" else sr2
     task = x.task.create("import", "")
     assert import_(d, f"session_id={sid}&task_id={task}&sr_id={dest}", body, chunked=chunked) == 200
@@ -301,6 +305,25 @@ def test_round_trip(d, x, sid, vm, sr, sr2, tmp_path, target, compression, chunk
         _check_imported(x, d, sid, new, ref, disks, dest)
     finally:
         _destroy_vm(x, new)
+
+
+def test_http10_body_until_close(d, x, sid, sr, archive):
+    """An HTTP/1.0 PUT without a length: the body ends with the client's half-close."""
+    task = x.task.create("import", "")
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=60) as s:
+        s.sendall(f"PUT /import?session_id={sid}&task_id={task}&sr_id={sr} HTTP/1.0\r\n\r\n".encode())
+        s.sendall(archive)
+        s.shutdown(socket.SHUT_WR)
+        reply = b""
+        while True:
+            piece = s.recv(65536)
+            if not piece:
+                break
+            reply += piece
+    assert reply.startswith(b"HTTP/1.0 200") and f"Task-Id: {task}".encode() in reply
+    st, err, result = task_outcome(x, task)
+    assert st == "success", err
+    _destroy_vm(x, result_refs(result)[0])
 
 
 # -- failures leave nothing behind --------------------------------------------------------------------

@@ -19,8 +19,10 @@ import logging
 import uuid as _uuid
 
 from xapi import datamodel as dm
-from xapi.actions import accessors
+from xapi.actions import network as network_actions
+from xapi.actions import vbd as vbd_actions
 from xapi.actions import vdi as vdi_actions
+from xapi.actions import vif as vif_actions
 from xapi.actions import vm as vm_actions
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert
@@ -81,10 +83,6 @@ class Importer:
         self.created: set[str] = set()           # the VMs made here (their VBDs and VIFs follow)
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _create(self, cls: str, record: dict) -> str:
-        fn = accessors.accessor(dm.CLASSES[cls].messages["create"], self.db)
-        return fn(self.ctx, self.session, record)
-
     def _ctor(self, cls: str, snap: dict, **override) -> dict:
         """The constructor fields of a record from a snapshot, refs mapped (NULL when unknown),
         missing fields at their defaults."""
@@ -115,8 +113,12 @@ class Importer:
                 self.table[o.id] = found[0]
         for o in by_cls.get("SR", []):
             self.table[o.id] = self.sr
+        cd_only = self._cd_vdis(header)
         for o in by_cls.get("VDI", []):
-            await self._vdi(o)
+            if o.id in cd_only:
+                self._iso(o)
+            else:
+                await self._vdi(o)
         for o in by_cls.get("VM_guest_metrics", []):
             self._guest_metrics(o)
         for o in by_cls.get("VM", []):
@@ -129,6 +131,36 @@ class Importer:
             self._vif(o)
         self.app.hub.poke()
         return self.vms
+
+    @staticmethod
+    def _cd_vdis(header: Header) -> set:
+        """The VDIs of ISO SRs or only in CD drives: found by location among our ISO SRs, not copied."""
+        objs = header.by_id()
+        disk = set()
+        cd = set()
+        for o in header.objects:
+            if o.cls == "VBD":
+                (cd if o.snapshot.get("type") == "CD" else disk).add(o.snapshot.get("VDI"))
+        out = set()
+        for o in header.objects:
+            if o.cls != "VDI":
+                continue
+            sr = objs.get(o.snapshot.get("SR"))
+            iso = sr is not None and sr.snapshot.get("content_type") == "iso"
+            if iso or (o.id in cd and o.id not in disk):
+                out.add(o.id)
+        return out
+
+    def _iso(self, o) -> None:
+        location = o.snapshot.get("location")
+        srs = self.db.table("SR")
+        vdis = self.db.table("VDI")
+        for ref in vdis.find("location", location) if location else []:
+            sr = vdis.get_field(ref, "SR")
+            if sr in srs and srs.get_field(sr, "content_type") == "iso":
+                self.table[o.id] = ref
+                return
+        log.warning("no ISO VDI with location %s: the CD drive will be empty", location)
 
     async def _vdi(self, o) -> None:
         snap = o.snapshot
@@ -230,8 +262,7 @@ class Importer:
             if ref in vms:
                 for cls, field in (("VBD", "VBDs"), ("VIF", "VIFs")):
                     for r in list(vms.get_field(ref, field)):
-                        if r in self.db.table(cls):
-                            self.db.table(cls).remove(r)
+                        self._remove_device(cls, r)
                 vms.remove(ref)
         return undo
 
@@ -240,8 +271,18 @@ class Importer:
         vms = self.db.table("VM")
         for cls, field in (("VIF", "VIFs"), ("VBD", "VBDs")):
             for r in list(vms.get_field(old, field)):
-                self.db.table(cls).remove(r)
+                self._remove_device(cls, r)
         vms.remove(old)
+
+    def _remove_device(self, cls: str, ref: str) -> None:
+        """A VBD or VIF of a halted VM, with its metrics row."""
+        table = self.db.table(cls)
+        if ref not in table:
+            return
+        metrics = table.get_field(ref, "metrics")
+        table.remove(ref)
+        if metrics in self.db.table(f"{cls}_metrics"):
+            self.db.table(f"{cls}_metrics").remove(metrics)
 
     def _network(self, o) -> None:
         snap = o.snapshot
@@ -254,9 +295,14 @@ class Importer:
             return
         record = self._ctor("network", snap)
         record["other_config"] = {**record.get("other_config", {}), IMPORT_TASK: self.task}
-        ref = self._create("network", record)
-        if snap.get("bridge") and "bridge" in dm.CLASSES["network"].fields:
-            nets.set_field(ref, "bridge", snap["bridge"])
+        record["bridge"] = str(snap.get("bridge") or "")
+        try:
+            ref = network_actions.create(self.ctx, self.session, record)
+        except XapiError as e:
+            if e.code != "INVALID_VALUE":
+                raise
+            record["bridge"] = ""           # a bridge name we can't have: a fresh one, as an empty one gets
+            ref = network_actions.create(self.ctx, self.session, record)
         self.cleanup.append(self._remover("network", ref))
         self.table[o.id] = ref
 
@@ -272,7 +318,7 @@ class Importer:
                 raise XapiError("IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND")
             return
         record = self._ctor("VBD", snap, VM=vm, VDI=vdi, empty=empty)
-        ref = self._create("VBD", record)
+        ref = vbd_actions.create(self.ctx, self.session, record)
         self.db.table("VBD").update(ref, {"currently_attached": False})
         self.table[o.id] = ref
 
@@ -288,7 +334,7 @@ class Importer:
                 return
             net = nets[0]
         record = self._ctor("VIF", snap, VM=vm, network=net)
-        ref = self._create("VIF", record)
+        ref = vif_actions.create(self.ctx, self.session, record)
         self.db.table("VIF").update(ref, {"currently_attached": False})
         self.table[o.id] = ref
 
