@@ -106,6 +106,7 @@ class Xenopsd:
         self.workers = workers
         self.build_delay = build_delay
         self.shutdown_delay = shutdown_delay
+        self.migrate_delay = 0.0                # how long live migration's pre-copy rounds take
         self.poll_interval = poll_interval
         self.pool = asyncio.Semaphore(workers)
         self.vms: dict[str, VM] = {}
@@ -734,12 +735,16 @@ class Xenopsd:
         async def body(task):
             self._require(vm, ("Running", "Paused"), "running")
             was_paused = self._power(vm) == "Paused"
+            steps = 10
+            for i in range(steps):          # pre-copy rounds while the guest runs (migrate_delay)
+                if self.migrate_delay > 0:
+                    await asyncio.sleep(self.migrate_delay / steps)
+                task.set_progress(0.5 * (i + 1) / steps)
             data = self._migration_image(vm)
-            task.set_progress(0.05)
             if not was_paused:              # the last round: the guest stops while its pages go over
                 self.hv.domain_pause(vm.domid)
             try:
-                await migrate.send(url, data, lambda p: task.set_progress(0.05 + 0.9 * p),
+                await migrate.send(url, data, lambda p: task.set_progress(0.5 + 0.45 * p),
                                    options.get("headers"), options.get("fingerprint"))
             except BaseException:
                 if not was_paused and vm.domid is not None:     # the VM carries on here
@@ -788,7 +793,7 @@ class Xenopsd:
         self.hv.domain_shutdown(vm.domid, reason)
 
     def debug_set(self, key: str, value) -> None:
-        if key not in ("build_delay", "shutdown_delay", "poll_interval", "guest_agent_delay"):
+        if key not in ("build_delay", "shutdown_delay", "poll_interval", "guest_agent_delay", "migrate_delay"):
             raise XenopsError("INVALID_VALUE", key, value)
         setattr(self, key, float(value))
 
