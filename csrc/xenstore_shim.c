@@ -7,6 +7,7 @@
 #include "xenstore_shim.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,22 @@ struct xss_ops {
     int (*transaction_start)(xss_handle *h, uint32_t *tx);
     int (*transaction_end)(xss_handle *h, uint32_t tx, int commit);
     void (*close)(xss_handle *h);
+    int (*get_perms)(xss_handle *h, uint32_t tx, const char *path,
+                     char **perms, size_t *len);
+    int (*set_perms)(xss_handle *h, uint32_t tx, const char *path,
+                     const char *perms, size_t len);
+    int (*watch)(xss_handle *h, const char *path, const char *token);
+    int (*unwatch)(xss_handle *h, const char *path, const char *token);
+    int (*read_watch)(xss_handle *h, int timeout_ms, char **event,
+                      size_t *len);
+    int (*fileno)(xss_handle *h);
+};
+
+/* a watch event that arrived while waiting for a reply */
+struct xss_event {
+    struct xss_event *next;
+    char *payload;            /* "path\0token\0" */
+    size_t len;
 };
 
 struct xss_handle {
@@ -49,6 +66,7 @@ struct xss_handle {
     int fd;
     uint32_t next_req_id;
     int broken;               /* stream out of sync: every call fails EIO */
+    struct xss_event *events, *events_tail;
 #ifdef HAVE_LIBXENSTORE
     struct xs_handle *xsh;
 #endif
@@ -163,6 +181,36 @@ static int wire_broken(xss_handle *h, int err, const char *fmt, ...)
     return -err;
 }
 
+static int queue_event(xss_handle *h, char *payload, size_t len)
+{
+    struct xss_event *e = malloc(sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    e->next = NULL;
+    e->payload = payload;
+    e->len = len;
+    if (h->events_tail)
+        h->events_tail->next = e;
+    else
+        h->events = e;
+    h->events_tail = e;
+    return 0;
+}
+
+static int pop_event(xss_handle *h, char **event, size_t *len)
+{
+    struct xss_event *e = h->events;
+    if (!e)
+        return 0;
+    h->events = e->next;
+    if (!h->events)
+        h->events_tail = NULL;
+    *event = e->payload;
+    *len = e->len;
+    free(e);
+    return 1;
+}
+
 /*
  * One request and its reply.  The payload is a (alen bytes) followed by b
  * (blen bytes).  what/arg name the request in messages.  On success *reply
@@ -231,9 +279,11 @@ static int wire_request(xss_handle *h, uint32_t type, uint32_t tx,
         }
         payload[len] = '\0';
         if (rtype == XSS_WATCH_EVENT) {
-            /* No watches are registered yet; when they are, events get
-             * queued here for a later read_watch. */
-            free(payload);
+            /* kept for a later read_watch */
+            if (queue_event(h, payload, len) < 0) {
+                free(payload);
+                return wire_broken(h, ENOMEM, "%s: out of memory", ctx);
+            }
             continue;
         }
         if (rid != req_id) {
@@ -346,15 +396,153 @@ static int wire_transaction_end(xss_handle *h, uint32_t tx, int commit)
 
 static void wire_close(xss_handle *h)
 {
+    char *ev;
+    size_t n;
+    while (pop_event(h, &ev, &n))
+        free(ev);
     if (h->fd >= 0) {
         close(h->fd);
         h->fd = -1;
     }
 }
 
+/* NUL-separated strings: the count, or -1 when one is malformed. */
+static int count_perms(const char *perms, size_t len)
+{
+    size_t i, start = 0;
+    int count = 0;
+    if (len == 0 || perms[len - 1] != '\0')
+        return -1;
+    for (i = 0; i < len; i++) {
+        if (perms[i] != '\0')
+            continue;
+        if (i == start)
+            return -1;
+        if (!strchr("nrwb", perms[start]) || i - start < 2)
+            return -1;
+        {
+            size_t j;
+            for (j = start + 1; j < i; j++)
+                if (perms[j] < '0' || perms[j] > '9')
+                    return -1;
+        }
+        count++;
+        start = i + 1;
+    }
+    return count;
+}
+
+static int wire_get_perms(xss_handle *h, uint32_t tx, const char *path,
+                          char **perms, size_t *len)
+{
+    char *buf;
+    size_t n, i;
+    int count = 0;
+    int rc = wire_request(h, XSS_GET_PERMS, tx, path, strlen(path) + 1, NULL,
+                          0, &buf, &n, "get_perms", path);
+    if (rc < 0)
+        return rc;
+    if (n > 0 && buf[n - 1] != '\0')
+        buf[n++] = '\0';
+    for (i = 0; i < n; i++)
+        if (buf[i] == '\0')
+            count++;
+    *perms = buf;
+    *len = n;
+    return count;
+}
+
+static int wire_set_perms(xss_handle *h, uint32_t tx, const char *path,
+                          const char *perms, size_t len)
+{
+    return wire_request(h, XSS_SET_PERMS, tx, path, strlen(path) + 1, perms,
+                        len, NULL, NULL, "set_perms", path);
+}
+
+static int wire_watch_op(xss_handle *h, uint32_t type, const char *what,
+                         const char *path, const char *token)
+{
+    return wire_request(h, type, 0, path, strlen(path) + 1, token,
+                        strlen(token) + 1, NULL, NULL, what, path);
+}
+
+static int wire_watch(xss_handle *h, const char *path, const char *token)
+{
+    return wire_watch_op(h, XSS_WATCH, "watch", path, token);
+}
+
+static int wire_unwatch(xss_handle *h, const char *path, const char *token)
+{
+    return wire_watch_op(h, XSS_UNWATCH, "unwatch", path, token);
+}
+
+static int wire_read_watch(xss_handle *h, int timeout_ms, char **event,
+                           size_t *len)
+{
+    unsigned char hdr[XSS_HDR_LEN];
+    struct pollfd pfd;
+    uint32_t rtype, rlen;
+    char *payload;
+    int rc;
+
+    if (pop_event(h, event, len))
+        return 1;
+    if (h->broken)
+        return set_error(h, EIO, "read_watch: connection to xenstored is "
+                         "unusable after an earlier failure");
+    pfd.fd = h->fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    do
+        rc = poll(&pfd, 1, timeout_ms < 0 ? -1 : timeout_ms);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0)
+        return set_error(h, errno, "read_watch: %s", strerror(errno));
+    if (rc == 0)
+        return 0;
+    rc = recv_all(h->fd, hdr, XSS_HDR_LEN);
+    if (rc == -ECONNRESET)
+        return wire_broken(h, ECONNRESET, "read_watch: xenstored closed the "
+                           "connection");
+    if (rc < 0)
+        return wire_broken(h, -rc, "read_watch: receiving from xenstored: %s",
+                           strerror(-rc));
+    rtype = get_u32(hdr);
+    rlen = get_u32(hdr + 12);
+    if (rlen > XSS_REPLY_MAX)
+        return wire_broken(h, EIO, "read_watch: protocol error: message of "
+                           "%u bytes", rlen);
+    payload = malloc((size_t)rlen + 1);
+    if (!payload)
+        return wire_broken(h, ENOMEM, "read_watch: out of memory");
+    rc = recv_all(h->fd, (unsigned char *)payload, rlen);
+    if (rc < 0) {
+        free(payload);
+        return wire_broken(h, rc == -ECONNRESET ? ECONNRESET : -rc,
+                           "read_watch: receiving from xenstored: %s",
+                           strerror(-rc));
+    }
+    payload[rlen] = '\0';
+    if (rtype != XSS_WATCH_EVENT) {
+        free(payload);
+        return wire_broken(h, EIO, "read_watch: protocol error: message "
+                           "type %u with no request outstanding", rtype);
+    }
+    *event = payload;
+    *len = rlen;
+    return 1;
+}
+
+static int wire_fileno(xss_handle *h)
+{
+    return h->fd;
+}
+
 static const struct xss_ops wire_ops = {
     "wire", wire_read, wire_write, wire_mkdir, wire_rm, wire_directory,
     wire_transaction_start, wire_transaction_end, wire_close,
+    wire_get_perms, wire_set_perms, wire_watch, wire_unwatch,
+    wire_read_watch, wire_fileno,
 };
 
 int xss_default_path(char *buf, size_t buflen)
@@ -525,9 +713,125 @@ static void xsb_close(xss_handle *h)
     }
 }
 
+static int xsb_get_perms(xss_handle *h, uint32_t tx, const char *path,
+                         char **perms, size_t *len)
+{
+    static const char letters[] = "nrwb";
+    unsigned int num = 0, i;
+    struct xs_permissions *v;
+    char *buf, *p;
+    errno = 0;
+    v = xs_get_permissions(h->xsh, tx, path, &num);
+    if (!v)
+        return xs_fail(h, "get_perms", path);
+    buf = malloc((size_t)num * 12 + 1);
+    if (!buf) {
+        free(v);
+        return set_error(h, ENOMEM, "get_perms %s: out of memory", path);
+    }
+    for (p = buf, i = 0; i < num; i++)
+        p += sprintf(p, "%c%u", letters[v[i].perms & 3], v[i].id) + 1;
+    free(v);
+    *perms = buf;
+    *len = (size_t)(p - buf);
+    return (int)num;
+}
+
+static int xsb_set_perms(xss_handle *h, uint32_t tx, const char *path,
+                         const char *perms, size_t len)
+{
+    int count = count_perms(perms, len), i;
+    struct xs_permissions *v;
+    const char *p = perms;
+    if (count <= 0)
+        return set_error(h, EINVAL, "set_perms %s: malformed permissions", path);
+    v = calloc((size_t)count, sizeof(*v));
+    if (!v)
+        return set_error(h, ENOMEM, "set_perms %s: out of memory", path);
+    for (i = 0; i < count; i++) {
+        v[i].perms = *p == 'r' ? XS_PERM_READ : *p == 'w' ? XS_PERM_WRITE
+                   : *p == 'b' ? (XS_PERM_READ | XS_PERM_WRITE) : XS_PERM_NONE;
+        v[i].id = (unsigned int)strtoul(p + 1, NULL, 10);
+        p += strlen(p) + 1;
+    }
+    errno = 0;
+    if (!xs_set_permissions(h->xsh, tx, path, v, (unsigned int)count)) {
+        free(v);
+        return xs_fail(h, "set_perms", path);
+    }
+    free(v);
+    return 0;
+}
+
+static int xsb_watch(xss_handle *h, const char *path, const char *token)
+{
+    errno = 0;
+    if (!xs_watch(h->xsh, path, token))
+        return xs_fail(h, "watch", path);
+    return 0;
+}
+
+static int xsb_unwatch(xss_handle *h, const char *path, const char *token)
+{
+    errno = 0;
+    if (!xs_unwatch(h->xsh, path, token))
+        return xs_fail(h, "unwatch", path);
+    return 0;
+}
+
+static int xsb_read_watch(xss_handle *h, int timeout_ms, char **event,
+                          size_t *len)
+{
+    for (;;) {
+        struct pollfd pfd;
+        char **w;
+        int rc;
+        errno = 0;
+        w = xs_check_watch(h->xsh);
+        if (w) {
+            size_t lp = strlen(w[XS_WATCH_PATH]) + 1;
+            size_t lt = strlen(w[XS_WATCH_TOKEN]) + 1;
+            char *buf = malloc(lp + lt + 1);
+            if (!buf) {
+                free(w);
+                return set_error(h, ENOMEM, "read_watch: out of memory");
+            }
+            memcpy(buf, w[XS_WATCH_PATH], lp);
+            memcpy(buf + lp, w[XS_WATCH_TOKEN], lt);
+            buf[lp + lt] = '\0';
+            free(w);
+            *event = buf;
+            *len = lp + lt;
+            return 1;
+        }
+        if (errno != EAGAIN)
+            return xs_fail(h, "read_watch", "");
+        if (timeout_ms == 0)
+            return 0;
+        pfd.fd = xs_fileno(h->xsh);
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        do
+            rc = poll(&pfd, 1, timeout_ms);
+        while (rc < 0 && errno == EINTR);
+        if (rc < 0)
+            return set_error(h, errno, "read_watch: %s", strerror(errno));
+        if (rc == 0)
+            return 0;
+        timeout_ms = 0;     /* what is there now, then give up */
+    }
+}
+
+static int xsb_fileno(xss_handle *h)
+{
+    return xs_fileno(h->xsh);
+}
+
 static const struct xss_ops xs_ops = {
     "xs", xsb_read, xsb_write, xsb_mkdir, xsb_rm, xsb_directory,
     xsb_transaction_start, xsb_transaction_end, xsb_close,
+    xsb_get_perms, xsb_set_perms, xsb_watch, xsb_unwatch, xsb_read_watch,
+    xsb_fileno,
 };
 
 static int xs_open_backend(xss_handle *h, char *err, size_t errlen)
@@ -685,6 +989,61 @@ int xss_transaction_end(xss_handle *h, uint32_t tx, int commit)
 {
     CHECK_HANDLE(h);
     return h->ops->transaction_end(h, tx, commit);
+}
+
+int xss_get_perms(xss_handle *h, uint32_t tx, const char *path, char **perms,
+                  size_t *len)
+{
+    CHECK_HANDLE(h);
+    if (!path || !perms || !len)
+        return set_error(h, EINVAL, "get_perms: NULL argument");
+    *perms = NULL;
+    *len = 0;
+    return h->ops->get_perms(h, tx, path, perms, len);
+}
+
+int xss_set_perms(xss_handle *h, uint32_t tx, const char *path,
+                  const char *perms, size_t len)
+{
+    CHECK_HANDLE(h);
+    if (!path || !perms)
+        return set_error(h, EINVAL, "set_perms: NULL argument");
+    if (count_perms(perms, len) <= 0)
+        return set_error(h, EINVAL, "set_perms %.128s: malformed permissions",
+                         path);
+    return h->ops->set_perms(h, tx, path, perms, len);
+}
+
+int xss_watch(xss_handle *h, const char *path, const char *token)
+{
+    CHECK_HANDLE(h);
+    if (!path || !token)
+        return set_error(h, EINVAL, "watch: NULL argument");
+    return h->ops->watch(h, path, token);
+}
+
+int xss_unwatch(xss_handle *h, const char *path, const char *token)
+{
+    CHECK_HANDLE(h);
+    if (!path || !token)
+        return set_error(h, EINVAL, "unwatch: NULL argument");
+    return h->ops->unwatch(h, path, token);
+}
+
+int xss_read_watch(xss_handle *h, int timeout_ms, char **event, size_t *len)
+{
+    CHECK_HANDLE(h);
+    if (!event || !len)
+        return set_error(h, EINVAL, "read_watch: NULL argument");
+    *event = NULL;
+    *len = 0;
+    return h->ops->read_watch(h, timeout_ms, event, len);
+}
+
+int xss_fileno(xss_handle *h)
+{
+    CHECK_HANDLE(h);
+    return h->ops->fileno(h);
 }
 
 void xss_free(void *p)

@@ -32,12 +32,13 @@
 #include <stdint.h>
 
 /* CDEF-BEGIN */
-#define XSS_API_VERSION 1
+#define XSS_API_VERSION 2
 #define XSS_PAYLOAD_MAX 4096
 
 /* wire message types (xen/io/xs_wire.h) */
 #define XSS_DIRECTORY 1
 #define XSS_READ 2
+#define XSS_GET_PERMS 3
 #define XSS_WATCH 4
 #define XSS_UNWATCH 5
 #define XSS_TRANSACTION_START 6
@@ -45,6 +46,7 @@
 #define XSS_WRITE 11
 #define XSS_MKDIR 12
 #define XSS_RM 13
+#define XSS_SET_PERMS 14
 #define XSS_WATCH_EVENT 15
 #define XSS_ERROR 16
 
@@ -86,6 +88,31 @@ int xss_directory(xss_handle *h, uint32_t tx, const char *path, char **names,
 int xss_transaction_start(xss_handle *h, uint32_t *tx);
 /* commit != 0 commits, 0 aborts; a conflicting commit fails with -EAGAIN. */
 int xss_transaction_end(xss_handle *h, uint32_t tx, int commit);
+
+/*
+ * Permissions: a list of NUL-terminated strings "<p><domid>", p one of
+ * n (none), r (read), w (write), b (both); the first names the owner and what
+ * every domain not listed gets (as xenstore-ls and xenstore-chmod show them).
+ * xss_get_perms returns the count, *perms malloc'd (*len bytes).
+ */
+int xss_get_perms(xss_handle *h, uint32_t tx, const char *path, char **perms,
+                  size_t *len);
+int xss_set_perms(xss_handle *h, uint32_t tx, const char *path,
+                  const char *perms, size_t len);
+
+/*
+ * Watches: after xss_watch, changes at or below path (and the special
+ * @introduceDomain / @releaseDomain) produce events, the first one at once.
+ * xss_read_watch waits up to timeout_ms (-1: no limit, 0: only what is there)
+ * and returns 1 with *event malloc'd as "path\0token\0" (*len bytes), or 0
+ * when none came.  Events that arrive during other requests are queued.
+ * xss_fileno is the descriptor that becomes readable when an event may be
+ * waiting (to poll on between requests).
+ */
+int xss_watch(xss_handle *h, const char *path, const char *token);
+int xss_unwatch(xss_handle *h, const char *path, const char *token);
+int xss_read_watch(xss_handle *h, int timeout_ms, char **event, size_t *len);
+int xss_fileno(xss_handle *h);
 
 void xss_free(void *p);
 /* Frees h; NULL is fine. */

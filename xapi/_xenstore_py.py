@@ -7,7 +7,8 @@ import errno
 import threading
 
 from xapi._xenstore import ffi, lib
-from xapi.xenstore_errors import XenstoreError, as_value, check_tx, encode_path, split_names
+from xapi.xenstore_errors import (XenstoreError, as_value, check_timeout, check_tx, encode_path, encode_perms,
+                                  split_event, split_names)
 
 __all__ = ["HAVE_LIBXENSTORE", "Client", "XenstoreError", "connect", "default_path"]
 
@@ -111,6 +112,58 @@ class Client:
         with self._lock:
             h = self._handle()
             self._check(h, lib.xss_transaction_end(h, tx, 1 if commit else 0))
+
+    def get_perms(self, path: str, tx: int = 0) -> list:
+        """["n0", "r5", ...]: the owner (and what others get) first, as xenstore-ls shows them."""
+        p, tx = encode_path(path), check_tx(tx)
+        perms = ffi.new("char **")
+        n = ffi.new("size_t *")
+        with self._lock:
+            h = self._handle()
+            self._check(h, lib.xss_get_perms(h, tx, p, perms, n))
+        try:
+            return split_names(ffi.unpack(perms[0], n[0]))
+        finally:
+            lib.xss_free(perms[0])
+
+    def set_perms(self, path: str, perms, tx: int = 0) -> None:
+        p, v, tx = encode_path(path), encode_perms(perms), check_tx(tx)
+        with self._lock:
+            h = self._handle()
+            self._check(h, lib.xss_set_perms(h, tx, p, v, len(v)))
+
+    def watch(self, path: str, token: str) -> None:
+        p, t = encode_path(path), encode_path(token)
+        with self._lock:
+            h = self._handle()
+            self._check(h, lib.xss_watch(h, p, t))
+
+    def unwatch(self, path: str, token: str) -> None:
+        p, t = encode_path(path), encode_path(token)
+        with self._lock:
+            h = self._handle()
+            self._check(h, lib.xss_unwatch(h, p, t))
+
+    def read_watch(self, timeout: float | None = None):
+        """The next watch event as (path, token), waiting up to `timeout` seconds (None: no limit,
+        0: only one already there); None when none came."""
+        ms = check_timeout(timeout)
+        event = ffi.new("char **")
+        n = ffi.new("size_t *")
+        with self._lock:
+            h = self._handle()
+            got = self._check(h, lib.xss_read_watch(h, ms, event, n))
+        if not got:
+            return None
+        try:
+            return split_event(ffi.unpack(event[0], n[0]))
+        finally:
+            lib.xss_free(event[0])
+
+    def fileno(self) -> int:
+        with self._lock:
+            h = self._handle()
+            return self._check(h, lib.xss_fileno(h))
 
     def close(self) -> None:
         with self._lock:

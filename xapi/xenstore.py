@@ -9,6 +9,10 @@ csrc/xenstore_shim.c) or, with ``XAPI_PURE=1``, its pure-Python reference
         tx = xs.transaction_start()
         xs.write("/vm/x/state", b"on", tx)
         xs.transaction_end(tx)               # XenstoreError(EAGAIN) on conflict: retry
+        xs.set_perms("/vm/x", ["n0", "r5"])  # owner dom0, domain 5 may read
+        xs.get_perms("/vm/x")                # ["n0", "r5"]
+        xs.watch("/vm/x", "token")
+        xs.read_watch(timeout=1.0)           # ("/vm/x", "token"), or None after the timeout
 
 Backends: "wire" (the default: the built-in client of the wire protocol, to
 any socket path) and "xs" (libxenstore's xs_open, compiled only when

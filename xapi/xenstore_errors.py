@@ -45,3 +45,38 @@ def split_names(payload: bytes) -> list:
     if not payload.endswith(b"\0"):
         payload += b"\0"
     return [n.decode("utf-8", "surrogateescape") for n in payload.split(b"\0")[:-1]]
+
+
+_PERM = ("n", "r", "w", "b")
+
+
+def encode_perms(perms) -> bytes:
+    """["n0", "r5"] as the wire's NUL-separated list; each "<n|r|w|b><domid>"."""
+    if isinstance(perms, str) or not perms:
+        raise XenstoreError(errno.EINVAL, "permissions must be a non-empty list like ['n0', 'r5']")
+    out = []
+    for p in perms:
+        if not isinstance(p, str) or len(p) < 2 or p[0] not in _PERM or not p[1:].isdigit() \
+                or not p[1:].isascii():
+            raise XenstoreError(errno.EINVAL, f"malformed permission {p!r}")
+        out.append(p.encode("ascii") + b"\0")
+    return b"".join(out)
+
+
+def split_event(payload: bytes) -> tuple:
+    """(path, token) of a watch event's payload "path\\0token\\0"."""
+    parts = payload.split(b"\0")
+    path = parts[0].decode("utf-8", "surrogateescape")
+    token = parts[1].decode("utf-8", "surrogateescape") if len(parts) > 1 else ""
+    return path, token
+
+
+def check_timeout(timeout) -> int:
+    """A read_watch timeout in seconds (None: no limit) as poll's milliseconds (-1: no limit)."""
+    if timeout is None:
+        return -1
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+        raise TypeError("timeout must be a number of seconds or None")
+    if timeout < 0:
+        raise XenstoreError(errno.EINVAL, f"bad timeout {timeout}")
+    return min(int(timeout * 1000), 0x7FFFFFFF)

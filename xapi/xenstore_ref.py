@@ -5,13 +5,16 @@ header (type, req_id, tx_id, len; uint32 little-endian) and a payload of at
 most 4096 bytes.  Same payloads, error numbers and (nearly) messages as the C
 code; its "xs" backend behaves like a build without libxenstore.
 """
+import collections
 import errno
 import os
+import select
 import socket
 import struct
 import threading
 
-from xapi.xenstore_errors import XenstoreError, as_value, check_tx, encode_path, split_names
+from xapi.xenstore_errors import (XenstoreError, as_value, check_timeout, check_tx, encode_path, encode_perms,
+                                  split_event, split_names)
 
 __all__ = ["HAVE_LIBXENSTORE", "Client", "XenstoreError", "connect", "default_path"]
 
@@ -19,6 +22,7 @@ HAVE_LIBXENSTORE = False
 
 XS_DIRECTORY = 1
 XS_READ = 2
+XS_GET_PERMS = 3
 XS_WATCH = 4
 XS_UNWATCH = 5
 XS_TRANSACTION_START = 6
@@ -26,6 +30,7 @@ XS_TRANSACTION_END = 7
 XS_WRITE = 11
 XS_MKDIR = 12
 XS_RM = 13
+XS_SET_PERMS = 14
 XS_WATCH_EVENT = 15
 XS_ERROR = 16
 
@@ -85,6 +90,7 @@ class Client:
         self._lock = threading.Lock()
         self._next_req_id = 1
         self._broken = False
+        self._events = collections.deque()     # watch events that came while waiting for a reply
         self.backend = backend
         self.path = path
 
@@ -135,7 +141,8 @@ class Client:
                     self._fail(errno.EIO, f"{ctx}: protocol error: reply of {length} bytes")
                 body = self._recv_exact(length, ctx)
                 if rtype == XS_WATCH_EVENT:
-                    continue  # no watches yet; later they are queued here
+                    self._events.append(body)     # for a later read_watch
+                    continue
                 if rid != req_id:
                     self._fail(errno.EIO, f"{ctx}: protocol error: reply to request {rid}, expected {req_id}")
                 if rtype == XS_ERROR:
@@ -182,6 +189,51 @@ class Client:
         """Commit (or abort); a conflicting commit raises XenstoreError(EAGAIN)."""
         tx = check_tx(tx)
         self._request(XS_TRANSACTION_END, tx, b"T\0" if commit else b"F\0", "transaction_end", str(tx))
+
+    def get_perms(self, path: str, tx: int = 0) -> list:
+        """["n0", "r5", ...]: the owner (and what others get) first, as xenstore-ls shows them."""
+        p = encode_path(path)
+        return split_names(self._request(XS_GET_PERMS, check_tx(tx), p + b"\0", "get_perms", path))
+
+    def set_perms(self, path: str, perms, tx: int = 0) -> None:
+        p, v = encode_path(path), encode_perms(perms)
+        self._request(XS_SET_PERMS, check_tx(tx), p + b"\0" + v, "set_perms", path)
+
+    def watch(self, path: str, token: str) -> None:
+        p, t = encode_path(path), encode_path(token)
+        self._request(XS_WATCH, 0, p + b"\0" + t + b"\0", "watch", path)
+
+    def unwatch(self, path: str, token: str) -> None:
+        p, t = encode_path(path), encode_path(token)
+        self._request(XS_UNWATCH, 0, p + b"\0" + t + b"\0", "unwatch", path)
+
+    def read_watch(self, timeout=None):
+        """The next watch event as (path, token), waiting up to `timeout` seconds (None: no limit,
+        0: only one already there); None when none came."""
+        ms = check_timeout(timeout)
+        with self._lock:
+            if self._sock is None:
+                raise XenstoreError(errno.EBADF, "the connection is closed")
+            if self._events:
+                return split_event(self._events.popleft())
+            if self._broken:
+                raise XenstoreError(errno.EIO, "read_watch: connection to xenstored is unusable after an earlier failure")
+            ready, _, _ = select.select([self._sock], [], [], None if ms < 0 else ms / 1000)
+            if not ready:
+                return None
+            rtype, _rid, _rtx, length = _HEADER.unpack(self._recv_exact(_HEADER.size, "read_watch"))
+            if length > _REPLY_MAX:
+                self._fail(errno.EIO, f"read_watch: protocol error: message of {length} bytes")
+            body = self._recv_exact(length, "read_watch")
+            if rtype != XS_WATCH_EVENT:
+                self._fail(errno.EIO, f"read_watch: protocol error: message type {rtype} with no request outstanding")
+            return split_event(body)
+
+    def fileno(self) -> int:
+        with self._lock:
+            if self._sock is None:
+                raise XenstoreError(errno.EBADF, "the connection is closed")
+            return self._sock.fileno()
 
     def close(self) -> None:
         with self._lock:

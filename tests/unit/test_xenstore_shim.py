@@ -609,3 +609,121 @@ def test_facade_follows_xapi_pure(pure, peer):
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == ("xapi.xenstore_ref" if pure else "xapi._xenstore_py")
+
+
+# ----------------------------------- permissions, watches, transactions against our xenstored --
+
+
+@pytest.fixture
+def xsd(tmp_path):
+    """The project's xenstored (xapi.xenstored) on a socket of its own."""
+    from xapi.xenstored import ThreadedXenstored
+    server = ThreadedXenstored(str(tmp_path / "socket"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _clients(xsd, monkeypatch):
+    """(label, client) for every way in: the reference, the compiled wire client, libxenstore."""
+    out = [("ref", xenstore_ref.connect(xsd.path))]
+    if compiled is not None:
+        out.append(("wire", compiled.connect(xsd.path)))
+        if compiled.HAVE_LIBXENSTORE:
+            monkeypatch.setenv("XENSTORED_PATH", xsd.path)
+            out.append(("xs", compiled.connect(backend="xs")))
+    return out
+
+
+def test_permissions_on_our_xenstored(xsd, monkeypatch):
+    for label, xs in _clients(xsd, monkeypatch):
+        with xs:
+            base = f"/perms/{label}"
+            xs.write(f"{base}/node", b"v")
+            assert xs.get_perms(f"{base}/node") == ["n0"], label
+            xs.set_perms(f"{base}/node", ["n0", "r5", "b7"])
+            assert xs.get_perms(f"{base}/node") == ["n0", "r5", "b7"], label
+            assert xsd.call(xsd.store.get_perms, f"{base}/node") == ["n0", "r5", "b7"]
+            tx = xs.transaction_start()                         # inside a transaction too
+            xs.set_perms(f"{base}/node", ["w3"], tx)
+            assert xs.get_perms(f"{base}/node", tx) == ["w3"]
+            xs.transaction_end(tx)
+            assert xs.get_perms(f"{base}/node") == ["w3"], label
+            with pytest.raises(XenstoreError) as e:
+                xs.get_perms(f"{base}/missing")
+            assert e.value.errno == errno.ENOENT, label
+            for bad in ([], ["x1"], ["r"], ["r-1"], "n0"):
+                with pytest.raises(XenstoreError) as e:
+                    xs.set_perms(f"{base}/node", bad)
+                assert e.value.errno == errno.EINVAL, (label, bad)
+
+
+def test_watches_on_our_xenstored(xsd, monkeypatch):
+    for label, xs in _clients(xsd, monkeypatch):
+        with xs, xenstore_ref.connect(xsd.path) as writer:
+            base = f"/watched/{label}"
+            xs.watch(base, "tok-" + label)
+            assert xs.read_watch(2) == (base, "tok-" + label)      # a new watch fires once at once
+            assert xs.read_watch(0) is None
+            writer.write(f"{base}/a/b", b"1")                       # another connection's change
+            assert xs.read_watch(2) == (f"{base}/a/b", "tok-" + label)
+            xs.write(f"{base}/own", b"1")                           # an event during our own request
+            assert xs.read(f"{base}/own") == b"1"
+            assert xs.read_watch(2) == (f"{base}/own", "tok-" + label)
+            xs.watch("@releaseDomain", "rel")
+            assert xs.read_watch(2) == ("@releaseDomain", "rel")
+            xs.unwatch(base, "tok-" + label)
+            writer.write(f"{base}/after", b"1")
+            assert xs.read_watch(0.2) is None
+            xs.unwatch("@releaseDomain", "rel")
+            with pytest.raises(XenstoreError) as e:
+                xs.unwatch(base, "tok-" + label)
+            assert e.value.errno == errno.ENOENT, label
+            assert xs.fileno() >= 0
+            with pytest.raises(XenstoreError):
+                xs.read_watch(-1)
+
+
+def test_transactions_on_our_xenstored(xsd, monkeypatch):
+    for label, xs in _clients(xsd, monkeypatch):
+        with xs, xenstore_ref.connect(xsd.path) as other:
+            base = f"/txn/{label}"
+            xs.write(f"{base}/n", b"0")
+            tx = xs.transaction_start()
+            xs.write(f"{base}/n", b"1", tx)
+            assert other.read(f"{base}/n") == b"0"                  # not visible before the commit
+            xs.transaction_end(tx)
+            assert other.read(f"{base}/n") == b"1"
+            tx = xs.transaction_start()
+            assert xs.read(f"{base}/n", tx) == b"1"
+            other.write(f"{base}/n", b"conflict")
+            xs.write(f"{base}/n", b"2", tx)
+            with pytest.raises(XenstoreError) as e:
+                xs.transaction_end(tx)
+            assert e.value.errno == errno.EAGAIN, label
+            assert other.read(f"{base}/n") == b"conflict"
+            tx = xs.transaction_start()
+            xs.write(f"{base}/aborted", b"x", tx)
+            xs.transaction_end(tx, commit=False)
+            with pytest.raises(XenstoreError):
+                other.read(f"{base}/aborted")
+
+
+@pytest.mark.skipif(not shutil.which("xenstore-chmod"), reason="Debian xenstore-utils not installed")
+def test_permissions_and_watches_agree_with_xenstore_utils(xsd):
+    env = dict(os.environ, XENSTORED_PATH=xsd.path)
+    env.pop("XENSTORED_RUNDIR", None)
+    impl = compiled or xenstore_ref
+    with impl.connect(xsd.path) as xs:
+        xs.write("/utils/p", b"1")
+        subprocess.run(["xenstore-chmod", "/utils/p", "n0", "r4"], env=env, check=True, timeout=10)
+        assert xs.get_perms("/utils/p") == ["n0", "r4"]
+        xs.set_perms("/utils/p", ["b0", "w9"])
+        out = subprocess.run(["xenstore-ls", "-p", "/utils"], env=env, check=True, timeout=10,
+                             capture_output=True, text=True).stdout
+        assert "(b0,w9)" in out.replace(" ", "")
+        xs.watch("/utils", "t")
+        assert xs.read_watch(2) == ("/utils", "t")
+        subprocess.run(["xenstore-write", "/utils/q", "2"], env=env, check=True, timeout=10)
+        assert xs.read_watch(5) == ("/utils/q", "t")
