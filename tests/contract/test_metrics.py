@@ -1,0 +1,88 @@
+"""Live metrics through the XenAPI SDK on a real daemon: the guest agent's addresses per VIF in
+VM_guest_metrics.networks (read back from xenstore with xenstore-ls too), and the periodic VM_metrics,
+host_metrics and host_cpu updates."""
+import shutil
+import time
+
+import pytest
+import XenAPI
+
+from tests import daemon as _daemon
+from tests.contract.test_devices import management_network, vif_record, xs
+from tests.contract.test_vm_lifecycle import new_vm, wait_for
+from xapi import xenctrl
+
+pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
+                                reason="the xenctrl shim has no domain operations yet")
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def host():
+    d = _daemon.start("--request-timeout", "10", env={"XAPI_GUEST_AGENT_DELAY": "0.1",
+                                                       "XAPI_METRICS_INTERVAL": "0.2"})
+    yield d
+    _daemon.cleanup(d)
+
+
+@pytest.fixture(scope="module")
+def x(host):
+    s = XenAPI.Session(host.url)
+    s.xenapi.login_with_password("root", host.password)
+    yield s.xenapi
+    s.xenapi.session.logout()
+
+
+def networks(x, vm):
+    gm = x.VM.get_guest_metrics(vm)
+    return x.VM_guest_metrics.get_networks(gm) if gm != "OpaqueRef:NULL" else {}
+
+
+def test_guest_agent_reports_an_address_per_vif(host, x):
+    vm = new_vm(x, "agent")
+    net = management_network(x)
+    x.VIF.create(vif_record(vm, net, device="0"))
+    x.VIF.create(vif_record(vm, net, device="1"))
+    x.VM.start(vm, False, False)
+    assert wait_for(lambda: "1/ipv4/0" in networks(x, vm))
+    got = networks(x, vm)
+    assert set(got) == {"0/ip", "0/ipv4/0", "0/ipv6/0", "1/ip", "1/ipv4/0", "1/ipv6/0"}
+    assert got["0/ip"] == got["0/ipv4/0"] and got["0/ip"].startswith("192.0.2.")
+    assert got["0/ipv6/0"].startswith("2001:db8::") and got["0/ip"] != got["1/ip"]
+    if shutil.which("xenstore-ls"):
+        domid = x.VM.get_domid(vm)
+        listing = xs(host, "xenstore-ls", "-f", f"/local/domain/{domid}/attr/vif").stdout
+        assert f'/local/domain/{domid}/attr/vif/1/ipv4/0 = "{got["1/ip"]}"' in listing
+    # a VIF plugged later is reported too, and goes away with its unplug
+    late = x.VIF.create(vif_record(vm, net, device="2"))
+    x.VIF.plug(late)
+    assert wait_for(lambda: "2/ipv4/0" in networks(x, vm))
+    x.VIF.unplug(late)
+    assert wait_for(lambda: "2/ipv4/0" not in networks(x, vm))
+    x.VM.hard_shutdown(vm)
+    assert x.VM.get_guest_metrics(vm) == "OpaqueRef:NULL"
+
+
+def test_periodic_vm_and_host_metrics(host, x):
+    hostref = x.host.get_all()[0]
+    hm = x.host.get_metrics(hostref)
+    free_before = int(x.host_metrics.get_memory_free(hm))
+    vm = new_vm(x, "busy", memory=512 * MIB, vcpus=2)
+    x.VM.start(vm, False, False)
+    m = x.VM.get_metrics(vm)
+    assert wait_for(lambda: len(x.VM_metrics.get_VCPUs_utilisation(m)) == 2)
+    rec = x.VM_metrics.get_record(m)
+    assert set(rec["VCPUs_utilisation"]) == {"0", "1"}
+    assert all(0.0 < u <= 1.0 for u in rec["VCPUs_utilisation"].values())
+    assert rec["state"] == ["running"] and int(rec["memory_actual"]) == 512 * MIB
+    assert rec["VCPUs_number"] == "2"
+    first = rec["last_updated"]
+    assert wait_for(lambda: x.VM_metrics.get_last_updated(m) != first)
+    assert int(x.host_metrics.get_memory_free(hm)) <= free_before - 512 * MIB
+    cpus = x.host.get_host_CPUs(hostref)
+    assert cpus and wait_for(lambda: x.host_cpu.get_utilisation(cpus[0]) > 0.0)
+    x.VM.pause(vm)
+    assert wait_for(lambda: x.VM_metrics.get_state(m) == ["paused"])
+    x.VM.hard_shutdown(vm)
+    time.sleep(0.5)
+    assert int(x.host_metrics.get_memory_free(hm)) >= free_before - 16 * MIB
