@@ -132,6 +132,9 @@ def vm(d, x, sid, sr):
                       "type": "Disk", "empty": False, "other_config": {}, "qos_algorithm_type": "",
                       "qos_algorithm_params": {}})
         disks.append((vdi, data))
+    x.VBD.create({"VM": ref, "VDI": "OpaqueRef:NULL", "userdevice": "3", "bootable": False, "mode": "RO",
+                  "type": "CD", "empty": True, "other_config": {}, "qos_algorithm_type": "",
+                  "qos_algorithm_params": {}})
     net = x.network.get_all()[0]
     x.VIF.create({"device": "0", "network": net, "VM": ref, "MAC": "aa:bb:cc:00:11:22", "MTU": "1500",
                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
@@ -211,7 +214,7 @@ def test_export_layout(d, x, sid, vm, tmp_path):
                           "xapi_major", "xapi_minor", "export_vsn"} and int(v["export_vsn"]) == 2
         objs = {o["id"]: o for o in header["objects"]}
         classes = [o["class"] for o in header["objects"]]
-        assert classes.count("VM") == 1 and classes.count("VBD") == 2 and classes.count("VDI") == 2
+        assert classes.count("VM") == 1 and classes.count("VBD") == 3 and classes.count("VDI") == 2
         assert classes.count("VIF") == 1 and classes.count("network") == 1 and classes.count("SR") == 1
         vm_obj = next(o for o in header["objects"] if o["class"] == "VM")
         assert vm_obj["id"] == "Ref:0"
@@ -220,7 +223,8 @@ def test_export_layout(d, x, sid, vm, tmp_path):
         assert all(r in objs for r in snap["VBDs"] + snap["VIFs"])
         for o in header["objects"]:
             if o["class"] == "VBD":
-                assert o["snapshot"]["VM"] == "Ref:0" and o["snapshot"]["VDI"] in objs
+                vbd = o["snapshot"]
+                assert vbd["VM"] == "Ref:0" and (vbd["VDI"] in objs or vbd["empty"] and vbd["VDI"] == "OpaqueRef:NULL")
         # the chunks: names, checksums, zero chunks left out but the first and the last
         names = [m.name for m in members[1:]]
         vdi_ids = sorted(o["id"] for o in header["objects"] if o["class"] == "VDI")
@@ -256,7 +260,9 @@ def _check_imported(x, d, sid, new, src, disks, sr):
     assert a["other_config"]["purpose"] == "xva-test" and "import_task" in a["other_config"]
     assert a["current_operations"] == {}
     vbds = sorted(a["VBDs"], key=lambda v: x.VBD.get_userdevice(v))
-    assert len(vbds) == 2
+    assert len(vbds) == 3
+    cd = vbds.pop()
+    assert x.VBD.get_type(cd) == "CD" and x.VBD.get_empty(cd) is True
     for vbd, (_, data) in zip(vbds, disks):
         vdi = x.VBD.get_VDI(vbd)
         assert x.VDI.get_SR(vdi) == sr
@@ -271,7 +277,8 @@ def _destroy_vm(x, vm):
     for vbd in x.VM.get_VBDs(vm):
         vdi = x.VBD.get_VDI(vbd)
         x.VBD.destroy(vbd)
-        x.VDI.destroy(vdi)
+        if vdi != "OpaqueRef:NULL":
+            x.VDI.destroy(vdi)
     for vif in x.VM.get_VIFs(vm):
         x.VIF.destroy(vif)
     x.VM.destroy(vm)
@@ -331,10 +338,10 @@ def _counts(x):
     return len(x.VM.get_all()), len(x.VDI.get_all()), len(x.VBD.get_all()), len(x.VIF.get_all())
 
 
-def _failed_import(d, x, sid, sr, body):
+def _failed_import(d, x, sid, sr, body, extra=""):
     before = _counts(x)
     task = x.task.create("import", "")
-    status = import_(d, f"session_id={sid}&task_id={task}&sr_id={sr}", body)
+    status = import_(d, f"session_id={sid}&task_id={task}&sr_id={sr}{extra}", body)
     st, err, _ = task_outcome(x, task)
     assert status >= 400 and st == "failure"
     assert _counts(x) == before
@@ -394,6 +401,41 @@ def test_running_vm_is_refused(d, x, sid):
     finally:
         x.VM.hard_shutdown(ref)
         x.VM.destroy(ref)
+
+
+@pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"), reason="no domain operations")
+def test_suspended_vm_backup_and_restore(d, x, sid, sr, tmp_path):
+    """preserve_power_state=true carries the suspend image; restore=true brings the VM back under its
+    uuid, and it resumes from the imported image."""
+    ref = x.VM.create(vm_record("sleeper"))
+    uuid = x.VM.get_uuid(ref)
+    x.VM.start(ref, False, False)
+    x.VM.suspend(ref)
+    image = get_raw(d, sid, x.VM.get_suspend_VDI(ref))
+    path = tmp_path / "s.xva"
+    try:
+        status, _ = export(d, f"session_id={sid}&ref={ref}&preserve_power_state=true", path)
+        assert status == 200
+        with tarfile.open(path) as tf:
+            snap = next(o for o in parse_value(tf.extractfile("ova.xml").read())["objects"]
+                        if o["class"] == "VM")["snapshot"]
+            assert snap["power_state"] == "Suspended" and snap["suspend_VDI"].startswith("Ref:")
+    finally:
+        x.VM.hard_shutdown(ref)
+        x.VM.destroy(ref)
+    task = x.task.create("import", "")
+    assert import_(d, f"session_id={sid}&task_id={task}&sr_id={sr}&restore=true", path.read_bytes()) == 200
+    st, err, result = task_outcome(x, task)
+    assert st == "success", err
+    (new,) = result_refs(result)
+    try:
+        assert x.VM.get_uuid(new) == uuid and x.VM.get_power_state(new) == "Suspended"
+        assert get_raw(d, sid, x.VM.get_suspend_VDI(new)) == image
+        x.VM.resume(new, False, False)
+        assert x.VM.get_power_state(new) == "Running"
+    finally:
+        x.VM.hard_shutdown(new)
+        x.VM.destroy(new)
 
 
 # -- an archive in XCP-ng's layout --------------------------------------------------------------------
@@ -523,7 +565,10 @@ def test_restore_keeps_the_uuid(d, x, sid, sr):
     assert st == "success", err
     (new,) = result_refs(result)
     try:
-        assert x.VM.get_uuid(new) == "5f0c0a4b-1d7e-4c55-9d1e-3cbb1f3b7a01"
+        assert x.VM.get_uuid(new) == "5f0c0a4b-1d7e-4c55-9d1e-3cbb1f3b7a01" and x.VM.get_version(new) == "1"
+        # the same archive again: what is here is newer (restored once), so nothing changes
+        err = _failed_import(d, x, sid, sr, body, "&restore=true")
+        assert err == ["VM_TO_IMPORT_IS_NOT_NEWER_VERSION", new, "1", "0"]
     finally:
         _destroy_vm(x, new)
 
