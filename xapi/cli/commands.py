@@ -188,8 +188,16 @@ class Run:
         return str(v)
 
     async def record_lines(self, c: dm.Class, rec: dict, fields) -> list[tuple[str, str]]:
+        """`name (RO): value` rows; a field may be (reference field, "uuid" | "name_label"), shown as
+        `<field>-uuid ( RO)` with the value of the object it points at."""
         rows = []
         for name in fields:
+            if isinstance(name, tuple):
+                ref_field, via = name
+                f = c.fields[ref_field]
+                value = await self.via(f.type, rec.get(ref_field), via)
+                rows.append((f"{hyphen(ref_field).lower()}-{hyphen(via)} ( RO)", value))
+                continue
             f = c.fields[name]
             rows.append((f"{hyphen(name)} {marker(f, c)}", await self.fmt(f.type, rec.get(name))))
         return rows
@@ -298,16 +306,21 @@ class Run:
         for ref, rec in recs.items():
             ok = True
             for name, via, v in wanted:
+                t = c.fields[name].type
                 if via is None:
-                    have = await self.fmt(c.fields[name].type, rec.get(name))
+                    have = await self.fmt(t, rec.get(name))
                 else:
-                    have = await self.via(c.fields[name].type, rec.get(name), via)
-                if have != v:
+                    have = await self.via(t, rec.get(name), via)
+                if have != v and not (t.kind == "enum" and have.lower() == v.lower()):   # type=Disk
                     ok = False
                     break
             if ok:
                 out.append(ref)
         return out
+
+    def list_field(self, c: dm.Class, key: str):
+        name, via = self.filter_field(c, key)
+        return name if via is None else (name, via)
 
     def filter_field(self, c: dm.Class, key: str) -> tuple[str, str | None]:
         """(field, None) for a field of c; (reference field, "uuid" | "name_label") for a derived one."""
@@ -348,7 +361,7 @@ class Run:
         if params == "all":
             fields = list(c.fields)
         elif params:
-            fields = [self.field_of(c, p.strip()) for p in params.split(",") if p.strip()]
+            fields = [self.list_field(c, p.strip()) for p in params.split(",") if p.strip()]
         else:
             fields = [f for f in DEFAULT_LIST.get(prefix, ("uuid", "name_label", "name_description"))
                       if f in c.fields]

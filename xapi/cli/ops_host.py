@@ -80,13 +80,12 @@ async def pool_join(run) -> None:
 @command("pool-eject", reqd=("host-uuid",), optn=("force",),
          help="Removes a member from the pool; it restarts as a pool of its own (asks first unless --force).")
 async def pool_eject(run) -> None:
-    from xapi.cli.commands import ExitWithError
     host = await run.call("host.get_by_uuid", run.args["host-uuid"])
     if not run.flag("force"):
         warning = ("WARNING: Ejecting a host from the pool will reinitialise that host's local SRs.\n"
                    "WARNING: Any data contained with the local SRs will be lost.")
         if not await run.prompt_yes(warning):
-            raise ExitWithError(1)
+            return
     await run.call("pool.eject", host)
     await run.out("print", "Specified host will attempt to restart as a master of a new pool in 10.0 seconds...")
 

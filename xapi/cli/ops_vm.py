@@ -193,7 +193,6 @@ async def _label(run, cls: str, ref: str) -> str:
 @command("vm-uninstall", optn=("force", *SEL),
          help="Destroys the selected VMs and their disks (asks first unless --force).")
 async def vm_uninstall(run) -> None:
-    from xapi.cli.commands import ExitWithError
     vms = await run.select(VM, "vm", ())
     plan = [(vm, await _owned_vdis(run, vm)) for vm in vms]
     if not run.flag("force"):
@@ -202,9 +201,13 @@ async def vm_uninstall(run) -> None:
             lines.append(f"VM : {await _label(run, 'VM', vm)}")
             lines.extend([f"VDI: {await _label(run, 'VDI', v)}" for v in vdis])
         if not await run.prompt_yes("\n".join(lines)):
-            raise ExitWithError(1)
+            return
     for vm, vdis in plan:
+        vbds = await run.call("VM.get_VBDs", vm)
         await run.call("VM.destroy", vm)
+        for vbd in vbds:        # xapi's VM.destroy takes the VM's VBDs with it; ours may leave them
+            if vbd in await run.call("VBD.get_all"):
+                await run.call("VBD.destroy", vbd)
         for vdi in vdis:
             await run.call("VDI.destroy", vdi)
     await run.out("print", "All objects destroyed")
