@@ -83,7 +83,7 @@ def wait_for(pred, timeout=5.0):
 def test_start_pause_shutdown_reboot(x):
     vm = new_vm(x, "lifecycle")
     assert x.VM.get_power_state(vm) == "Halted"
-    assert set(x.VM.get_allowed_operations(vm)) == {"start", "start_on", "destroy"}
+    assert set(x.VM.get_allowed_operations(vm)) == {"start", "start_on", "destroy", "clone", "copy", "snapshot"}
     x.VM.start(vm, False, False)
     rec = x.VM.get_record(vm)
     assert rec["power_state"] == "Running" and int(rec["domid"]) > 0

@@ -116,7 +116,10 @@ def _accessor(ctx, name: str):
 
 
 def create(ctx, session, args):
-    """The generic create, then allowed_operations as xapi sets them on a new VM."""
+    """The generic create once the memory limits pass xapi's check, then allowed_operations as xapi
+    sets them on a new VM."""
+    if isinstance(args, dict):
+        vm_memory.check_create(args)
     ref = _accessor(ctx, "create")(ctx, session, args)
     refresh_allowed_operations(ctx.app.db, ref)
     return ref
@@ -488,4 +491,8 @@ from xapi.actions import vm_suspend  # noqa: E402
 from xapi.actions.vm_suspend import resume, resume_on, suspend  # noqa: E402,F401
 from xapi.actions.vm_clone import checkpoint, clone, copy, revert, snapshot  # noqa: E402,F401
 from xapi.actions.vm_provision import provision  # noqa: E402,F401
+from xapi.actions import vm_memory  # noqa: E402
+from xapi.actions.vm_memory import (set_memory, set_memory_dynamic_max, set_memory_dynamic_min,  # noqa: E402,F401
+                                    set_memory_dynamic_range, set_memory_limits, set_memory_static_max,
+                                    set_memory_static_min, set_memory_static_range)
 from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401

@@ -1,0 +1,99 @@
+"""VM.create's checks and the memory setters against a real daemon with the XenAPI SDK: missing
+mandatory fields, MEMORY_CONSTRAINT_VIOLATION where xapi raises it, the power states they need."""
+import pytest
+import XenAPI
+
+from tests import daemon as _daemon
+from tests.contract.test_vm_lifecycle import failure, new_vm
+from xapi import xenctrl
+
+pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
+                                reason="the xenctrl shim has no domain operations yet")
+MIB = 1 << 20
+ORDER = "Memory limits must satisfy: static_min \u2264 dynamic_min \u2264 dynamic_max \u2264 static_max"
+
+
+@pytest.fixture(scope="module")
+def host():
+    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+    yield d
+    _daemon.cleanup(d)
+
+
+@pytest.fixture(scope="module")
+def x(host):
+    s = XenAPI.Session(host.url)
+    s.xenapi.login_with_password("root", host.password)
+    yield s.xenapi
+    s.xenapi.session.logout()
+
+
+def memory(x, vm):
+    r = x.VM.get_record(vm)
+    return tuple(int(r[f"memory_{k}"]) for k in ("static_min", "dynamic_min", "dynamic_max", "static_max"))
+
+
+def record(**memory):
+    rec = {"name_label": "m", "name_description": "", "user_version": "1", "is_a_template": False,
+           "affinity": "OpaqueRef:NULL", "memory_static_max": str(512 * MIB), "memory_dynamic_max": str(512 * MIB),
+           "memory_dynamic_min": str(256 * MIB), "memory_static_min": str(128 * MIB), "VCPUs_params": {},
+           "VCPUs_max": "1", "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy",
+           "actions_after_reboot": "restart", "actions_after_crash": "destroy", "PV_bootloader": "",
+           "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
+           "HVM_boot_policy": "", "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {},
+           "recommendations": ""}
+    rec.update({f"memory_{k}": str(v) for k, v in memory.items()})
+    return rec
+
+
+def test_create_checks_the_memory_limits_as_xapi(x):
+    vm = x.VM.create(record())
+    assert memory(x, vm) == (128 * MIB, 256 * MIB, 512 * MIB, 512 * MIB)
+    assert failure(x.VM.create, record(static_min=1024 * MIB)) == ["MEMORY_CONSTRAINT_VIOLATION"]
+    assert failure(x.VM.create, record(dynamic_min=600 * MIB, dynamic_max=500 * MIB)) == \
+        ["MEMORY_CONSTRAINT_VIOLATION"]
+    # dynamic limits outside the static ones are clamped when used, not refused (validate_memory)
+    x.VM.create(record(dynamic_max=1024 * MIB))
+
+
+def test_create_without_a_mandatory_field(x):
+    rec = record()
+    del rec["memory_static_max"]
+    # xapi's generated server: a record field without a default must be given
+    assert failure(x.VM.create, rec) == \
+        ["INTERNAL_ERROR", 'Server_helpers.Dispatcher_FieldNotFound("memory_static_max")']
+    rec = record(static_max="lots")
+    assert failure(x.VM.create, rec)[0] == "FIELD_TYPE_ERROR"
+
+
+def test_setters_keep_the_order(x):
+    vm = new_vm(x, "mem", memory=256 * MIB)
+    x.VM.set_memory_limits(vm, str(64 * MIB), str(1024 * MIB), str(128 * MIB), str(512 * MIB))
+    assert memory(x, vm) == (64 * MIB, 128 * MIB, 512 * MIB, 1024 * MIB)
+    assert failure(x.VM.set_memory_limits, vm, str(64 * MIB), str(256 * MIB), str(128 * MIB), str(512 * MIB)) \
+        == ["MEMORY_CONSTRAINT_VIOLATION", ORDER]
+    x.VM.set_memory_static_range(vm, str(32 * MIB), str(768 * MIB))
+    assert memory(x, vm) == (32 * MIB, 128 * MIB, 512 * MIB, 768 * MIB)
+    assert failure(x.VM.set_memory_static_range, vm, str(256 * MIB), str(768 * MIB)) == \
+        ["MEMORY_CONSTRAINT_VIOLATION", ORDER]
+    x.VM.set_memory_dynamic_range(vm, str(256 * MIB), str(256 * MIB))
+    assert failure(x.VM.set_memory_dynamic_range, vm, str(300 * MIB), str(200 * MIB)) == \
+        ["MEMORY_CONSTRAINT_VIOLATION", ORDER]
+    x.VM.set_memory_static_max(vm, str(512 * MIB))
+    x.VM.set_memory_dynamic_max(vm, str(512 * MIB))
+    assert memory(x, vm) == (32 * MIB, 256 * MIB, 512 * MIB, 512 * MIB)
+    assert failure(x.VM.set_memory_dynamic_min, vm, str(1024 * MIB)) == ["MEMORY_CONSTRAINT_VIOLATION", ORDER]
+    x.VM.set_memory(vm, str(384 * MIB))
+    assert memory(x, vm) == (32 * MIB, 384 * MIB, 384 * MIB, 384 * MIB)
+    assert failure(x.VM.set_memory, "OpaqueRef:nope", str(MIB))[:2] == ["HANDLE_INVALID", "VM"]
+
+
+def test_setters_need_the_right_power_state(x):
+    vm = new_vm(x, "mem-run", memory=256 * MIB)
+    x.VM.set_memory_dynamic_range(vm, str(256 * MIB), str(256 * MIB))
+    x.VM.start(vm, False, False)
+    assert failure(x.VM.set_memory_limits, vm, *[str(256 * MIB)] * 4) == \
+        ["VM_BAD_POWER_STATE", vm, "halted", "running"]
+    assert failure(x.VM.set_memory_static_range, vm, str(256 * MIB), str(256 * MIB))[0] == "VM_BAD_POWER_STATE"
+    x.VM.set_memory_dynamic_range(vm, str(256 * MIB), str(256 * MIB))       # allowed live
+    x.VM.hard_shutdown(vm)
