@@ -446,7 +446,7 @@ def _member(tf, name, data):
     tf.addfile(info, io.BytesIO(data))
 
 
-def xcpng_archive(disk):
+def xcpng_archive(disk, xapi_version=("24", "10")):
     """An XVA as XCP-ng 8.3 writes it: ova.xml with the record fields of export.ml (ints as strings,
     the host, guest metrics-free), chunks with .xxhash checksums, zero chunks left out."""
     def s(v):
@@ -510,8 +510,8 @@ def xcpng_archive(disk):
            "MTU": "1500", "other_config": {}, "bridge": "xenbr0", "managed": True, "blobs": {}, "tags": [],
            "default_locking_mode": "unlocked", "assigned_ips": {}, "purpose": []}
     header = {"version": {"hostname": "xcp-ng-host", "date": "2024-10-01", "product_version": "8.3.0",
-                          "product_brand": "XCP-ng", "build_number": "release/yangtze/master/8", "xapi_major": "1",
-                          "xapi_minor": "20", "export_vsn": "2"},
+                          "product_brand": "XCP-ng", "build_number": "release/yangtze/master/8", "xapi_major": xapi_version[0],
+                          "xapi_minor": xapi_version[1], "export_vsn": "2"},
               "objects": [{"class": "VM", "id": "Ref:0", "snapshot": vm},
                           {"class": "VBD", "id": "Ref:1", "snapshot": vbd},
                           {"class": "VIF", "id": "Ref:3", "snapshot": vif},
@@ -555,6 +555,11 @@ def test_xcp_ng_archive_imports(d, x, sid, sr):
         assert x.VIF.get_MAC(vif) == "12:34:56:78:9a:bc"
     finally:
         _destroy_vm(x, new)
+
+
+def test_archive_from_a_newer_xapi_is_refused(d, x, sid, sr):
+    body = xcpng_archive(disk_data(2, {0}), ("99", "0"))
+    assert _failed_import(d, x, sid, sr, body) == ["IMPORT_INCOMPATIBLE_VERSION"]
 
 
 def test_restore_keeps_the_uuid(d, x, sid, sr):

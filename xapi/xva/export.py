@@ -21,6 +21,9 @@ from xapi.xva.ovaxml import EXPORT_VSN, Header, Obj, Version
 NULL = "OpaqueRef:NULL"
 _ORDER = ("host", "VM", "VM_guest_metrics", "VBD", "VIF", "network", "VDI", "SR")
 _EPOCH = "19700101T00:00:00Z"
+# xapi writes (and checks imports against) its own version, not the API's: ours is that of the xapi
+# release whose API (2.21) the datamodel carries, so archives of that xapi and older ones import
+XAPI_VERSION = (24, 10)
 
 
 class Table:
@@ -147,8 +150,8 @@ def version(db, host: str) -> Version:
     sv = h.get("software_version") or {}
     return Version(hostname=sv.get("hostname") or socket.gethostname(), date=sv.get("date", ""),
                    product_version=sv.get("product_version", ""), product_brand=sv.get("product_brand", ""),
-                   build_number=sv.get("build_number", ""), xapi_major=int(h.get("API_version_major") or 0),
-                   xapi_minor=int(h.get("API_version_minor") or 0), export_vsn=EXPORT_VSN)
+                   build_number=sv.get("build_number", ""), xapi_major=XAPI_VERSION[0],
+                   xapi_minor=XAPI_VERSION[1], export_vsn=EXPORT_VSN)
 
 
 def vm_metadata(db, vm: str, host: str, preserve_power_state: bool = False) -> tuple[Table, Header]:

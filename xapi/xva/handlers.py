@@ -457,7 +457,7 @@ async def import_vm(request, response):
             if name != ovaxml.FILENAME:
                 raise XapiError("IMPORT_ERROR_UNEXPECTED_FILE", ovaxml.FILENAME, name)
             header = ovaxml.loads(xml)
-            assert_compatible(app.db, app.host_ref, header.version)
+            assert_compatible(header.version)
             importer = Importer(request, request.session, sr, request.task, restore, force)
             await importer.run(header)
             objs = header.by_id()
