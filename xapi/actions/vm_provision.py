@@ -16,6 +16,7 @@ import logging
 
 from lxml import etree
 
+from xapi.actions import vbd as vbd_actions
 from xapi.actions import vdi as vdi_actions
 from xapi.actions import vm as vm_mod
 from xapi.datamodel.errors import XapiError
@@ -87,6 +88,7 @@ async def provision(ctx, session, vm):
                              mode="RW", type="Disk", unpluggable=disk["type"] != "system", empty=False,
                              other_config={"owner": ""}, currently_attached=False, metrics=metrics)
                 made[-1] = (vdi, vbd)
+                vbd_actions.refresh_allowed_operations(db, vbd)
                 db.table("VDI").set_field(vdi, "name_label", disk["device"])
                 progress(0.1 + 0.8 * (n + 1) / len(disks))
         except BaseException:
