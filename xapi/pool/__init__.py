@@ -37,8 +37,11 @@ def become_member_in_memory(app, role) -> None:
 
 
 async def start(app) -> None:
+    from xapi.pool.liveness import Liveness
     if not app.is_coordinator:
         start_replica(app)
+    app.liveness = Liveness(app)
+    app.liveness.start()
 
 
 def start_replica(app) -> None:
@@ -48,6 +51,8 @@ def start_replica(app) -> None:
 
 
 async def stop(app) -> None:
+    if getattr(app, "liveness", None) is not None:
+        await app.liveness.stop()
     if getattr(app, "replica", None) is not None:
         await app.replica.stop()
         app.replica = None
