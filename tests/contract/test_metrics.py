@@ -86,3 +86,31 @@ def test_periodic_vm_and_host_metrics(host, x):
     x.VM.hard_shutdown(vm)
     time.sleep(0.5)
     assert int(x.host_metrics.get_memory_free(hm)) >= free_before - 16 * MIB
+
+
+def test_hypervisor_calls_through_the_bounded_pool():
+    """XAPI_XENOPSD_HV_THREADS: xenopsd's hypervisor calls go to a pool of threads (as with the xc
+    backend, whose calls may block); the lifecycle and the metrics work the same."""
+    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_HV_THREADS": "2",
+                                                       "XAPI_METRICS_INTERVAL": "0.2",
+                                                       "XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+    try:
+        s = XenAPI.Session(d.url)
+        s.xenapi.login_with_password("root", d.password)
+        x = s.xenapi
+        vms = [new_vm(x, f"pooled-{i}") for i in range(4)]
+        tasks = [x.Async.VM.start(vm, False, False) for vm in vms]
+        assert wait_for(lambda: all(x.task.get_status(t) == "success" for t in tasks), 20)
+        assert all(x.VM.get_power_state(vm) == "Running" for vm in vms)
+        x.VM.pause(vms[0])
+        assert x.VM.get_power_state(vms[0]) == "Paused"
+        x.VM.unpause(vms[0])
+        m = x.VM.get_metrics(vms[1])
+        assert wait_for(lambda: len(x.VM_metrics.get_VCPUs_utilisation(m)) == 1)
+        x.VM.clean_shutdown(vms[2])
+        for vm in (vms[0], vms[1], vms[3]):
+            x.VM.hard_shutdown(vm)
+        assert all(x.VM.get_power_state(vm) == "Halted" for vm in vms)
+        s.xenapi.session.logout()
+    finally:
+        _daemon.cleanup(d)

@@ -83,10 +83,13 @@ async def attach_vbds(app, vm_ref: str) -> list[dict]:
     ({"device", "params", "mode", "device_type", ...}), empty drives included.  On failure, what
     was attached is released again."""
     db = app.db
+    refs = _vbd_refs(db, vm_ref)
+    if not refs:
+        return []
     vm = db.table("VM").get(vm_ref)
     devices = []
     try:
-        for ref in _vbd_refs(db, vm_ref):
+        for ref in refs:
             devices.append(await attach_vbd(app, vm, ref))
     except BaseException:
         await release_vbds(app, vm_ref)
@@ -113,16 +116,20 @@ def vif_device(vif: dict, bridge: str) -> dict:
 
 def mark_plugged(db, vm_ref: str, domid: int | None = None) -> None:
     """After the domain was built: every VBD and VIF is attached, VBD.device set."""
-    vm = db.table("VM").get(vm_ref)
-    hvm = is_hvm(vm)
+    vms = db.table("VM")
+    vbd_refs, vif_refs = vms.get_field(vm_ref, "VBDs") or [], vms.get_field(vm_ref, "VIFs") or []
+    if not vbd_refs and not vif_refs:
+        return                          # the common case of a boot storm: nothing to mark
+    hvm = is_hvm({"domain_type": vms.get_field(vm_ref, "domain_type"),
+                  "HVM_boot_policy": vms.get_field(vm_ref, "HVM_boot_policy")})
     vbds = db.table("VBD")
-    for ref in vm.get("VBDs") or []:
+    for ref in vbd_refs:
         if ref in vbds:
             dev = linux_device(vbds.get_field(ref, "userdevice"), hvm) \
                 if str(vbds.get_field(ref, "userdevice")).isdigit() else ""
             _set(vbds, ref, {"currently_attached": True, "device": dev})
     vifs = db.table("VIF")
-    for ref in vm.get("VIFs") or []:
+    for ref in vif_refs:
         if ref in vifs:
             _set(vifs, ref, {"currently_attached": True})
     refresh_operations(db, vm_ref)
@@ -175,10 +182,10 @@ async def release_vbds(app, vm_ref: str) -> None:
 
 def holds_devices(db, vm_ref: str) -> bool:
     """Whether some VBD or VIF of the VM is still marked attached (cheap: no storage call)."""
-    vm = db.table("VM").get(vm_ref)
+    vms = db.table("VM")
     vbds, vifs = db.table("VBD"), db.table("VIF")
-    return any(r in vbds and vbds.get_field(r, "currently_attached") for r in vm.get("VBDs") or []) \
-        or any(r in vifs and vifs.get_field(r, "currently_attached") for r in vm.get("VIFs") or [])
+    return any(r in vbds and vbds.get_field(r, "currently_attached") for r in vms.get_field(vm_ref, "VBDs") or []) \
+        or any(r in vifs and vifs.get_field(r, "currently_attached") for r in vms.get_field(vm_ref, "VIFs") or [])
 
 
 def refresh_operations(db, vm_ref: str) -> None:

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -119,6 +120,19 @@ class Xenopsd:
         self._monitor = None
         self._bg: set[asyncio.Task] = set()
         self.path = ""
+        # Hypervisor calls that may block (libxenctrl: the "xc" backend) go to a bounded pool of
+        # threads; the simulator answers at once and is called in place.  XAPI_XENOPSD_HV_THREADS
+        # sets the pool's size (0: no pool).
+        threads = int(os.environ.get("XAPI_XENOPSD_HV_THREADS",
+                                     "0" if getattr(hypervisor, "backend", "sim") == "sim" else str(workers)))
+        self._hv_pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="xenops-hv") \
+            if threads > 0 else None
+
+    async def _xc(self, fn, *args, **kw):
+        """fn(*args) on the hypervisor: in the bounded pool when there is one."""
+        if self._hv_pool is None:
+            return fn(*args, **kw)
+        return await asyncio.get_running_loop().run_in_executor(self._hv_pool, functools.partial(fn, *args, **kw))
 
     # -- service -------------------------------------------------------------------------------
     async def start(self, path: str) -> None:
@@ -133,6 +147,8 @@ class Xenopsd:
     async def close(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel()
+        if self._hv_pool is not None:
+            self._hv_pool.shutdown(wait=False)
         for t in list(self.tasks.values()):
             if t.aio is not None and not t.aio.done():
                 t.aio.cancel()
@@ -315,9 +331,9 @@ class Xenopsd:
             return "Paused"
         return "Running"
 
-    def vm_stat(self, vm_id: str) -> dict:
+    async def vm_stat(self, vm_id: str) -> dict:
         vm = self._vm(vm_id)
-        info = self._info(vm)
+        info = await self._xc(self._info, vm)
         if info is None:
             return {"power_state": "Halted", "domid": -1, "memory": 0, "vcpus": 0, "cpu_time": 0,
                     "start_time": 0.0}
@@ -331,6 +347,12 @@ class Xenopsd:
         p = self.hv.physinfo()
         return {"total_memory": p["total_pages"] * 4096, "free_memory": p["free_pages"] * 4096,
                 "cpus": p["nr_cpus"]}
+
+    async def host_stat_async(self) -> dict:
+        return await self._xc(self.host_stat)
+
+    async def host_stats_async(self) -> dict:
+        return await self._xc(self.host_stats)
 
     def host_stats(self) -> dict:
         """One cheap snapshot for the periodic metrics (xapi.metrics): memory, the CPU time of every
@@ -359,14 +381,14 @@ class Xenopsd:
         c = vm.config
         kib = int(c.get("memory_kib", 256 * KIB))
         need = kib * KIB
-        free = self.host_stat()["free_memory"]
+        free = (await self._xc(self.host_stat))["free_memory"]
         if need > free:
             raise XenopsError("HOST_NOT_ENOUGH_FREE_MEMORY", need, free)
-        domid = self.hv.domain_create(c["id"], hvm=bool(c.get("hvm")),
-                                      max_vcpus=int(c.get("vcpus_max", c.get("vcpus", 1))), max_mem_kib=kib)
+        domid = await self._xc(self.hv.domain_create, c["id"], hvm=bool(c.get("hvm")),
+                               max_vcpus=int(c.get("vcpus_max", c.get("vcpus", 1))), max_mem_kib=kib)
         vm.domid = domid
         try:
-            self.hv.domain_setmaxmem(domid, kib)
+            await self._xc(self.hv.domain_setmaxmem, domid, kib)
             task.set_progress(lo + (hi - lo) * 0.1)
             steps = 10
             for i in range(steps):                  # the build delay, in steps that report progress
@@ -379,11 +401,11 @@ class Xenopsd:
                                            vbds=[devices.vbd_spec(d) for d in c.get("vbds", [])],
                                            vifs=[devices.vif_spec(d) for d in c.get("vifs", [])],
                                            domain_type="hvm" if c.get("hvm") else "pv")
-            info = self.hv.domain_getinfo(domid)
+            info = await self._xc(self.hv.domain_getinfo, domid)
             if paused and not info.get("paused"):
-                self.hv.domain_pause(domid)
+                await self._xc(self.hv.domain_pause, domid)
             elif not paused and info.get("paused"):
-                self.hv.domain_unpause(domid)
+                await self._xc(self.hv.domain_unpause, domid)
             vm.start_time = time.time()
             if not paused:
                 self._guest_agent(vm)
@@ -564,7 +586,7 @@ class Xenopsd:
 
         async def body(task):
             self._require(vm, ("Running",), "running")
-            self.hv.domain_pause(vm.domid)
+            await self._xc(self.hv.domain_pause, vm.domid)
         return self._spawn(f"VM.pause {vm_id}", vm, body)
 
     def vm_unpause(self, vm_id: str) -> str:
@@ -572,7 +594,7 @@ class Xenopsd:
 
         async def body(task):
             self._require(vm, ("Paused",), "paused")
-            self.hv.domain_unpause(vm.domid)
+            await self._xc(self.hv.domain_unpause, vm.domid)
             self._guest_agent(vm)
         return self._spawn(f"VM.unpause {vm_id}", vm, body)
 
@@ -800,12 +822,18 @@ class Xenopsd:
     async def _watch_domains(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)
+            if not any(vm.domid is not None and not vm.busy for vm in self.vms.values()):
+                continue
+            try:       # one call for all the domains, not one per VM
+                infos = {i["domid"]: i for i in await self._xc(self.hv.domain_list)}
+            except Exception:  # noqa: BLE001 - try again next time
+                log.exception("xenopsd: listing the domains failed")
+                continue
             for vm in list(self.vms.values()):
                 if vm.domid is None or vm.busy:
                     continue
-                try:
-                    info = self.hv.domain_getinfo(vm.domid)
-                except Exception:  # noqa: BLE001 - gone behind our back
+                info = infos.get(vm.domid)
+                if info is None:                    # gone behind our back
                     vm.domid = None
                     self._update(vm.id)
                     continue
@@ -843,8 +871,8 @@ _METHODS = {
     "VM.restore": Xenopsd.vm_restore,
     "VM.migrate_send": Xenopsd.vm_migrate_send,
     "VM.receive": Xenopsd.vm_receive,
-    "HOST.stat": Xenopsd.host_stat,
-    "HOST.stats": Xenopsd.host_stats,
+    "HOST.stat": Xenopsd.host_stat_async,
+    "HOST.stats": Xenopsd.host_stats_async,
     "TASK.stat": Xenopsd.task_stat,
     "TASK.wait": Xenopsd.task_wait,
     "TASK.cancel": Xenopsd.task_cancel,
