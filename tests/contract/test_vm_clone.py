@@ -169,8 +169,11 @@ def test_snapshot_and_revert(host, session, x, sr):
     assert [x.VIF.get_MAC(v) for v in rec["VIFs"]] == ["00:16:3e:aa:bb:01"]
     x.VM.start(vm, False, False)
     x.VM.hard_shutdown(vm)
+    snap_vbds = x.VM.get_VBDs(snap)
     x.VM.destroy(snap)
-    assert snap not in x.VM.get_all() and sdisk in x.VDI.get_all()
+    assert snap not in x.VM.get_all() and sdisk in x.VDI.get_all()       # the disks stay
+    assert not set(snap_vbds) & set(x.VBD.get_all())
+    assert x.VM.get_parent(vm) == NULL                                   # the snapshot's own parent
 
 
 def test_checkpoint_of_a_running_vm_and_revert_to_it(host, session, x, sr):

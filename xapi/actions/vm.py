@@ -127,9 +127,28 @@ def create(ctx, session, args):
 
 def destroy(ctx, session, self):
     """The generic destroy, once xapi's checks pass: Halted or Suspended, no other operation, not
-    a default template, not the control domain."""
-    _assert(ctx.app.db, self, "destroy")
-    return _accessor(ctx, "destroy")(ctx, session, self)
+    a default template, not the control domain. As Xapi_vm_helpers.destroy, its VBDs, VIFs and
+    metrics go with it (its disks stay); its children take its parent (xapi_vm.ml)."""
+    db = ctx.app.db
+    rec = _assert(db, self, "destroy")
+    vms = db.table("VM")
+    for child in rec.get("children") or []:
+        if child in vms:
+            vms.set_field(child, "parent", rec["parent"] if rec["parent"] in vms else NULL_REF)
+    for cls, refs in (("VBD", rec["VBDs"]), ("VIF", rec["VIFs"])):
+        table = db.table(cls)
+        for ref in refs or []:
+            if ref in table:
+                metrics = table.get_field(ref, "metrics")
+                table.remove(ref)
+                if metrics in db.table(f"{cls}_metrics"):
+                    db.table(f"{cls}_metrics").remove(metrics)
+    result = _accessor(ctx, "destroy")(ctx, session, self)
+    for cls in ("VM_metrics", "VM_guest_metrics"):
+        ref = rec["metrics" if cls == "VM_metrics" else "guest_metrics"]
+        if ref in db.table(cls):
+            db.table(cls).remove(ref)
+    return result
 
 
 def update_allowed_operations(ctx, session, self):
