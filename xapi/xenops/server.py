@@ -426,7 +426,7 @@ class Xenopsd:
     async def _await_shutdown(self, vm: VM, timeout: float) -> str | None:
         deadline = time.monotonic() + float(timeout)
         while time.monotonic() < deadline:
-            info = self._info(vm)
+            info = await self._xc(self._info, vm)
             if info is None:
                 return "poweroff"
             if info.get("shutdown"):
@@ -446,7 +446,7 @@ class Xenopsd:
             await asyncio.sleep(self.shutdown_delay)
             if vm.domid == domid:
                 with contextlib.suppress(Exception):
-                    self.hv.domain_shutdown(domid, reason)
+                    await self._xc(self.hv.domain_shutdown, domid, reason)
 
         self._background(guest())
 
