@@ -120,3 +120,36 @@ def _try_login(host):
         return host.session()
     except XenAPI.Failure:
         return None
+
+
+def _new_vm(x, memory=64 << 20):
+    m = str(memory)
+    return x.VM.create({
+        "name_label": "guest", "name_description": "", "user_version": "1", "is_a_template": False,
+        "affinity": "OpaqueRef:NULL", "memory_static_max": m, "memory_dynamic_max": m, "memory_dynamic_min": m,
+        "memory_static_min": m, "VCPUs_params": {}, "VCPUs_max": "1", "VCPUs_at_startup": "1",
+        "actions_after_shutdown": "destroy", "actions_after_reboot": "restart", "actions_after_crash": "destroy",
+        "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "",
+        "PV_legacy_args": "", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "cd"},
+        "platform": {}, "PCI_bus": "", "other_config": {}, "recommendations": ""})
+
+
+def test_join_refused_with_running_vm_or_shared_sr(sim, tmp_path):
+    x = sim.coordinator.session().xenapi
+    third = next(h for h, r in x.host.get_all_records().items() if r["address"] == "127.0.0.4")
+    x.pool.eject(third)
+    h3 = sim.hosts[2]
+    y = _eventually(lambda: _try_login(h3)).xenapi
+    vm = _new_vm(y)
+    y.VM.start(vm, False, False)
+    assert _failure(y.pool.join, "127.0.0.2", "root", h3.password) == ["JOINING_HOST_CANNOT_HAVE_RUNNING_VMS"]
+    y.VM.hard_shutdown(vm)
+    y.VM.destroy(vm)
+    sr = y.SR.create(y.host.get_all()[0], {"path": str(tmp_path)}, "0", "other pool's shared SR", "", "nfs",
+                     "user", True, {})
+    assert _failure(y.pool.join, "127.0.0.2", "root", h3.password) == ["JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS"]
+    for pbd in y.SR.get_PBDs(sr):
+        y.PBD.unplug(pbd)
+    y.SR.forget(sr)
+    y.pool.join("127.0.0.2", "root", h3.password)
+    assert len(x.host.get_all()) == 3
