@@ -156,6 +156,64 @@ def test_disks_cds_and_uninstall(d, x, sr, tmp_path):
     assert ok(xe(d, "vdi-list", f"uuid={vdi}", "--minimal")) == ""
 
 
+def test_install_clone_copy(d, x, sr):
+    vm = ok(xe(d, "vm-install", "template=Debian Bookworm 12", "new-name-label=xe-installed", mode="http"))
+    ref = x.VM.get_by_uuid(vm)
+    assert not x.VM.get_is_a_template(ref)
+    disks = ok(xe(d, "vbd-list", f"vm-uuid={vm}", "type=Disk", "params=vdi-uuid", "--minimal")).split(",")
+    assert len(disks) == 1                   # the template's provisioning made its disk, on the default SR
+    pool = x.pool.get_all()[0]
+    assert x.VDI.get_SR(x.VDI.get_by_uuid(disks[0])) == x.pool.get_default_SR(pool)
+    clone = ok(xe(d, "vm-clone", "vm=xe-installed", "new-name-label=xe-clone", "new-name-description=cloned"))
+    assert x.VM.get_name_description(x.VM.get_by_uuid(clone)) == "cloned"
+    copy = ok(xe(d, "vm-copy", "vm=xe-installed", "new-name-label=xe-copy", f"sr-uuid={sr}", mode="tls"))
+    copied = ok(xe(d, "vbd-list", f"vm-uuid={copy}", "type=Disk", "params=vdi-uuid", "--minimal"))
+    assert copied and copied != disks[0]
+    r = xe(d, "vm-install", "template=no-such-template", "new-name-label=x")
+    assert r.returncode == 1 and "Template 'no-such-template' not found" in r.stderr
+    r = xe(d, "vm-install", "template=Debian Bookworm 12")
+    assert r.returncode == 1 and "Required parameter not found: new-name-label" in r.stderr
+    for uuid in (vm, clone, copy):
+        ok(xe(d, "vm-uninstall", f"uuid={uuid}", "--force"))
+    assert ok(xe(d, "vm-list", "name-label=xe-installed", "--minimal")) == ""
+
+
+def test_snapshot_and_revert(d, x, sr, tmp_path):
+    ref = new_vm(x, "xe-snap")
+    uuid = x.VM.get_uuid(ref)
+    vdi = ok(xe(d, "vdi-create", f"sr-uuid={sr}", "name-label=xe-snap-disk", "virtual-size=4MiB"))
+    ok(xe(d, "vbd-create", f"vm-uuid={uuid}", f"vdi-uuid={vdi}", "device=0"))
+    before, after = tmp_path / "before.raw", tmp_path / "after.raw"
+    before.write_bytes(os.urandom(4 * MIB))
+    after.write_bytes(os.urandom(4 * MIB))
+    ok(xe(d, "vdi-import", f"uuid={vdi}", f"filename={before}"))
+    snap = ok(xe(d, "vm-snapshot", "vm=xe-snap", "new-name-label=xe-snap-1"))
+    out = ok(xe(d, "snapshot-list", f"uuid={snap}", "params=name-label,snapshot-of"))
+    assert "xe-snap-1" in out and f"snapshot-of ( RO): {uuid}" in out
+    assert ok(xe(d, "vm-list", f"uuid={snap}", "--minimal")) == ""     # not among the VMs
+    ok(xe(d, "vdi-import", f"uuid={vdi}", f"filename={after}"))
+    ok(xe(d, "snapshot-revert", f"snapshot-uuid={snap}"))
+    disk = ok(xe(d, "vbd-list", f"vm-uuid={uuid}", "type=Disk", "params=vdi-uuid", "--minimal"))
+    back = tmp_path / "back.raw"
+    ok(xe(d, "vdi-export", f"uuid={disk}", f"filename={back}"))
+    assert back.read_bytes() == before.read_bytes()
+    r = xe(d, "vm-checkpoint", "vm=xe-snap", "new-name-label=cp")
+    assert r.returncode == 1 and "expected: running" in r.stderr and "actual: halted" in r.stderr
+
+
+def test_host_maintenance(d, x):
+    host = x.host.get_all()[0]
+    ok(xe(d, "host-disable", mode="tls"))
+    assert not x.host.get_enabled(host)
+    assert ok(xe(d, "host-list", "params=enabled", "--minimal")) == "false"
+    ok(xe(d, "host-evacuate", f"uuid={x.host.get_uuid(host)}"))          # nothing running to move
+    ok(xe(d, "host-enable", f"host={x.host.get_name_label(host)}"))
+    assert x.host.get_enabled(host)
+    assert ok(xe(d, "host-is-in-emergency-mode")) == "false"
+    r = xe(d, "host-enable", "host=no-such-host")
+    assert r.returncode == 1 and "No matching hosts found" in r.stderr
+
+
 def test_storage_commands(d, x, sr, tmp_path):
     path = tmp_path / "ext-sr"
     path.mkdir()
