@@ -1,10 +1,12 @@
 """Storage through the official SDK against a real daemon: SRs (ext, nfs as a folder, iso), VDIs and their
 files, the SMAPIv1 drivers (garbage, crashes, hangs, a driver dropped in), the fresh host's local SR, and
 the access layer's state across a restart."""
+import http.client
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -13,7 +15,7 @@ import XenAPI
 
 from tests import daemon as _daemon
 from xapi.sm import vhd
-from xapi.sm.exec import DRIVERS_DIR
+from xapi.sm.exec import DRIVERS_DIR, Call
 
 MiB = 1 << 20
 QEMU_IMG = shutil.which("qemu-img")
@@ -240,6 +242,93 @@ def test_ext_sr_and_vdi_lifecycle(x, host, tmp):
     destroy_sr(x, sr)
     assert failure(x.SR.get_record, sr) == ["HANDLE_INVALID", "SR", sr]
     assert not os.path.exists(folder)
+
+
+# -- vdi_compose (SMAPIv1), as xapi's storage layer calls it during storage migration ----------------
+def _raw(d, method, sid, vdi, body=None):
+    """PUT /import_raw_vdi (the body) or GET /export_raw_vdi (returns the disk)."""
+    path = "/import_raw_vdi" if method == "PUT" else "/export_raw_vdi"
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
+    try:
+        c.request(method, f"{path}?session_id={sid}&vdi={vdi}", body=body,
+                  headers={"Content-Length": str(len(body))} if body is not None else {})
+        r = c.getresponse()
+        data = r.read()
+        assert r.status == 200, data
+        return data
+    finally:
+        c.close()
+
+
+def _compose(d, x, vdi1, vdi2):
+    """Runs the SR's driver with a vdi_compose request, as xapi's Sm.vdi_compose does (vdi_ref: VDI2,
+    args: [VDI1]), with a session of the local superuser (the driver calls internal messages)."""
+    local = XenAPI.Session("http://" + d.socket_path.replace("/", "_") + "/", transport=XenAPI.UDSTransport())
+    local.xenapi.login_with_password("root", "", "2.3", "sm")
+    try:
+        sr = x.VDI.get_SR(vdi2)
+        pbd = x.SR.get_PBDs(sr)[0]
+        rec = x.VDI.get_record(vdi2)
+        call = Call("vdi_compose", [vdi1], dict(x.PBD.get_device_config(pbd), SRmaster="true"),
+                    host_ref=x.PBD.get_host(pbd), sr_ref=sr, sr_uuid=x.SR.get_uuid(sr), vdi_ref=vdi2,
+                    vdi_uuid=rec["uuid"], vdi_location=rec["location"], session_ref=local._session)
+        driver = os.path.join(DRIVERS_DIR, x.SR.get_type(sr) + "SR")
+        env = dict(os.environ, XAPI_SOCKET=d.socket_path, XAPI_DATA_DIR=d.data_dir,
+                   PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        p = subprocess.run([sys.executable, driver, call.request()], capture_output=True, text=True, env=env,
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout, p.stderr
+    finally:
+        local.xenapi.session.logout()
+
+
+def test_vdi_compose(storage_daemon, x, host, tmp):
+    """VDI1 (a parent layer) composed onto VDI2 (a differencing leaf with its own layer): VDI2 then
+    reads its own blocks over VDI1's, through the daemon's export; VDI1 is a hidden, unmanaged base
+    copy; the files check clean. Errors are faults, not tracebacks."""
+    d = storage_daemon
+    folder = os.path.join(tmp, "ext")
+    sr = x.SR.create(host, {"path": folder}, "0", "compose", "", "ext", "user", False, {})
+    size = 8 * 2 * MiB
+    blk = 2 * MiB
+    s = XenAPI.Session(d.url)
+    s.xenapi.login_with_password("root", d.password, "2.3", "compose")
+    sid = s._session
+    try:
+        vdi1 = new_vdi(x, sr, size, "parent layer")
+        parent_layer = b"".join(bytes([0xA0 + b]) * blk for b in range(4)) + bytes(4 * blk)
+        _raw(d, "PUT", sid, vdi1, parent_layer)
+        empty = new_vdi(x, sr, size, "empty")
+        vdi2 = x.VDI.clone(empty)                        # a differencing leaf over an empty base
+        child_layer = bytearray(size)
+        child_layer[2 * blk:3 * blk] = b"\xc2" * blk
+        child_layer[5 * blk:6 * blk] = b"\xc5" * blk
+        _raw(d, "PUT", sid, vdi2, bytes(child_layer))
+        out, _ = _compose(d, x, vdi1, vdi2)
+        assert "methodResponse" in out and "<fault>" not in out, out
+        expected = bytearray(parent_layer)
+        expected[2 * blk:3 * blk] = b"\xc2" * blk
+        expected[5 * blk:6 * blk] = b"\xc5" * blk
+        assert _raw(d, "GET", sid, vdi2) == expected
+        assert _raw(d, "GET", sid, vdi1) == parent_layer    # VDI1 itself is unchanged
+        rec1, rec2 = x.VDI.get_record(vdi1), x.VDI.get_record(vdi2)
+        assert rec1["managed"] is False and rec2["sm_config"]["vhd-parent"] == rec1["location"]
+        p1, p2 = (os.path.join(folder, r["location"] + ".vhd") for r in (rec1, rec2))
+        with vhd.open(p2, readonly=True) as v:
+            assert v.parent == os.path.realpath(p1)
+        with vhd.open(p1, readonly=True) as v:
+            assert v.hidden
+        assert vhd.check(p1) == [] and vhd.check(p2) == []
+        # onto a VDI that isn't there, or with no VDI to compose onto: faults from the driver
+        out, _ = _compose(d, x, "OpaqueRef:nope", vdi2)
+        assert "<fault>" in out and "HANDLE_INVALID" in out
+        other = new_vdi(x, sr, size, "dynamic")            # not differencing: SM's general error
+        out, err = _compose(d, x, vdi1, other)
+        assert "<fault>" in out and "not a differencing VHD" in out and "Traceback" not in err
+        assert _raw(d, "GET", sid, vdi2) == expected
+    finally:
+        s.xenapi.session.logout()
 
 
 def test_vdi_errors(x, host, tmp):

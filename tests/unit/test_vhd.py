@@ -194,6 +194,26 @@ def test_core_is_zero(n, pos, byte):
         assert vhd_ref.is_zero(buf) is _fast.is_zero(buf) is False
 
 
+@needs_fast
+@settings(max_examples=150, deadline=None)
+@given(header=st.binary(min_size=1000, max_size=1100), uuid=st.binary(min_size=15, max_size=17),
+       ts=st.integers(-1, 0x100000000), name=st.binary(max_size=514))
+def test_core_header_set_parent(header, uuid, ts, name):
+    def run(impl):
+        buf = bytearray(header)
+        try:
+            csum = impl.header_set_parent(buf, uuid, ts, name)
+        except (IndexError, ValueError) as e:
+            return type(e), bytes(buf)
+        return csum, bytes(buf)
+    ref = run(vhd_ref)
+    assert ref == run(_fast)
+    if isinstance(ref[0], int):         # the result is a header whose checksum holds
+        buf = ref[1]
+        assert buf[40:56] == uuid and buf[64:64 + len(name)] == name and not any(buf[64 + len(name):576])
+        assert struct.unpack_from(">I", buf, 36)[0] == vhd_ref.checksum(buf[:1024], 36) == ref[0]
+
+
 def test_facade_picks_by_env():
     code = "from xapi.sm import vhd; print(vhd.IMPLEMENTATION)"
     env = dict(os.environ, XAPI_PURE="1")
@@ -611,6 +631,55 @@ def test_cli(tmp_path):
     assert r.returncode == 1 and "appears invalid" in r.stdout
     r = _cli("query", "-n", str(tmp_path / "nope.vhd"), "-v", check=False)
     assert r.returncode == 1 and "error" in r.stderr
+
+
+def test_set_parent(core, tmp_path):
+    """A differencing VHD moved onto another parent (SM's vdi_compose): reads come from its own
+    blocks, then the new parent's chain; the header and locators name the new parent (our reader,
+    check, and the vhd-util-like `modify -p`); a loop or a non-differencing child is refused."""
+    size = 8 * vhd.BLOCK_SIZE
+    old, new_base, new_top, child = (str(tmp_path / f"{n}.vhd") for n in ("old", "base", "top", "child"))
+    vhd.create(old, size)
+    with vhd.open(old) as v:
+        v.write(0, b"\x01" * size)
+    vhd.snapshot(old, child)
+    with vhd.open(child) as v:                          # the child's own layer: blocks 2 and 5
+        v.write(2 * vhd.BLOCK_SIZE, b"\x22" * vhd.BLOCK_SIZE)
+        v.write(5 * vhd.BLOCK_SIZE + 4096, b"\x55" * 512)
+    vhd.create(new_base, size)
+    with vhd.open(new_base) as v:
+        v.write(0, b"\xb0" * (4 * vhd.BLOCK_SIZE))
+    vhd.snapshot(new_base, new_top)
+    with vhd.open(new_top) as v:
+        v.write(3 * vhd.BLOCK_SIZE, b"\x33" * vhd.BLOCK_SIZE)
+    vhd.set_parent(child, new_top)
+    expected = bytearray(b"\xb0" * (4 * vhd.BLOCK_SIZE) + bytes(4 * vhd.BLOCK_SIZE))
+    expected[3 * vhd.BLOCK_SIZE:4 * vhd.BLOCK_SIZE] = b"\x33" * vhd.BLOCK_SIZE
+    expected[2 * vhd.BLOCK_SIZE:3 * vhd.BLOCK_SIZE] = b"\x22" * vhd.BLOCK_SIZE
+    expected[5 * vhd.BLOCK_SIZE + 4096:5 * vhd.BLOCK_SIZE + 4608] = b"\x55" * 512
+    with vhd.open(child, readonly=True) as v:
+        assert v.parent == os.path.realpath(new_top)
+        with vhd.open(new_top, readonly=True) as p:
+            assert v.parent_uuid == p.uuid
+        assert [os.path.basename(x.path) for x in v.chain()] == ["child.vhd", "top.vhd", "base.vhd"]
+        assert v.read(0, size) == expected
+        name = v.header.parent_name.decode("utf-16-be").rstrip("\0")
+        assert name == "top.vhd"
+    assert vhd.check(child) == []
+    assert vhd.query(child)["chain_depth"] == 3
+    # the command, back onto the old parent
+    _cli("modify", "-n", child, "-p", old)
+    assert _cli("query", "-n", child, "-p").stdout.strip() == os.path.realpath(old)
+    with vhd.open(child, readonly=True) as v:
+        assert v.read(0, vhd.BLOCK_SIZE) == b"\x01" * vhd.BLOCK_SIZE
+    with pytest.raises(vhd.VHDError):
+        vhd.set_parent(new_base, old)                   # not differencing
+    with pytest.raises(vhd.VHDError):
+        vhd.set_parent(new_top, child)                  # child -> old; top under child: fine...
+        vhd.set_parent(child, new_top)                  # ...then child under top: a loop
+    r = _cli("modify", "-n", child, "-p", str(tmp_path / "missing.vhd"), check=False)
+    assert r.returncode == 1 and "error" in r.stderr
+    assert vhd.check(child) == []
 
 
 # --------------------------------------------------------------------------- whole-block fast path

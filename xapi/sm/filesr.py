@@ -540,15 +540,26 @@ class VHDFileSR(Driver):
         return {"uuid": new or base, "location": new or base}
 
     def vdi_compose(self):
+        """SM's FileSR compose: args[0] (VDI1, in this SR) becomes the parent of this VDI's VHD
+        (VDI2, a differencing disk), then a hidden, unmanaged base copy."""
         vhd = vhdlib()
-        if not hasattr(vhd, "set_parent"):
-            raise SMError("Unimplemented", "vdi_compose needs xapi.sm.vhd.set_parent")
-        parent_ref = self.req.args[0] if self.req.args else NULL_REF
-        parent_loc = self.api.VDI.get_location(parent_ref)
+        if not self.req.args:
+            raise SMError("InvalidArg", "vdi_compose needs the VDI to compose onto")
+        parent_ref = self.req.args[0]
+        parent_rec = self.api.VDI.get_record(parent_ref)
+        if parent_rec["SR"] != self.req.sr_ref:
+            raise SMError("InvalidArg", f"VDI {parent_rec['uuid']} is in another SR")
+        parent_loc = parent_rec["location"]
         child = self.vdi_path(self.req.vdi_location or self.req.vdi_uuid)
         parent = self.vdi_path(parent_loc)
-        vhd.set_parent(child, parent)
-        vhd.set_hidden(parent, True)
+        for path in (child, parent):
+            if not os.path.exists(path):
+                raise SMError("VDIUnavailable", f"{path} does not exist")
+        try:
+            vhd.set_parent(child, parent)
+            vhd.set_hidden(parent, True)
+        except (OSError, vhd.VHDError) as e:
+            raise SMError("SMGeneral", f"compose {self.req.vdi_uuid} onto {parent_rec['uuid']}: {e}") from None
         self.api.VDI.set_managed(parent_ref, False)
         self.set_sm_key(self.req.vdi_ref, "vhd-parent", parent_loc)
         return None

@@ -79,7 +79,7 @@ HEADER_CHECKSUM_AT = 36
 
 __all__ = [
     "IMPLEMENTATION", "VHDError", "VHD", "BLOCK_SIZE", "MAX_VIRTUAL_SIZE", "create", "open", "snapshot",
-    "coalesce", "check", "query", "resize", "set_hidden", "read_all", "export_raw", "import_raw",
+    "coalesce", "check", "query", "resize", "set_hidden", "set_parent", "read_all", "export_raw", "import_raw",
     "chs",
 ]
 
@@ -892,6 +892,44 @@ def _relocate_bat(v: VHD, entries: int) -> None:
         _pwrite(fd, bytes(old_batmap[1]), old_batmap[0])
     if os.fstat(fd).st_size > end + SECTOR:
         os.ftruncate(fd, end + SECTOR)
+
+
+def set_parent(path: str, parent: str) -> None:
+    """Makes ``parent`` the parent of the differencing VHD ``path`` (vhd-util ``modify -p``, SM's
+    vdi_compose): its header's parent UUID, timestamp (the parent file's mtime) and name, and its
+    parent locators, rewritten in the space they have; the header, written last, is the switch.
+    VHDError when ``path`` isn't differencing, ``parent`` isn't a VHD, a locator doesn't fit, or
+    the new chain would loop back to ``path``."""
+    with VHD(path) as v:
+        if v.disk_type != TYPE_DIFF:
+            raise VHDError(f"{path}: not a differencing VHD")
+        with VHD(parent, readonly=True) as p:
+            for layer in p.chain():
+                if layer.footer.uuid == v.footer.uuid or os.path.realpath(layer.path) == v.path:
+                    raise VHDError(f"{parent}: {path} is in its chain already")
+            parent_uuid = p.footer.uuid
+        real = os.path.realpath(parent)
+        name = os.path.basename(real).encode("utf-16-be")
+        if len(name) > 512:
+            raise VHDError(f"{parent}: parent name too long")
+        rel = _relative_parent(path, parent)
+        h = v.header
+        writes = []
+        for loc in h.locators:
+            if loc[0] not in (PLAT_MACX, PLAT_W2KU, PLAT_W2RU):
+                continue
+            raw = _encode_locator(loc[0], rel)
+            space = _locator_size(loc)
+            if len(raw) > space:
+                raise VHDError(f"{path}: the parent locator has room for {space} bytes, not {len(raw)}")
+            loc[2] = len(raw)
+            writes.append((loc[4], raw.ljust(space, b"\0")))
+        for off, raw in writes:
+            _pwrite(v._fd, raw, off)
+        buf = bytearray(h.pack())
+        _core.header_set_parent(buf, parent_uuid, vhd_time(os.stat(real).st_mtime), name)
+        _pwrite(v._fd, buf, v.footer.data_offset)
+        os.fsync(v._fd)
 
 
 def set_hidden(path: str, hidden: bool = True) -> None:

@@ -7,7 +7,7 @@ the GIL: bitmaps are tested a byte at a time where whole bytes agree, sectors ar
 copied with one ``memcpy`` per run, and the checksum and zero test walk the
 buffer once.
 """
-from libc.string cimport memcpy, memcmp
+from libc.string cimport memcpy, memcmp, memset
 from libc.stdint cimport uint32_t, uint64_t
 
 SECTOR = 512
@@ -275,3 +275,35 @@ def is_zero(const unsigned char[::1] buf):
     with nogil:
         z = c_is_zero(&buf[0], buf.shape[0])
     return bool(z)
+
+
+cdef inline void _put_be32(unsigned char* p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 24) & 0xFF
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+
+def header_set_parent(unsigned char[::1] header, const unsigned char[::1] uuid, timestamp,
+                      const unsigned char[::1] name):
+    cdef Py_ssize_t n = name.shape[0]
+    cdef uint32_t ts, csum
+    if header.shape[0] < 1024:
+        raise IndexError("a dynamic header is 1024 bytes")
+    if uuid.shape[0] != 16:
+        raise ValueError("a parent UUID is 16 bytes")
+    if n > 512:
+        raise ValueError("the parent name is longer than 512 bytes")
+    if not 0 <= timestamp <= 0xFFFFFFFF:
+        raise ValueError("timestamp out of range")
+    ts = timestamp
+    with nogil:
+        memcpy(&header[40], &uuid[0], 16)
+        _put_be32(&header[56], ts)
+        if n:
+            memcpy(&header[64], &name[0], n)
+        memset(&header[64 + n], 0, 512 - n)
+        _put_be32(&header[36], 0)
+        csum = c_checksum(&header[0], 1024)
+        _put_be32(&header[36], csum)
+    return csum

@@ -7,6 +7,7 @@
     python -m xapi.sm.vhd.cli check -n PATH
     python -m xapi.sm.vhd.cli resize -n PATH -s SIZE_MB [-j JOURNAL]
     python -m xapi.sm.vhd.cli set -n PATH -f hidden -v 0|1
+    python -m xapi.sm.vhd.cli modify -n PATH -p NEW_PARENT
     python -m xapi.sm.vhd.cli export -n PATH -o RAW
     python -m xapi.sm.vhd.cli import -n PATH -i RAW [-s SIZE_MB]
 
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("-n", dest="name", required=True)
     st.add_argument("-f", dest="field", required=True, choices=["hidden"])
     st.add_argument("-v", dest="value", type=int, required=True)
+
+    mo = sub.add_parser("modify", help="change a differencing VHD's parent")
+    mo.add_argument("-n", dest="name", required=True)
+    mo.add_argument("-p", dest="parent", required=True, help="the new parent")
 
     ex = sub.add_parser("export", help="write the disk (through its chain) as a sparse raw file")
     ex.add_argument("-n", dest="name", required=True)
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             vhd.resize(a.name, a.size * MiB)
         elif a.cmd == "set":
             vhd.set_hidden(a.name, bool(a.value))
+        elif a.cmd == "modify":
+            vhd.set_parent(a.name, a.parent)
         elif a.cmd == "export":
             vhd.export_raw(a.name, a.output)
         elif a.cmd == "import":

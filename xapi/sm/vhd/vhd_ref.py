@@ -17,7 +17,11 @@ block:
 * ``merge_sectors``: copies the sectors of one layer's block that its bitmap says
   are present, and that no upper layer already gave, into the output of a read
   through a chain, marking them in ``filled``; returns how many it copied;
-* ``is_zero(buf)``: all bytes zero (to skip blocks on a sparse import).
+* ``is_zero(buf)``: all bytes zero (to skip blocks on a sparse import);
+* ``header_set_parent(header, uuid, timestamp, name)``: writes a dynamic header's
+  parent fields in place (the 16-byte parent UUID at 40, the big-endian u32
+  timestamp at 56, ``name`` - UTF-16BE, at most 512 bytes - zero-padded at 64)
+  and its checksum at 36; returns the checksum (vhd-util ``modify -p``).
 
 Arguments are bytes-like; outputs are ``bytearray``s.  Ranges outside a buffer
 raise ``IndexError``; bad arguments ``ValueError``.
@@ -31,8 +35,12 @@ UNUSED = 0xFFFFFFFF
 __all__ = [
     "SECTOR", "UNUSED", "checksum", "bitmap_test", "bitmap_set", "bitmap_count", "bitmap_full",
     "bitmap_runs", "bitmap_or", "bat_get", "bat_set", "bat_allocated", "bat_end", "merge_sectors",
-    "is_zero",
+    "is_zero", "header_set_parent",
 ]
+
+HEADER_SIZE = 1024
+HEADER_CHECKSUM_AT, PARENT_UUID_AT, PARENT_TS_AT, PARENT_NAME_AT = 36, 40, 56, 64
+PARENT_NAME_SIZE = 512
 
 
 def _check_bits(bm, start: int, count: int) -> None:
@@ -169,3 +177,21 @@ def merge_sectors(dst: bytearray, dst_sector: int, src, bm, bit_start: int, nsec
 def is_zero(buf) -> bool:
     data = bytes(buf)
     return data.count(0) == len(data)
+
+
+def header_set_parent(header: bytearray, uuid, timestamp: int, name) -> int:
+    if len(header) < HEADER_SIZE:
+        raise IndexError("a dynamic header is 1024 bytes")
+    uuid, name = bytes(uuid), bytes(name)
+    if len(uuid) != 16:
+        raise ValueError("a parent UUID is 16 bytes")
+    if len(name) > PARENT_NAME_SIZE:
+        raise ValueError("the parent name is longer than 512 bytes")
+    if not 0 <= timestamp <= 0xFFFFFFFF:
+        raise ValueError("timestamp out of range")
+    header[PARENT_UUID_AT:PARENT_UUID_AT + 16] = uuid
+    struct.pack_into(">I", header, PARENT_TS_AT, timestamp)
+    header[PARENT_NAME_AT:PARENT_NAME_AT + PARENT_NAME_SIZE] = name.ljust(PARENT_NAME_SIZE, b"\0")
+    csum = checksum(memoryview(header)[:HEADER_SIZE], HEADER_CHECKSUM_AT)
+    struct.pack_into(">I", header, HEADER_CHECKSUM_AT, csum)
+    return csum
