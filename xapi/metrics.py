@@ -95,3 +95,8 @@ def update(db, host_ref: str, now: dict, prev: dict | None) -> None:
             _set(mt, metrics, values)
         elif metrics in (NULL_REF, "", None):
             vms.set_field(ref, "metrics", insert(db, "VM_metrics", **values))
+    for vm_uuid in before.keys() - now["vms"].keys():       # domains gone since the last period
+        refs = vms.find("uuid", vm_uuid)
+        if refs and vms.get_field(refs[0], "metrics") in mt:
+            _set(mt, vms.get_field(refs[0], "metrics"), {"state": [], "VCPUs_utilisation": {},
+                                                          "last_updated": stamp})

@@ -84,6 +84,7 @@ def test_periodic_vm_and_host_metrics(host, x):
     x.VM.pause(vm)
     assert wait_for(lambda: x.VM_metrics.get_state(m) == ["paused"])
     x.VM.hard_shutdown(vm)
+    assert wait_for(lambda: x.VM_metrics.get_state(m) == [] and x.VM_metrics.get_VCPUs_utilisation(m) == {})
     time.sleep(0.5)
     assert int(x.host_metrics.get_memory_free(hm)) >= free_before - 16 * MIB
 
