@@ -224,11 +224,6 @@ def _drop_vm(db, ref: str) -> None:
     db.table("VM").remove(ref)
 
 
-def _assert_not_snapshot_of_template(rec: dict, ref: str) -> None:
-    if rec["is_a_template"] and not rec["is_a_snapshot"]:
-        raise XapiError("VM_IS_TEMPLATE", ref, "snapshot")
-
-
 async def _run(ctx, session, vm, op, new_name, **kw):
     out = {}
 
@@ -259,6 +254,16 @@ async def snapshot(ctx, session, vm, new_name, ignore_vdis=()):
     return await _run(ctx, session, vm, SNAPSHOT, new_name, ignore_vdis=tuple(ignore_vdis or ()))
 
 
+def _assert_snapshot_capable(app, vm: str, rec: dict) -> None:
+    """Checkpoint needs every SR holding the VM's disks (CDs aside) to snapshot VDIs."""
+    vbds, vdis = app.db.table("VBD"), app.db.table("VDI")
+    for vbd in rec["VBDs"]:
+        if vbd in vbds and vbds.get_field(vbd, "type") != "CD" and vbds.get_field(vbd, "VDI") in vdis:
+            sr = vdis.get_field(vbds.get_field(vbd, "VDI"), "SR")
+            if not app.storage.has_capability(sr, "VDI_SNAPSHOT"):
+                raise XapiError("SR_OPERATION_NOT_SUPPORTED", vm)
+
+
 async def checkpoint(ctx, session, vm, new_name):
     """A running VM is suspended (its disks and image snapshotted) and resumed."""
     out = {}
@@ -267,6 +272,7 @@ async def checkpoint(ctx, session, vm, new_name):
         info = None
         running = rec["power_state"] == "Running"
         if running:
+            _assert_snapshot_capable(ctx.app, vm, rec)
             info = {"disk-snapshot-type": "crash_consistent", "power-state-at-snapshot": "Running"}
             await vm_suspend.save(ctx, session, vm, rec, lambda p: progress(0.4 * p))
         try:
