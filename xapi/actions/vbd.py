@@ -289,7 +289,7 @@ async def plug(ctx, session, self):
         vm = _vm(app.db, rec)
         device = await vm_devices.attach_vbd(app, vm, self)
         try:
-            await app.xenops.call("VBD.plug", vm["uuid"], device)
+            await vm_devices.xenops_for_vm(app, rec["VM"]).call("VBD.plug", vm["uuid"], device)
         except BaseException:
             await asyncio.shield(vm_devices.release_vbd(app, vm["uuid"], self))
             raise
@@ -306,7 +306,7 @@ def _unplug(op: str, force: bool):
             vm = _vm(app.db, rec)
             device = vm_devices.linux_device(rec["userdevice"], vm_devices.is_hvm(vm)) \
                 if str(rec["userdevice"]).isdigit() else rec["device"]
-            await app.xenops.call("VBD.unplug", vm["uuid"], device, force)
+            await vm_devices.xenops_for_vm(app, rec["VM"]).call("VBD.unplug", vm["uuid"], device, force)
             await vm_devices.release_vbd(app, vm["uuid"], self)
         await _operation(ctx, self, op, body)
         return ""
@@ -343,7 +343,7 @@ async def insert(ctx, session, vbd, vdi):
         vm = _vm(db, rec)
         try:
             device = await vm_devices.attach_vbd(app, vm, vbd)
-            await app.xenops.call("VBD.set_media", vm["uuid"], device)
+            await vm_devices.xenops_for_vm(app, rec["VM"]).call("VBD.set_media", vm["uuid"], device)
         except BaseException:
             await asyncio.shield(vm_devices.release_vbd(app, vm["uuid"], vbd))
             if vbd in table:
@@ -369,7 +369,8 @@ async def eject(ctx, session, vbd):
         vm = _vm(db, rec)
         if power == "Running" and rec["currently_attached"]:
             device = vm_devices.linux_device(rec["userdevice"], vm_devices.is_hvm(vm))
-            await app.xenops.call("VBD.set_media", vm["uuid"], {"device": device, "params": ""})
+            xenops = vm_devices.xenops_for_vm(app, rec["VM"])
+            await xenops.call("VBD.set_media", vm["uuid"], {"device": device, "params": ""})
             await vm_devices.release_vbd(app, vm["uuid"], vbd)
             db.table("VBD").set_field(vbd, "currently_attached", True)     # the drive stays, empty
         db.table("VBD").update(vbd, {"VDI": NULL_REF, "empty": True})

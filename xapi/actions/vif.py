@@ -182,7 +182,8 @@ async def plug(ctx, session, self):
         nets = db.table("network")
         bridge = nets.get_field(rec["network"], "bridge") if rec["network"] in nets else ""
         vm_uuid = db.table("VM").get_field(rec["VM"], "uuid")
-        await app.xenops.call("VIF.plug", vm_uuid, vm_devices.vif_device(rec, bridge))
+        xenops = vm_devices.xenops_for_vm(app, rec["VM"])
+        await xenops.call("VIF.plug", vm_uuid, vm_devices.vif_device(rec, bridge))
         db.table("VIF").set_field(self, "currently_attached", True)
     await _operation(ctx, self, "plug", body)
     return ""
@@ -195,7 +196,7 @@ def _unplug(op: str, force: bool):
 
         async def body(rec):
             vm_uuid = db.table("VM").get_field(rec["VM"], "uuid")
-            await app.xenops.call("VIF.unplug", vm_uuid, int(rec["device"]), force)
+            await vm_devices.xenops_for_vm(app, rec["VM"]).call("VIF.unplug", vm_uuid, int(rec["device"]), force)
             db.table("VIF").set_field(self, "currently_attached", False)
         # xapi checks unplug_force as unplug (vif_operations has no unplug_force)
         await _operation(ctx, self, "unplug", body)

@@ -193,3 +193,12 @@ def refresh_operations(db, vm_ref: str) -> None:
     from xapi.actions import vbd, vif
     vbd.refresh_vm(db, vm_ref)
     vif.refresh_vm(db, vm_ref)
+
+
+def xenops_for_vm(app, vm_ref: str):
+    """The xenopsd that runs the VM's domain: the one of the host it is resident on."""
+    from xapi.actions import vm as vm_actions
+    vms = app.db.table("VM")
+    if vm_ref not in vms:
+        return app.xenops
+    return vm_actions.xenops_of(app, vm_actions.home(app, {"resident_on": vms.get_field(vm_ref, "resident_on")}))
