@@ -12,6 +12,7 @@ or crash by themselves reach the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid as uuidlib
 
@@ -327,6 +328,7 @@ async def _start(ctx, vm: str, op: str, host: str | None, paused: bool) -> None:
     """Builds the VM on `host`, or on the host placement chooses (xapi.pool.placement), with its
     memory reserved there and scheduled_to_be_resident_on set until the domain runs."""
     app = ctx.app
+    held = contextlib.ExitStack()   # the reservation lasts until _operation's closing sync read the host's memory
 
     async def body(rec, progress):
         if host is None:
@@ -335,15 +337,16 @@ async def _start(ctx, vm: str, op: str, host: str | None, paused: bool) -> None:
             placement.assert_can_boot_here(app, vm, rec, host)
             target = host
         vms = app.db.table("VM")
-        with placement.reserve(app, target, placement.vm_memory(rec)):
-            vms.set_field(vm, "scheduled_to_be_resident_on", target)
-            try:
-                await _build(app, vm, rec, paused, progress, target)
-                await sync(app, vm, target)         # resident_on, and the host's memory, before the reservation goes
-            finally:
-                if vm in vms:
-                    vms.set_field(vm, "scheduled_to_be_resident_on", NULL_REF)
-    await _operation(ctx, vm, op, body)
+        held.enter_context(placement.reserve(app, target, placement.vm_memory(rec)))
+        vms.set_field(vm, "scheduled_to_be_resident_on", target)
+        try:
+            await _build(app, vm, rec, paused, progress, target)
+            vms.set_field(vm, "resident_on", target)   # the closing sync asks that host's xenopsd
+        finally:
+            if vm in vms:
+                vms.set_field(vm, "scheduled_to_be_resident_on", NULL_REF)
+    with held:
+        await _operation(ctx, vm, op, body)
 
 
 async def start(ctx, session, vm, start_paused=False, force=False):
