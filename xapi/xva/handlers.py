@@ -30,7 +30,7 @@ import zlib
 from xapi.actions import vm as vm_actions
 from xapi.datamodel.errors import XapiError
 from xapi.server.handlers import HttpError
-from xapi.sm import transfer
+from xapi.sm import transfer, vhd
 from xapi.xva import chunks, export, ovaxml, tar
 from xapi.xva.importer import Importer, assert_compatible, non_cdrom_vdis
 
@@ -210,22 +210,32 @@ async def export_vm(request, response):
             att.dp = f"{att.dp}/{i}"
             async with att as info:
                 disk = transfer._open(info, False)
+                nchunks = chunks.count(size)
+                offsets = list(range(0, size, BATCH))
+
+                def job(k):
+                    off = offsets[k]
+                    return asyncio.ensure_future(
+                        _run(_encode_job, disk, prefix, off, min(BATCH, size - off), nchunks))
+                nxt = job(0) if offsets else None
                 try:
-                    nchunks = chunks.count(size)
-                    off = 0
-                    while off < size:
-                        n = min(BATCH, size - off)
-                        data = await _run(_encode_job, disk, prefix, off, n, nchunks)
+                    for k, off in enumerate(offsets):     # the next batch is read while this one goes
+                        data = await nxt
+                        nxt = job(k + 1) if k + 1 < len(offsets) else None
                         await sink.write(data)
-                        off += n
-                        request.progress((done + off) / total)
+                        request.progress((done + min(off + BATCH, size)) / total)
                 finally:
+                    if nxt is not None:
+                        with contextlib.suppress(BaseException):
+                            await asyncio.wait([nxt])
+                        if nxt.done() and not nxt.cancelled():
+                            nxt.exception()
                     disk.close()
             done += size
         await sink.write(tar.END)
         await sink.close()
         sink = None
-    except (OSError,) as e:
+    except (OSError, vhd.VHDError) as e:
         if isinstance(e, ConnectionError):
             raise
         raise transfer.io_error(str(e)) from None
@@ -421,16 +431,68 @@ class _Disks:
                 await att._release()
 
 
-def _apply(disk, w: chunks.Write, force: bool) -> None:
-    """Checks a chunk and writes it (in the pool): zeros are not written to a VHD (it reads as zero)."""
-    problem = chunks.verify(w)
-    if problem is not None:
-        if not force:
-            raise XapiError("IMPORT_ERROR_GENERIC", f'Stream_vdi.Invalid_checksum("{problem}")')
-        log.warning("ignoring (force): %s", problem)
-    if disk.is_vhd and _is_zero(w.data):
+def _apply(disk, batch: list, force: bool) -> None:
+    """Checks a run of contiguous chunks and writes it (in the pool): from a block boundary as whole
+    blocks (transfer's write_blocks), all-zero blocks skipped on a VHD (a fresh one reads as zero)."""
+    for w in batch:
+        problem = chunks.verify(w)
+        if problem is not None:
+            if not force:
+                raise XapiError("IMPORT_ERROR_GENERIC", f'Stream_vdi.Invalid_checksum("{problem}")')
+            log.warning("ignoring (force): %s", problem)
+    off = batch[0].offset
+    if off % transfer.BLOCK == 0:
+        data = batch[0].data if len(batch) == 1 else b"".join(w.data for w in batch)
+        disk.write_blocks(off, data, disk.is_vhd)
         return
-    disk.write(w.offset, w.data)
+    for w in batch:
+        if not (disk.is_vhd and _is_zero(w.data)):
+            disk.write(w.offset, w.data)
+
+
+class _Writer:
+    """Chunks to the disks: runs of contiguous chunks of one disk gathered up to BATCH bytes, then
+    checked and written in the pool, one run in flight while the next one gathers."""
+
+    def __init__(self, disks: _Disks, force: bool) -> None:
+        self.disks = disks
+        self.force = force
+        self.batch: list = []
+        self.size = 0
+        self.inflight: asyncio.Future | None = None
+
+    async def add(self, w: chunks.Write) -> None:
+        b = self.batch
+        if b and (w.disk != b[-1].disk or w.offset != b[-1].offset + len(b[-1].data) or self.size >= BATCH):
+            await self.flush()
+        self.batch.append(w)
+        self.size += len(w.data)
+
+    async def flush(self) -> None:
+        if not self.batch:
+            return
+        batch, self.batch, self.size = self.batch, [], 0
+        await self.wait()
+        disk = await self.disks.get(batch[0].disk)
+        self.inflight = asyncio.ensure_future(_run(_apply, disk, batch, self.force))
+
+    async def wait(self) -> None:
+        if self.inflight is not None:
+            p, self.inflight = self.inflight, None
+            await p
+
+    async def close(self) -> None:
+        await self.flush()
+        await self.wait()
+
+    async def abort(self) -> None:
+        """After a failure: lets a write in flight end (the disk is released next)."""
+        p, self.inflight = self.inflight, None
+        if p is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([p])
+            if p.done() and not p.cancelled():
+                p.exception()
 
 
 async def import_vm(request, response):
@@ -441,7 +503,7 @@ async def import_vm(request, response):
     source = None
     importer = None
     disks = None
-    pending = None
+    writer = None
     try:
         try:
             source = await _open_source(request)
@@ -466,15 +528,12 @@ async def import_vm(request, response):
             total = sum(sizes) or 1
             receiver = chunks.Receiver(list(zip(ids, sizes)), header.version.export_vsn > 0)
             disks = _Disks(request, [importer.table[i] for i in ids])
+            writer = _Writer(disks, force)
             before = [sum(sizes[:k]) for k in range(len(sizes))]
             while not receiver.done:
                 for fname, fdata in files:
                     for w in receiver.file(fname, fdata):
-                        if pending is not None:     # one write in flight while the next arrives
-                            p, pending = pending, None
-                            await p
-                        disk = await disks.get(w.disk)
-                        pending = asyncio.ensure_future(_run(_apply, disk, w, force))
+                        await writer.add(w)
                         request.progress((before[w.disk] + w.offset + len(w.data)) / total * 0.99)
                     if receiver.done:
                         break
@@ -485,9 +544,7 @@ async def import_vm(request, response):
                     reader.finish()
                     raise tar.PrematureEof("the archive ended before the disks")
                 files = reader.feed(data)
-            if pending is not None:
-                p, pending = pending, None
-                await p
+            await writer.close()
             await disks.release()
         except tar.PrematureEof:
             raise XapiError("IMPORT_ERROR_PREMATURE_EOF") from None
@@ -500,11 +557,8 @@ async def import_vm(request, response):
         except chunks.XvaFormatError as e:
             raise XapiError(e.code, *e.params) from None
         finally:
-            if pending is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait([pending])
-                if pending.done() and not pending.cancelled():
-                    pending.exception()
+            if writer is not None:
+                await writer.abort()
     except BaseException:
         if disks is not None:
             with contextlib.suppress(Exception):

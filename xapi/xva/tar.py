@@ -118,7 +118,8 @@ class Reader:
             if self._want is None:
                 if len(buf) < BLOCK:
                     break
-                parsed = parse_header(buf[:BLOCK])
+                with memoryview(buf) as mv:
+                    parsed = parse_header(mv[:BLOCK])
                 del buf[:BLOCK]
                 if parsed is None:
                     self.done = True
@@ -135,7 +136,8 @@ class Reader:
             total = size + padding(size)
             if len(buf) < total:
                 break
-            data_out = bytes(buf[:size])
+            with memoryview(buf) as mv:         # one copy (a slice of a bytearray would be two)
+                data_out = bytes(mv[:size])
             del buf[:total]
             self._want = None
             self.in_member = False
