@@ -186,6 +186,9 @@ def test_checkpoint_of_a_running_vm_and_revert_to_it(host, session, x, sr):
     assert c["snapshot_info"]["power-state-at-snapshot"] == "Running"
     image = c["suspend_VDI"]
     assert x.VDI.get_type(image) == "suspend" and x.VDI.get_is_a_snapshot(image) is True
+    copied = x.VM.copy(cp, "from the checkpoint", "")             # halted: its image copy is dropped
+    assert x.VM.get_power_state(copied) == "Halted" and x.VM.get_suspend_VDI(copied) == NULL
+    assert x.VM.get_is_a_snapshot(copied) is False and len(disks_of(x, copied)) == 1
     x.VM.revert(cp)
     assert x.VM.get_power_state(vm) == "Suspended"
     assert x.VM.get_suspend_VDI(vm) not in (NULL, image)

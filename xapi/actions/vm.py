@@ -72,6 +72,8 @@ def check_operation(rec: dict, ref: str, op: str):
         return ["OPERATION_BLOCKED", ref, blocked[op]]
     power = rec["power_state"]
     allowed = _POWER.get(op, _ALL)
+    if op in ("clone", "copy") and rec.get("is_a_snapshot"):
+        allowed = ("Halted", "Suspended")       # a checkpoint is suspended (xapi_vm_lifecycle.ml)
     if power not in allowed:
         return ["VM_BAD_POWER_STATE", ref, ", ".join(p.lower() for p in allowed), power.lower()]
     current = rec.get("current_operations") or {}

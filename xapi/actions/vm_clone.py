@@ -245,8 +245,12 @@ async def copy(ctx, session, vm, new_name, sr):
         if db.table("SR").get_field(sr, "content_type") == "iso":
             raise XapiError("OPERATION_NOT_ALLOWED", "Cannot copy a VM's disks to an ISO SR")
     new = await _run(ctx, session, vm, COPY, new_name, sr=None if sr in ("", NULL_REF) else sr)
-    if db.table("VM").get_field(vm, "is_a_snapshot") and db.table("VM").get_field(new, "power_state") != "Halted":
-        await vm_mod.hard_shutdown(ctx, session, new)      # a copy of a checkpoint starts out halted
+    vms = db.table("VM")
+    if vms.get_field(vm, "is_a_snapshot") and vms.get_field(new, "power_state") != "Halted":
+        # a copy of a checkpoint starts out halted (xapi halts it directly, template or not)
+        await _destroy_vdis(ctx, [vms.get_field(new, "suspend_VDI")])
+        vms.update(new, {"suspend_VDI": NULL_REF, "power_state": "Halted"})
+        vm_mod.refresh_allowed_operations(db, new)
     return new
 
 
