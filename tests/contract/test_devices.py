@@ -183,6 +183,12 @@ def test_vbd_create_checks(host, x, sr, iso):
     rec = x.VBD.get_record(cd)
     assert rec["userdevice"] == "1" and rec["empty"] is True and rec["currently_attached"] is False
     assert x.VBD_metrics.get_io_read_kbs(rec["metrics"]) == 0.0
+    # malformed records: as xapi's dispatcher unmarshals them
+    assert failure(x.VBD.create, {}) == ["INTERNAL_ERROR", 'Server_helpers.Dispatcher_FieldNotFound("VM")']
+    assert failure(x.VBD.create, {**vbd_record(vm, disk), "userdevice": 7}) == ["FIELD_TYPE_ERROR", "userdevice"]
+    assert failure(x.VBD.create, {**vbd_record(vm, disk), "type": "Tape"}) == ["FIELD_TYPE_ERROR", "type"]
+    assert failure(x.VIF.create, {**vif_record(vm, management_network(x)), "MTU": "big"}) == \
+        ["FIELD_TYPE_ERROR", "MTU"]
     assert sorted(rec["allowed_operations"]) == ["attach", "insert"]
     assert sorted(x.VBD.get_allowed_operations(first)) == ["attach"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+from xapi.actions import records
 from xapi.datamodel.errors import XapiError
 
 _BLACKLIST = ("xen", "xapi", "vif", "tap", "eth")
@@ -31,13 +32,10 @@ def _choose_bridge(bridges: set) -> str:
 
 def create(ctx, session, args):
     db = ctx.app.db
-    if not isinstance(args, dict):
-        raise XapiError("FIELD_TYPE_ERROR", "args")
+    args = records.unmarshal("network", args)
     nets = db.table("network")
     bridges = {nets.get_field(r, "bridge") for r in nets.refs()}
-    bridge = args.get("bridge", "")
-    if type(bridge) is not str:
-        raise XapiError("FIELD_TYPE_ERROR", "bridge")
+    bridge = args["bridge"]
     if bridge == "":
         bridge = _choose_bridge(bridges)
     else:

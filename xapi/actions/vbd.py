@@ -12,7 +12,7 @@ import asyncio
 import re
 import uuid as uuidlib
 
-from xapi.actions import vm_devices
+from xapi.actions import records, vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert as db_insert
 from xapi.xenops.server import XenopsError
@@ -171,17 +171,9 @@ def _used(db, vm_ref: str) -> set:
 
 def create(ctx, session, args):
     db = ctx.app.db
-    if not isinstance(args, dict):
-        raise XapiError("FIELD_TYPE_ERROR", "args")
-    vm_ref, vdi_ref = args.get("VM"), args.get("VDI", NULL_REF)
-    empty = args.get("empty", False)
-    type_ = {"cd": "CD", "disk": "Disk", "floppy": "Floppy"}.get(str(args.get("type", "")).lower())
-    mode = {"ro": "RO", "rw": "RW"}.get(str(args.get("mode", "")).lower())
-    userdevice = args.get("userdevice", "")
-    for name, ok in (("type", type_), ("mode", mode), ("empty", type(empty) is bool),
-                     ("userdevice", type(userdevice) is str)):
-        if not ok:
-            raise XapiError("FIELD_TYPE_ERROR", name)       # as the generic converter says it
+    args = records.unmarshal("VBD", args)
+    vm_ref, vdi_ref = args["VM"], args["VDI"]
+    empty, type_, mode, userdevice = args["empty"], args["type"], args["mode"], args["userdevice"]
     vms, vdis = db.table("VM"), db.table("VDI")
     if type(vm_ref) is not str or vm_ref not in vms:
         raise XapiError("HANDLE_INVALID", "VM", vm_ref)

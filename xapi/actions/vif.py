@@ -11,7 +11,7 @@ import hashlib
 import re
 import uuid as uuidlib
 
-from xapi.actions import vm_devices
+from xapi.actions import records, vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert as db_insert
 from xapi.xenops.server import XenopsError
@@ -99,13 +99,8 @@ def _assert(db, ref: str, op: str) -> dict:
 # -- create / destroy ------------------------------------------------------------------------------
 def create(ctx, session, args):
     db = ctx.app.db
-    if not isinstance(args, dict):
-        raise XapiError("FIELD_TYPE_ERROR", "args")
-    vm_ref, network, device = args.get("VM"), args.get("network"), args.get("device")
-    mac = args.get("MAC", "")
-    for name, value in (("device", device), ("MAC", mac)):
-        if type(value) is not str:
-            raise XapiError("FIELD_TYPE_ERROR", name)
+    args = records.unmarshal("VIF", args)
+    vm_ref, network, device, mac = args["VM"], args["network"], args["device"], args["MAC"]
     vms = db.table("VM")
     if type(vm_ref) is not str or vm_ref not in vms:
         raise XapiError("HANDLE_INVALID", "VM", vm_ref)
