@@ -285,17 +285,26 @@ class _GunzipSource(_Source):
 
     async def read(self) -> bytes:
         while True:
-            if self.z.unconsumed_tail:
-                return await self._inflate(self.z.unconsumed_tail)
-            if self.ended or self.z.eof:
-                return b""
-            raw = await super().read()
-            if not raw:
-                self.ended = True
-                if not self.z.eof:
+            z = self.z
+            if z.eof:                                   # a member ended: another may follow
+                rest = z.unused_data + z.unconsumed_tail
+                if not rest:
+                    if self.ended:
+                        return b""
+                    rest = await super().read()
+                    if not rest:
+                        self.ended = True
+                        return b""
+                self.z = zlib.decompressobj(32 + zlib.MAX_WBITS)
+                data = rest
+            elif z.unconsumed_tail:
+                data = z.unconsumed_tail
+            else:
+                data = await super().read()
+                if not data:
+                    self.ended = True
                     raise tar.PrematureEof("the compressed stream ended early")
-                return b""
-            out = await self._inflate(raw)
+            out = await self._inflate(data)
             if out:
                 return out
 
