@@ -433,6 +433,31 @@ def test_nfs_folder_sr_forget_and_introduce_again(x, host, tmp):
 
 
 # -- iso -------------------------------------------------------------------------------------------------
+def _kernel_has_nfs() -> bool:
+    with open("/proc/filesystems") as f:
+        return any(line.split()[-1] in ("nfs", "nfs4") for line in f if line.strip())
+
+
+def test_nfs_sr_on_an_export_that_cannot_be_mounted(storage_daemon, x, host):
+    """device-config server/serverpath: the driver mounts the export with the system's mount.nfs.
+    Where that fails (here: nothing serves NFS on 127.0.0.1, or the kernel has no NFS client at all)
+    SR.create and SR.probe fail with SM's NFSMount error carrying mount.nfs's words, nothing is left
+    behind, and the daemon goes on."""
+    if shutil.which("mount.nfs") is None:
+        pytest.skip("mount.nfs (Debian nfs-common) is not installed: tools/system-deps.sh installs it")
+    before = set(x.SR.get_all())
+    # NFSv4: no rpc.statd needed (for v3 mount.nfs spends 10 s trying to start one first)
+    dconf = {"server": "127.0.0.1", "serverpath": "/srv/no-such-export", "nfsversion": "4"}
+    for call in (lambda: x.SR.create(host, dconf, "0", "nfs", "", "nfs", "user", True, {}),
+                 lambda: x.SR.probe(host, dconf, "nfs", {})):
+        details = failure(call)
+        assert details[0].startswith("SR_BACKEND_FAILURE"), details
+        if not _kernel_has_nfs():        # refused at once ("No such device"): SM's NFSMount (73)
+            assert details[0] == "SR_BACKEND_FAILURE_73" and "mount.nfs" in details[2], details
+    assert set(x.SR.get_all()) == before
+    assert storage_daemon.alive()
+
+
 def test_iso_sr(x, host, tmp):
     lib = os.path.join(tmp, "isos")
     os.makedirs(lib)
