@@ -384,6 +384,8 @@ def test_not_an_archive_and_unknown_vm(d, x, sid, sr):
         info.size = 5
         tf.addfile(info, io.BytesIO(b"hello"))
     assert _failed_import(d, x, sid, sr, tar.getvalue()) == ["IMPORT_ERROR_UNEXPECTED_FILE", "ova.xml", "hello.txt"]
+    assert _failed_import(d, x, sid, sr, os.urandom(3000))[0] == "IMPORT_ERROR_GENERIC"     # taken for gzip
+    assert _failed_import(d, x, sid, sr, b"") == ["IMPORT_ERROR_PREMATURE_EOF"]
     task = x.task.create("export", "")
     status, _ = export(d, f"session_id={sid}&ref=OpaqueRef:nope&task_id={task}", os.devnull)
     assert status == 404
