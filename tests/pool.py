@@ -115,7 +115,8 @@ def _free_on_all(n: int) -> int:
             continue
 
 
-def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = None) -> Pool:
+def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = None,
+          redo_log: bool = False) -> Pool:
     data_dir = _daemon.data_folder()
     http_port = _free_on_all(n)
     https_port = _free_on_all(n)
@@ -123,6 +124,8 @@ def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = No
         https_port = _free_on_all(n)
     environ = dict(os.environ, XAPI_ROOT_PASSWORD=PASSWORD, **(env or {}))
     args = ["--serve-arg=--auth-failure-delay=0.1", *(f"--serve-arg={a}" for a in serve_args)]
+    if redo_log:
+        args.append("--redo-log")
     cmd = [sys.executable, "-m", "xapi.cli.main", "sim", "--hosts", str(n), "--data-dir", data_dir,
            "--http-port", str(http_port), "--https-port", str(https_port), *args]
     with open(os.path.join(data_dir, "sim.log"), "w") as log:

@@ -88,3 +88,33 @@ def test_coordinator_killed_member_promoted(sim):
     z.pool.set_name_label(pool, "after the crash")
     l1 = h1.local_session()
     assert _eventually(lambda: l1.xenapi.pool.get_name_label(pool) == "after the crash")
+
+
+def test_redo_log_recovers_writes_the_replica_missed():
+    """A member frozen (SIGSTOP) while the coordinator takes two writes, then the coordinator killed:
+    its replica can have at most the first (one long-poll answer was in flight), the redo-log on the
+    shared folder has both."""
+    import signal
+    p = _pool.start(3, redo_log=True)
+    try:
+        h1, h2, h3 = p.hosts
+        x = h1.session().xenapi
+        pool = x.pool.get_all()[0]
+        local = h3.local_session()
+        assert _eventually(lambda: len(local.xenapi.host.get_all()) == 3)
+        h3.kill(signal.SIGSTOP)
+        x.pool.set_name_label(pool, "first")
+        time.sleep(0.3)
+        x.pool.set_name_description(pool, "second, never sent to the frozen member")
+        x.pool.set_other_config(pool, {"third": "write"})
+        h1.kill()
+        h3.kill(signal.SIGCONT)
+        assert _eventually(lambda: local.xenapi.host.is_in_emergency_mode())
+        local.xenapi.pool.emergency_transition_to_master()
+        z = h3.session().xenapi
+        assert z.pool.get_name_label(pool) == "first"
+        assert z.pool.get_name_description(pool) == "second, never sent to the frozen member"
+        assert z.pool.get_other_config(pool) == {"third": "write"}
+        assert "redo-log: " in h3.log() and " 0 entries replayed" not in h3.log()
+    finally:
+        _pool.cleanup(p)

@@ -11,6 +11,7 @@ from xapi import datamodel as dm
 from xapi.actions import action
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.flags import forwarding, readonly
+from xapi.pool import redolog
 from xapi.pool.api import MESSAGES as POOL_MESSAGES
 
 
@@ -27,6 +28,21 @@ def resolve(message: dm.Message, db):
     fn = POOL_MESSAGES.get(message.wire_name) or action(message, db)
     if fn is None or forwarding(message) == "emergency" or _replica_read(message):
         return fn
+
+    if redolog.configured():
+        # With a redo-log, a call that may have written is answered once its changes are on disk.
+        @functools.wraps(fn)
+        async def coordinator_only_logged(ctx, session, *args):
+            app = ctx.app
+            if not app.is_coordinator:
+                raise XapiError("HOST_IS_SLAVE", app.coordinator_address)
+            result = fn(ctx, session, *args)
+            if inspect.isawaitable(result):
+                result = await result
+            if app.redo is not None:
+                await app.redo.commit()
+            return result
+        return coordinator_only_logged
 
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)

@@ -19,6 +19,9 @@ def prepare(app) -> None:
     app.role = pool_role.read(data_dir)
     app.pool = PoolCalls(app)
     app.replica = None
+    from xapi.pool import redolog
+    path = redolog.configured()
+    app.redo = redolog.RedoLog(app, path) if path else None
     internal.register(app.handlers)
     if not app.role.coordinator:
         become_member_in_memory(app, app.role)
@@ -40,6 +43,8 @@ async def start(app) -> None:
     from xapi.pool.liveness import Liveness
     if not app.is_coordinator:
         start_replica(app)
+    elif app.redo is not None:
+        await app.redo.begin()
     app.liveness = Liveness(app)
     app.liveness.start()
 
@@ -56,5 +61,7 @@ async def stop(app) -> None:
     if getattr(app, "replica", None) is not None:
         await app.replica.stop()
         app.replica = None
+    if getattr(app, "redo", None) is not None:
+        await app.redo.close()
     if getattr(app, "pool", None) is not None:
         app.pool.close()

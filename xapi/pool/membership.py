@@ -142,6 +142,8 @@ async def join(app, master_address: str, user: str, password: str, force: bool =
     role = pool_role.Role(False, master_address, remote.fingerprint)
     pool_role.write(app.config.data_dir, role)
     app.role = role
+    if app.redo is not None:
+        app.redo.end()                          # the log of its own pool ends with it
     from xapi import pool as pool_setup
     pool_setup.become_member_in_memory(app, role)
     app.pool_ref = reply["pool"]
@@ -276,6 +278,9 @@ async def reset_standalone(app) -> str:
     app.is_coordinator = True
     app.coordinator_address = address
     app.hub.poke()
+    if app.redo is not None:
+        app.redo.end()
+        await app.redo.begin()                  # its new pool's own log
     pool_setup.log.info("ejected: now the coordinator of a new pool")
     return app.host_ref
 

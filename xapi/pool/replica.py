@@ -56,7 +56,13 @@ def snapshot(app) -> dict:
     db = app.db
     tables = {t: {ref: _encode(t, row) for ref, row in db.table(t).all_records().items()}
               for t in replicated_tables(db)}
-    return {"generation": db.generation, "tables": tables}
+    return {"generation": db.generation, "tables": tables, "epoch": _epoch(app)}
+
+
+def _epoch(app):
+    """The coordinator's redo-log term (None without a redo-log): a replica of another term starts over."""
+    redo = getattr(app, "redo", None)
+    return redo.epoch if redo is not None else None
 
 
 _EVERYTHING = Subscription(["*"])
@@ -74,7 +80,7 @@ async def since(app, generation: int, timeout: float = LONG_POLL):
             try:
                 changes = db.changes_since(generation, wanted)
             except EventsLost:
-                return {"lost": True, "generation": now}
+                return {"lost": True, "generation": now, "epoch": _epoch(app)}
             if changes:
                 out = []
                 for c in changes:
@@ -83,11 +89,11 @@ async def since(app, generation: int, timeout: float = LONG_POLL):
                         out.append([c.table, c.ref, "del", None])
                     else:
                         out.append([c.table, c.ref, c.op, _encode(c.table, t.get(c.ref))])
-                return {"generation": now, "changes": out}
+                return {"generation": now, "changes": out, "epoch": _epoch(app)}
             generation = now
         left = deadline - loop.time()
         if left <= 0:
-            return {"generation": generation, "changes": []}
+            return {"generation": generation, "changes": [], "epoch": _epoch(app)}
         await app.hub.wait("replica", _EVERYTHING, min(POLL_SLICE, left))
 
 
@@ -133,6 +139,7 @@ class Replica:
     def __init__(self, app) -> None:
         self.app = app
         self.generation = -1
+        self.epoch = None                   # the coordinator's redo-log term this replica follows
         self.synced = asyncio.Event()
         self.connected = False
         self._task: asyncio.Task | None = None
@@ -169,10 +176,11 @@ class Replica:
                     snap = await peer.call("db.snapshot", timeout=60)
                     apply_snapshot(app.db, snap)
                     self.generation = snap["generation"]
+                    self.epoch = snap.get("epoch")
                     app.hub.poke()
                 while True:
                     batch = await peer.call("db.since", self.generation, LONG_POLL, timeout=LONG_POLL + 30)
-                    if batch.get("lost"):
+                    if batch.get("lost") or batch.get("epoch") != self.epoch:
                         self.generation = -1
                         break
                     if batch["changes"]:

@@ -28,10 +28,14 @@ def _fingerprint_of_address(app, address: str) -> str:
 
 
 async def become_coordinator(app) -> None:
-    """This host holds the pool database from now on (its replica, up to date as far as it got)."""
-    if getattr(app, "replica", None) is not None:
-        await app.replica.stop()
+    """This host holds the pool database from now on: its replica, completed from the redo-log."""
+    replica = getattr(app, "replica", None)
+    if replica is not None:
+        await replica.stop()
         app.replica = None
+        if app.redo is not None:
+            applied = app.redo.replay(replica.epoch, replica.generation)
+            log.info("redo-log: %d entries replayed past generation %d", applied, replica.generation)
     app.role = pool_role.Role()
     pool_role.write(app.config.data_dir, app.role)
     app.is_coordinator = True
@@ -41,6 +45,9 @@ async def become_coordinator(app) -> None:
         pools.set_field(p, "master", app.host_ref)
     app.pool_ref = pools.refs()[0] if pools.refs() else app.pool_ref
     app.hub.poke()
+    if app.redo is not None:
+        app.redo.end()
+        await app.redo.begin()                 # a new term
     try:
         await app.persister.flush_now()
     except Exception:
@@ -52,6 +59,8 @@ async def follow(app, address: str, fingerprint: str | None = None) -> None:
     """This host is a member of the pool whose coordinator is at `address` from now on."""
     from xapi import pool as pool_setup
     fingerprint = fingerprint or _fingerprint_of_address(app, address)
+    if app.redo is not None:
+        app.redo.end()
     if getattr(app, "replica", None) is not None:
         await app.replica.stop()
         app.replica = None
@@ -97,6 +106,8 @@ async def designate_new_master(app, host) -> None:
     # From here on the old coordinator takes no writes: calls get HOST_IS_SLAVE naming the new one.
     app.is_coordinator = False
     app.coordinator_address = address
+    if app.redo is not None:
+        await app.redo.commit()
     generation = app.db.generation
     try:
         await app.pool.call(host, "pool.take_over", generation, timeout=60)

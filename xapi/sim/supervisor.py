@@ -1,7 +1,8 @@
 """`xapi sim --hosts N --data-dir DIR`: N daemons on 127.0.0.2 ... 127.0.0.(N+1), one process each
 (its own data folder DIR/host<i> with its simulated hypervisor, xenopsd and xenstored), all on the same
 ports, joined into one pool whose coordinator is the first; one shared `nfs` SR on the folder DIR/nfs
-with a PBD plugged on every host. This process supervises them and stops them all on SIGINT/SIGTERM.
+with a PBD plugged on every host; with --redo-log, the pool's redo-log in DIR/nfs/redo-log
+(xapi.pool.redolog). This process supervises them and stops them all on SIGINT/SIGTERM.
 
 When the pool is up, DIR/sim.json says where everything is (hosts: address, data folder, pid) and
 "ready" is printed. root's password: $XAPI_ROOT_PASSWORD, else a new one (printed, and in sim.json).
@@ -30,7 +31,8 @@ def host_address(i: int) -> str:
 
 class Sim:
     def __init__(self, hosts: int, data_dir: str, http_port: int, https_port: int, password: str,
-                 extra: list[str], start_timeout: float = 60.0) -> None:
+                 extra: list[str], start_timeout: float = 60.0, redo_log: bool = False) -> None:
+        self.redo_log = redo_log
         self.n, self.data_dir = hosts, os.path.abspath(data_dir)
         self.http_port, self.https_port = http_port, https_port
         self.password, self.extra, self.start_timeout = password, extra, start_timeout
@@ -51,6 +53,8 @@ class Sim:
         d = self.host_dir(i)
         os.makedirs(d, mode=0o700, exist_ok=True)
         env = dict(os.environ, XAPI_ROOT_PASSWORD=self.password)
+        if self.redo_log:
+            env["XAPI_REDO_LOG"] = os.path.join(self.nfs_dir, "redo-log")
         cmd = [sys.executable, "-m", "xapi.cli.main", "serve", "--data-dir", d, "--address", host_address(i),
                "--http-port", str(self.http_port), "--https-port", str(self.https_port), *self.extra]
         log = open(os.path.join(d, "daemon.log"), "ab")
@@ -199,6 +203,9 @@ def add_parser(sub) -> None:
     p.add_argument("--http-port", type=int, default=8080, help="every host's HTTP port (default 8080)")
     p.add_argument("--https-port", type=int, default=8443, help="every host's TLS port (default 8443)")
     p.set_defaults(log_level="INFO")
+    p.add_argument("--redo-log", action="store_true",
+                   help="the coordinator appends every committed write to DIR/nfs/redo-log/<pool uuid>.log "
+                        "before answering, so a member promoted after a crash loses nothing")
     p.add_argument("--serve-arg", action="append", default=[],
                    help="an extra argument for every `xapi serve` (repeatable)")
 
@@ -208,4 +215,5 @@ def run(args) -> int:
         print("xapi sim: --hosts is 1 to 250", file=sys.stderr)
         return 2
     password = os.environ.get("XAPI_ROOT_PASSWORD") or secrets.token_urlsafe(12)
-    return Sim(args.hosts, args.data_dir, args.http_port, args.https_port, password, args.serve_arg).run()
+    return Sim(args.hosts, args.data_dir, args.http_port, args.https_port, password, args.serve_arg,
+               redo_log=args.redo_log).run()
