@@ -172,6 +172,22 @@ def test_a_damaged_image_fails_resume_and_the_vm_stays_suspended(host, session, 
     x.VM.hard_shutdown(vm)
 
 
+def test_another_vms_image_is_refused(host, session, x):
+    a, b = new_vm(x, "img-a"), new_vm(x, "img-b")
+    for vm in (a, b):
+        x.VM.start(vm, False, False)
+        x.VM.suspend(vm)
+    image_of_a = raw(host, session, "export_raw_vdi", x.VM.get_suspend_VDI(a))[:MIB]
+    raw(host, session, "import_raw_vdi", x.VM.get_suspend_VDI(b), image_of_a)
+    err = failure(x.VM.resume, b, False, False)
+    assert err[0] == "INTERNAL_ERROR" and x.VM.get_uuid(a) in err[1] and x.VM.get_uuid(b) in err[1], err
+    assert x.VM.get_power_state(b) == "Suspended"
+    x.VM.resume(a, False, False)
+    assert x.VM.get_power_state(a) == "Running"
+    for vm in (a, b):
+        x.VM.hard_shutdown(vm)
+
+
 def test_cancelled_suspend_leaves_the_vm_running_without_an_image(host, x, sr):
     vm = new_vm(x, "cancel-suspend")
     x.VM.start(vm, False, False)
