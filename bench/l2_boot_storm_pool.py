@@ -6,7 +6,8 @@ pool      tests/pool.py's `xapi sim --hosts 4` (real daemons on 127.0.0.2..5, 16
 one host  one `xapi serve` with the same total memory (65536 MiB) and the same xenopsd settings
 
 Both: L2_VMS small VMs (64 MiB, 1 vCPU; default 500) created with VM.create, then Async.VM.start
-for each (8 client threads with their own keep-alive JSON-RPC connection, at most 64 in flight),
+for each (8 client threads with their own keep-alive JSON-RPC connection, at most L2_IN_FLIGHT in
+flight, default 64 as L1),
 tasks followed with event.from. Makespan runs from the first start to the last task's end; every VM
 must be Running afterwards. Each xenopsd has L2_WORKERS workers (default 32); the cases run with a
 build delay of 0 s (the control plane's own cost) and 1 s (L2_DELAYS, a boot that takes time, where
@@ -31,7 +32,7 @@ MIB = 1 << 20
 N_VMS = int(os.environ.get("L2_VMS", "500"))
 WORKERS = int(os.environ.get("L2_WORKERS", "32"))
 DELAYS = [float(d) for d in os.environ.get("L2_DELAYS", "0,1").split(",")]
-IN_FLIGHT = 64
+IN_FLIGHT = int(os.environ.get("L2_IN_FLIGHT", "64"))
 SUBMITTERS = 8
 TASK_TIMEOUT = 300.0
 

@@ -139,8 +139,9 @@ class Xenopsd:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        # a line may carry a migration image (VM.receive): up to ~1 MiB in base64
-        self._server = await asyncio.start_unix_server(self._connection, path, limit=16 << 20)
+        # a line may carry a migration image (VM.receive): up to ~1 MiB in base64. Every operation in
+        # flight holds a connection (TASK.wait): a short backlog makes connects fail with EAGAIN.
+        self._server = await asyncio.start_unix_server(self._connection, path, limit=16 << 20, backlog=1024)
         os.chmod(path, 0o600)
         self._monitor = asyncio.get_running_loop().create_task(self._watch_domains())
 
