@@ -174,7 +174,7 @@ def import_(d, query, body, chunked=False):
 
 def task_outcome(x, task):
     deadline = time.monotonic() + 30
-    while x.task.get_status(task) == "pending" and time.monotonic() < deadline:
+    while x.task.get_status(task) in ("pending", "cancelling") and time.monotonic() < deadline:
         time.sleep(0.05)
     return x.task.get_status(task), x.task.get_error_info(task), x.task.get_result(task)
 
@@ -375,6 +375,22 @@ def test_truncated_archive(d, x, sid, sr, archive):
     assert err == ["IMPORT_ERROR_PREMATURE_EOF"]
     gz = gzip.compress(archive)
     assert _failed_import(d, x, sid, sr, gz[:len(gz) - 5000]) == ["IMPORT_ERROR_PREMATURE_EOF"]
+
+
+def test_cancelled_import_leaves_nothing(d, x, sid, sr, archive):
+    before = _counts(x)
+    task = x.task.create("import", "")
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=60) as s:
+        s.sendall(f"PUT /import?session_id={sid}&task_id={task}&sr_id={sr} HTTP/1.1\r\nHost: x\r\n"
+                  f"Content-Length: {len(archive)}\r\n\r\n".encode() + archive[:len(archive) // 2])
+        deadline = time.monotonic() + 20
+        while len(x.VM.get_all()) == before[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(x.VM.get_all()) == before[0] + 1        # the VM exists while its disks arrive
+        x.task.cancel(task)
+        st, err, _ = task_outcome(x, task)
+    assert st == "cancelled" and err[0] == "TASK_CANCELLED"
+    assert _counts(x) == before
 
 
 def test_not_an_archive_and_unknown_vm(d, x, sid, sr):
