@@ -678,7 +678,7 @@ class Xenopsd:
                 self.hv.domain_pause(domid)
             try:
                 info = self._suspend_image(vm)
-                header, payload = image.encode(info)
+                header, payload = await _blocking(image.encode, info)
                 f = await _blocking(imagefile.DiskFile, disk, True)
                 try:
                     await _blocking(f.write, header)
