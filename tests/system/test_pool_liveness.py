@@ -50,3 +50,18 @@ def test_killed_member_goes_not_live(sim):
     assert _eventually(lambda: _live(x) == {"127.0.0.2": True, "127.0.0.3": True, "127.0.0.4": False})
     time.sleep(0.5)
     assert _live(x)["127.0.0.3"] is True
+
+
+def test_host_destroy_of_the_dead_member(sim):
+    import XenAPI
+    x = sim.coordinator.session().xenapi
+    refs = {r["address"]: h for h, r in x.host.get_all_records().items()}
+    for live in (refs["127.0.0.2"], refs["127.0.0.3"]):     # xapi asks the host first: itself included
+        with pytest.raises(XenAPI.Failure) as e:
+            x.host.destroy(live)
+        assert e.value.details == ["HOST_IS_LIVE", live]
+    dead = refs["127.0.0.4"]
+    x.host.destroy(dead)
+    assert sorted(r["address"] for r in x.host.get_all_records().values()) == ["127.0.0.2", "127.0.0.3"]
+    assert all(x.PBD.get_host(p) != dead for p in x.PBD.get_all())
+    assert all(x.PIF.get_host(p) != dead for p in x.PIF.get_all())

@@ -92,7 +92,13 @@ async def pool_recover_slaves(ctx, session):
     return await transitions.recover_slaves(ctx.app)
 
 
+async def host_destroy(ctx, session, self):
+    await membership.destroy_host(ctx.app, self)
+    return ""
+
+
 MESSAGES = {
+    "host.destroy": host_destroy,
     "pool.designate_new_master": pool_designate_new_master,
     "pool.emergency_transition_to_master": pool_emergency_transition_to_master,
     "pool.emergency_reset_master": pool_emergency_reset_master,

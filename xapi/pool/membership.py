@@ -228,6 +228,29 @@ async def eject(app, host) -> None:
     forget_host(app, host)
 
 
+async def destroy_host(app, host) -> None:
+    """host.destroy: the record of a host that is gone for good (xapi_host.ml destroy's checks)."""
+    db = app.db
+    if type(host) is not str or host not in db.table("host"):
+        raise XapiError("HANDLE_INVALID", "host", host)
+    try:
+        await app.pool.call(host, "host.ping", timeout=3.0)
+        alive = True
+    except (XapiError, TimeoutError):
+        alive = False
+    if alive:
+        raise XapiError("HOST_IS_LIVE", host)
+    if host == app.host_ref:
+        raise XapiError("HOST_CANNOT_DESTROY_SELF", host)
+    pools = db.table("pool")
+    if any(pools.get_field(p, "ha_enabled") for p in pools.refs()):
+        raise XapiError("HA_IS_ENABLED")
+    vms = db.table("VM")
+    if any(not vms.get_field(v, "is_control_domain") for v in vms.find("resident_on", host)):
+        raise XapiError("HOST_HAS_RESIDENT_VMS", host)
+    forget_host(app, host)
+
+
 def forget_host(app, host: str) -> None:
     """Removes a host that left the pool, with what was its own; its halted VMs stay, not resident."""
     db = app.db
