@@ -127,7 +127,7 @@ def test_bad_uuid(d):
 def test_wrong_password(d):
     r = xe(d, "vm-list", tcp=True, password="wrong")
     assert r.returncode == 1
-    assert "credentials given by the user are incorrect" in r.stderr
+    assert r.stderr == "Authentication failed\nFor usage run: 'xe help'\n"
     assert r.stdout == ""
 
 

@@ -15,13 +15,17 @@ from xmlrpc.client import DateTime
 
 from xapi import datamodel as dm
 from xapi.cli import errors as cli_errors
-from xapi.cli.cmdtable import HOST_SELECTORS, TABLE, VM_SELECTORS
+from xapi.cli.cmdtable import TABLE
 from xapi.datamodel.errors import XapiError
 
 NULL_REF = "OpaqueRef:NULL"
 
 class CliError(Exception):
     """A failure the CLI reports in its own words (xapi's Cli_failure)."""
+
+
+class ParamNotFound(CliError):
+    """A required parameter is missing (xapi's Cli_frontend.ParamNotFound)."""
 
 
 class ExitWithError(Exception):
@@ -136,6 +140,7 @@ class Run:
         self.args = args
         self.flags = flags
         self.channel = channel      # the CLI connection (xapi.cli.server.Channel): prompts, file transfers
+        self.forwarded = False      # relayed by a pool member: the client is not talking to us directly
         self._uuids: dict[str, str] = {}
 
     async def call(self, method: str, *params):
@@ -225,7 +230,7 @@ class Run:
 
     async def by_uuid(self, c: dm.Class, uuid: str | None) -> str:
         if uuid is None:
-            raise CliError("Required parameter not found: uuid")
+            raise ParamNotFound("uuid")
         return await self.call(f"{c.name}.get_by_uuid", uuid)
 
     async def select(self, c: dm.Class, prefix: str, own=(), *, include_templates=False,
@@ -260,7 +265,7 @@ class Run:
     def need(self, name: str) -> str:
         v = self.args.get(name)
         if v is None:
-            raise CliError(f"Required parameter not found: {name}")
+            raise ParamNotFound(name)
         return v
 
     def map_arg(self, prefix: str) -> dict[str, str]:
@@ -378,7 +383,7 @@ class Run:
         ref = await self.by_uuid(c, self.args.get("uuid"))
         pname = self.args.get("param-name")
         if pname is None:
-            raise CliError("Required parameter not found: param-name")
+            raise ParamNotFound("param-name")
         name = self.field_of(c, pname)
         rec = await self.call(f"{c.name}.get_record", ref)
         f = c.fields[name]
@@ -446,7 +451,7 @@ class Run:
         ref = await self.by_uuid(c, self.args.get("uuid"))
         pname = self.args.get("param-name")
         if pname is None:
-            raise CliError("Required parameter not found: param-name")
+            raise ParamNotFound("param-name")
         name = self.field_of(c, pname)
         t = c.fields[name].type
         if t.kind == "map":
@@ -459,7 +464,7 @@ class Run:
         elif t.kind == "set":
             key = self.args.get("param-key")
             if key is None:
-                raise CliError("Required parameter not found: param-key")
+                raise ParamNotFound("param-key")
             if f"add_{name}" not in c.messages:
                 raise CliError(f"Parameter {pname} is read-only")
             await self.call(f"{c.name}.add_{name}", ref, await self.convert(t.elem, key))
@@ -471,7 +476,7 @@ class Run:
         pname = self.args.get("param-name")
         key = self.args.get("param-key")
         if pname is None or key is None:
-            raise CliError("Required parameter not found: " + ("param-name" if pname is None else "param-key"))
+            raise ParamNotFound("param-name" if pname is None else "param-key")
         name = self.field_of(c, pname)
         t = c.fields[name].type
         if t.kind == "map" and f"remove_from_{name}" in c.messages:
@@ -485,7 +490,7 @@ class Run:
         ref = await self.by_uuid(c, self.args.get("uuid"))
         pname = self.args.get("param-name")
         if pname is None:
-            raise CliError("Required parameter not found: param-name")
+            raise ParamNotFound("param-name")
         name = self.field_of(c, pname)
         if f"set_{name}" not in c.messages:
             raise CliError(f"Parameter {pname} is read-only")

@@ -3,6 +3,7 @@ evacuation, reboot, and pool membership (join, eject, new coordinator, emergency
 from __future__ import annotations
 
 from xapi import datamodel as dm
+from xapi.cli.commands import CliError
 from xapi.cli.cmdtable import HOST_SELECTORS, command
 
 HOST = dm.CLASSES["host"]
@@ -29,7 +30,6 @@ async def host_disable(run) -> None:
 @command("host-evacuate", optn=("network-uuid", "batch-size", *SEL),
          help="Migrates every running VM off the selected host to other hosts of the pool.")
 async def host_evacuate(run) -> None:
-    from xapi.cli.commands import CliError
     network = NULL
     if "network-uuid" in run.args:
         network = await run.call("network.get_by_uuid", run.args["network-uuid"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from xapi import datamodel as dm
+from xapi.cli.commands import CLASSES, CliError
 from xapi.cli.cmdtable import command
 
 
@@ -19,7 +20,6 @@ async def task_destroy(run) -> None:
          help="Waits until an object of the class (vm, host, sr...) satisfies every field=value condition "
               "(field=/=value: differs); uuid= restricts it to one object.")
 async def event_wait(run) -> None:
-    from xapi.cli.commands import CLASSES, CliError
     prefix = run.args["class"].lower().replace("_", "-")
     c = CLASSES.get(prefix)
     if c is None:

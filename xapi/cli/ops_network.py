@@ -2,6 +2,7 @@
 devices and the hosts' interfaces."""
 from __future__ import annotations
 
+from xapi.cli.commands import CliError
 from xapi.cli.cmdtable import command
 
 NULL = "OpaqueRef:NULL"
@@ -10,7 +11,6 @@ NULL = "OpaqueRef:NULL"
 @command("network-create", reqd=("name-label",), optn=("name-description", "MTU", "bridge", "managed"),
          help="Creates a network; prints its uuid.")
 async def network_create(run) -> None:
-    from xapi.cli.commands import CliError
     try:
         mtu = str(int(run.args.get("MTU", "1500")))
     except ValueError:
@@ -66,7 +66,6 @@ MODES = {"dhcp": "DHCP", "static": "Static", "none": "None"}
          help="Sets the interface's IPv4 configuration: mode=dhcp, static (with IP=, netmask=, gateway=, "
               "DNS=) or none.")
 async def pif_reconfigure_ip(run) -> None:
-    from xapi.cli.commands import CliError
     mode = MODES.get(run.args["mode"].lower())
     if mode is None:
         raise CliError(f"Failed to parse parameter 'mode': expecting dhcp, static or none, got "

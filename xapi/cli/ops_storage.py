@@ -2,13 +2,13 @@
 connections, disks and the VMs' disk devices. New objects print their uuid, as xe does."""
 from __future__ import annotations
 
+from xapi.cli.commands import CliError, parse_size
 from xapi.cli.cmdtable import command
 
 NULL = "OpaqueRef:NULL"
 
 
 def _bool(run, name: str, default: bool = False) -> bool:
-    from xapi.cli.commands import CliError
     v = run.args.get(name)
     if v is None:
         return run.flag(name) or default
@@ -35,7 +35,6 @@ async def _print_uuid(run, cls: str, ref: str) -> None:
          help="Creates an SR of the given type (ext, nfs, iso...) on the host, with device-config:key=value "
               "settings; prints its uuid.")
 async def sr_create(run) -> None:
-    from xapi.cli.commands import parse_size
     ref = await run.call("SR.create", await _host(run), run.map_arg("device-config"),
                          str(parse_size(run.args.get("physical-size", "0"))), run.args["name-label"],
                          run.args.get("name-description", ""), run.args["type"],
@@ -103,7 +102,6 @@ async def pbd_unplug(run) -> None:
          help="Creates a disk of virtual-size bytes (KiB/MiB/GiB/TiB suffixes allowed) on the SR; prints its "
               "uuid.")
 async def vdi_create(run) -> None:
-    from xapi.cli.commands import parse_size
     sr = await run.call("SR.get_by_uuid", run.args["sr-uuid"])
     record = {"name_label": run.args["name-label"], "name_description": run.args.get("name-description", ""),
               "SR": sr, "virtual_size": str(parse_size(run.args["virtual-size"])),
@@ -127,7 +125,6 @@ async def vdi_forget(run) -> None:
 @command("vdi-resize", reqd=("uuid", "disk-size"), optn=("online",),
          help="Grows the disk to disk-size bytes (suffixes allowed); --online for a disk in use by a running VM.")
 async def vdi_resize(run) -> None:
-    from xapi.cli.commands import parse_size
     vdi = await run.call("VDI.get_by_uuid", run.args["uuid"])
     method = "VDI.resize_online" if run.flag("online") else "VDI.resize"
     await run.call(method, vdi, str(parse_size(run.args["disk-size"])))
@@ -165,7 +162,6 @@ async def vdi_copy(run) -> None:
          help="Connects a disk (vdi-uuid) or an empty CD drive (type=CD) to the VM at device (0, 1, ...); "
               "prints the VBD's uuid.")
 async def vbd_create(run) -> None:
-    from xapi.cli.commands import CliError
     vm = await run.call("VM.get_by_uuid", run.args["vm-uuid"])
     vdi = await run.call("VDI.get_by_uuid", run.args["vdi-uuid"]) if "vdi-uuid" in run.args else NULL
     kind = {"disk": "Disk", "cd": "CD", "floppy": "Floppy"}.get(run.args.get("type", "Disk").lower())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from xapi import datamodel as dm
+from xapi.cli.commands import CliError, ParamNotFound
 from xapi.cli.cmdtable import VM_SELECTORS, command
 
 VM = dm.CLASSES["VM"]
@@ -19,7 +20,6 @@ async def each_vm(run, own, op, **kw) -> None:
 
 
 async def host_arg(run, value: str) -> str:
-    from xapi.cli.commands import CliError
     try:
         return await run.lookup("host", value)
     except CliError:
@@ -88,7 +88,6 @@ async def vm_unpause(run) -> None:
 @command("vm-reset-powerstate", optn=("force", *SEL),
          help="Marks the selected VMs halted when their host is known to be down (needs --force).")
 async def vm_reset_powerstate(run) -> None:
-    from xapi.cli.commands import CliError
     if not run.flag("force"):
         raise CliError("This operation is dangerous and may cause data loss. This operation must be forced "
                        "(use --force).")
@@ -98,10 +97,9 @@ async def vm_reset_powerstate(run) -> None:
 @command("vm-migrate", optn=("host", "host-uuid", "live", *SEL),
          help="Moves the selected VMs to another host of the pool (host= name or uuid, or host-uuid=).")
 async def vm_migrate(run) -> None:
-    from xapi.cli.commands import CliError
     target = run.args.get("host-uuid") or run.args.get("host")
     if not target:
-        raise CliError("Required parameter not found: host or host-uuid")
+        raise ParamNotFound("host or host-uuid")
     host = await host_arg(run, target)
     options = {"live": "true" if run.flag("live") else "false"}
     await each_vm(run, ("host", "host-uuid", "live"), lambda ref: run.call("VM.pool_migrate", ref, host, options))
@@ -161,10 +159,9 @@ async def vm_checkpoint(run) -> None:
 @command("snapshot-revert", optn=("uuid", "snapshot-uuid"),
          help="Reverts the snapshot's VM to the snapshot (snapshot-uuid= or uuid=).")
 async def snapshot_revert(run) -> None:
-    from xapi.cli.commands import CliError
     uuid = run.args.get("snapshot-uuid") or run.args.get("uuid")
     if not uuid:
-        raise CliError("Required parameter not found: snapshot-uuid")
+        raise ParamNotFound("snapshot-uuid")
     await run.call("VM.revert", await run.call("VM.get_by_uuid", uuid))
 
 
@@ -219,11 +216,10 @@ async def vm_uninstall(run) -> None:
          help="Installs a VM from a template (template= name or uuid): clones it, creates its disks on the SR "
               "(sr-uuid=, sr-name-label= or the pool's default SR) and prints the new VM's uuid.")
 async def vm_install(run) -> None:
-    from xapi.cli.commands import CliError
     name = run.args["new-name-label"]
     key = run.args.get("template-uuid") or run.args.get("template") or run.args.get("template-name-label")
     if not key:
-        raise CliError("Required parameter not found: template")
+        raise ParamNotFound("template")
     recs = await run.call("VM.get_all_records")
     templates = [r for r, rec in recs.items() if rec["is_a_template"]
                  and (rec["uuid"] == key or rec["name_label"] == key)]
@@ -319,7 +315,6 @@ async def _cd_vbds(run, vm: str) -> list[tuple[str, dict]]:
 @command("vm-cd-insert", reqd=("cd-name",), optn=SEL,
          help="Inserts the ISO named cd-name into the empty CD drive of the selected VM.")
 async def vm_cd_insert(run) -> None:
-    from xapi.cli.commands import CliError
     from xapi.datamodel.errors import XapiError
     name = run.args["cd-name"]
     vdis = await run.call("VDI.get_by_name_label", name)
@@ -338,7 +333,6 @@ async def vm_cd_insert(run) -> None:
 
 @command("vm-cd-eject", optn=SEL, help="Ejects the CD from the CD drives of the selected VM.")
 async def vm_cd_eject(run) -> None:
-    from xapi.cli.commands import CliError
 
     async def op(vm):
         full = [vbd for vbd, rec in await _cd_vbds(run, vm) if not rec["empty"]]

@@ -106,11 +106,109 @@ async def cli(request, response) -> None:
     await ch.read_exact(4)
     if prefix != xe.PREFIX or major != xe.MAJOR:
         return
-    code = await serve(request, ch, body.decode("utf-8", "replace").split("\n"))
+    lines = body.decode("utf-8", "replace").split("\n")
+    given_session = None
+    if lines and lines[0].startswith("session_id="):     # a member forwarding its CLI request to us
+        given_session = lines.pop(0)[len("session_id="):].strip()
+    app = request.app
+    cmd = commands.parse_args(lines)[0] or "help"
+    if not app.is_coordinator and cmd not in NEVER_FORWARD and given_session is None:
+        if not request.local:
+            # xapi forwards only its own host's (Unix socket) CLI requests to the coordinator
+            await ch.write(xe.command(xe.EXIT, await report(ch, XapiError("HOST_IS_SLAVE", app.coordinator_address))))
+            return
+        code = await forward(app, ch, lines)
+        if code is not None:
+            await ch.write(xe.command(xe.EXIT, code))
+        return
+    code = await serve(request, ch, lines, given_session)
     await ch.write(xe.command(xe.EXIT, code))
 
 
-async def serve(request, ch: Channel, lines: list[str]) -> int:
+# Commands a pool member runs itself (xapi's Neverforward flag): those about its own state, and
+# those that must work when the coordinator is gone.
+NEVER_FORWARD = frozenset({"help", "host-is-in-emergency-mode", "pool-emergency-transition-to-master",
+                           "pool-emergency-reset-master"})
+
+
+async def report(ch: Channel, e: XapiError) -> int:
+    text, raw = commands.describe_error(e)
+    if text is not None:
+        await ch.out("stderr", text)
+    else:
+        await ch.write(xe.command(xe.ERROR, raw[0], raw[1:]))
+    return 1
+
+
+async def forward(app, ch: Channel, lines: list[str]) -> int | None:
+    """Relays a member's CLI request to the coordinator (as xapi_cli.ml's forward): a session made
+    there with the pool secret (session.slave_login) heads the request body, then the two protocol
+    streams are joined until the coordinator ends. Returns an exit code when the relay failed before
+    the coordinator took over, else None (the coordinator has sent its own Exit)."""
+    import asyncio
+    import ssl
+
+    from xapi.pool.calls import _CONTEXT, fingerprint_of
+    from xapi.pool.remote import Remote
+
+    role = app.role
+    address, port = role.address, app.config.https_port
+    remote = Remote(address, port, role.fingerprint or None)
+    session = None
+    writer = None
+    try:
+        try:
+            session = await remote.call("session.slave_login", app.host_ref, app.pool_secret)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, ssl=_CONTEXT), 30)
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
+            if role.fingerprint and fingerprint_of(der) != role.fingerprint:
+                raise XapiError("SSL_VERIFY_ERROR", f"{address}: certificate fingerprint mismatch")
+            kept = [ln for ln in lines if not ln.startswith(("username=", "password=", "session_id="))]
+            body = "\n".join([f"session_id={session}", *kept]).encode()
+            writer.write(f"POST /cli HTTP/1.0\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+            hello = await asyncio.wait_for(reader.readexactly(len(xe.PREFIX) + 8), 30)
+            if not hello.startswith(xe.PREFIX):
+                raise XapiError("CANNOT_CONTACT_HOST", address)
+            writer.write(xe.handshake())
+        except XapiError as e:
+            if e.code in ("JOINING_HOST_CONNECTION_FAILED", "JOINING_HOST_SERVICE_FAILED"):
+                e = XapiError("CANNOT_CONTACT_HOST", address)
+            return await report(ch, e)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
+            return await report(ch, XapiError("CANNOT_CONTACT_HOST", address))
+
+        async def up():             # the client's answers (prompts, transfer results) to the coordinator
+            if ch.buf:
+                writer.write(ch.buf)
+                ch.buf = b""
+            while chunk := await ch.body.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+
+        async def down():           # the coordinator's commands to the client
+            while chunk := await reader.read(65536):
+                await ch.write(chunk)
+
+        tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+        try:
+            await asyncio.wait([tasks[1]])
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+        if session is not None:
+            try:
+                await remote.call("session.logout", session)
+            except (XapiError, OSError):
+                pass
+        remote.close()
+
+
+async def serve(request, ch: Channel, lines: list[str], given_session: str | None = None) -> int:
     app = request.app
     cmd, args, flags, _ = commands.parse_args(lines)
     user = args.pop("username", None)
@@ -121,8 +219,13 @@ async def serve(request, ch: Channel, lines: list[str]) -> int:
         if positional:
             args["_topic"] = positional[0]
     session = None
+    own = given_session is None      # a session we make is ours to end; a forwarded one is not
     try:
-        if request.local:
+        if given_session is not None:
+            if given_session not in app.sessions.by_ref:
+                raise XapiError("SESSION_INVALID", given_session)
+            session = given_session
+        elif request.local:
             session = app.sessions.create("root", superuser=True, originator=ORIGINATOR).ref
         else:
             from xapi.actions import session as session_actions
@@ -130,10 +233,15 @@ async def serve(request, ch: Channel, lines: list[str]) -> int:
                                                                 "", ORIGINATOR)
         if cmd is None:
             cmd = "help"
-        await commands.Run(request, session, ch.out, args, flags, channel=ch).run(cmd)
+        run = commands.Run(request, session, ch.out, args, flags, channel=ch)
+        run.forwarded = not own
+        await run.run(cmd)
         return 0
     except commands.Unknown as e:
         await ch.out("stderr", f"Unknown command: {e}\nFor usage run: 'xe help'\n")
+        return 1
+    except commands.ParamNotFound as e:
+        await ch.out("stderr", f"Required parameter not found: {e}\nFor usage run: 'xe help'\n")
         return 1
     except commands.CliError as e:
         await ch.out("stderr", f"{e}\n")
@@ -141,6 +249,11 @@ async def serve(request, ch: Channel, lines: list[str]) -> int:
     except commands.ExitWithError as e:
         return e.code
     except XapiError as e:
+        if e.code == "SESSION_AUTHENTICATION_FAILED":        # xe says no more than this (xapi_cli.ml)
+            who = e.params[0] if e.params else ""
+            what = "Username/password must be specified" if not who else "Authentication failed"
+            await ch.out("stderr", f"{what}\nFor usage run: 'xe help'\n")
+            return 1
         text, raw = commands.describe_error(e, commands.ref_names(app, e.params))
         if text is not None:
             await ch.out("stderr", text)
@@ -154,7 +267,7 @@ async def serve(request, ch: Channel, lines: list[str]) -> int:
         await ch.write(xe.command(xe.ERROR, "INTERNAL_ERROR", [f"{type(e).__name__}: {e}"]))
         return 1
     finally:
-        if session is not None and session in app.sessions.by_ref:
+        if own and session is not None and session in app.sessions.by_ref:
             app.sessions.destroy(session)
 
 

@@ -15,6 +15,7 @@ import time
 import urllib.parse
 
 from xapi.cli import xe
+from xapi.cli.commands import CliError, ExitWithError
 from xapi.cli.cmdtable import VM_SELECTORS, command
 from xapi.datamodel.errors import XapiError
 
@@ -65,6 +66,10 @@ async def track(run, tag: int, filename: str, path: str, query: dict, label: str
     try:
         q = {"session_id": run.session, "task_id": task, **query}
         url = path + "?" + urllib.parse.urlencode(q, safe=":/")
+        if run.forwarded:
+            # the client reached us through a pool member: it must come here itself, over TLS
+            address = run.app.db.table("host").get_field(run.app.host_ref, "address")
+            url = f"https://{address}:{run.app.config.https_port}{url}"
         await run.channel.write(xe.command(tag, filename, url))
         answer = asyncio.ensure_future(run.channel.response())
         bar = ProgressBar() if progress_bar else None
@@ -166,7 +171,6 @@ async def vm_export(run) -> None:
          help="Creates the VMs of a local XVA file (into sr-uuid or the pool's default SR); prints their "
               "uuids. preserve=true keeps their MAC addresses and identity.")
 async def vm_import(run) -> None:
-    from xapi.cli.commands import CliError, ExitWithError
     if "sr-uuid" in run.args:
         sr = await run.call("SR.get_by_uuid", run.args["sr-uuid"])
     else:

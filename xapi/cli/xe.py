@@ -219,7 +219,8 @@ def _target(opts, url: str):
     u = urllib.parse.urlsplit(url)
     target = (u.path or "/") + ("?" + u.query if u.query else "")
     if u.scheme in ("http", "https") and u.hostname:
-        o = dict(opts, server=u.hostname, port=u.port or opts["port"])
+        o = dict(opts, server=u.hostname, port=u.port or (443 if u.scheme == "https" else 80),
+                 nossl=u.scheme == "http")
         return o, u.hostname, target
     return opts, opts["server"] or "localhost", target
 

@@ -1,0 +1,106 @@
+"""xe's pool commands on a 3-host `xapi sim` pool: pool-eject and pool-join, pool-designate-new-master,
+then after kill -9 of the coordinator host-is-in-emergency-mode, pool-emergency-transition-to-master
+and pool-recover-slaves on a member through its local socket (root, no password, as on a real host).
+The tests run in order on one pool."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests import pool as _pool
+from tests.contract.xe_client import XE
+
+
+@pytest.fixture(scope="module")
+def sim():
+    p = _pool.start(3)
+    yield p
+    _pool.cleanup(p)
+
+
+def xe(host, *args, local: bool = False, tls: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XAPI_SOCKET=os.path.join(host.data_dir, "xapi"))
+    conn = [] if local else ["-s", host.address, "-u", "root", "-pw", host.password]
+    if not local:
+        conn += ["-p", str(host.https_port)] if tls else ["-p", str(host.http_port), "--nossl"]
+    return subprocess.run([XE, *conn, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def ok(r) -> str:
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    return r.stdout.strip()
+
+
+def eventually(fn, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def host_uuid(via, address: str) -> str:
+    return ok(xe(via, "host-list", f"address={address}", "--minimal"))
+
+
+def test_eject_and_join(sim):
+    h1, _, h3 = sim.hosts
+    third = host_uuid(h1, h3.address)
+    ok(xe(h1, "pool-eject", f"host-uuid={third}", "--force", tls=True))
+    assert len(ok(xe(h1, "host-list", "--minimal")).split(",")) == 2
+    # the ejected host is a pool of its own: its root password works there again
+    assert eventually(lambda: xe(h3, "host-list", "--minimal").returncode == 0)
+    r = xe(h3, "pool-join", f"master-address={h1.address}", "master-username=root", "master-password=wrong")
+    assert r.returncode == 1 and r.stderr.startswith("Authentication failed\n")
+    ok(xe(h3, "pool-join", f"master-address={h1.address}", "master-username=root",
+          f"master-password={h1.password}", local=True))
+    assert len(ok(xe(h1, "host-list", "--minimal")).split(",")) == 3
+    # once it is a member, CLI requests over the network are refused with the coordinator's address
+    r = eventually(lambda: (lambda r: r if r.returncode == 1 else None)(xe(h3, "host-list", tls=True)))
+    assert r is not None and "You cannot make regular API calls directly on a slave." in r.stderr
+    assert f"Master IP address: {h1.address}" in r.stderr
+
+
+def test_member_forwards_its_local_requests(sim, tmp_path):
+    h1, _, h3 = sim.hosts
+    # on the member's own socket the request goes to the coordinator, writes included
+    assert len(ok(xe(h3, "host-list", "--minimal", local=True)).split(",")) == 3
+    pool = ok(xe(h1, "pool-list", "--minimal"))
+    ok(xe(h3, "pool-param-set", f"uuid={pool}", "name-label=set via a member", local=True))
+    assert ok(xe(h1, "pool-param-get", f"uuid={pool}", "param-name=name-label")) == "set via a member"
+    r = xe(h3, "vm-start", "vm=no-such-vm", local=True)
+    assert r.returncode == 1 and "No matching VMs found" in r.stderr
+    # a file transfer: the coordinator sends the client to itself, over TLS
+    shared = ok(xe(h1, "sr-list", "shared=true", "--minimal"))
+    vdi = ok(xe(h3, "vdi-create", f"sr-uuid={shared}", "name-label=via-member", "virtual-size=2MiB", local=True))
+    data = os.urandom(1 << 20) + b"\0" * (1 << 20)
+    (tmp_path / "in.raw").write_bytes(data)
+    ok(xe(h3, "vdi-import", f"uuid={vdi}", f"filename={tmp_path / 'in.raw'}", local=True))
+    ok(xe(h1, "vdi-export", f"uuid={vdi}", f"filename={tmp_path / 'out.raw'}"))
+    assert (tmp_path / "out.raw").read_bytes() == data
+    ok(xe(h1, "vdi-destroy", f"uuid={vdi}"))
+
+
+def test_designate_new_master(sim):
+    h1, h2, _ = sim.hosts
+    second = host_uuid(h1, h2.address)
+    ok(xe(h1, "pool-designate-new-master", f"host-uuid={second}"))
+    assert eventually(lambda: xe(h2, "pool-list", "params=master", "--minimal").stdout.strip() == second)
+
+
+def test_emergency_mode_on_a_member(sim):
+    h1, h2, h3 = sim.hosts
+    # (after the handover the member may take a moment to reach its new coordinator)
+    assert eventually(lambda: xe(h3, "host-is-in-emergency-mode", local=True).stdout.strip() == "false")
+    h2.kill()                                                   # kill -9 the coordinator
+    assert eventually(lambda: xe(h3, "host-is-in-emergency-mode", local=True).stdout.strip() == "true")
+    ok(xe(h3, "pool-emergency-transition-to-master", local=True))
+    me = host_uuid(h3, h3.address)
+    assert ok(xe(h3, "pool-list", "params=master", "--minimal")) == me
+    recovered = ok(xe(h3, "pool-recover-slaves"))
+    assert recovered == host_uuid(h3, h1.address)              # the dead old coordinator is not among them
+    assert eventually(lambda: "Master IP address: " + h3.address in xe(h1, "host-list").stderr)
