@@ -176,6 +176,19 @@ def test_snapshot_and_revert(host, session, x, sr):
     assert x.VM.get_parent(vm) == NULL                                   # the snapshot's own parent
 
 
+def test_snapshot_of_a_running_vm(host, session, x, sr):
+    vm, disk = vm_with_disk(host, session, x, sr, "live-snap", b"livedata")
+    x.VM.start(vm, False, False)
+    snap = x.VM.snapshot(vm, "live")
+    s = x.VM.get_record(snap)
+    assert s["power_state"] == "Halted" and s["snapshot_info"]["power-state-at-snapshot"] == "Running"
+    assert s["suspend_VDI"] == NULL and x.VM.get_power_state(vm) == "Running"
+    [sdisk] = disks_of(x, snap)
+    assert first_bytes(host, session, sdisk) == b"livedata"
+    assert x.VBD.get_currently_attached(x.VM.get_VBDs(vm)[0]) is True
+    x.VM.hard_shutdown(vm)
+
+
 def test_checkpoint_of_a_running_vm_and_revert_to_it(host, session, x, sr):
     vm, disk = vm_with_disk(host, session, x, sr, "ckpt", b"ckptdata")
     x.VM.start(vm, False, False)
