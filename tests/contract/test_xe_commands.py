@@ -306,3 +306,16 @@ def test_missing_required_parameter(d):
     r = xe(d, "vdi-create", "name-label=x")
     assert r.returncode == 1
     assert r.stderr == "Required parameter not found: sr-uuid\nFor usage run: 'xe help'\n"
+
+
+def test_client_options(d):
+    env = dict(os.environ, XAPI_SOCKET=os.path.join(d.data_dir, "no-such-socket"))
+    r = subprocess.run([XE, "-version"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == "ThinCLI protocol: 0.2\n"
+    r = subprocess.run([XE, "vm-list", "--help"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stderr.startswith("Usage: xe <cmd>")
+    r = subprocess.run([XE, "vm-list"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and r.stdout == ""
+    r = xe(d, "vm-list", "params=uuid", "-pw", "wrong", "-u", "root", "-s", "127.0.0.1", "-p", str(d.http_port),
+           "--nossl")
+    assert r.returncode == 1 and r.stderr.startswith("Authentication failed")

@@ -321,7 +321,18 @@ def _copy_body(f, out, headers: dict[str, str]) -> bool:
     return True
 
 
+USAGE = ("Usage: xe <cmd> [-s server] [-p port] ([-u username] [-pw password] or [-pwf <password file>]) "
+         "<other arguments>\n\nA full list of commands can be obtained by running \n\txe help -s <server> "
+         "-p <port>\n")
+
+
 def run(argv: list[str]) -> int:
+    if "-version" in argv:
+        sys.stdout.write(f"ThinCLI protocol: {MAJOR}.{MINOR}\n")
+        return 0
+    if "-help" in argv or "--help" in argv:
+        sys.stderr.write(USAGE)
+        return 0
     opts, args = parse_argv(argv)
     if not args:
         args = ["help"]
