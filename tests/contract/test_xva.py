@@ -469,8 +469,6 @@ def _member(tf, name, data):
 def xcpng_archive(disk, xapi_version=("24", "10")):
     """An XVA as XCP-ng 8.3 writes it: ova.xml with the record fields of export.ml (ints as strings,
     the host, guest metrics-free), chunks with .xxhash checksums, zero chunks left out."""
-    def s(v):
-        return v
     vm = {"uuid": "5f0c0a4b-1d7e-4c55-9d1e-3cbb1f3b7a01", "allowed_operations": [], "current_operations": {},
           "name_label": "from-xcp-ng", "name_description": "hand made", "power_state": "Halted",
           "user_version": "1", "is_a_template": False, "is_default_template": False, "suspend_VDI": "OpaqueRef:NULL",
