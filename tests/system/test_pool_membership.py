@@ -107,9 +107,11 @@ def test_eject_then_join_errors_then_join(sim):
     assert _failure(y.pool.join, "127.0.0.99", "root", h3.password)[0] == "JOINING_HOST_CONNECTION_FAILED"
     assert _failure(x.pool.join, "127.0.0.4", "root", h3.password)[0] == \
         "JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS"
-    # and in again
+    # and in again: it gets a PBD on the pool's shared SR, plugged through the coordinator
     y.pool.join("127.0.0.2", "root", h3.password)
     assert len(x.host.get_all()) == 3
+    shared = next(sr for sr, r in x.SR.get_all_records().items() if r["shared"])
+    assert _eventually(lambda: [x.PBD.get_currently_attached(p) for p in x.SR.get_PBDs(shared)] == [True] * 3)
     assert _failure(XenAPI.Session(h3.url).xenapi.login_with_password, "root", h3.password, "1.0", "t") == \
         ["HOST_IS_SLAVE", "127.0.0.2"]
     s.xenapi.session.logout()

@@ -158,6 +158,15 @@ class PoolCalls:
             raise XapiError("HANDLE_INVALID", "host", host_ref)
         return self.peer(hosts.get_field(host_ref, "address"), self.host_fingerprint(host_ref), host_ref)
 
+    @property
+    def coordinator_api(self):
+        """A member's XenAPI calls to its coordinator with a slave_login session (xapi.pool.remote)."""
+        api = getattr(self, "_coordinator_api", None)
+        if api is None:
+            from xapi.pool.remote import CoordinatorApi
+            api = self._coordinator_api = CoordinatorApi(self.app)
+        return api
+
     def coordinator_peer(self) -> Peer:
         """A member's way to its coordinator (address and fingerprint from pool.conf)."""
         role = self.app.role
@@ -180,6 +189,9 @@ class PoolCalls:
         for p in self.peers.values():
             p.close()
         self.peers.clear()
+        api = getattr(self, "_coordinator_api", None)
+        if api is not None:
+            api.close()
 
 
 async def _local(app, method: str, params):

@@ -13,6 +13,7 @@ standalone pool (new pool, new secret, its host uuid kept) and its rows leave th
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -20,7 +21,7 @@ import orjson
 
 from xapi import atomic, startup
 from xapi.datamodel.errors import XapiError
-from xapi.db.schema import NULL_REF
+from xapi.db.schema import NULL_REF, insert
 from xapi.pool import replica, role as pool_role, secret
 from xapi.pool.internal import method
 from xapi.pool.remote import Remote
@@ -148,7 +149,27 @@ async def join(app, master_address: str, user: str, password: str, force: bool =
     pool_setup.become_member_in_memory(app, role)
     app.pool_ref = reply["pool"]
     pool_setup.start_replica(app)
+    app.replica.plugging = asyncio.get_running_loop().create_task(plug_own_pbds(app))
     log.info("joined the pool of %s as host %s", master_address, app.host_ref)
+
+
+async def plug_own_pbds(app, timeout: float = 30.0) -> None:
+    """A new member's PBDs (its share of the pool's shared SRs) plugged through the coordinator, which
+    asks this host's storage to do it and records the result (xapi: create_storage at a member's start)."""
+    replica = app.replica
+    try:
+        await asyncio.wait_for(replica.synced.wait(), timeout)
+    except asyncio.TimeoutError:
+        log.warning("replica not in step after %ss: the PBDs stay unplugged", timeout)
+        return
+    pbds = app.db.table("PBD")
+    for pbd in pbds.find("host", app.host_ref):
+        if pbds.get_field(pbd, "currently_attached"):
+            continue
+        try:
+            await app.pool.coordinator_api.call("PBD.plug", pbd)
+        except XapiError as e:
+            log.warning("PBD %s not plugged: %s", pbd, e.description)
 
 
 # -- the coordinator's side of a join --------------------------------------------------------------
@@ -206,6 +227,16 @@ def admit(app, rows: dict) -> None:
             if ref in t:
                 continue
             t.add(ref, replica._decode(table, encoded))
+    # a PBD on each shared SR of the pool, configured as the others (xapi: create_storage)
+    pbds, srs = db.table("PBD"), db.table("SR")
+    for sr in srs.refs():
+        if not srs.get_field(sr, "shared"):
+            continue
+        existing = pbds.find("SR", sr)
+        if not existing or any(pbds.get_field(p, "host") == new_host for p in existing):
+            continue
+        config = {k: v for k, v in pbds.get_field(existing[0], "device_config").items() if k != "SRmaster"}
+        insert(db, "PBD", host=new_host, SR=sr, device_config=config, other_config={}, currently_attached=False)
     log.info("host %s (%s) joined the pool", new_host, row.get("address"))
 
 

@@ -1,6 +1,10 @@
-"""XenAPI calls from this host to another one's public endpoint (JSON-RPC over TLS), for pool.join:
-the joining host logs in to the coordinator with the credentials it was given and learns the
-coordinator's certificate fingerprint from the handshake (pinned from then on)."""
+"""XenAPI calls from this host to another one's public endpoint (JSON-RPC over TLS).
+
+`Remote`: for pool.join, the joining host logs in to the coordinator with the credentials it was given
+and learns the coordinator's certificate fingerprint from the handshake (pinned from then on).
+`CoordinatorApi` (`app.pool.coordinator_api`): a member's writes to the pool database, as XenAPI calls
+to its coordinator with a session.slave_login session (certificate pinned, one kept-alive connection,
+calls one at a time)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,9 +21,12 @@ TIMEOUT = 30.0
 class Remote:
     """One keep-alive connection to address:port, opened on first use."""
 
-    def __init__(self, address: str, port: int, fingerprint: str | None = None) -> None:
+    def __init__(self, address: str, port: int, fingerprint: str | None = None,
+                 offline: tuple = ("JOINING_HOST_CONNECTION_FAILED",),
+                 broken: tuple = ("JOINING_HOST_SERVICE_FAILED",)) -> None:
         self.address, self.port = address, port
         self.fingerprint = fingerprint       # learnt at connect when None
+        self.offline, self.broken = offline, broken     # the errors for no answer / a bad one
         self.conn = None
         self._ids = 0
 
@@ -28,7 +35,7 @@ class Remote:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.address, self.port, ssl=_CONTEXT, limit=16 << 20), TIMEOUT)
         except (OSError, asyncio.TimeoutError, ssl.SSLError):
-            raise XapiError("JOINING_HOST_CONNECTION_FAILED") from None
+            raise XapiError(*self.offline) from None
         fp = fingerprint_of(writer.get_extra_info("ssl_object").getpeercert(binary_form=True) or b"")
         if self.fingerprint is None:
             self.fingerprint = fp
@@ -49,7 +56,7 @@ class Remote:
             status, keep, data = await asyncio.wait_for(_read_reply(reader), TIMEOUT)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ssl.SSLError, ValueError):
             self.close()
-            raise XapiError("JOINING_HOST_SERVICE_FAILED") from None
+            raise XapiError(*self.broken) from None
         if not keep:
             self.close()
         return status, data
@@ -62,17 +69,55 @@ class Remote:
         try:
             reply = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise XapiError("JOINING_HOST_SERVICE_FAILED") from None
+            raise XapiError(*self.broken) from None
         error = reply.get("error") if isinstance(reply, dict) else None
         if error:
             if isinstance(error, dict):
                 raise XapiError(str(error.get("message", "INTERNAL_ERROR")), *map(str, error.get("data") or []))
             raise XapiError(*map(str, error))
         if status != 200 or "result" not in reply:
-            raise XapiError("JOINING_HOST_SERVICE_FAILED")
+            raise XapiError(*self.broken)
         return reply["result"]
 
     def close(self) -> None:
         if self.conn is not None:
             self.conn[1].close()
             self.conn = None
+
+
+class CoordinatorApi:
+    def __init__(self, app) -> None:
+        self.app = app
+        self.remote: Remote | None = None
+        self.session: str | None = None
+        self._lock = asyncio.Lock()
+
+    def _target(self) -> tuple:
+        role = self.app.role
+        return role.address, role.fingerprint
+
+    async def call(self, method: str, *params):
+        """`method` on the coordinator with this member's pool session in front of `params`."""
+        app = self.app
+        if app.is_coordinator:
+            raise XapiError("INTERNAL_ERROR", "the coordinator has no coordinator to call")
+        async with self._lock:
+            address, fingerprint = self._target()
+            if self.remote is None or (self.remote.address, self.remote.fingerprint) != (address, fingerprint):
+                self.close()
+                self.remote = Remote(address, app.config.https_port, fingerprint,
+                                     offline=("HOST_OFFLINE", address), broken=("HOST_OFFLINE", address))
+            for attempt in (0, 1):
+                if self.session is None:
+                    self.session = await self.remote.call("session.slave_login", app.host_ref, app.pool_secret)
+                try:
+                    return await self.remote.call(method, self.session, *params)
+                except XapiError as e:
+                    if e.code != "SESSION_INVALID" or attempt:
+                        raise
+                    self.session = None          # the coordinator restarted or changed: log in again
+
+    def close(self) -> None:
+        if self.remote is not None:
+            self.remote.close()
+        self.remote, self.session = None, None
