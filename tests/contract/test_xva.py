@@ -335,6 +335,37 @@ def test_http10_body_until_close(d, x, sid, sr, archive):
     _destroy_vm(x, result_refs(result)[0])
 
 
+def test_iso_in_the_cd_drive(d, x, sid, sr, tmp_path):
+    """The ISO's VDI is described but not streamed; the import finds it again by location."""
+    lib = tmp_path / "isos"
+    lib.mkdir()
+    (lib / "install.iso").write_bytes(b"\1" * 8192)
+    iso_sr = x.SR.create(x.host.get_all()[0], {"location": str(lib)}, "0", "ISOs", "", "iso", "iso", True, {})
+    x.SR.scan(iso_sr)
+    (iso,) = x.SR.get_VDIs(iso_sr)
+    ref = x.VM.create(vm_record("with-iso"))
+    x.VBD.create({"VM": ref, "VDI": iso, "userdevice": "3", "bootable": False, "mode": "RO", "type": "CD",
+                  "empty": False, "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    path = tmp_path / "iso.xva"
+    assert export(d, f"session_id={sid}&ref={ref}", path)[0] == 200
+    with tarfile.open(path) as tf:
+        assert tf.getnames() == ["ova.xml"]
+        classes = [o["class"] for o in parse_value(tf.extractfile("ova.xml").read())["objects"]]
+        assert classes.count("VDI") == 1 and classes.count("SR") == 1
+    task = x.task.create("import", "")
+    assert import_(d, f"session_id={sid}&task_id={task}&sr_id={sr}", path.read_bytes()) == 200
+    st, err, result = task_outcome(x, task)
+    assert st == "success", err
+    (new,) = result_refs(result)
+    (cd,) = x.VM.get_VBDs(new)
+    assert x.VBD.get_VDI(cd) == iso and x.VBD.get_empty(cd) is False and x.VBD.get_type(cd) == "CD"
+    for vm in (new, ref):
+        x.VBD.destroy(x.VM.get_VBDs(vm)[0])
+        x.VM.destroy(vm)
+    x.PBD.unplug(x.SR.get_PBDs(iso_sr)[0])
+    x.SR.forget(iso_sr)
+
+
 # -- failures leave nothing behind --------------------------------------------------------------------
 def _counts(x):
     return len(x.VM.get_all()), len(x.VDI.get_all()), len(x.VBD.get_all()), len(x.VIF.get_all())
