@@ -144,6 +144,7 @@ def test_snapshot_and_revert(host, session, x, sr):
     assert (s["is_a_snapshot"], s["is_a_template"], s["snapshot_of"], s["power_state"]) == \
         (True, True, vm, "Halted")
     assert s["snapshot_info"]["power-state-at-snapshot"] == "Halted" and s["snapshot_time"]
+    assert s["snapshot_metadata"].startswith("<value><struct>") and x.VM.get_uuid(vm) in s["snapshot_metadata"]
     assert snap in x.VM.get_snapshots(vm)
     assert x.VM.get_parent(vm) == snap and vm in x.VM.get_children(snap)
     [sdisk] = disks_of(x, snap)
@@ -157,6 +158,7 @@ def test_snapshot_and_revert(host, session, x, sr):
     raw(host, session, "import_raw_vdi", disk, b"after!!!".ljust(MIB, b"\0"))
     x.VM.set_PV_args(vm, "three")
     x.VM.set_name_description(vm, "changed")
+    x.VM.set_name_label(vm, "renamed")
     x.VM.start(vm, False, False)
     x.VM.revert(snap)
     rec = x.VM.get_record(vm)
@@ -208,3 +210,20 @@ def test_checkpoint_of_a_running_vm_and_revert_to_it(host, session, x, sr):
     x.VM.resume(vm, False, False)
     assert x.VM.get_power_state(vm) == "Running"
     x.VM.hard_shutdown(vm)
+
+
+def test_revert_brings_back_a_destroyed_vm(host, session, x, sr):
+    vm, disk = vm_with_disk(host, session, x, sr, "gone", b"gonedata")
+    uuid = x.VM.get_uuid(vm)
+    snap = x.VM.snapshot(vm, "keep")
+    x.VM.destroy(vm)
+    x.VM.revert(snap)
+    back = x.VM.get_by_uuid(uuid)
+    rec = x.VM.get_record(back)
+    assert (rec["name_label"], rec["is_a_template"], rec["power_state"], rec["parent"]) == \
+        ("gone", False, "Halted", snap)
+    assert x.VM.get_snapshot_of(snap) == back and rec["snapshots"] == [snap]
+    [d] = disks_of(x, back)
+    assert first_bytes(host, session, d) == b"gonedata"
+    x.VM.start(back, False, False)
+    x.VM.hard_shutdown(back)

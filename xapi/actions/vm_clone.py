@@ -19,6 +19,7 @@ import logging
 import uuid as uuidlib
 
 from xapi import datamodel as dm
+from xapi import rpc
 from xapi.actions import vbd as vbd_actions
 from xapi.actions import vdi as vdi_actions
 from xapi.actions import vif as vif_actions
@@ -27,6 +28,7 @@ from xapi.actions import vm_suspend
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert
+from xapi.dispatch.convert import converter
 
 log = logging.getLogger("xapi.vm_clone")
 
@@ -48,6 +50,13 @@ _REVERT_KEEP = {"uuid", "suspend_VDI", "power_state", "parent", "current_operati
                 "transportable_snapshot_id", "metrics", "snapshot_info", "snapshot_metadata", "blobs"}
 
 
+# ... when the snapshot carries the original's record (snapshot_metadata: xapi_vm_snapshot.ml do_not_copy)
+_METADATA_KEEP = {"uuid", "suspend_VDI", "power_state", "parent", "current_operations", "allowed_operations",
+                  "guest_metrics", "resident_on", "domid", "protection_policy", "snapshot_schedule",
+                  "scheduled_to_be_resident_on", "snapshots", "tags", "affinity", "metrics", "blobs",
+                  "snapshot_metadata"}
+
+
 def _is_ref_set(f) -> bool:
     return str(f.type).endswith("ref set")
 
@@ -55,6 +64,35 @@ def _is_ref_set(f) -> bool:
 _COPYABLE = tuple(n for n, f in dm.CLASSES["VM"].fields.items() if not _is_ref_set(f) and n not in _RESET)
 _REVERTABLE = tuple(n for n, f in dm.CLASSES["VM"].fields.items()
                     if not _is_ref_set(f) and n not in _REVERT_KEEP)
+_FROM_METADATA = tuple(n for n, f in dm.CLASSES["VM"].fields.items()
+                       if not _is_ref_set(f) and n not in _METADATA_KEEP)
+_CONVERT = {n: converter(f.type, n) for n, f in dm.CLASSES["VM"].fields.items()}
+
+
+def metadata(ctx, vm: str) -> str:
+    """Helpers.vm_to_string: the VM's record as an XML-RPC <value>, as the API shows it."""
+    rec = vm_mod._accessor(ctx, "get_record")(ctx, None, vm)
+    text = rpc.dumps((rec,), ints_as_strings=True).decode()
+    return text[text.index("<value>"):text.rindex("</param>")]
+
+
+def parse_metadata(text: str) -> dict:
+    """The database values of a snapshot_metadata; fields that do not parse are left out."""
+    try:
+        (rec,), _ = rpc.loads(('<?xml version="1.0"?><methodResponse><params><param>' + text
+                               + "</param></params></methodResponse>").encode())
+    except (ValueError, TypeError):
+        return {}
+    out = {}
+    for name, value in (rec.items() if isinstance(rec, dict) else ()):
+        conv = _CONVERT.get(name)
+        if conv is None and name not in _CONVERT:
+            continue
+        try:
+            out[name] = conv(value) if conv is not None else value
+        except XapiError:
+            continue
+    return out
 
 
 # -- disks ------------------------------------------------------------------------------------------
@@ -151,6 +189,7 @@ def _new_record(ctx, vm: str, op: str, new_name: str, power: str, snapshot_info:
     fields.update(
         name_label=new_name, power_state=power, is_a_template=snap or orig["is_a_template"],
         is_a_snapshot=snap, snapshot_of=vm if snap else NULL_REF,
+        snapshot_metadata=metadata(ctx, vm) if snap else "",
         snapshot_info=snapshot_info if snapshot_info is not None else (
             {"disk-snapshot-type": "crash_consistent", "power-state-at-snapshot": orig["power_state"]}
             if snap else {}),
@@ -298,7 +337,7 @@ async def revert(ctx, session, snapshot):
         raise XapiError("REVERT_ONLY_ALLOWED_ON_SNAPSHOT")
     vm = snap["snapshot_of"]
     if vm not in db.table("VM"):
-        raise XapiError("VM_REVERT_FAILED", snapshot, vm)
+        vm = _vm_from_snapshot(ctx, snapshot, snap)
     if db.table("VM").get_field(vm, "power_state") != "Halted":
         await vm_mod.hard_shutdown(ctx, session, vm)
 
@@ -314,6 +353,27 @@ async def revert(ctx, session, snapshot):
     await vm_mod._operation(ctx, snapshot, "revert", body)
     vm_mod.refresh_allowed_operations(db, vm)
     return ""
+
+
+def _vm_from_snapshot(ctx, snapshot: str, snap: dict) -> str:
+    """create_vm_from_snapshot: the snapshotted VM is gone, so it comes back with its uuid and
+    settings from the snapshot's metadata, and its snapshots point at it again."""
+    db = ctx.app.db
+    vms = db.table("VM")
+    meta = parse_metadata(snap["snapshot_metadata"])
+    uuid = meta.get("uuid")
+    if not uuid or vms.find("uuid", uuid):
+        raise XapiError("VM_REVERT_FAILED", snapshot, snap["snapshot_of"])
+    fields = {k: snap[k] for k in _COPYABLE}
+    fields.update({k: meta[k] for k in _FROM_METADATA if k in meta})
+    fields.update(uuid=uuid, power_state="Halted", domid=-1, parent=NULL_REF,
+                  metrics=insert(db, "VM_metrics"))
+    vm = insert(db, "VM", **fields)
+    for other in vms.refs():
+        if vms.get_field(other, "is_a_snapshot") and \
+                parse_metadata(vms.get_field(other, "snapshot_metadata")).get("uuid") == uuid:
+            vms.set_field(other, "snapshot_of", vm)
+    return vm
 
 
 async def _revert(ctx, session, snapshot: str, vm: str, progress) -> None:
@@ -360,10 +420,14 @@ async def _revert(ctx, session, snapshot: str, vm: str, progress) -> None:
     gm = cur["guest_metrics"]
     if gm in db.table("VM_guest_metrics"):
         db.table("VM_guest_metrics").remove(gm)
-    values = {k: snap[k] for k in _REVERTABLE}
+    meta = parse_metadata(snap["snapshot_metadata"])
+    if meta:
+        values = {k: meta[k] for k in _FROM_METADATA if k in meta}
+    else:
+        values = {k: snap[k] for k in _REVERTABLE}
     values.update(ha_always_run=False, suspend_VDI=image, parent=snapshot,
                   guest_metrics=_copy_row(db, "VM_guest_metrics", snap["guest_metrics"]),
                   power_state="Suspended" if image != NULL_REF else "Halted",
-                  other_config={k: v for k, v in snap["other_config"].items()})
+                  other_config=dict(values.get("other_config", snap["other_config"])))
     vms.update(vm, values)
     progress(1.0)
