@@ -9,8 +9,10 @@ base template's name kept when cloning a template). A snapshot is_a_template and
 snapshot_of, snapshot_time and snapshot_info; it takes the original's parent and becomes the
 original's parent. VBDs are copied onto the new disks (Disk VBDs get other_config:owner), VIFs with
 new MACs (a snapshot keeps them). Checkpoint suspends a running VM, snapshots its disks and image and
-resumes it. Revert halts the VM, replaces its disks, suspend image and VIFs with clones of the
-snapshot's, copies the snapshot's settings back and leaves the VM in the snapshot's power state.
+resumes it. A snapshot keeps the original's record in snapshot_metadata (an XML-RPC value, as
+Helpers.vm_to_string). Revert halts the VM (re-creating it from that record if it was destroyed),
+replaces its disks, suspend image and VIFs with clones of the snapshot's, copies the recorded
+settings back and leaves the VM in the snapshot's power state.
 """
 from __future__ import annotations
 
