@@ -317,3 +317,24 @@ def test_vif_create_checks_and_mac_generation(host, x):
     for v in (a, b, given):
         x.VIF.destroy(v)
     assert x.VM.get_VIFs(vm) == []
+
+
+def test_vif_move_between_networks(host, x):
+    vm = new_vm(x, "mover")
+    vif = x.VIF.create(vif_record(vm, management_network(x)))
+    other = x.network.create({"name_label": "other", "name_description": "", "MTU": "1500", "other_config": {},
+                              "bridge": "", "tags": []})
+    x.VIF.move(vif, other)                                  # halted: the database only
+    assert x.VIF.get_network(vif) == other and x.network.get_VIFs(other) == [vif]
+    x.VM.start(vm, False, False)
+    domid = x.VM.get_domid(vm)
+    bridge = x.network.get_bridge(other)
+    if shutil.which("xenstore-read"):
+        assert xs_read(host, f"/local/domain/0/backend/vif/{domid}/0/bridge") == bridge
+    x.VIF.move(vif, management_network(x))                  # running: the backend moves
+    assert x.VIF.get_network(vif) == management_network(x) and x.VIF.get_currently_attached(vif)
+    if shutil.which("xenstore-read"):
+        assert xs_read(host, f"/local/domain/0/backend/vif/{domid}/0/bridge") == "xenbr0"
+    assert failure(x.VIF.move, vif, "OpaqueRef:nope") == ["HANDLE_INVALID", "network", "OpaqueRef:nope"]
+    x.VM.hard_shutdown(vm)
+    x.network.destroy(other)

@@ -202,3 +202,24 @@ def _unplug(op: str, force: bool):
 
 unplug = _unplug("unplug", False)
 unplug_force = _unplug("unplug_force", True)
+
+
+async def move(ctx, session, self, network):
+    """Onto another network; an attached VIF of a VM that is not suspended moves its backend to the
+    new bridge at once (xapi's move_internal: no hotplug, the guest sees nothing)."""
+    app = ctx.app
+    db = app.db
+    rec = _rec(db, self)
+    nets = db.table("network")
+    if type(network) is not str or network not in nets:
+        raise XapiError("HANDLE_INVALID", "network", network)
+    vms = db.table("VM")
+    active = rec["currently_attached"] and rec["VM"] in vms and vms.get_field(rec["VM"], "power_state") != "Suspended"
+    db.table("VIF").set_field(self, "network", network)
+    if active:
+        try:
+            await vm_devices.xenops_for_vm(app, rec["VM"]).call(
+                "VIF.move", vms.get_field(rec["VM"], "uuid"), int(rec["device"]), nets.get_field(network, "bridge"))
+        except XenopsError as e:
+            raise XapiError(e.code, *e.params) from None
+    return ""

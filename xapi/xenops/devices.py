@@ -52,6 +52,13 @@ def set_vbd_media(store, domid: int, d: dict) -> None:
         store.write(f"{be}/params", d.get("params", ""))
 
 
+def set_vif_bridge(store, domid: int, devid: int, bridge: str) -> None:
+    """A VIF moved to another network: its backend is on the new bridge (the guest sees nothing)."""
+    be = f"/local/domain/0/backend/vif/{domid}/{devid}"
+    if store.exists(be):
+        store.write(f"{be}/bridge", bridge)
+
+
 def plug_vif(store, domid: int, d: dict) -> None:
     """A network interface hot-plugged into a running domain, connected (netback and netfront)."""
     v = vif_spec(d)

@@ -647,6 +647,16 @@ class Xenopsd:
                 self._agent_vif(vm, int(d["devid"]), True)
         self._update(vm.id)
 
+    async def vif_move(self, vm_id: str, devid: int, bridge: str) -> None:
+        vm = self._running(vm_id)
+        async with vm.lock:
+            for v in vm.config.get("vifs", []):
+                if int(v["devid"]) == int(devid):
+                    v["bridge"] = bridge
+            if self.store is not None and vm.domid is not None:
+                devices.set_vif_bridge(self.store, vm.domid, int(devid), bridge)
+        self._update(vm.id)
+
     async def vif_unplug(self, vm_id: str, devid: int, force: bool = False) -> None:
         vm = self._running(vm_id)
         async with vm.lock:
@@ -886,4 +896,5 @@ _METHODS = {
     "VBD.set_media": Xenopsd.vbd_set_media,
     "VIF.plug": Xenopsd.vif_plug,
     "VIF.unplug": Xenopsd.vif_unplug,
+    "VIF.move": Xenopsd.vif_move,
 }
