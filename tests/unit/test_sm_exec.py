@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 import xmlrpc.client
 
@@ -404,3 +405,57 @@ def test_reconcile_releases_transient_and_leaked_datapaths_once(tmp_path):
     assert a.vdis == {}
     run(acc.Access(st2, path).reconcile())
     assert len(st2.calls) == 3
+
+
+# -- the drivers' own XML-RPC (xapi.sm.smrpc) against xmlrpc.client --------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+from xapi.sm import smrpc  # noqa: E402
+
+_texts = hst.text(hst.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
+                  max_size=20)                   # what XML 1.0 text can hold
+_values = hst.recursive(
+    hst.none() | hst.booleans() | hst.integers(smrpc.MININT, smrpc.MAXINT) | _texts
+    | hst.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: hst.lists(inner, max_size=4) | hst.dictionaries(_texts, inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_values, method=hst.from_regex(r"[A-Za-z_.]{1,20}", fullmatch=True))
+def test_smrpc_agrees_with_xmlrpc_client(value, method):
+    """What smrpc writes, xmlrpc.client reads as the same value, and the other way round
+    (requests, responses, faults)."""
+    sent = ("OpaqueRef:s", value)
+    assert xmlrpc.client.loads(smrpc.dumps_call(method, sent, allow_none=True)) == (sent, method)
+    assert xmlrpc.client.loads(smrpc.dumps_response(value)) == ((value,), None)
+    assert smrpc.loads(xmlrpc.client.dumps(sent, method, allow_none=True)) == (sent, method)
+    assert smrpc.loads(xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True)) == ((value,), None)
+
+
+def test_smrpc_faults_and_bad_input():
+    with pytest.raises(xmlrpc.client.Fault) as e:
+        xmlrpc.client.loads(smrpc.dumps_fault(44, "no <space> & more"))
+    assert (e.value.faultCode, e.value.faultString) == (44, "no <space> & more")
+    with pytest.raises(smrpc.Fault) as f:
+        smrpc.loads(xmlrpc.client.dumps(xmlrpc.client.Fault(24, "in use"), methodresponse=True))
+    assert (f.value.faultCode, f.value.faultString) == (24, "in use")
+    assert smrpc.loads("<methodResponse><params><param><value>bare</value></param></params>"
+                       "</methodResponse>") == (("bare",), None)
+    for bad in ("", "<methodCall>", "not xml", "<params><param><value><struct><value>x</value>"
+                "</struct></value></param></params>"):
+        with pytest.raises(ValueError):
+            smrpc.loads(bad)
+    with pytest.raises(OverflowError):
+        smrpc.dumps_response(2 ** 40)
+    with pytest.raises(TypeError):
+        smrpc.dumps_call("m", (None,))
+    # a driver answering a malformed request: a BadRequest fault, exit 0
+    out = subprocess.run([sys.executable, os.path.join(DRIVERS_DIR, "extSR"), "<methodCall>"],
+                         capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(DRIVERS_DIR))))
+    assert out.returncode == 0
+    with pytest.raises(xmlrpc.client.Fault) as e:
+        xmlrpc.client.loads(out.stdout)
+    assert e.value.faultCode == 143

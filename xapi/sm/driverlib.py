@@ -12,17 +12,16 @@ Drivers write what they find into the database themselves, through the session t
 over the daemon's local socket (``XAPI_SOCKET``): ``VDI.db_introduce``, ``VDI.db_forget``,
 ``VDI.set_virtual_size`` and so on, as SM's drivers do.
 
-This module imports nothing of the daemon (it starts fast and runs anywhere the package is).
+This module imports nothing of the daemon, nor xmlrpc.client (xapi.sm.smrpc instead): it starts fast
+and runs anywhere the package is.
 """
 from __future__ import annotations
 
-import http.client
 import os
-import socket
 import sys
 import time
-import traceback
-import xmlrpc.client
+
+from xapi.sm import smrpc
 
 NULL_REF = "OpaqueRef:NULL"
 NEVER = "19700101T00:00:00Z"
@@ -92,18 +91,6 @@ class XenAPIFailure(Exception):
 
 
 # -- the XenAPI client over the daemon's local socket ---------------------------------------------
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
-
-
 class _Method:
     def __init__(self, api: "API", name: str) -> None:
         self._api, self._name = api, name
@@ -119,24 +106,13 @@ class API:
     """``api.VDI.get_record(ref)``: XenAPI calls with the driver's session prepended."""
 
     def __init__(self, socket_path: str, session_ref: str, timeout: float = 60.0) -> None:
-        self._socket_path, self._session, self._timeout = socket_path, session_ref, timeout
-        self._conn: _UnixConnection | None = None
+        self._session = session_ref
+        self._http = smrpc.UnixHTTP(socket_path, timeout)
 
     def call(self, method: str, *args):
-        body = xmlrpc.client.dumps((self._session, *args), method, allow_none=False).encode()
-        for attempt in (0, 1):
-            if self._conn is None:
-                self._conn = _UnixConnection(self._socket_path, self._timeout)
-            try:
-                self._conn.request("POST", "/", body, {"Content-Type": "text/xml", "User-Agent": "sm"})
-                reply = self._conn.getresponse().read()
-                break
-            except (OSError, http.client.HTTPException):
-                self._conn.close()
-                self._conn = None
-                if attempt:
-                    raise
-        (result,), _ = xmlrpc.client.loads(reply)
+        body = smrpc.dumps_call(method, (self._session, *args)).encode("utf-8")
+        reply = self._http.post(body, "Content-Type: text/xml\r\nUser-Agent: sm\r\n")
+        (result,), _ = smrpc.loads(reply)
         if result.get("Status") != "Success":
             raise XenAPIFailure(result.get("ErrorDescription", ["UNKNOWN"]))
         return result.get("Value")
@@ -178,7 +154,7 @@ def parse_request(argv: list[str]) -> Request:
     if len(argv) != 2:
         raise SMError("BadRequest", f"expected one argument, got {len(argv) - 1}")
     try:
-        params, method = xmlrpc.client.loads(argv[1])
+        params, method = smrpc.loads(argv[1])
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad request
         raise SMError("BadRequest", str(e)) from None
     if len(params) != 1 or not isinstance(params[0], dict):
@@ -239,11 +215,11 @@ def driver_info(spec: dict, configuration: dict[str, str] | None = None) -> dict
 
 
 def respond(value) -> str:
-    return xmlrpc.client.dumps((value,), methodresponse=True, allow_none=True)
+    return smrpc.dumps_response(value)
 
 
 def fault(code: int, message: str) -> str:
-    return xmlrpc.client.dumps(xmlrpc.client.Fault(code, message), methodresponse=True)
+    return smrpc.dumps_fault(code, message)
 
 
 def run(driver_cls, argv: list[str] | None = None) -> int:
@@ -256,9 +232,11 @@ def run(driver_cls, argv: list[str] | None = None) -> int:
         print(f"{type(e).__name__}: {e.name}: {e.message}", file=sys.stderr)
         out = fault(e.code, e.message)
     except XenAPIFailure as e:
+        import traceback
         traceback.print_exc(file=sys.stderr)
         out = fault(*_code("APIFailure", str(e.details)))
     except Exception as e:  # noqa: BLE001 - the answer must be a fault, not a traceback
+        import traceback
         traceback.print_exc(file=sys.stderr)
         out = fault(*_code("SMGeneral", f"{type(e).__name__}: {e}"))
     sys.stdout.write(out)
