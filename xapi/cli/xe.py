@@ -289,13 +289,20 @@ def http_get(opts, url: str, filename: str, permitted: set[str], redirects: int 
                 fd = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except OSError as e:
                 raise ClientSideError(str(e)) from None
-            out = os.fdopen(fd, "wb")
+            out = os.fdopen(fd, "wb", buffering=0)
         else:
-            out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+            out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
         with out:
             return _copy_body(f, out, headers)
     finally:
         sock.close()
+
+
+def _write_all(out, data) -> None:
+    """An unbuffered file may take less than all of it (a pipe): write the rest too."""
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view):]
 
 
 def _copy_body(f, out, headers: dict[str, str]) -> bool:
@@ -308,16 +315,18 @@ def _copy_body(f, out, headers: dict[str, str]) -> bool:
             data = f.read(size)
             if len(data) < size:
                 return False
-            out.write(data)
+            _write_all(out, data)
             f.readline()
     left = int(headers["content-length"]) if "content-length" in headers else None
+    buf = bytearray(4 << 20)            # one reused buffer, filled straight from the socket
+    view = memoryview(buf)
     while left is None or left > 0:
-        chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
-        if not chunk:
+        n = f.readinto(view if left is None else view[:min(len(buf), left)])
+        if not n:
             return left is None
-        out.write(chunk)
+        _write_all(out, view[:n])
         if left is not None:
-            left -= len(chunk)
+            left -= n
     return True
 
 
