@@ -8,7 +8,7 @@ must allow `export` (Halted or Suspended: VM_BAD_POWER_STATE otherwise, OTHER_OP
 and holds `export` in current_operations meanwhile. The reply is 200 with Task-Id and
 `Content-Disposition: attachment; filename="export.xva"`, the body ending with the connection (no
 length, as xapi). Disks are read 8 MiB at a time in the transfer pool, where the chunks are also
-checked for zeros and hashed; gzip runs in the pool too.
+checked for zeros and hashed; gzip runs in the pool too, 8 MiB per gzip member, two at once.
 
 Import: `sr_id=` (or `sr_uuid=`; else the pool's default SR, DEFAULT_SR_NOT_FOUND), `restore=true`,
 `force=true` (checksum failures are ignored and nothing is undone on failure, as xapi). The body
@@ -22,6 +22,7 @@ SR_FULL and the other errors of VDI.create. Whatever was created is destroyed ag
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import shutil
@@ -91,18 +92,35 @@ class _Plain:
         pass
 
 
+def _gzip_member(data) -> bytes:
+    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return z.compress(data) + z.flush()
+
+
 class _Gzip(_Plain):
+    """Each write becomes a gzip member of its own (a gzip file may hold several, RFC 1952; gzip -d,
+    zlib's readers and xapi's import read them all), so that two compress at once in the pool; they
+    go out in order."""
+
+    DEPTH = 2
+
     def __init__(self, response) -> None:
         super().__init__(response)
-        self.z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self.queue: collections.deque = collections.deque()
 
     async def write(self, data) -> None:
-        out = await _run(self.z.compress, data)
-        if out:
-            await self.response.write(out)
+        self.queue.append(asyncio.ensure_future(_run(_gzip_member, data)))
+        while len(self.queue) > self.DEPTH:
+            await self.response.write(await self.queue.popleft())
 
     async def close(self) -> None:
-        await self.response.write(self.z.flush())
+        while self.queue:
+            await self.response.write(await self.queue.popleft())
+
+    def kill(self) -> None:
+        while self.queue:
+            fut = self.queue.popleft()
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class _Zstd(_Plain):
@@ -240,7 +258,7 @@ async def export_vm(request, response):
             raise
         raise transfer.io_error(str(e)) from None
     finally:
-        if isinstance(sink, _Zstd):
+        if isinstance(sink, (_Zstd, _Gzip)):
             sink.kill()
         _unlock(db, vm, key)
         app.hub.poke()
