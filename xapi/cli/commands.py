@@ -1,7 +1,11 @@
 """The xe commands: generated from the datamodel for every class with uuids (`<class>-list`,
-`-param-list`, `-param-get`, `-param-set`, `-param-add`, `-param-remove`, `-param-clear`), plus `help`
-and a few hand-written operations. Every XenAPI call goes through the RPC layer's dispatch (arity,
-types, session, RBAC, events, audit) with the CLI session.
+`-param-list`, `-param-get`, `-param-set`, `-param-add`, `-param-remove`, `-param-clear`), `help`, and
+the hand-written ones of xapi.cli.ops_* and xapi.cli.transfer (registered in xapi.cli.cmdtable). `Run`
+is one command's run: its arguments, the object selectors and filters, the printer. Every XenAPI call
+goes through the RPC layer's dispatch (arity, types, session, RBAC, events, audit) with the CLI session.
+
+Filters and `params=` take a class's fields and, as xe, `<reference field>-uuid` / `-name-label`
+(vbd-list vm-uuid=...).
 
 Output follows xapi's cli_printer: a record is its fields one a line, `name ( RO): value`, the first
 name padded on the right and the others on the left to the longest name plus four; maps print as
@@ -19,6 +23,7 @@ from xapi.cli.cmdtable import TABLE
 from xapi.datamodel.errors import XapiError
 
 NULL_REF = "OpaqueRef:NULL"
+
 
 class CliError(Exception):
     """A failure the CLI reports in its own words (xapi's Cli_failure)."""
