@@ -1,8 +1,8 @@
-"""Periodic live metrics of this host and its VMs (what xapi gets from xcp-rrdd every few seconds):
-VM_metrics (VCPUs_utilisation, VCPUs_number, memory_actual, state, last_updated, current_domain_type),
-host_metrics (memory_free, memory_total, last_updated) and host_cpu.utilisation.
+"""Periodic live metrics of the pool's hosts and their VMs (what xapi gets from xcp-rrdd every few seconds):
+VM_metrics (VCPUs_utilisation, VCPUs_number, memory_actual, state, last_updated), host_metrics
+(memory_free, memory_total, last_updated) and host_cpu.utilisation.
 
-One xenopsd call per period (HOST.stats: every domain's CPU time, memory and state at once), so the
+One xenopsd call per host and period (HOST.stats: every domain's CPU time, memory and state at once), so the
 cost does not depend on the number of requests, and rows are written only for running VMs; a
 utilisation is the CPU time a domain used over the period, per vCPU (or, for the host, over all
 physical CPUs).  The period is XAPI_METRICS_INTERVAL seconds (default 5).
@@ -36,21 +36,40 @@ def start(app) -> asyncio.Task:
 
 
 async def run(app, period: float) -> None:
-    prev = None
+    """On the coordinator (or a host on its own): every host's xenopsd once a period, a member's
+    through its internal endpoint; a member writes nothing (the coordinator does it for it)."""
+    prev: dict[str, dict] = {}
     while True:
         await asyncio.sleep(period)
-        try:
-            now = await app.xenops.call("HOST.stats")
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - xenopsd restarting: next period
-            log.debug("metrics: xenopsd unavailable: %s", e)
+        if not getattr(app, "is_coordinator", True):
+            prev.clear()
             continue
-        try:
-            update(app.db, app.host_ref, now, prev)
-        except Exception:  # noqa: BLE001 - a bad row must not stop the metrics
-            log.exception("metrics update failed")
-        prev = now
+        hosts = [h for h in app.db.table("host").refs()]
+        got = await asyncio.gather(*(_stats(app, h) for h in hosts), return_exceptions=True)
+        for host, now in zip(hosts, got):
+            if isinstance(now, asyncio.CancelledError):
+                raise now
+            if isinstance(now, BaseException) or now is None:
+                prev.pop(host, None)        # unreachable (restarting, or gone): next period
+                continue
+            try:
+                update(app.db, host, now, prev.get(host))
+            except Exception:  # noqa: BLE001 - a bad row must not stop the metrics
+                log.exception("metrics update failed")
+            prev[host] = now
+        for gone in prev.keys() - set(hosts):
+            del prev[gone]
+
+
+async def _stats(app, host: str) -> dict | None:
+    from xapi.actions.vm import xenops_of
+    try:
+        return await xenops_of(app, host).call("HOST.stats")
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - that host's xenopsd is not answering
+        log.debug("metrics: xenopsd of %s unavailable: %s", host, e)
+        return None
 
 
 def _set(table, ref: str, values: dict) -> None:
