@@ -4,7 +4,7 @@ pool.eject."""
 from __future__ import annotations
 
 from xapi.datamodel.errors import XapiError
-from xapi.pool import membership, secret, transitions
+from xapi.pool import certificates, membership, secret, transitions
 
 
 async def session_slave_login(ctx, session, host, psecret):
@@ -98,6 +98,8 @@ async def host_destroy(ctx, session, self):
 
 
 MESSAGES = {
+    "host.get_server_certificate": certificates.get_server_certificate,
+    "host.reset_server_certificate": certificates.reset_server_certificate,
     "host.destroy": host_destroy,
     "pool.designate_new_master": pool_designate_new_master,
     "pool.emergency_transition_to_master": pool_emergency_transition_to_master,

@@ -83,5 +83,6 @@ async def _handle(request, response) -> None:
 
 def register(routes) -> None:
     routes.add("POST", PATH, _handle, auth=False)
-    from xapi.pool import liveness, membership, methods, replica, transitions  # noqa: F401 - internal methods
+    from xapi.pool import (certificates, liveness, membership, methods, replica,  # noqa: F401 - internal
+                           transitions)                                        # methods register
     membership.register(routes)
