@@ -556,12 +556,16 @@ async def import_vm(request, response):
             receiver = chunks.Receiver(list(zip(ids, sizes)), header.version.export_vsn > 0)
             disks = _Disks(request, [importer.table[i] for i in ids])
             writer = _Writer(disks, force)
+            shown = 0.0
             before = [sum(sizes[:k]) for k in range(len(sizes))]
             while not receiver.done:
                 for fname, fdata in files:
                     for w in receiver.file(fname, fdata):
                         await writer.add(w)
-                        request.progress((before[w.disk] + w.offset + len(w.data)) / total * 0.99)
+                        done = (before[w.disk] + w.offset + len(w.data)) / total * 0.99
+                        if done - shown >= 0.01:    # a database write and an event: not per chunk
+                            request.progress(done)
+                            shown = done
                     if receiver.done:
                         break
                 if receiver.done:
