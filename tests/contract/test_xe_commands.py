@@ -157,6 +157,9 @@ def test_disks_cds_and_uninstall(d, x, sr, tmp_path):
 
 
 def test_install_clone_copy(d, x, sr):
+    templates = ok(xe(d, "template-list", "params=name-label", "--minimal")).split(",")
+    assert "Debian Bookworm 12" in templates
+    assert "Debian Bookworm 12" not in ok(xe(d, "vm-list", "params=name-label", "--minimal")).split(",")
     vm = ok(xe(d, "vm-install", "template=Debian Bookworm 12", "new-name-label=xe-installed", mode="http"))
     ref = x.VM.get_by_uuid(vm)
     assert not x.VM.get_is_a_template(ref)
@@ -212,6 +215,9 @@ def test_host_maintenance(d, x):
     assert ok(xe(d, "host-is-in-emergency-mode")) == "false"
     r = xe(d, "host-enable", "host=no-such-host")
     assert r.returncode == 1 and "No matching hosts found" in r.stderr
+    r = xe(d, "host-reboot")                 # an enabled host is not rebooted
+    assert r.returncode == 1
+    assert r.stderr.startswith("This operation cannot be performed because the host is not disabled.")
 
 
 def test_storage_commands(d, x, sr, tmp_path):
@@ -252,6 +258,9 @@ def test_network_commands(d, x):
     assert len(mac.split(":")) == 6 and f"MAC ( RO): {mac}" in out
     r = xe(d, "vif-create", f"vm-uuid={uuid}", f"network-uuid={net}", "device=0")
     assert r.returncode == 1
+    pif = ok(xe(d, "pif-list", "--minimal")).split(",")[0]
+    r = xe(d, "pif-reconfigure-ip", f"uuid={pif}", "mode=bogus")
+    assert r.returncode == 1 and "expecting dhcp, static or none, got 'bogus'" in r.stderr
     ok(xe(d, "vif-destroy", f"uuid={vif}"))
     assert ok(xe(d, "vif-list", f"vm-uuid={uuid}", "--minimal")) == ""
 

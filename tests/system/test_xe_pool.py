@@ -85,6 +85,31 @@ def test_member_forwards_its_local_requests(sim, tmp_path):
     ok(xe(h1, "vdi-destroy", f"uuid={vdi}"))
 
 
+def test_vm_start_on_and_migrate(sim):
+    h1, h2, _ = sim.hosts
+    s = h1.session()
+    x = s.xenapi
+    mem = str(64 << 20)
+    vm = x.VM.create({
+        "name_label": "xe-mover", "name_description": "", "user_version": "1", "is_a_template": False,
+        "affinity": "OpaqueRef:NULL", "memory_static_max": mem, "memory_dynamic_max": mem,
+        "memory_dynamic_min": mem, "memory_static_min": mem, "VCPUs_params": {}, "VCPUs_max": "1",
+        "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
+        "actions_after_crash": "destroy", "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "",
+        "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "BIOS order",
+        "HVM_boot_params": {"order": "cd"}, "platform": {}, "PCI_bus": "", "other_config": {},
+        "recommendations": ""})
+    first, second = host_uuid(h1, h1.address), host_uuid(h1, h2.address)
+    ok(xe(h1, "vm-start", "vm=xe-mover", f"on={first}"))
+    assert ok(xe(h1, "vm-param-get", "uuid=" + x.VM.get_uuid(vm), "param-name=resident-on")) == first
+    ok(xe(h1, "vm-migrate", "vm=xe-mover", f"host-uuid={second}", "--live", tls=True))
+    assert ok(xe(h1, "vm-param-get", "uuid=" + x.VM.get_uuid(vm), "param-name=resident-on")) == second
+    assert x.VM.get_power_state(vm) == "Running"
+    ok(xe(h1, "vm-shutdown", "vm=xe-mover", "--force"))
+    ok(xe(h1, "vm-destroy", "uuid=" + x.VM.get_uuid(vm)))
+    s.xenapi.session.logout()
+
+
 def test_designate_new_master(sim):
     h1, h2, _ = sim.hosts
     second = host_uuid(h1, h2.address)
