@@ -87,6 +87,14 @@ def test_names_and_files(d, tmp_path):
     assert got == [str(tmp_path / "disk-image.raw")]
 
 
+def test_field_names(d):
+    got = complete(d, ["xe", "vm-list", "params", "=", "power"])
+    assert got == ["power-state"]
+    got = complete(d, ["xe", "vm-list", "params", "=", "uuid,name-l"])
+    assert got == ["uuid,name-label"]
+    assert "name-label" in complete(d, ["xe", "sr-param-get", "uuid", "=", "x", "param-name", "="])
+
+
 def test_connection_options_are_passed_on(d):
     words = ["xe", "-s", "127.0.0.1", "-p", str(d.http_port), "--nossl", "-u", "root", "-pw", d.password,
              "vdi-ex"]
