@@ -115,7 +115,8 @@ async def cli(request, response) -> None:
     if not app.is_coordinator and cmd not in NEVER_FORWARD and given_session is None:
         if not request.local:
             # xapi forwards only its own host's (Unix socket) CLI requests to the coordinator
-            await ch.write(xe.command(xe.EXIT, await report(ch, XapiError("HOST_IS_SLAVE", app.coordinator_address))))
+            code = await report(ch, XapiError("HOST_IS_SLAVE", app.coordinator_address))
+            await ch.write(xe.command(xe.EXIT, code))
             return
         code = await forward(app, ch, lines)
         if code is not None:
@@ -131,8 +132,9 @@ NEVER_FORWARD = frozenset({"help", "host-is-in-emergency-mode", "pool-emergency-
                            "pool-emergency-reset-master"})
 
 
-async def report(ch: Channel, e: XapiError) -> int:
-    text, raw = commands.describe_error(e)
+async def report(ch: Channel, e: XapiError, names: dict | None = None) -> int:
+    """Prints a XenAPI failure as xe does; the exit code."""
+    text, raw = commands.describe_error(e, names)
     if text is not None:
         await ch.out("stderr", text)
     else:
@@ -254,18 +256,12 @@ async def serve(request, ch: Channel, lines: list[str], given_session: str | Non
             what = "Username/password must be specified" if not who else "Authentication failed"
             await ch.out("stderr", f"{what}\nFor usage run: 'xe help'\n")
             return 1
-        text, raw = commands.describe_error(e, commands.ref_names(app, e.params))
-        if text is not None:
-            await ch.out("stderr", text)
-        else:
-            await ch.write(xe.command(xe.ERROR, raw[0], raw[1:]))
-        return 1
+        return await report(ch, e, commands.ref_names(app, e.params))
     except ConnectionError:
         raise
     except Exception as e:  # noqa: BLE001 - a command's bug is an error for the client, not a crash
         log.exception("xe command %s failed", cmd)
-        await ch.write(xe.command(xe.ERROR, "INTERNAL_ERROR", [f"{type(e).__name__}: {e}"]))
-        return 1
+        return await report(ch, XapiError("INTERNAL_ERROR", f"{type(e).__name__}: {e}"))
     finally:
         if own and session is not None and session in app.sessions.by_ref:
             app.sessions.destroy(session)
