@@ -271,8 +271,9 @@ def rewrite_disks(text: str, sr_uuid: str) -> str:
               "the fields).")
 async def vm_disk_list(run) -> None:
     vbd_c, vdi_c = dm.CLASSES["VBD"], dm.CLASSES["VDI"]
-    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), ("uuid", "userdevice", "mode"))
-    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), ("uuid", "name_label", "virtual_size", "SR"))
+    # xe's default columns
+    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), "uuid,vm-name-label,userdevice")
+    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), "uuid,name-label,sr-name-label,virtual-size")
     run.flags.add("multiple")
     for vm in await run.select(VM, "vm", ("vbd-params", "vdi-params")):
         n = 0
@@ -287,12 +288,11 @@ async def vm_disk_list(run) -> None:
             n += 1
 
 
-def _fields(run, c, spec: str | None, default) -> list[str]:
+def _fields(run, c, spec: str | None, default) -> list:
+    """The fields a vbd-params=/vdi-params= list names (derived ones like vm-name-label included)."""
     if spec == "all":
         return list(c.fields)
-    if spec:
-        return [run.field_of(c, p.strip()) for p in spec.split(",") if p.strip()]
-    return [f for f in default if f in c.fields]
+    return [run.list_field(c, p.strip()) for p in (spec or default).split(",") if p.strip()]
 
 
 async def _block(run, title: str, rows) -> None:
@@ -346,8 +346,8 @@ async def vm_cd_eject(run) -> None:
 @command("vm-cd-list", optn=("vbd-params", "vdi-params", *SEL), help="Lists the CD drives of the selected VMs.")
 async def vm_cd_list(run) -> None:
     vbd_c, vdi_c = dm.CLASSES["VBD"], dm.CLASSES["VDI"]
-    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), ("uuid", "userdevice", "empty"))
-    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), ("uuid", "name_label"))
+    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), "uuid,vm-name-label,userdevice,empty")
+    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), "uuid,name-label")
     run.flags.add("multiple")
     for vm in await run.select(VM, "vm", ("vbd-params", "vdi-params")):
         for n, (_, rec) in enumerate(await _cd_vbds(run, vm)):
