@@ -4,6 +4,9 @@ xenopsd, host.evacuate and its blockers, host.reboot and host.shutdown. The test
 one pool; the last one shuts the member down."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 
 import pytest
@@ -16,7 +19,12 @@ from tests.system.pool_vms import MIB, eventually, failure, hosts_by_address, ne
 @pytest.fixture(scope="module")
 def sim():
     p = _pool.start(2)
+    p.restarted = []                # daemons this module started again itself: stopped by pid
     yield p
+    for proc in p.restarted:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     _pool.cleanup(p)
 
 
@@ -158,6 +166,29 @@ def test_evacuate_and_its_blockers(sim, x):
         x.VM.hard_shutdown(vm)
 
 
+def test_member_killed_and_back_leaves_its_vms_halted(sim, x):
+    h1, h2 = hosts_by_address(x)
+    member = _member(sim)
+    vm = new_vm(x, "lost")
+    x.VM.start_on(vm, h2, False, False)
+    pid = member.pid
+    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    member.kill(signal.SIGKILL)
+    assert eventually(lambda: not _alive(pid), 10)
+    assert x.VM.get_power_state(vm) == "Running"          # nobody has said otherwise yet
+    env = dict(os.environ, XAPI_ROOT_PASSWORD=member.password)
+    with open(os.path.join(member.data_dir, "daemon.log"), "ab") as log:
+        sim.restarted.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL))
+    # its new xenopsd has no domain: the coordinator's watcher resyncs the VM resident there
+    assert eventually(lambda: x.VM.get_power_state(vm) == "Halted", 20)
+    assert x.VM.get_resident_on(vm) == "OpaqueRef:NULL"
+    assert eventually(lambda: _try(lambda: x.VM.start_on(vm, h2, False, False)), 20)
+    assert x.VM.get_resident_on(vm) == h2
+    x.VM.hard_shutdown(vm)
+
+
 def test_reboot_and_shutdown_of_a_member(sim, x):
     h1, h2 = hosts_by_address(x)
     member = _member(sim)
@@ -201,7 +232,6 @@ def _try(fn) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    import os
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

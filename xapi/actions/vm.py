@@ -470,23 +470,39 @@ async def _watch_host(app, host: str) -> None:
     by_uuid = app.db.table("VM")
     local = host == app.host_ref
     mine = (host, NULL_REF) if local else (host,)
-    for ref in by_uuid.refs():          # after a restart: domains that are gone leave their VMs Halted
-        rec = by_uuid.get(ref)
-        if rec["power_state"] in ("Running", "Paused") and not rec["is_control_domain"] \
-                and rec["resident_on"] in mine:
-            with _quiet():
-                await sync(app, ref, host)
-                refresh_allowed_operations(app.db, ref)
+
+    async def resync() -> bool:
+        """After a restart: domains that are gone leave their VMs Halted. Whether all were synced."""
+        done = True
+        for ref in by_uuid.refs():
+            rec = by_uuid.get(ref)
+            if rec["power_state"] in ("Running", "Paused") and not rec["is_control_domain"] \
+                    and rec["resident_on"] in mine and not rec["current_operations"]:
+                try:
+                    await sync(app, ref, host)
+                    refresh_allowed_operations(app.db, ref)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - the host is not reachable yet: later
+                    log.info("resync of VM %s on host %s: %s", ref, host, e)
+                    done = False
+        return done
+    lost = not await resync()
     while True:
         try:
-            got = await xenops_of(app, host).call("UPDATES.get", last, 30.0)
+            # after a break, ask without waiting: a new xenopsd may have nothing to say for long
+            got = await xenops_of(app, host).call("UPDATES.get", last, 0.0 if lost else 30.0)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - xenopsd restarting, member unreachable: try again
-            await asyncio.sleep(0.5 if local else 2.0)
+            last, lost = 0, True        # it may come back as a new xenopsd, its sequence begun again
+            await asyncio.sleep(0.5 if local else 1.0)
             continue
-        if got["last"] < last:
-            last = 0                    # that xenopsd restarted: its sequence began again
+        if lost or got["last"] < last:  # back after a break (the host rebooted, the daemon was
+            last = min(last, got["last"])   # killed): domains may be gone
+            lost = not await resync()
+            if lost:
+                await asyncio.sleep(1.0)
             continue
         last = got["last"]
         for kind, vm_uuid in got["updates"]:
