@@ -147,6 +147,13 @@ def test_evacuate_and_its_blockers(sim, x):
     assert blockers == {a: ["VM_REQUIRES_NETWORK", a, net], b: ["VM_REQUIRES_NETWORK", b, net]}
     assert failure(x.host.evacuate, h2)[0] == "VM_REQUIRES_NETWORK"
     assert failure(x.host.assert_can_evacuate, h2)[0] == "CANNOT_EVACUATE_HOST"
+    c = new_vm(x, "evac-c")                      # a third VM on that network can only join them
+    _vif(x, c, net)
+    assert failure(x.VM.assert_can_boot_here, c, h1) == ["VM_REQUIRES_NETWORK", c, net]
+    assert x.VM.get_possible_hosts(c) == [h2]
+    x.VM.start(c, False, False)
+    assert x.VM.get_resident_on(c) == h2
+    x.VM.hard_shutdown(c)
     x.VM.hard_shutdown(b)
     assert x.host.get_vms_which_prevent_evacuation(h2) == {}
     movers = [new_vm(x, f"evac{i}") for i in range(4)]
