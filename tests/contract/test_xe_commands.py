@@ -143,6 +143,7 @@ def test_disks_cds_and_uninstall(d, x, sr, tmp_path):
     ok(xe(d, "vm-cd-insert", "vm=xe-disks", "cd-name=xe-test.iso", mode="http"))
     assert not x.VBD.get_empty(x.VBD.get_by_uuid(cd))
     assert "xe-test.iso" in ok(xe(d, "vm-cd-list", "vm=xe-disks"))
+    assert "xe-test.iso" in ok(xe(d, "cd-list", "params=name-label", "--minimal")).split(",")
     ok(xe(d, "vm-cd-eject", "vm=xe-disks"))
     assert x.VBD.get_empty(x.VBD.get_by_uuid(cd))
     r = xe(d, "vm-cd-insert", "vm=xe-disks", "cd-name=no-such.iso")
@@ -265,6 +266,8 @@ def test_network_commands(d, x):
     pif = ok(xe(d, "pif-list", "--minimal")).split(",")[0]
     r = xe(d, "pif-reconfigure-ip", f"uuid={pif}", "mode=bogus")
     assert r.returncode == 1 and "expecting dhcp, static or none, got 'bogus'" in r.stderr
+    out = ok(xe(d, "vm-vif-list", "vm=xe-net"))
+    assert out.startswith("uuid ( RO)") and vif in out and "network-name-label ( RO): xe-net-1" in out
     ok(xe(d, "vif-destroy", f"uuid={vif}"))
     assert ok(xe(d, "vif-list", f"vm-uuid={uuid}", "--minimal")) == ""
 
@@ -332,3 +335,22 @@ def test_client_options(d):
     r = xe(d, "vm-list", "params=uuid", "-pw", "wrong", "-u", "root", "-s", "127.0.0.1", "-p", str(d.http_port),
            "--nossl")
     assert r.returncode == 1 and r.stderr.startswith("Authentication failed")
+
+
+def test_memory_commands(d, x):
+    ref = new_vm(x, "xe-memory")
+    ok(xe(d, "vm-memory-limits-set", "vm=xe-memory", "static-min=32MiB", "static-max=256MiB",
+          "dynamic-min=64MiB", "dynamic-max=128MiB"))
+    rec = x.VM.get_record(ref)
+    assert [rec[k] for k in ("memory_static_min", "memory_dynamic_min", "memory_dynamic_max",
+                             "memory_static_max")] == [str(32 * MIB), str(64 * MIB), str(128 * MIB), str(256 * MIB)]
+    ok(xe(d, "vm-memory-dynamic-range-set", "vm=xe-memory", "min=96MiB", "max=192MiB"))
+    assert x.VM.get_memory_dynamic_max(ref) == str(192 * MIB)
+    ok(xe(d, "vm-memory-static-range-set", "vm=xe-memory", "min=64MiB", "max=512MiB"))
+    assert x.VM.get_memory_static_max(ref) == str(512 * MIB)
+    ok(xe(d, "vm-memory-set", "vm=xe-memory", "memory=300MiB"))
+    assert x.VM.get_memory_dynamic_min(ref) == str(300 * MIB) == x.VM.get_memory_static_max(ref)
+    r = xe(d, "vm-memory-limits-set", "vm=xe-memory", "static-min=1GiB", "static-max=256MiB",
+           "dynamic-min=64MiB", "dynamic-max=128MiB")
+    assert r.returncode == 1 and r.stderr.startswith("The dynamic memory range does not satisfy")
+    ok(xe(d, "vm-destroy", f"uuid={x.VM.get_uuid(ref)}"))

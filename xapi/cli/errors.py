@@ -74,6 +74,19 @@ DOCS: dict[str, tuple[tuple[str, ...], str]] = {
     "CANNOT_RESET_CONTROL_DOMAIN": (("vm",), "The power-state of a control domain cannot be reset."),
     "HOST_NOT_ENOUGH_FREE_MEMORY": (("needed", "available"), "Not enough server memory is available to perform "
                                     "this operation."),
+    "MEMORY_CONSTRAINT_VIOLATION": (("constraint",), "The dynamic memory range does not satisfy the following "
+                                    "constraint."),
+    "MEMORY_CONSTRAINT_VIOLATION_ORDER": ((), "The dynamic memory range violates constraint static_min <= "
+                                          "dynamic_min <= dynamic_max <= static_max."),
+    "MEMORY_CONSTRAINT_VIOLATION_MAXPIN": (("reason",), "The dynamic memory range violates constraint static_min "
+                                           "= dynamic_min = dynamic_max = static_max."),
+    "VM_NO_SUSPEND_SR": (("vm",), "This VM does not have a suspend SR specified."),
+    "VM_REQUIRES_VDI": (("vm", "vdi"), "VM cannot be started because it requires a VDI which cannot be attached"),
+    "VM_MEMORY_SIZE_TOO_LOW": (("vm",), "The specified VM has too little memory to be started."),
+    "VM_TO_IMPORT_IS_NOT_NEWER_VERSION": (("vm", "existing_version", "version_to_import"),
+                                          "The VM cannot be imported unforced because it is either the same "
+                                          "version or an older version of an existing VM."),
+    "DUPLICATE_VM": (("vm",), "Cannot restore this VM because it would create a duplicate"),
     "ONLY_PROVISION_TEMPLATE": ((), "The provision call can only be invoked on templates, not regular VMs."),
     "PROVISION_FAILED_OUT_OF_SPACE": ((), "The provision call failed because it ran out of space."),
     # devices

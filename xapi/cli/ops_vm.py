@@ -367,3 +367,62 @@ async def template_list(run) -> None:
 async def snapshot_list(run) -> None:
     run.args["is-a-snapshot"] = "true"
     await run.do_list("vm", VM)
+
+
+def _size_arg(run, name: str) -> str:
+    from xapi.cli.commands import parse_size
+    return str(parse_size(run.need(name)))
+
+
+@command("vm-memory-limits-set", reqd=("static-min", "static-max", "dynamic-min", "dynamic-max"), optn=SEL,
+         help="Sets the four memory limits of the selected halted VMs (bytes; KiB/MiB/GiB suffixes allowed).")
+async def vm_memory_limits_set(run) -> None:
+    limits = [_size_arg(run, n) for n in ("static-min", "static-max", "dynamic-min", "dynamic-max")]
+    await each_vm(run, ("static-min", "static-max", "dynamic-min", "dynamic-max"),
+                  lambda ref: run.call("VM.set_memory_limits", ref, *limits))
+
+
+@command("vm-memory-static-range-set", reqd=("min", "max"), optn=SEL,
+         help="Sets the static memory range of the selected halted VMs.")
+async def vm_memory_static_range_set(run) -> None:
+    lo, hi = _size_arg(run, "min"), _size_arg(run, "max")
+    await each_vm(run, ("min", "max"), lambda ref: run.call("VM.set_memory_static_range", ref, lo, hi))
+
+
+@command("vm-memory-dynamic-range-set", reqd=("min", "max"), optn=SEL,
+         help="Sets the dynamic memory range of the selected VMs.")
+async def vm_memory_dynamic_range_set(run) -> None:
+    lo, hi = _size_arg(run, "min"), _size_arg(run, "max")
+    await each_vm(run, ("min", "max"), lambda ref: run.call("VM.set_memory_dynamic_range", ref, lo, hi))
+
+
+@command("vm-memory-set", reqd=("memory",), optn=SEL,
+         help="Gives the selected VMs this much memory: every limit but static-min set to it.")
+async def vm_memory_set(run) -> None:
+    value = _size_arg(run, "memory")
+    await each_vm(run, ("memory",), lambda ref: run.call("VM.set_memory", ref, value))
+
+
+@command("vm-vif-list", optn=("params", *SEL), help="Lists the network devices of the selected VMs.")
+async def vm_vif_list(run) -> None:
+    vif_c = dm.CLASSES["VIF"]
+    fields = _fields(run, vif_c, run.args.get("params"), "uuid,device,MAC,network-uuid,network-name-label,"
+                                                         "vm-name-label")
+    run.flags.add("multiple")
+    rows = []
+    for vm in await run.select(VM, "vm", ("params",)):
+        for vif in await run.call("VM.get_VIFs", vm):
+            rows.append(await run.record_lines(vif_c, await run.call("VIF.get_record", vif), fields))
+    await run.print_records(rows)
+
+
+@command("cd-list", optn=("params",), help="Lists the CDs: the disks of the ISO libraries (content-type iso).")
+async def cd_list(run) -> None:
+    vdi_c = dm.CLASSES["VDI"]
+    fields = _fields(run, vdi_c, run.args.get("params"), "name-label,uuid")
+    rows = []
+    for sr, rec in (await run.call("SR.get_all_records")).items():
+        if rec["content_type"] == "iso":
+            for vdi in rec["VDIs"]:
+                rows.append(await run.record_lines(vdi_c, await run.call("VDI.get_record", vdi), fields))
+    await run.print_records(rows)
