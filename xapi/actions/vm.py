@@ -252,9 +252,9 @@ def home(app, rec: dict) -> str:
     return where if where not in (None, "", NULL_REF) and where in app.db.table("host") else app.host_ref
 
 
-async def sync(app, ref: str, host: str | None = None) -> None:
+async def sync(app, ref: str, host: str | None = None, memory: bool = True) -> None:
     """The VM's power state, domid, residence and metrics from the xenopsd of `host` (default: the
-    host it is resident on); that host's free memory."""
+    host it is resident on); that host's free memory (unless the caller refreshes it once for many)."""
     db = app.db
     vms = db.table("VM")
     if ref not in vms:
@@ -291,7 +291,8 @@ async def sync(app, ref: str, host: str | None = None) -> None:
     guest_metrics.update(db, ref, power, st.get("guest_agent"))
     if power in ("Halted", "Suspended") and vm_devices.holds_devices(db, ref):
         await vm_devices.release_vbds(app, ref)     # the domain is gone: so are its devices
-    await sync_host_memory(app, host)
+    if memory:
+        await sync_host_memory(app, host)
 
 
 async def sync_host_memory(app, host: str | None = None) -> None:
@@ -505,6 +506,7 @@ async def _watch_host(app, host: str) -> None:
                 await asyncio.sleep(1.0)
             continue
         last = got["last"]
+        synced = False
         for kind, vm_uuid in got["updates"]:
             if kind != "VM":
                 continue
@@ -513,8 +515,12 @@ async def _watch_host(app, host: str) -> None:
                     or by_uuid.get_field(refs[0], "resident_on") not in mine:
                 continue                # the running operation syncs when it ends; another host's VM
             with _quiet():
-                await sync(app, refs[0], host)
+                await sync(app, refs[0], host, memory=False)
                 refresh_allowed_operations(app.db, refs[0])
+                synced = True
+        if synced:
+            with _quiet():
+                await sync_host_memory(app, host)   # once for the whole batch
 
 
 def set_actions_after_crash(ctx, session, self, value):
