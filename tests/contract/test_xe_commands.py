@@ -337,6 +337,31 @@ def test_client_options(d):
     assert r.returncode == 1 and r.stderr.startswith("Authentication failed")
 
 
+def test_client_settings_from_rc_file_env_and_arguments(d, tmp_path):
+    """As xe: ~/.xe, then XE_EXTRA_ARGS, then the command line (server=, port=, username=, password=,
+    nossl= are client settings wherever they appear)."""
+    env = dict(os.environ, XAPI_SOCKET=os.path.join(d.data_dir, "no-such-socket"), HOME=str(tmp_path))
+    env.pop("XE_EXTRA_ARGS", None)
+    (tmp_path / ".xe").write_text(f"server=127.0.0.1\nport={d.https_port}\nusername=root\npassword={d.password}\n")
+
+    def run(*args, **more_env):
+        return subprocess.run([XE, *args], env=dict(env, **more_env), capture_output=True, text=True, timeout=30)
+
+    sel = ("vm-list", "is-control-domain=true", "params=uuid", "--minimal")
+    dom0 = ok(run(*sel))                                          # TLS from ~/.xe
+    assert len(dom0) == 36
+    r = run(*sel, XE_EXTRA_ARGS="password=wrong")                 # the environment beats the file
+    assert r.returncode == 1 and r.stderr.startswith("Authentication failed")
+    r = run(*sel, f"password={d.password}", XE_EXTRA_ARGS="password=wrong")
+    assert ok(r) == dom0                                          # the command line beats both
+    assert ok(run(*sel, f"port={d.http_port}", "nossl=true")) == dom0
+    r = run("vm-list", "port=99999")
+    assert r.returncode == 1 and "Port number must be an integer (0-65535)" in r.stderr
+    (tmp_path / "one-line").write_text("root\n")
+    r = run("vm-list", "-pwf", str(tmp_path / "one-line"))
+    assert r.returncode == 1 and "expecting username on the first line, password on the second line" in r.stderr
+
+
 def test_memory_commands(d, x):
     ref = new_vm(x, "xe-memory")
     ok(xe(d, "vm-memory-limits-set", "vm=xe-memory", "static-min=32MiB", "static-max=256MiB",

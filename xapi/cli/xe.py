@@ -106,44 +106,102 @@ class Usage(Exception):
     pass
 
 
-def parse_argv(argv: list[str]):
-    """Splits the client's own options from the command's arguments."""
-    opts = {"server": None, "port": None, "user": None, "password": None, "nossl": False, "debug": False}
+OPTION_KEYS = ("server", "port", "username", "password", "passwordfile", "nossl", "debug")
+SHORT = {"-s": "server", "-p": "port", "-u": "username", "-pw": "password", "-pwf": "passwordfile",
+         "-h": "server"}    # older xe spells -s as -h
+
+
+def _rc_options() -> list[tuple[str, str]]:
+    """~/.xe: key=value lines (server=, port=, username=, password=, passwordfile=, nossl=, debug=)."""
+    try:
+        with open(os.path.join(os.path.expanduser("~"), ".xe")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [tuple(ln.strip().split("=", 1)) for ln in lines if "=" in ln and not ln.lstrip().startswith("#")]
+
+
+def _extra_args() -> list[str]:
+    """XE_EXTRA_ARGS: comma-separated arguments (a comma inside one escaped as \\,)."""
+    text = os.environ.get("XE_EXTRA_ARGS", "")
+    out, cur, i = [], "", 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] == ",":
+            cur += ","
+            i += 2
+            continue
+        if text[i] == ",":
+            if cur:
+                out.append(cur)
+            cur = ""
+        else:
+            cur += text[i]
+        i += 1
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _set(opts, key: str, value: str) -> None:
+    if key == "port":
+        try:
+            port = int(value)
+            if not 0 <= port <= 65535:
+                raise ValueError(value)
+        except ValueError:
+            raise Usage("Port number must be an integer (0-65535)") from None
+        opts["port"] = port
+    elif key in ("nossl", "debug"):
+        opts[key] = value.strip().lower() == "true"
+    else:
+        opts[{"username": "user"}.get(key, key)] = value
+
+
+def _consume(opts, argv: list[str]) -> list[str]:
+    """Takes the client's options out of argv (-s host, --nossl, server=host...): the rest is the
+    command's."""
     rest: list[str] = []
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("-s", "-p", "-u", "-pw", "-pwf"):
+        if a in SHORT:
             if i + 1 >= len(argv):
                 raise Usage(f"option {a} needs a value")
-            v = argv[i + 1]
+            _set(opts, SHORT[a], argv[i + 1])
             i += 2
-            if a == "-s":
-                opts["server"] = v
-            elif a == "-p":
-                opts["port"] = int(v)
-            elif a == "-u":
-                opts["user"] = v
-            elif a == "-pw":
-                opts["password"] = v
-            else:
-                with open(v) as f:
-                    lines = f.read().splitlines()
-                if lines and opts["user"] is None and len(lines) > 1:
-                    opts["user"], opts["password"] = lines[0], lines[1]
-                elif lines:
-                    opts["password"] = lines[-1] if len(lines) == 1 else lines[1]
             continue
         if a == "--nossl":
             opts["nossl"] = True
         elif a == "--debug":
             opts["debug"] = True
-        elif a == "-h" and i + 1 < len(argv):     # older xe spells -s as -h
-            opts["server"] = argv[i + 1]
-            i += 1
+        elif "=" in a and a.split("=", 1)[0] in OPTION_KEYS:
+            _set(opts, *a.split("=", 1))
         else:
             rest.append(a)
         i += 1
+    return rest
+
+
+def parse_argv(argv: list[str]):
+    """The client's options and the command's arguments. As xe: the command line wins over
+    XE_EXTRA_ARGS, which wins over ~/.xe; a password file (-pwf) gives the user name and password."""
+    opts = {"server": None, "port": None, "user": None, "password": None, "passwordfile": None,
+            "nossl": False, "debug": False}
+    for key, value in _rc_options():
+        if key in OPTION_KEYS:
+            _set(opts, key, value)
+    extra = _consume(opts, _extra_args())
+    rest = _consume(opts, argv) + extra
+    if opts["passwordfile"]:
+        try:
+            with open(opts["passwordfile"]) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            raise Usage(f"Error opening password file '{opts['passwordfile']}'") from None
+        if len(lines) < 2:
+            raise Usage("Error: password file format: expecting username on the first line, password on the "
+                        "second line")
+        opts["user"], opts["password"] = lines[0], lines[1]
     return opts, rest
 
 
