@@ -69,6 +69,17 @@ def test_pool_migrate_checks(sim, x):
         assert failure(x.VM.pool_migrate, vm, h2, {}) == ["HOST_DISABLED", h2]
     finally:
         x.host.enable(h2)
+    # a disk on the coordinator's local SR, which the member cannot see
+    disky = new_vm(x, "local-disk")
+    sr = next(x.PBD.get_SR(p) for p in x.host.get_PBDs(h1) if not x.SR.get_shared(x.PBD.get_SR(p)))
+    vdi = x.VDI.create({"name_label": "local", "name_description": "", "SR": sr, "virtual_size": str(8 * MIB),
+                        "type": "user", "sharable": False, "read_only": False, "other_config": {}})
+    x.VBD.create({"VM": disky, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
+                  "empty": False, "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    x.VM.start_on(disky, h1, False, False)
+    assert failure(x.VM.pool_migrate, disky, h2, {}) == ["VM_REQUIRES_SR", disky, sr]
+    assert x.VM.get_resident_on(disky) == h1 and x.VM.get_current_operations(disky) == {}
+    x.VM.hard_shutdown(disky)
     free = int(x.host_metrics.get_memory_free(x.host.get_metrics(h2)))
     big = new_vm(x, "big", memory=(free // 2 + 64 * MIB) // MIB * MIB)
     filler = new_vm(x, "filler", memory=(free // 2 + 64 * MIB) // MIB * MIB)
