@@ -63,7 +63,12 @@ def test_pool_migrate_checks(sim, x):
     assert failure(x.VM.pool_migrate, vm, h2, {}) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
     x.VM.start_on(vm, h1, False, False)
     assert failure(x.VM.pool_migrate, vm, "OpaqueRef:nope", {}) == ["HANDLE_INVALID", "host", "OpaqueRef:nope"]
-    assert failure(x.VM.pool_migrate, vm, h1, {})[0] == "OPERATION_NOT_ALLOWED"
+    domid = x.VM.get_domid(vm)
+    x.VM.pool_migrate(vm, h1, {"live": "true"})    # localhost migration: a new domain, same host
+    assert x.VM.get_resident_on(vm) == h1 and x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_domid(vm) != domid
+    st = xenopsd(sim.coordinator, "VM.stat", x.VM.get_uuid(vm))["result"]
+    assert st["power_state"] == "Running" and str(st["domid"]) == x.VM.get_domid(vm)
     x.host.disable(h2)
     try:
         assert failure(x.VM.pool_migrate, vm, h2, {}) == ["HOST_DISABLED", h2]

@@ -17,7 +17,8 @@ the VM (VM.add), the source's streams it there (VM.migrate_send to the destinati
 the pool secret and the destination's pinned certificate) with progress on the task and cancel
 passed through; resident_on changes only once the destination runs it (as xapi, late), and the
 source's xenopsd forgets it. A failed or cancelled migration leaves the VM running on the source;
-transfer failures are VM_MIGRATE_FAILED [vm, source, destination, message].
+transfer failures are VM_MIGRATE_FAILED [vm, source, destination, message]. To the host it runs on,
+it is a localhost migration: that xenopsd's VM.migrate_local builds a new domain from the image.
 """
 from __future__ import annotations
 
@@ -111,11 +112,15 @@ async def pool_migrate(ctx, session, vm, host, options=None):
 
     async def body(rec, progress):
         source = vm_actions.home(app, rec)
-        if host == source:
-            # xapi would do a localhost migration; one xenopsd cannot both send and receive a VM here
-            raise XapiError("OPERATION_NOT_ALLOWED", "The VM is already running on this host")
         placement.assert_can_boot_here(app, vm, rec, host)
         vms = db.table("VM")
+        if host == source:              # localhost migration: a new domain on the same host
+            try:
+                await vm_actions.xenops_of(app, host).run("VM.migrate_local", rec["uuid"], on_progress=progress)
+            except XenopsError as e:
+                raise _migrate_error(e, vm, source, host, task_ref) from None
+            await vm_actions.sync(app, vm, host)
+            return
         src, dst = vm_actions.xenops_of(app, source), vm_actions.xenops_of(app, host)
         uuid = rec["uuid"]
         port = app.config.https_port

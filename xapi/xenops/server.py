@@ -787,6 +787,38 @@ class Xenopsd:
             self._destroy(vm)               # the destination acknowledged: its domain runs
         return self._spawn(f"VM.migrate_send {vm_id}", vm, body)
 
+    def vm_migrate_local(self, vm_id: str) -> str:
+        """Localhost migration: a new domain built here from the VM's checked image, then the old one
+        destroyed (memory for both is needed meanwhile, as in xenopsd)."""
+        vm = self._vm(vm_id)
+
+        async def body(task):
+            self._require(vm, ("Running", "Paused"), "running")
+            was_paused = self._power(vm) == "Paused"
+            info = image.loads(self._migration_image(vm))
+            old = vm.domid
+            if not was_paused:
+                self.hv.domain_pause(old)
+            try:
+                await self._build(vm, task, True)
+            except BaseException:
+                vm.domid = old                  # the old domain carries on
+                if not was_paused:
+                    with contextlib.suppress(Exception):
+                        self.hv.domain_unpause(old)
+                raise
+            new, vm.domid = vm.domid, old
+            self._destroy(vm)
+            vm.domid = new
+            vm.start_time = float(info.state.get("start_time") or vm.start_time)
+            if self.store is not None:
+                with contextlib.suppress(Exception):
+                    for k, v in (info.state.get("guest_agent") or {}).items():
+                        self.store.write(f"/local/domain/{new}/{k}", v)
+            if not was_paused:
+                self.hv.domain_unpause(new)
+        return self._spawn(f"VM.migrate_local {vm_id}", vm, body)
+
     def vm_receive(self, vm_id: str, data: str) -> str:
         """Builds the VM's domain from a migration image (base64); VM.add gave its configuration."""
         vm = self._vm(vm_id)
@@ -882,6 +914,7 @@ _METHODS = {
     "VM.restore": Xenopsd.vm_restore,
     "VM.migrate_send": Xenopsd.vm_migrate_send,
     "VM.receive": Xenopsd.vm_receive,
+    "VM.migrate_local": Xenopsd.vm_migrate_local,
     "HOST.stat": Xenopsd.host_stat_async,
     "HOST.stats": Xenopsd.host_stats_async,
     "TASK.stat": Xenopsd.task_stat,
