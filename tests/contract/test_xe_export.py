@@ -109,3 +109,19 @@ def test_export_errors(d, source, tmp_path):
     assert r.returncode == 1 and "does not exist" in r.stderr
     r = xe(d, "vm-import", f"filename={tmp_path / 'x.xva'}", "--dry-run")
     assert r.returncode == 1 and "Only metadata import function support dry-run" in r.stderr
+
+
+def test_template_export(d, source, tmp_path):
+    uuid, data = source
+    template = ok(xe(d, "vm-clone", f"uuid={uuid}", "new-name-label=xe-export-template"))
+    ok(xe(d, "vm-param-set", f"uuid={template}", "is-a-template=true"))
+    xva = tmp_path / "template.xva"
+    assert ok(xe(d, "template-export", f"template-uuid={template}", f"filename={xva}")) == "Export succeeded"
+    new = ok(xe(d, "vm-import", f"filename={xva}"))
+    assert ok(xe(d, "vm-param-get", f"uuid={new}", "param-name=is-a-template")) == "true"
+    assert disk_of(d, new, tmp_path) == data
+    r = xe(d, "template-export", f"template-uuid={uuid}", f"filename={tmp_path / 'not.xva'}")
+    assert r.returncode == 1 and f"{uuid} is not a VM template" in r.stderr
+    for t in (new, template):
+        ok(xe(d, "vm-param-set", f"uuid={t}", "is-a-template=false"))
+        ok(xe(d, "vm-uninstall", f"uuid={t}", "--force"))

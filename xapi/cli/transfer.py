@@ -167,6 +167,33 @@ async def vm_export(run) -> None:
                          op, include_templates=True)
 
 
+async def _export_one(run, kind: str, key: str) -> None:
+    """template-export / snapshot-export-to-template: one VM by uuid, which must be of that kind."""
+    vm = await run.call("VM.get_by_uuid", run.args[key])
+    flag = "VM.get_is_a_template" if kind == "template" else "VM.get_is_a_snapshot"
+    if not await run.call(flag, vm):
+        raise CliError(f"This operation can only be performed on a VM {kind}. {run.args[key]} is not a VM {kind}.")
+    filename = run.args["filename"]
+    compress = run.args.get("compress", "false").lower()
+    q = {"ref": vm, "use_compression": "gzip" if compress == "true" else compress,
+         "preserve_power_state": "false", "export_snapshots": "false"}
+    await track(run, xe.HTTP_GET, filename, "/export", q, "Export of VM")
+    if filename:
+        await run.out("print", "Export succeeded")
+
+
+@command("template-export", reqd=("template-uuid", "filename"), optn=("compress",),
+         help="Writes the template (its metadata and disks, as an XVA) into a new local file.")
+async def template_export(run) -> None:
+    await _export_one(run, "template", "template-uuid")
+
+
+@command("snapshot-export-to-template", reqd=("snapshot-uuid", "filename"), optn=("compress",),
+         help="Writes the snapshot as a template (an XVA) into a new local file.")
+async def snapshot_export(run) -> None:
+    await _export_one(run, "snapshot", "snapshot-uuid")
+
+
 @command("vm-import", reqd=("filename",), optn=("sr-uuid", "preserve", "force", "metadata", "dry-run"),
          help="Creates the VMs of a local XVA file (into sr-uuid or the pool's default SR); prints their "
               "uuids. preserve=true keeps their MAC addresses and identity.")
