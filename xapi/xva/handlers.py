@@ -17,7 +17,9 @@ that isn't the tar header of ova.xml is taken for zstd when it has zstd's magic,
 task's result is the new VM refs as an XML-RPC array (xapi's API.rpc_of_ref_VM_set). Errors, on the
 task: IMPORT_ERROR_PREMATURE_EOF (the archive ends early), IMPORT_ERROR_GENERIC (a bad checksum, a
 malformed archive), IMPORT_ERROR_UNEXPECTED_FILE [ova.xml, name], IMPORT_INCOMPATIBLE_VERSION,
-SR_FULL and the other errors of VDI.create. Whatever was created is destroyed again on failure.
+SR_FULL and the other errors of VDI.create. Whatever was created is destroyed again on failure. As
+in xapi, the reply (200, Task-Id) goes out once the SR is known, before the body is read: from then
+on the outcome is on the task only. `/export/` and `/import/` (Xen Orchestra's paths) work too.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from xapi.actions import vm as vm_actions
 from xapi.datamodel.errors import XapiError
 from xapi.server.handlers import HttpError
 from xapi.sm import transfer, vhd
+from xapi.tasks import value_text
 from xapi.xva import chunks, export, ovaxml, tar
 from xapi.xva.importer import Importer, assert_compatible, non_cdrom_vdis
 
@@ -46,8 +49,9 @@ _run = transfer._run
 
 
 def register(routes) -> None:
-    routes.add("GET", "/export", export_vm, action="get_export", task="VM.export")
-    routes.add("PUT", "/import", import_vm, action="put_import", task="VM.import")
+    for slash in ("", "/"):         # Xen Orchestra asks for /export/ and /import/
+        routes.add("GET", "/export" + slash, export_vm, action="get_export", task="VM.export")
+        routes.add("PUT", "/import" + slash, import_vm, action="put_import", task="VM.import")
 
 
 def _flag(request, name: str) -> bool:
@@ -526,7 +530,64 @@ async def import_vm(request, response):
     app = request.app
     sr = _sr_of(request)
     restore, force = _flag(request, "restore"), _flag(request, "force")
-    request.progress(0.0)
+    # as xapi: the answer (200 and the task) goes out before the body is read; from here on the
+    # outcome is the task's. Clients probe with an empty body (Xen Orchestra) or close the connection
+    # once the archive is sent (xe, after the answer; Xen Orchestra, without reading it).
+    task, own = request.task, request._own_task
+    headers = [("Content-Type", "application/octet-stream")]
+    if task:
+        headers.append(("Task-Id", task))
+    # no length: the reply ends with the connection, once the import is done (clients that wait for
+    # its end, as Xen Orchestra's, go on sending meanwhile)
+    response.start(200, headers, close=True)
+    await response.write(b"")               # the head goes out now
+    # so the import runs on (reading what the client sent) when the connection goes: a job of its
+    # own that settles the task, which the framework no longer sees; task.cancel reaches the job
+    request.task = None
+    job = asyncio.ensure_future(_import_job(request, task, own, sr, restore, force))
+    if task:
+        app.tasks.running[task] = job
+    return await asyncio.shield(job)
+
+
+def _progress(app, task):
+    def set_progress(value: float) -> None:
+        table = app.db.table("task")
+        if task and task in table and table.get_field(task, "status") == "pending":
+            table.set_field(task, "progress", max(0.0, min(1.0, float(value))))
+            app.hub.poke()
+    return set_progress
+
+
+async def _import_job(request, task, own: bool, sr: str, restore: bool, force: bool):
+    app = request.app
+    tasks = app.tasks
+    try:
+        vms = await _import(request, task, sr, restore, force)
+        outcome = ("success", value_text(vms), ())
+    except asyncio.CancelledError:
+        outcome = ("cancelled", "", ("TASK_CANCELLED", task))
+    except XapiError as e:
+        outcome = ("failure", "", tuple(e.description))
+    except Exception as e:  # noqa: BLE001 - a bug fails the task, never the daemon
+        log.exception("import failed")
+        outcome = ("failure", "", ("INTERNAL_ERROR", f"{type(e).__name__}: {e}"))
+    finally:
+        if task and tasks.running.get(task) is asyncio.current_task():
+            tasks.running.pop(task, None)
+    if task and task in tasks.table and tasks.table.get_field(task, "status") in ("pending", "cancelling"):
+        status, result, error = outcome
+        tasks._settle(task, status, result=result, error=list(error))
+        if own:
+            tasks.destroy(task)             # as the framework does with the tasks it makes
+    app.hub.poke()
+    return None
+
+
+async def _import(request, task, sr: str, restore: bool, force: bool) -> list:
+    app = request.app
+    progress = _progress(app, task)
+    progress(0.0)
     source = None
     importer = None
     disks = None
@@ -547,7 +608,7 @@ async def import_vm(request, response):
                 raise XapiError("IMPORT_ERROR_UNEXPECTED_FILE", ovaxml.FILENAME, name)
             header = ovaxml.loads(xml)
             assert_compatible(header.version)
-            importer = Importer(request, request.session, sr, request.task, restore, force)
+            importer = Importer(request, request.session, sr, task, restore, force)
             await importer.run(header)
             objs = header.by_id()
             ids = [i for i in non_cdrom_vdis(header) if i in importer.table]
@@ -564,7 +625,7 @@ async def import_vm(request, response):
                         await writer.add(w)
                         done = (before[w.disk] + w.offset + len(w.data)) / total * 0.99
                         if done - shown >= 0.01:    # a database write and an event: not per chunk
-                            request.progress(done)
+                            progress(done)
                             shown = done
                     if receiver.done:
                         break
@@ -601,9 +662,5 @@ async def import_vm(request, response):
         if source is not None:
             source.close()
     importer.complete()
-    headers = [("Content-Type", "application/octet-stream")]
-    if request.task:
-        headers.append(("Task-Id", request.task))
-    response.start(200, headers, length=0, close=True)
-    request.progress(1.0)
+    progress(1.0)
     return importer.vms
