@@ -584,12 +584,19 @@ def xcpng_archive(disk, xapi_version=("24", "10")):
            "name_description": "", "allowed_operations": [], "current_operations": {}, "VIFs": ["Ref:3"], "PIFs": [],
            "MTU": "1500", "other_config": {}, "bridge": "xenbr0", "managed": True, "blobs": {}, "tags": [],
            "default_locking_mode": "unlocked", "assigned_ips": {}, "purpose": []}
+    vif2 = dict(vif, uuid="8a4f3e2d-0000-4000-8000-000000000006", device="1", network="Ref:8",
+                MAC="12:34:56:78:9a:bd")
+    net2 = dict(net, uuid="8a4f3e2d-0000-4000-8000-000000000008", name_label="backup-net", bridge="br-backup",
+                VIFs=["Ref:7"])
+    vm["VIFs"] = ["Ref:3", "Ref:7"]
     header = {"version": {"hostname": "xcp-ng-host", "date": "2024-10-01", "product_version": "8.3.0",
                           "product_brand": "XCP-ng", "build_number": "release/yangtze/master/8", "xapi_major": xapi_version[0],
                           "xapi_minor": xapi_version[1], "export_vsn": "2"},
               "objects": [{"class": "VM", "id": "Ref:0", "snapshot": vm},
                           {"class": "VBD", "id": "Ref:1", "snapshot": vbd},
                           {"class": "VIF", "id": "Ref:3", "snapshot": vif},
+                          {"class": "VIF", "id": "Ref:7", "snapshot": vif2},
+                          {"class": "network", "id": "Ref:8", "snapshot": net2},
                           {"class": "network", "id": "Ref:5", "snapshot": net},
                           {"class": "VDI", "id": "Ref:2", "snapshot": vdi},
                           {"class": "SR", "id": "Ref:4", "snapshot": sr}]}
@@ -610,6 +617,7 @@ def xcpng_archive(disk, xapi_version=("24", "10")):
 def test_xcp_ng_archive_imports(d, x, sid, sr):
     disk = disk_data(5, {1, 2})
     body = xcpng_archive(disk)
+    nets = x.network.get_all_records()
     task = x.task.create("import", "")
     assert import_(d, f"session_id={sid}&task_id={task}&sr_uuid={x.SR.get_uuid(sr)}", body) == 200
     st, err, result = task_outcome(x, task)
@@ -626,10 +634,19 @@ def test_xcp_ng_archive_imports(d, x, sid, sr):
         assert x.VDI.get_name_label(vdi) == "xcp-disk"
         got = get_raw(d, sid, vdi)      # the SR rounds 5 MiB up to whole 2 MiB VHD blocks
         assert got[:len(disk)] == disk and not any(got[len(disk):])
-        (vif,) = rec["VIFs"]
+        (vif,) = [v for v in rec["VIFs"] if x.VIF.get_device(v) == "0"]
         assert x.VIF.get_MAC(vif) == "12:34:56:78:9a:bc"
+        # networks are matched by name (the management network's), as xapi does; else made
+        (management,) = [r for r, n in nets.items() if n["bridge"] == "xenbr0"]
+        assert x.VIF.get_network(vif) == management
+        (made,) = set(x.network.get_all()) - set(nets)
+        assert x.network.get_name_label(made) == "backup-net" and x.network.get_bridge(made) == "br-backup"
+        assert x.network.get_other_config(made)["import_task"] == task
+        assert x.VIF.get_device(x.network.get_VIFs(made)[0]) == "1"
     finally:
         _destroy_vm(x, new)
+        for n in set(x.network.get_all()) - set(nets):
+            x.network.destroy(n)
 
 
 def test_archive_from_a_newer_xapi_is_refused(d, x, sid, sr):

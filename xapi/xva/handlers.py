@@ -230,7 +230,8 @@ async def export_vm(request, response):
         for i, (prefix, vdi, size) in enumerate(disks):
             att = transfer._Attached(request, vdi, "export", False)
             att.dp = f"{att.dp}/{i}"
-            async with att as info:
+            info = await _attach(att)
+            try:
                 disk = transfer._open(info, False)
                 nchunks = chunks.count(size)
                 offsets = list(range(0, size, BATCH))
@@ -253,6 +254,8 @@ async def export_vm(request, response):
                         if nxt.done() and not nxt.cancelled():
                             nxt.exception()
                     disk.close()
+            finally:
+                await _uncancelled(att._release())
             done += size
         await sink.write(tar.END)
         await sink.close()
@@ -422,6 +425,29 @@ async def _open_source(request) -> _Source:
     return _GunzipSource(request, first)
 
 
+async def _uncancelled(coro):
+    """Runs coro to its end even when the caller is cancelled meanwhile (an attach or a release
+    stopped half-way leaves the VDI in use); the cancellation goes on afterwards."""
+    fut = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        raise
+
+
+async def _attach(att) -> dict:
+    """att (transfer._Attached) attached and activated; released again if the caller is cancelled."""
+    fut = asyncio.ensure_future(att.__aenter__())
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        if not fut.cancelled() and fut.exception() is None:
+            await _uncancelled(att._release())
+        raise
+
+
 class _Disks:
     """The VDI being written: attached on demand, released when the stream moves on."""
 
@@ -437,7 +463,7 @@ class _Disks:
             await self.release()
             att = transfer._Attached(self.request, self.refs[i], "import", True)
             att.dp = f"{att.dp}/{i}"
-            info = await att.__aenter__()
+            info = await _attach(att)
             self.att = att
             try:
                 self.disk = transfer._open(info, True)
@@ -459,7 +485,7 @@ class _Disks:
                     disk.close()
         finally:
             if att is not None:
-                await att._release()
+                await _uncancelled(att._release())
 
 
 def _apply(disk, batch: list, force: bool) -> None:

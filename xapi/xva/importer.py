@@ -15,6 +15,7 @@ force).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid as _uuid
 
@@ -175,12 +176,20 @@ class Importer:
         record.setdefault("read_only", False)
         record.setdefault("other_config", {})
         record.update(SR=self.sr, sm_config=sm_config)
-        ref = await vdi_actions.create(self.ctx, self.session, record)
+        # a cancellation waits for the driver: the VDI it makes must be known to be undone
+        fut = asyncio.ensure_future(vdi_actions.create(self.ctx, self.session, record))
+        try:
+            await asyncio.shield(fut)
+        finally:
+            if not fut.done():
+                await asyncio.wait([fut])
+            if not fut.cancelled() and fut.exception() is None:
+                ref = fut.result()
 
-        async def undo(ref=ref):
-            await vdi_actions.destroy(self.ctx, self.session, ref)
-        self.cleanup.append(undo)
-        self.table[o.id] = ref
+                async def undo(ref=ref):
+                    await vdi_actions.destroy(self.ctx, self.session, ref)
+                self.cleanup.append(undo)
+                self.table[o.id] = ref
 
     def _guest_metrics(self, o) -> None:
         fields = dm.CLASSES["VM_guest_metrics"].fields
