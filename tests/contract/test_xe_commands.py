@@ -97,8 +97,21 @@ def test_selectors_and_multiple(d, x):
     assert all(x.VM.get_power_state(v) == "Running" for v in refs)
     ok(xe(d, "vm-shutdown", "name-description=xe-multi", "power-state=running", "--multiple", "--force"))
     assert all(x.VM.get_power_state(v) == "Halted" for v in refs)
+    # with --multiple every VM is tried; the failures are listed at the end
+    ok(xe(d, "vm-start", f"uuid={x.VM.get_uuid(refs[0])}"))
+    r = xe(d, "vm-start", "name-description=xe-multi", "--multiple")
+    assert r.returncode == 1
+    assert r.stdout.startswith(f"operation failed on {x.VM.get_uuid(refs[0])}: You attempted an operation on a VM")
+    assert all(x.VM.get_power_state(v) == "Running" for v in refs)
+    ok(xe(d, "vm-shutdown", "name-description=xe-multi", "--multiple", "--force"))
+    # a selection that finds nothing is xapi's failwith: an internal error with its message
     r = xe(d, "vm-start", "vm=no-such-vm")
-    assert r.returncode == 1 and r.stderr.strip() == "No matching VMs found"
+    assert r.returncode == 1 and r.stderr.splitlines()[-1] == "message: Failure: No matching VMs found"
+    assert r.stderr.startswith("The server failed to handle your request, due to an internal error.")
+    dom0 = ok(xe(d, "vm-list", "is-control-domain=true", "params=uuid", "--minimal"))
+    r = xe(d, "vm-destroy", f"uuid={dom0}")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[1:] == ["reason: You cannot destroy a control domain via the CLI"]
     # the control domain and templates are never selected by default
     r = xe(d, "vm-shutdown", "name-label=Control domain on host: vm")
     assert r.returncode == 1 and "No matching VMs found" in r.stderr

@@ -29,6 +29,20 @@ class CliError(Exception):
     """A failure the CLI reports in its own words (xapi's Cli_failure)."""
 
 
+class CliFailure(CliError):
+    """A failure xe words itself, printed as `Error: <message>` (xapi's Cli_util.Cli_failure). A
+    plain CliError is what xapi's commands raise with failwith: xe prints it as an INTERNAL_ERROR whose
+    message is `Failure: <message>`."""
+
+
+class MultipleFailure(Exception):
+    """Some of the objects of a --multiple operation failed: (uuid, message) of each."""
+
+    def __init__(self, failures: list[tuple[str, str]]) -> None:
+        super().__init__(failures)
+        self.failures = failures
+
+
 class ParamNotFound(CliError):
     """A required parameter is missing (xapi's Cli_frontend.ParamNotFound)."""
 
@@ -254,12 +268,34 @@ class Run:
         refs = await self.filter(c, recs, filters)
         if prefix in self.args:
             v = self.args[prefix]
-            refs = [r for r in refs if recs[r].get("uuid") == v or recs[r].get("name_label") == v]
+            names = ("uuid", "name_label", "hostname") if prefix == "host" else ("uuid", "name_label")
+            refs = [r for r in refs if any(recs[r].get(n) == v for n in names)]
         if not refs:
             raise CliError(f"No matching {c.name}s found")
         if len(refs) > 1 and not self.flag("multiple"):
-            raise CliError(f"Multiple matches {c.name}s found. --multiple required to complete the operation")
+            what = "matches VMs" if prefix == "vm" else f"matching {c.name}s"
+            raise CliError(f"Multiple {what} found. --multiple required to complete the operation")
         return refs
+
+    async def each(self, c: dm.Class, prefix: str, own, op, **kw) -> None:
+        """op(ref) on each selected object; with several, every one is tried and the failures are
+        reported together at the end (xapi's do_multiple)."""
+        refs = await self.select(c, prefix, own, **kw)
+        if len(refs) == 1:
+            await op(refs[0])
+            return
+        failures = []
+        for ref in refs:
+            try:
+                await op(ref)
+            except XapiError as e:
+                text = cli_errors.lines(e.code, list(e.params))
+                failures.append((await self.uuid_of(c.name, ref),
+                                 "\n".join(text) if text else f"{e.code}: [ {'; '.join(e.params)} ]"))
+            except CliError as e:
+                failures.append((await self.uuid_of(c.name, ref), str(e)))
+        if failures:
+            raise MultipleFailure(failures)
 
     def flag(self, name: str) -> bool:
         """--name, or name=true (xe turns --name into name=true)."""

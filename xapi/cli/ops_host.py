@@ -12,8 +12,7 @@ SEL = (HOST_SELECTORS, "multiple")
 
 
 async def each_host(run, own, op) -> None:
-    for ref in await run.select(HOST, "host", own):
-        await op(ref)
+    await run.each(HOST, "host", own, op)
 
 
 @command("host-enable", optn=SEL, help="Enables the selected hosts: new VMs may start on them again.")

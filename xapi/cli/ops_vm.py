@@ -6,17 +6,17 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from xapi import datamodel as dm
-from xapi.cli.commands import CliError, ParamNotFound
+from xapi.cli.commands import CliError, CliFailure, ParamNotFound
 from xapi.cli.cmdtable import VM_SELECTORS, command
 
 VM = dm.CLASSES["VM"]
 NULL = "OpaqueRef:NULL"
 SEL = (VM_SELECTORS, "multiple")
+ANY_VM = {"include_templates": True, "include_control": True}     # the memory commands take these too
 
 
 async def each_vm(run, own, op, **kw) -> None:
-    for ref in await run.select(VM, "vm", own, **kw):
-        await op(ref)
+    await run.each(VM, "vm", own, op, **kw)
 
 
 async def host_arg(run, value: str) -> str:
@@ -167,7 +167,11 @@ async def snapshot_revert(run) -> None:
 
 @command("vm-destroy", reqd=("uuid",), help="Removes the VM's record; its disks stay (see vm-uninstall).")
 async def vm_destroy(run) -> None:
-    await run.call("VM.destroy", await run.call("VM.get_by_uuid", run.args["uuid"]))
+    from xapi.datamodel.errors import XapiError
+    vm = await run.call("VM.get_by_uuid", run.args["uuid"])
+    if await run.call("VM.get_is_control_domain", vm):
+        raise XapiError("OPERATION_NOT_ALLOWED", "You cannot destroy a control domain via the CLI")
+    await run.call("VM.destroy", vm)
 
 
 async def _owned_vdis(run, vm: str) -> list[str]:
@@ -241,7 +245,7 @@ async def vm_install(run) -> None:
             sr = NULL
     disks = recs[template]["other_config"].get("disks")
     if disks and sr == NULL:
-        raise CliError("No SR specified and Pool default SR is null")
+        raise CliFailure("No SR specified and Pool default SR is null")
     new = await run.call("VM.clone", template, name)
     if disks:
         await run.call("VM.remove_from_other_config", new, "disks")
@@ -379,28 +383,30 @@ def _size_arg(run, name: str) -> str:
 async def vm_memory_limits_set(run) -> None:
     limits = [_size_arg(run, n) for n in ("static-min", "static-max", "dynamic-min", "dynamic-max")]
     await each_vm(run, ("static-min", "static-max", "dynamic-min", "dynamic-max"),
-                  lambda ref: run.call("VM.set_memory_limits", ref, *limits))
+                  lambda ref: run.call("VM.set_memory_limits", ref, *limits), **ANY_VM)
 
 
 @command("vm-memory-static-range-set", reqd=("min", "max"), optn=SEL,
          help="Sets the static memory range of the selected halted VMs.")
 async def vm_memory_static_range_set(run) -> None:
     lo, hi = _size_arg(run, "min"), _size_arg(run, "max")
-    await each_vm(run, ("min", "max"), lambda ref: run.call("VM.set_memory_static_range", ref, lo, hi))
+    await each_vm(run, ("min", "max"), lambda ref: run.call("VM.set_memory_static_range", ref, lo, hi),
+                  **ANY_VM)
 
 
 @command("vm-memory-dynamic-range-set", reqd=("min", "max"), optn=SEL,
          help="Sets the dynamic memory range of the selected VMs.")
 async def vm_memory_dynamic_range_set(run) -> None:
     lo, hi = _size_arg(run, "min"), _size_arg(run, "max")
-    await each_vm(run, ("min", "max"), lambda ref: run.call("VM.set_memory_dynamic_range", ref, lo, hi))
+    await each_vm(run, ("min", "max"), lambda ref: run.call("VM.set_memory_dynamic_range", ref, lo, hi),
+                  **ANY_VM)
 
 
 @command("vm-memory-set", reqd=("memory",), optn=SEL,
          help="Gives the selected VMs this much memory: every limit but static-min set to it.")
 async def vm_memory_set(run) -> None:
     value = _size_arg(run, "memory")
-    await each_vm(run, ("memory",), lambda ref: run.call("VM.set_memory", ref, value))
+    await each_vm(run, ("memory",), lambda ref: run.call("VM.set_memory", ref, value), **ANY_VM)
 
 
 @command("vm-vif-list", optn=("params", *SEL), help="Lists the network devices of the selected VMs.")

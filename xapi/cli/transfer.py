@@ -15,7 +15,7 @@ import time
 import urllib.parse
 
 from xapi.cli import xe
-from xapi.cli.commands import CliError, ExitWithError
+from xapi.cli.commands import CliError, CliFailure, ExitWithError
 from xapi.cli.cmdtable import VM_SELECTORS, command
 from xapi.datamodel.errors import XapiError
 
@@ -204,7 +204,7 @@ async def vm_import(run) -> None:
         pool = (await run.call("pool.get_all"))[0]
         sr = await run.call("pool.get_default_SR", pool)
         if sr not in await run.call("SR.get_all"):
-            raise CliError("No SR specified and Pool default SR is null")
+            raise CliFailure("No SR specified and Pool default SR is null")
     metadata, dry_run = run.flag("metadata"), run.flag("dry-run")
     if dry_run and not metadata:
         await run.out("stderr", "Only metadata import function support dry-run\n")
