@@ -76,6 +76,15 @@ def test_lifecycle(d, x, mode):
     assert ok(xe(d, "vm-list", f"uuid={uuid}", "--minimal")) == ""
 
 
+def test_vm_create(d, x):
+    uuid = ok(xe(d, "vm-create", "name-label=xe-created", "name-description=empty", mode="http"))
+    rec = x.VM.get_record(x.VM.get_by_uuid(uuid))
+    assert (rec["name_label"], rec["name_description"], rec["power_state"]) == ("xe-created", "empty", "Halted")
+    assert rec["memory_static_max"] == str(256 * MIB) and rec["memory_dynamic_min"] == str(128 * MIB)
+    assert rec["VCPUs_max"] == "1" and rec["VBDs"] == []
+    ok(xe(d, "vm-destroy", f"uuid={uuid}"))
+
+
 def test_power_state_error_as_xe_prints_it(d, x):
     ref = new_vm(x, "xe-twice")
     uuid = x.VM.get_uuid(ref)

@@ -432,3 +432,20 @@ async def cd_list(run) -> None:
             for vdi in rec["VDIs"]:
                 rows.append(await run.record_lines(vdi_c, await run.call("VDI.get_record", vdi), fields))
     await run.print_records(rows)
+
+
+@command("vm-create", reqd=("name-label",), optn=("name-description",),
+         help="Creates an empty halted VM (256 MiB, 128 MiB dynamic minimum, one vCPU, no disks); prints its "
+              "uuid.")
+async def vm_create(run) -> None:
+    mib = 1 << 20
+    hi, lo = str(256 * mib), str(128 * mib)
+    ref = await run.call("VM.create", {
+        "name_label": run.args["name-label"], "name_description": run.args.get("name-description", ""),
+        "user_version": "0", "is_a_template": False, "affinity": NULL, "memory_static_max": hi,
+        "memory_dynamic_max": hi, "memory_dynamic_min": lo, "memory_static_min": lo, "VCPUs_params": {},
+        "VCPUs_max": "1", "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy",
+        "actions_after_reboot": "restart", "actions_after_crash": "destroy", "PV_bootloader": "", "PV_kernel": "",
+        "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "",
+        "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {}, "recommendations": ""})
+    await run.out("print", await run.uuid_of("VM", ref))
