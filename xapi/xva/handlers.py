@@ -2,7 +2,7 @@
 handlers; the URL parameters are xapi's).
 
 Export: `ref=` or `uuid=` names the VM (HANDLE_INVALID / UUID_INVALID); `use_compression=true|gzip`
-gzips the stream, `zstd` compresses it with zstd (the `zstd` program, in a subprocess), anything else
+gzips the stream, `zstd` compresses it with zstd (xapi.xva.compression), anything else
 means none, as xapi; `preserve_power_state=true` keeps a suspended VM's state and suspend disk. The VM
 must allow `export` (Halted or Suspended: VM_BAD_POWER_STATE otherwise, OTHER_OPERATION_IN_PROGRESS...),
 and holds `export` in current_operations meanwhile. The reply is 200 with Task-Id and
@@ -24,26 +24,20 @@ on the outcome is on the task only. `/export/` and `/import/` (Xen Orchestra's p
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import shutil
-import zlib
 
 from xapi.actions import vm as vm_actions
 from xapi.datamodel.errors import XapiError
 from xapi.server.handlers import HttpError
 from xapi.sm import transfer, vhd
 from xapi.tasks import value_text
-from xapi.xva import chunks, export, ovaxml, tar
+from xapi.xva import chunks, compression, export, ovaxml, tar
 from xapi.xva.importer import Importer, assert_compatible, non_cdrom_vdis
 
 log = logging.getLogger("xapi.xva")
 
 BATCH = 8 * chunks.CHUNK            # what one pool call reads and encodes
-PIECE = 1 << 20                     # body pieces read (and decompressed output bounded) at a time
-GZIP_LEVEL = 1                      # fast: an export is bound by CPU otherwise
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _is_zero = transfer._is_zero
 _run = transfer._run
 
@@ -76,103 +70,13 @@ def _vm_of(request) -> str:
     return found[0]
 
 
-def _compression(request) -> str | None:
+def _codec(request) -> str | None:
     value = request.query.get("use_compression")
     if value in ("true", "gzip"):
         return "gzip"
     if value == "zstd":
         return "zstd"
     return None
-
-
-class _Plain:
-    def __init__(self, response) -> None:
-        self.response = response
-
-    async def write(self, data) -> None:
-        await self.response.write(data)
-
-    async def close(self) -> None:
-        pass
-
-
-def _gzip_member(data) -> bytes:
-    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return z.compress(data) + z.flush()
-
-
-class _Gzip(_Plain):
-    """Each write becomes a gzip member of its own (a gzip file may hold several, RFC 1952; gzip -d,
-    zlib's readers and xapi's import read them all), so that two compress at once in the pool; they
-    go out in order."""
-
-    DEPTH = 2
-
-    def __init__(self, response) -> None:
-        super().__init__(response)
-        self.queue: collections.deque = collections.deque()
-
-    async def write(self, data) -> None:
-        self.queue.append(asyncio.ensure_future(_run(_gzip_member, data)))
-        while len(self.queue) > self.DEPTH:
-            await self.response.write(await self.queue.popleft())
-
-    async def close(self) -> None:
-        while self.queue:
-            await self.response.write(await self.queue.popleft())
-
-    def kill(self) -> None:
-        while self.queue:
-            fut = self.queue.popleft()
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-
-class _Zstd(_Plain):
-    """zstd in a subprocess: what we write goes to its stdin; its stdout goes to the client."""
-
-    def __init__(self, response) -> None:
-        super().__init__(response)
-        self.proc = None
-        self.pump = None
-
-    async def open(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            _zstd(), "-q", "-c", "-3", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL)
-        self.pump = asyncio.ensure_future(self._pump())
-
-    async def _pump(self) -> None:
-        while True:
-            data = await self.proc.stdout.read(PIECE)
-            if not data:
-                return
-            await self.response.write(data)
-
-    async def write(self, data) -> None:
-        if self.pump.done():
-            self.pump.result()
-            raise OSError("zstd stopped")
-        self.proc.stdin.write(data)
-        await self.proc.stdin.drain()
-
-    async def close(self) -> None:
-        self.proc.stdin.close()
-        await self.pump
-        if await self.proc.wait() != 0:
-            raise OSError(f"zstd exited with {self.proc.returncode}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-        if self.pump is not None:
-            self.pump.cancel()
-
-
-def _zstd() -> str:
-    path = shutil.which("zstd")
-    if path is None:
-        raise XapiError("INTERNAL_ERROR", "zstd compression needs the zstd program")
-    return path
 
 
 def _lock(db, vm: str, key: str, op: str) -> None:
@@ -203,7 +107,7 @@ async def export_vm(request, response):
     app = request.app
     db = app.db
     vm = _vm_of(request)
-    compression = _compression(request)
+    codec = _codec(request)
     preserve = _flag(request, "preserve_power_state")
     key = request.task or f"export-{id(request)}"
     _lock(db, vm, key, "export")
@@ -217,13 +121,12 @@ async def export_vm(request, response):
                    ("Content-Disposition", 'attachment; filename="export.xva"')]
         if request.task:
             headers.append(("Task-Id", request.task))
-        sink = _Gzip(response) if compression == "gzip" else _Zstd(response) if compression == "zstd" \
-            else _Plain(response)
-        if isinstance(sink, _Zstd):
-            _zstd()
+        sink = {"gzip": compression.Gzip, "zstd": compression.Zstd}.get(codec, compression.Plain)(response)
+        if isinstance(sink, compression.Zstd):
+            compression.zstd_program()
         response.start(200, headers, close=True)
         request.progress(0.0)
-        if isinstance(sink, _Zstd):
+        if isinstance(sink, compression.Zstd):
             await sink.open()
         await sink.write(b"".join(tar.member(ovaxml.FILENAME, ovaxml.dumps(header))))
         done = 0
@@ -265,7 +168,7 @@ async def export_vm(request, response):
             raise
         raise transfer.io_error(str(e)) from None
     finally:
-        if isinstance(sink, (_Zstd, _Gzip)):
+        if isinstance(sink, (compression.Zstd, compression.Gzip)):
             sink.kill()
         _unlock(db, vm, key)
         app.hub.poke()
@@ -274,117 +177,6 @@ async def export_vm(request, response):
 
 
 # -- import -------------------------------------------------------------------------------------------
-async def _read_at_least(request, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        data = await request.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-class _Source:
-    """The body as the tar stream: read() gives the next piece (b"" at the end)."""
-
-    def __init__(self, request, first: bytes) -> None:
-        self.request = request
-        self.first = first
-
-    async def read(self) -> bytes:
-        if self.first:
-            data, self.first = self.first, b""
-            return data
-        return await self.request.read(PIECE)
-
-    def close(self) -> None:
-        pass
-
-
-class _GunzipSource(_Source):
-    def __init__(self, request, first: bytes) -> None:
-        super().__init__(request, first)
-        self.z = zlib.decompressobj(32 + zlib.MAX_WBITS)   # gzip or zlib header
-        self.ended = False
-
-    async def read(self) -> bytes:
-        while True:
-            z = self.z
-            if z.eof:                                   # a member ended: another may follow
-                rest = z.unused_data + z.unconsumed_tail
-                if not rest:
-                    if self.ended:
-                        return b""
-                    rest = await super().read()
-                    if not rest:
-                        self.ended = True
-                        return b""
-                self.z = zlib.decompressobj(32 + zlib.MAX_WBITS)
-                data = rest
-            elif z.unconsumed_tail:
-                data = z.unconsumed_tail
-            else:
-                data = await super().read()
-                if not data:
-                    self.ended = True
-                    raise tar.PrematureEof("the compressed stream ended early")
-            out = await self._inflate(data)
-            if out:
-                return out
-
-    async def _inflate(self, data) -> bytes:
-        try:
-            return await _run(self.z.decompress, data, PIECE)
-        except zlib.error as e:
-            raise XapiError("IMPORT_ERROR_GENERIC", f"Gzip: {e}") from None
-
-
-class _UnzstdSource(_Source):
-    """zstd -d in a subprocess, fed from the body by a task."""
-
-    def __init__(self, request, first: bytes) -> None:
-        super().__init__(request, first)
-        self.proc = None
-        self.feeder = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            _zstd(), "-q", "-d", "-c", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL)
-        self.feeder = asyncio.ensure_future(self._feed())
-
-    async def _feed(self) -> None:
-        try:
-            while True:
-                data = await _Source.read(self)
-                if not data:
-                    break
-                self.proc.stdin.write(data)
-                await self.proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.close()
-
-    async def read(self) -> bytes:
-        data = await self.proc.stdout.read(PIECE)
-        if data:
-            return data
-        if self.feeder.done() and not self.feeder.cancelled() and self.feeder.exception() is not None:
-            raise self.feeder.exception()
-        if await self.proc.wait() != 0:
-            raise tar.PrematureEof("zstd could not decompress the stream")
-        return b""
-
-    def close(self) -> None:
-        if self.feeder is not None:
-            self.feeder.cancel()
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-
-
 def _sr_of(request) -> str:
     db = request.app.db
     sr = request.param("sr_id")
@@ -406,8 +198,8 @@ def _sr_of(request) -> str:
     return sr
 
 
-async def _open_source(request) -> _Source:
-    first = await _read_at_least(request, tar.BLOCK)
+async def _open_source(request) -> compression.Source:
+    first = await compression.read_at_least(request, tar.BLOCK)
     try:
         parsed = tar.parse_header(first) if len(first) == tar.BLOCK else None
     except tar.TarError:
@@ -415,14 +207,14 @@ async def _open_source(request) -> _Source:
     if parsed is not None:
         if parsed[0] != ovaxml.FILENAME:
             raise XapiError("IMPORT_ERROR_UNEXPECTED_FILE", ovaxml.FILENAME, parsed[0])
-        return _Source(request, first)
+        return compression.Source(request, first)
     if not first:
         raise XapiError("IMPORT_ERROR_PREMATURE_EOF")
-    if first.startswith(ZSTD_MAGIC):
-        src = _UnzstdSource(request, first)
+    if first.startswith(compression.ZSTD_MAGIC):
+        src = compression.UnzstdSource(request, first)
         await src.start()
         return src
-    return _GunzipSource(request, first)
+    return compression.GunzipSource(request, first)
 
 
 async def _uncancelled(coro):
