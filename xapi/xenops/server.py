@@ -309,12 +309,12 @@ class Xenopsd:
             vm.config = {"vbds": vm.config.get("vbds", []), "vifs": vm.config.get("vifs", []), **config}
         return config["id"]
 
-    def vm_remove(self, vm_id: str) -> None:
+    async def vm_remove(self, vm_id: str) -> None:
         vm = self.vms.get(vm_id)
         if vm is not None:
             if vm.domid is not None:
-                raise XenopsError("VM_BAD_POWER_STATE", vm_id, "halted", self._power(vm).lower())
-            del self.vms[vm_id]
+                raise XenopsError("VM_BAD_POWER_STATE", vm_id, "halted", (await self._power_state(vm)).lower())
+            self.vms.pop(vm_id, None)
 
     def _info(self, vm: VM) -> dict | None:
         if vm.domid is None:
@@ -324,13 +324,16 @@ class Xenopsd:
         except Exception:  # noqa: BLE001 - the domain went away
             return None
 
-    def _power(self, vm: VM, info: dict | None = None) -> str:
-        info = info if info is not None else self._info(vm)
+    @staticmethod
+    def _power(info: dict | None) -> str:
         if info is None:
             return "Halted"
         if info.get("paused"):
             return "Paused"
         return "Running"
+
+    async def _power_state(self, vm: VM) -> str:
+        return self._power(await self._xc(self._info, vm))
 
     async def vm_stat(self, vm_id: str) -> dict:
         vm = self._vm(vm_id)
@@ -338,7 +341,7 @@ class Xenopsd:
         if info is None:
             return {"power_state": "Halted", "domid": -1, "memory": 0, "vcpus": 0, "cpu_time": 0,
                     "start_time": 0.0}
-        return {"power_state": self._power(vm, info), "domid": vm.domid,
+        return {"power_state": self._power(info), "domid": vm.domid,
                 "memory": int(info.get("tot_pages", 0)) * 4096,
                 "vcpus": int(vm.config.get("vcpus", info.get("nr_online_vcpus", 1))),
                 "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
@@ -372,10 +375,17 @@ class Xenopsd:
         return {"time_ns": time.monotonic_ns(), "total_memory": p["total_pages"] * 4096,
                 "free_memory": p["free_pages"] * 4096, "cpus": p["nr_cpus"], "cpu_time": total_cpu, "vms": vms}
 
-    def _require(self, vm: VM, allowed: tuple, expected: str) -> None:
-        actual = self._power(vm)
+    async def _require(self, vm: VM, allowed: tuple, expected: str) -> str:
+        """The VM's power state, which must be one of `allowed`."""
+        actual = await self._power_state(vm)
         if actual not in allowed:
             raise XenopsError("VM_BAD_POWER_STATE", vm.id, expected, actual.lower())
+        return actual
+
+    async def _hv_quiet(self, fn, *args) -> None:
+        """A hypervisor call whose failure is of no consequence (the domain may be gone already)."""
+        with contextlib.suppress(Exception):
+            await self._xc(fn, *args)
 
     # domain building blocks
     async def _build(self, vm: VM, task: Task, paused: bool, lo: float = 0.0, hi: float = 1.0) -> None:
@@ -411,15 +421,14 @@ class Xenopsd:
             if not paused:
                 self._guest_agent(vm)
         except BaseException:
-            self._destroy(vm)
+            await self._destroy(vm)
             raise
 
-    def _destroy(self, vm: VM) -> None:
+    async def _destroy(self, vm: VM) -> None:
         domid, vm.domid = vm.domid, None
         if domid is None:
             return
-        with contextlib.suppress(Exception):
-            self.hv.domain_destroy(domid)
+        await self._hv_quiet(self.hv.domain_destroy, domid)
         if self.store is not None:
             with contextlib.suppress(Exception):
                 self.store.remove_domain(domid)
@@ -534,7 +543,7 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Halted",), "halted")
+            await self._require(vm, ("Halted",), "halted")
             await self._build(vm, task, bool(paused))
         return self._spawn(f"VM.start {vm_id}", vm, body)
 
@@ -542,32 +551,32 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Running",), "running")
+            await self._require(vm, ("Running",), "running")
             self._request_shutdown(vm, "poweroff")
             task.set_progress(0.2)
             if await self._await_shutdown(vm, timeout) is None:
                 raise XenopsError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", vm_id)
             task.set_progress(0.8)
-            self._destroy(vm)
+            await self._destroy(vm)
         return self._spawn(f"VM.shutdown {vm_id}", vm, body)
 
     def vm_hard_shutdown(self, vm_id: str) -> str:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Running", "Paused"), "running")
-            self._destroy(vm)
+            await self._require(vm, ("Running", "Paused"), "running")
+            await self._destroy(vm)
         return self._spawn(f"VM.hard_shutdown {vm_id}", vm, body)
 
     def vm_reboot(self, vm_id: str, timeout: float = 60.0) -> str:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Running",), "running")
+            await self._require(vm, ("Running",), "running")
             self._request_shutdown(vm, "reboot")
             if await self._await_shutdown(vm, timeout) is None:
                 raise XenopsError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", vm_id)
-            self._destroy(vm)
+            await self._destroy(vm)
             task.set_progress(0.3)
             await self._build(vm, task, False, 0.3, 1.0)
         return self._spawn(f"VM.reboot {vm_id}", vm, body)
@@ -576,8 +585,8 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Running", "Paused"), "running")
-            self._destroy(vm)
+            await self._require(vm, ("Running", "Paused"), "running")
+            await self._destroy(vm)
             task.set_progress(0.2)
             await self._build(vm, task, False, 0.2, 1.0)
         return self._spawn(f"VM.hard_reboot {vm_id}", vm, body)
@@ -586,7 +595,7 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Running",), "running")
+            await self._require(vm, ("Running",), "running")
             await self._xc(self.hv.domain_pause, vm.domid)
         return self._spawn(f"VM.pause {vm_id}", vm, body)
 
@@ -594,7 +603,7 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Paused",), "paused")
+            await self._require(vm, ("Paused",), "paused")
             await self._xc(self.hv.domain_unpause, vm.domid)
             self._guest_agent(vm)
         return self._spawn(f"VM.unpause {vm_id}", vm, body)
@@ -667,12 +676,15 @@ class Xenopsd:
         self._update(vm.id)
 
     # -- suspend and resume: the domain's memory image (xapi.xenops.image) in a disk or a file ----
-    def _suspend_image(self, vm: VM) -> image.ImageInfo:
+    async def _image_info(self, vm: VM, with_devices: bool) -> image.ImageInfo:
+        """What a memory image records of the domain: for a migration its devices go along too."""
         c = vm.config
-        info = self._info(vm) or {}
+        info = await self._xc(self._info, vm) or {}
         state = {"name": c.get("name", vm.id), "hvm": bool(c.get("hvm")), "paused": bool(info.get("paused")),
                  "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
                  "guest_agent": self._guest_agent_data(vm.domid)}
+        if with_devices:
+            state.update(vbds=c.get("vbds", []), vifs=c.get("vifs", []))
         return image.ImageInfo(vm.id, int(c.get("memory_kib", 256 * KIB)) * KIB, int(c.get("vcpus", 1)), state)
 
     def vm_save(self, vm_id: str, disk) -> str:
@@ -681,13 +693,12 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Running", "Paused"), "running")
+            was_paused = await self._require(vm, ("Running", "Paused"), "running") == "Paused"
             domid = vm.domid
-            was_paused = self._power(vm) == "Paused"
             if not was_paused:
-                self.hv.domain_pause(domid)
+                await self._xc(self.hv.domain_pause, domid)
             try:
-                info = self._suspend_image(vm)
+                info = await self._image_info(vm, False)
                 header, payload = await _blocking(image.encode, info)
                 f = await _blocking(imagefile.DiskFile, disk, True)
                 try:
@@ -702,14 +713,12 @@ class Xenopsd:
                     await _blocking(f.close)
             except BaseException as e:
                 if not was_paused and vm.domid == domid:
-                    with contextlib.suppress(Exception):
-                        self.hv.domain_unpause(domid)
+                    await self._hv_quiet(self.hv.domain_unpause, domid)
                 if isinstance(e, OSError):
                     raise XenopsError("INTERNAL_ERROR", f"writing the memory image of VM {vm_id}: {e}") from None
                 raise
-            with contextlib.suppress(Exception):
-                self.hv.domain_shutdown(domid, "suspend")
-            self._destroy(vm)
+            await self._hv_quiet(self.hv.domain_shutdown, domid, "suspend")
+            await self._destroy(vm)
             return {"size": info.size}
         return self._spawn(f"VM.save {vm_id}", vm, body)
 
@@ -718,7 +727,7 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Halted",), "halted")
+            await self._require(vm, ("Halted",), "halted")
             try:
                 f = await _blocking(imagefile.DiskFile, disk, False)
                 try:
@@ -749,16 +758,6 @@ class Xenopsd:
 
     # -- live migration: VM.migrate_send on the source streams the memory image (xapi.xenops.image)
     # to the destination's /migrate handler, which hands it to VM.receive there ------------------
-    def _migration_image(self, vm: VM) -> bytes:
-        info = self.hv.domain_getinfo(vm.domid)
-        c = vm.config
-        state = {"name": c.get("name", vm.id), "hvm": bool(c.get("hvm")), "paused": bool(info.get("paused")),
-                 "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
-                 "guest_agent": self._guest_agent_data(vm.domid),
-                 "vbds": c.get("vbds", []), "vifs": c.get("vifs", [])}     # the devices go along
-        return image.dumps(image.ImageInfo(vm.id, int(c.get("memory_kib", 256 * KIB)) * KIB,
-                                           int(c.get("vcpus", 1)), state))
-
     def vm_migrate_send(self, vm_id: str, url: str, options: dict | None = None) -> str:
         """options: "headers" (sent with the PUT: the pool secret), "fingerprint" (a TLS pin)."""
         from xapi.xenops import migrate     # (it imports XenopsError from here)
@@ -766,25 +765,23 @@ class Xenopsd:
         options = dict(options or {})
 
         async def body(task):
-            self._require(vm, ("Running", "Paused"), "running")
-            was_paused = self._power(vm) == "Paused"
+            was_paused = await self._require(vm, ("Running", "Paused"), "running") == "Paused"
             steps = 10
             for i in range(steps):          # pre-copy rounds while the guest runs (migrate_delay)
                 if self.migrate_delay > 0:
                     await asyncio.sleep(self.migrate_delay / steps)
                 task.set_progress(0.5 * (i + 1) / steps)
-            data = self._migration_image(vm)
+            data = image.dumps(await self._image_info(vm, True))
             if not was_paused:              # the last round: the guest stops while its pages go over
-                self.hv.domain_pause(vm.domid)
+                await self._xc(self.hv.domain_pause, vm.domid)
             try:
                 await migrate.send(url, data, lambda p: task.set_progress(0.5 + 0.45 * p),
                                    options.get("headers"), options.get("fingerprint"))
             except BaseException:
                 if not was_paused and vm.domid is not None:     # the VM carries on here
-                    with contextlib.suppress(Exception):
-                        self.hv.domain_unpause(vm.domid)
+                    await self._hv_quiet(self.hv.domain_unpause, vm.domid)
                 raise
-            self._destroy(vm)               # the destination acknowledged: its domain runs
+            await self._destroy(vm)             # the destination acknowledged: its domain runs
         return self._spawn(f"VM.migrate_send {vm_id}", vm, body)
 
     def vm_migrate_local(self, vm_id: str) -> str:
@@ -793,22 +790,20 @@ class Xenopsd:
         vm = self._vm(vm_id)
 
         async def body(task):
-            self._require(vm, ("Running", "Paused"), "running")
-            was_paused = self._power(vm) == "Paused"
-            info = image.loads(self._migration_image(vm))
+            was_paused = await self._require(vm, ("Running", "Paused"), "running") == "Paused"
+            info = image.loads(image.dumps(await self._image_info(vm, True)))    # checked as sent
             old = vm.domid
             if not was_paused:
-                self.hv.domain_pause(old)
+                await self._xc(self.hv.domain_pause, old)
             try:
                 await self._build(vm, task, True)
             except BaseException:
                 vm.domid = old                  # the old domain carries on
                 if not was_paused:
-                    with contextlib.suppress(Exception):
-                        self.hv.domain_unpause(old)
+                    await self._hv_quiet(self.hv.domain_unpause, old)
                 raise
             new, vm.domid = vm.domid, old
-            self._destroy(vm)
+            await self._destroy(vm)
             vm.domid = new
             vm.start_time = float(info.state.get("start_time") or vm.start_time)
             if self.store is not None:
@@ -816,7 +811,7 @@ class Xenopsd:
                     for k, v in (info.state.get("guest_agent") or {}).items():
                         self.store.write(f"/local/domain/{new}/{k}", v)
             if not was_paused:
-                self.hv.domain_unpause(new)
+                await self._xc(self.hv.domain_unpause, new)
         return self._spawn(f"VM.migrate_local {vm_id}", vm, body)
 
     def vm_receive(self, vm_id: str, data: str) -> str:
@@ -825,7 +820,7 @@ class Xenopsd:
         raw = base64.b64decode(data)
 
         async def body(task):
-            self._require(vm, ("Halted",), "halted")
+            await self._require(vm, ("Halted",), "halted")
             try:
                 info = image.loads(raw)
             except image.ImageError as e:
@@ -844,18 +839,18 @@ class Xenopsd:
                     for k, v in agent.items():
                         self.store.write(f"/local/domain/{vm.domid}/{k}", v)
             if not paused:
-                self.hv.domain_unpause(vm.domid)
+                await self._xc(self.hv.domain_unpause, vm.domid)
                 if not agent:
                     self._guest_agent(vm)
         return self._spawn(f"VM.receive {vm_id}", vm, body, pooled=False)
 
     # -- domains that change by themselves -------------------------------------------------------
-    def debug_trigger(self, vm_id: str, reason: str) -> None:
+    async def debug_trigger(self, vm_id: str, reason: str) -> None:
         """Test hook: the guest shuts itself down ("poweroff", "reboot") or crashes ("crash")."""
         vm = self._vm(vm_id)
         if vm.domid is None:
             raise XenopsError("VM_BAD_POWER_STATE", vm_id, "running", "halted")
-        self.hv.domain_shutdown(vm.domid, reason)
+        await self._xc(self.hv.domain_shutdown, vm.domid, reason)
 
     def debug_set(self, key: str, value) -> None:
         if key not in ("build_delay", "shutdown_delay", "poll_interval", "guest_agent_delay", "migrate_delay"):
@@ -893,7 +888,7 @@ class Xenopsd:
         log.info("xenopsd: VM %s shut down (%s): %s", vm.id, reason, action)
 
         async def body(task):
-            self._destroy(vm)
+            await self._destroy(vm)
             if action in ("restart", "coredump_and_restart", "rename_restart"):
                 await self._build(vm, task, False, 0.2, 1.0)
         self._spawn(f"VM.{reason} {vm.id}", vm, body)
