@@ -463,6 +463,17 @@ def test_not_an_archive_and_unknown_vm(d, x, sid, sr):
     status, _ = export(d, f"session_id={sid}&ref=OpaqueRef:nope&task_id={task}", os.devnull)
     assert status == 404
     assert task_outcome(x, task)[1] == ["HANDLE_INVALID", "VM", "OpaqueRef:nope"]
+    # HEAD: the checks and the head only
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=30)
+    vm = x.VM.create(vm_record("head"))
+    try:
+        c.request("HEAD", f"/export?session_id={sid}&ref={vm}")
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b"" and "export.xva" in r.getheader("Content-Disposition")
+        assert x.VM.get_current_operations(vm) == {}
+    finally:
+        c.close()
+        x.VM.destroy(vm)
 
 
 @pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"), reason="no domain operations")

@@ -109,6 +109,13 @@ async def export_vm(request, response):
     vm = _vm_of(request)
     codec = _codec(request)
     preserve = _flag(request, "preserve_power_state")
+    if request.method == "HEAD":            # the checks and the head, not the archive
+        err = vm_actions.check_operation(db.table("VM").get(vm), vm, "export")
+        if err is not None:
+            raise XapiError(*err)
+        response.start(200, [("Content-Type", "application/octet-stream"),
+                             ("Content-Disposition", 'attachment; filename="export.xva"')], close=True)
+        return None
     key = request.task or f"export-{id(request)}"
     _lock(db, vm, key, "export")
     app.hub.poke()
