@@ -19,11 +19,14 @@ process group (killed whole on timeout or cancellation). ``scan()`` asks every d
 """
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import xmlrpc.client
@@ -171,6 +174,151 @@ def is_python(path: str) -> bool:
     return first.startswith(b"#!") and b"python" in first
 
 
+class _Forked:
+    """A driver process started by the fork server, with what _exec uses of asyncio's Process."""
+
+    def __init__(self, pid: int, stdout, stderr, done: asyncio.Future) -> None:
+        self.pid, self.stdout, self.stderr, self._done = pid, stdout, stderr, done
+        self.returncode: int | None = None
+
+    async def wait(self) -> int:
+        self.returncode = await asyncio.shield(self._done)
+        return self.returncode
+
+
+class _ForkServer:
+    """The executor's end of xapi.sm.forkserver: Python drivers are forked from it, warm."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.sock: socket.socket | None = None
+        self.proc = None
+        self.broken = False
+        self._next = 0
+        self._replies: dict[int, asyncio.Future] = {}
+        self._exits: dict[int, asyncio.Future] = {}
+        self._early: dict[int, int] = {}
+        self._starting: asyncio.Future | None = None
+        self._loop = None
+
+    async def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "xapi.sm.forkserver", str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, env=self.env,
+                start_new_session=True)
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self.sock = ours
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(ours.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                msg = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                msg = b""
+            if not msg:
+                self._fail(ConnectionResetError("the SM fork server ended"))
+                return
+            m = json.loads(msg)
+            if "id" in m:
+                fut = self._replies.pop(m["id"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(m)
+            else:
+                fut = self._exits.pop(m["pid"], None)
+                if fut is None:
+                    self._early[m["pid"]] = m["status"]
+                elif not fut.done():
+                    fut.set_result(m["status"])
+                if self.broken and not self._exits and not self._replies:
+                    self._fail(ConnectionResetError("closed"))     # closed, and the last one ended
+                    return
+
+    def _fail(self, exc: BaseException) -> None:
+        self.broken = True
+        if self.sock is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+        for fut in [*self._replies.values(), *self._exits.values()]:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
+        self._replies.clear()
+        self._exits.clear()
+
+    async def spawn(self, path: str, argv: list[str], env: dict[str, str]) -> _Forked:
+        if self.sock is not None and self._loop is not asyncio.get_running_loop():
+            self._fail(ConnectionResetError("another event loop"))     # a server per loop
+            self.broken = False
+        if self.sock is None:
+            starting = self._starting
+            if starting is None:
+                starting = self._starting = asyncio.ensure_future(self._start())
+            try:
+                await asyncio.shield(starting)
+            finally:
+                if starting.done() and self._starting is starting:
+                    self._starting = None
+            if self.sock is None:
+                raise OSError("the SM fork server is not running")
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._next += 1
+        rid = self._next
+        reply = self._replies[rid] = loop.create_future()
+        try:
+            msg = json.dumps({"id": rid, "path": path, "argv": argv, "env": env}).encode()
+            self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null, out_w, err_w]))])
+        except OSError as e:
+            self._replies.pop(rid, None)
+            for fd in (out_r, err_r):
+                os.close(fd)
+            self._fail(e)
+            raise
+        finally:
+            for fd in (null, out_w, err_w):
+                os.close(fd)
+        try:
+            m = await reply
+            if "error" in m:
+                raise OSError(m["error"])
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        pid = m["pid"]
+        done = loop.create_future()
+        if pid in self._early:
+            done.set_result(self._early.pop(pid))
+        else:
+            self._exits[pid] = done
+        return _Forked(pid, await _reader(out_r), await _reader(err_r), done)
+
+    def close(self) -> None:
+        """No more drivers; the server ends (it sees EOF) once the running ones have been reported."""
+        self.broken = True
+        if self.sock is not None and not self._exits and not self._replies:
+            self._fail(ConnectionResetError("closed"))
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+    return reader
+
+
 class Executor:
     """Finds and runs the drivers. `session` is an async context manager factory giving a fresh
     session ref for one call (xapi logs an internal superuser session in and out per call)."""
@@ -187,6 +335,8 @@ class Executor:
         self._procs: set = set()
         self.closed = False
         self.calls = 0
+        # Python drivers are forked from a warm interpreter (XAPI_SM_FORK=0: a fresh one each time)
+        self._forks = None if os.environ.get("XAPI_SM_FORK", "1") == "0" else _ForkServer(self._env())
 
     # -- the drivers folder --------------------------------------------------------------------
     def executables(self) -> dict[str, str]:
@@ -273,16 +423,24 @@ class Executor:
 
     async def _exec(self, path: str, call: Call):
         request = call.request()
-        argv = [sys.executable, path, request] if is_python(path) else [path, request]
+        python = is_python(path)
+        argv = [sys.executable, path, request] if python else [path, request]
         async with self._sem:
             self.calls += 1
             started = time.monotonic()
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE, env=self._env(), start_new_session=True)
-            except OSError as e:
-                raise backend_failure(f"cannot run {path}: {e}", "", "") from None
+            proc = None
+            if python and self._forks is not None and not self._forks.broken:
+                try:
+                    proc = await self._forks.spawn(path, argv, self._env())
+                except OSError as e:
+                    log.warning("SM fork server: %s; starting drivers afresh", e)
+            if proc is None:
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE, env=self._env(), start_new_session=True)
+                except OSError as e:
+                    raise backend_failure(f"cannot run {path}: {e}", "", "") from None
             self._procs.add(proc)
             readers = asyncio.gather(proc.stdout.read(), proc.stderr.read())
             timed_out = False
@@ -324,3 +482,5 @@ class Executor:
         self.closed = True
         for proc in list(self._procs):
             self._kill(proc)
+        if self._forks is not None:
+            self._forks.close()
