@@ -459,3 +459,33 @@ def test_smrpc_faults_and_bad_input():
     with pytest.raises(xmlrpc.client.Fault) as e:
         xmlrpc.client.loads(out.stdout)
     assert e.value.faultCode == 143
+
+
+PID_DRIVER = '''#!/usr/bin/env python3
+import os, sys, xmlrpc.client
+params, method = xmlrpc.client.loads(sys.argv[1])
+sys.stdout.write(xmlrpc.client.dumps(({"pid": os.getpid(), "sid": os.getsid(0), "argv": sys.argv[1:2] == [sys.argv[1]],
+    "env": os.environ.get("XAPI_SOCKET", ""), "stdin": sys.stdin.read()},), methodresponse=True))
+'''
+
+
+@pytest.mark.parametrize("fork", ["1", "0"])
+def test_each_call_is_its_own_process(tmp_path, monkeypatch, fork):
+    """Forked from the warm server (default) or started afresh (XAPI_SM_FORK=0): every call is a new
+    process leading its own session (the group killed on timeout), with the request as its argument,
+    the executor's environment and an empty stdin."""
+    monkeypatch.setenv("XAPI_SM_FORK", fork)
+    _write(tmp_path / "pidSR", PID_DRIVER)
+    e = Executor(str(tmp_path), socket_path="/run/x.sock", timeout=10)
+
+    async def go():
+        return await asyncio.gather(*(e.call(str(tmp_path / "pidSR"), Call("sr_probe"), needs_session=False)
+                                      for _ in range(3)))
+    try:
+        seen = run(go())
+    finally:
+        e.close()
+    assert len({v["pid"] for v in seen}) == 3 and os.getpid() not in {v["pid"] for v in seen}
+    assert all(v["sid"] == v["pid"] and v["argv"] and v["env"] == "/run/x.sock" and v["stdin"] == ""
+               for v in seen)
+    assert (e._forks is not None and e._forks.proc is not None) == (fork == "1")
