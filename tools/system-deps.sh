@@ -3,7 +3,8 @@
 # Without root it only says what is missing: the build still works, with fewer real parts.
 set -eu
 packages=(build-essential python3-dev python3-venv libxen-dev libpam0g libpam-runtime qemu-utils xenstore-utils rpm
-          nfs-common)  # mount.nfs, for nfs SRs on a real export
+          nfs-common   # mount.nfs, for nfs SRs on a real export
+          zstd libxxhash0)  # XVA: zstd-compressed archives, .xxhash chunk checksums
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
