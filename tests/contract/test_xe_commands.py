@@ -336,6 +336,9 @@ def test_help(d):
     assert out[1].strip() == "reqd params     : uuid, filename"
     assert out[2].strip().startswith("optional params : format")
     assert "<vm-selectors>" in ok(xe(d, "help", "vm-start"))
+    # help needs no credentials
+    r = xe(d, "help", "vm-start", "-s", "127.0.0.1", "-p", str(d.http_port), "--nossl", "-u", "root", "-pw", "wrong")
+    assert ok(r).startswith("command name            : vm-start")
     r = xe(d, "help", "no-such-command")
     assert r.returncode == 1 and "Unknown command: no-such-command" in r.stderr
 

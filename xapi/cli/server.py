@@ -223,6 +223,9 @@ async def serve(request, ch: Channel, lines: list[str], given_session: str | Non
     session = None
     own = given_session is None      # a session we make is ours to end; a forwarded one is not
     try:
+        if cmd in (None, "help"):           # xapi answers help before any login
+            await commands.Run(request, None, ch.out, args, flags, channel=ch).run("help")
+            return 0
         if given_session is not None:
             if given_session not in app.sessions.by_ref:
                 raise XapiError("SESSION_INVALID", given_session)
@@ -233,8 +236,6 @@ async def serve(request, ch: Channel, lines: list[str], given_session: str | Non
             from xapi.actions import session as session_actions
             session = await session_actions.login_with_password(request, None, user or "", password or "",
                                                                 "", ORIGINATOR)
-        if cmd is None:
-            cmd = "help"
         run = commands.Run(request, session, ch.out, args, flags, channel=ch)
         run.forwarded = not own
         await run.run(cmd)
