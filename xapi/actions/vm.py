@@ -334,6 +334,7 @@ async def _start(ctx, vm: str, op: str, host: str | None, paused: bool) -> None:
     held = contextlib.ExitStack()   # the reservation lasts until _operation's closing sync read the host's memory
 
     async def body(rec, progress):
+        validate_actions_after_crash(rec, rec["actions_after_crash"])
         if host is None:
             target = placement.choose(app, vm, rec)
         else:
@@ -434,6 +435,7 @@ async def assert_can_boot_here(ctx, session, self, host):
         raise XapiError("HANDLE_INVALID", "host", host)
     if rec["is_a_template"]:
         raise XapiError("VM_IS_TEMPLATE", self, "start")
+    validate_actions_after_crash(rec, rec["actions_after_crash"])
     placement.assert_can_boot_here(app, self, rec, host)
     return ""
 
@@ -524,12 +526,29 @@ async def _watch_host(app, host: str) -> None:
 
 
 def set_actions_after_crash(ctx, session, self, value):
-    _rec(ctx.app.db, self)
+    rec = _rec(ctx.app.db, self)
     if value not in ("destroy", "coredump_and_destroy", "restart", "coredump_and_restart", "preserve",
                      "rename_restart"):
         raise XapiError("INVALID_VALUE", "actions_after_crash", value)
+    validate_actions_after_crash(rec, value)
     ctx.app.db.table("VM").set_field(self, "actions_after_crash", value)
     return ""
+
+
+def validate_actions_after_crash(rec: dict, value: str) -> None:
+    """As xapi_vm_helpers.ml, on set and before every start: rename_restart is refused (it would leak
+    a domain), and so are core dumps of a domain that is not PV."""
+    field = "VM.actions_after_crash"
+    if value == "rename_restart":
+        raise XapiError("VALUE_NOT_SUPPORTED", field, value,
+                        "option would leak a domain; VMs and not domains are managed by this API")
+    if value in ("coredump_and_destroy", "coredump_and_restart"):
+        kind = rec.get("domain_type")
+        if kind in ("", "unspecified", None):
+            kind = "hvm" if rec.get("HVM_boot_policy") else "pv"
+        if kind in ("hvm", "pv_in_pvh"):
+            raise XapiError("VALUE_NOT_SUPPORTED", field, value,
+                            "cannot invoke a coredump of an HVM or PV-in-PVH domain")
 
 
 # the other modules' messages, so that dispatch finds them here

@@ -7,6 +7,9 @@ its configuration:
     {"id": uuid, "name": str, "hvm": bool, "memory_kib": int, "vcpus": int, "vcpus_max": int,
      "on_shutdown": "destroy"|"restart", "on_reboot": ..., "on_crash": "destroy"|"restart"|"preserve"}
 
+(as xapi_xenops.ml maps actions_after_*: preserve keeps the shut-down domain, paused; coredump_and_*
+act as their destroy/restart, no dump being taken)
+
 Lifecycle calls (VM.start, shutdown, hard_shutdown, reboot, hard_reboot, pause, unpause) return a
 task id at once; the work runs in a pool of `workers` (default 4, as xenopsd), one operation at a
 time per VM.  A task is pending / completed / failed / cancelled, with progress 0..1.
@@ -89,6 +92,7 @@ class VM:
         self.start_time = 0.0
         self.lock = asyncio.Lock()          # one operation at a time per VM
         self.busy = 0                       # operations in flight: the monitor leaves the VM alone
+        self.preserved: int | None = None   # the domid of a shut-down domain kept (on_* = preserve)
 
     @property
     def id(self) -> str:
@@ -426,6 +430,7 @@ class Xenopsd:
 
     async def _destroy(self, vm: VM) -> None:
         domid, vm.domid = vm.domid, None
+        vm.preserved = None
         if domid is None:
             return
         await self._hv_quiet(self.hv.domain_destroy, domid)
@@ -875,7 +880,7 @@ class Xenopsd:
                     vm.domid = None
                     self._update(vm.id)
                     continue
-                if info.get("shutdown"):
+                if info.get("shutdown") and vm.preserved != vm.domid:
                     r = info.get("shutdown_reason", 0)
                     reason = _REASONS.get(r, str(r)) if isinstance(r, int) else str(r)
                     self._on_guest_shutdown(vm, reason)
@@ -883,11 +888,13 @@ class Xenopsd:
     def _on_guest_shutdown(self, vm: VM, reason: str) -> None:
         key = {"poweroff": "on_shutdown", "reboot": "on_reboot"}.get(reason, "on_crash")
         action = vm.config.get(key, "restart" if reason == "reboot" else "destroy")
-        if action == "preserve":
-            return
         log.info("xenopsd: VM %s shut down (%s): %s", vm.id, reason, action)
 
         async def body(task):
+            if action == "preserve":        # the domain stays for inspection, paused (Vm.Pause)
+                vm.preserved = vm.domid
+                await self._hv_quiet(self.hv.domain_pause, vm.domid)
+                return
             await self._destroy(vm)
             if action in ("restart", "coredump_and_restart", "rename_restart"):
                 await self._build(vm, task, False, 0.2, 1.0)
