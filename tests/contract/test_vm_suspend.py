@@ -205,3 +205,39 @@ def test_cancelled_suspend_leaves_the_vm_running_without_an_image(host, x, sr):
     assert x.VM.get_power_state(vm) == "Running" and x.VM.get_suspend_VDI(vm) == NULL
     assert wait_for(lambda: set(x.VDI.get_all()) == vdis)
     x.VM.hard_shutdown(vm)
+
+
+def test_a_client_waiting_for_suspend_in_allowed_operations_sees_it(x, sr):
+    """As Xen Orchestra does: every object loaded with event.from, the VM started, then event.from
+    followed until the VM's cached record allows suspend, which is then called (and, in the same
+    way, resume once the suspended VM's record allows it)."""
+    event_from = getattr(x.event, "from")
+    vm = new_vm(x, "xo-wait")
+    x.VBD.create(vbd_record(vm, new_vdi(x, sr)))
+    first = event_from(["*"], "", 0.0)
+    cache = {e["ref"]: e["snapshot"] for e in first["events"] if e["class"].lower() == "vm"}
+    token = first["token"]
+
+    def wait_until(pred):
+        nonlocal token
+        deadline = time.monotonic() + 10
+        while not pred(cache[vm]):
+            assert time.monotonic() < deadline, cache[vm]
+            batch = event_from(["*"], token, 5.0)
+            token = batch["token"]
+            for e in batch["events"]:
+                if e["class"].lower() == "vm" and e["operation"] != "del":
+                    cache[e["ref"]] = e["snapshot"]
+        return cache[vm]
+
+    assert "suspend" not in cache[vm]["allowed_operations"]
+    x.VM.start(vm, False, False)
+    rec = wait_until(lambda r: "suspend" in r["allowed_operations"])
+    assert rec["power_state"] == "Running" and rec["current_operations"] == {}
+    x.VM.suspend(vm)
+    rec = wait_until(lambda r: "resume" in r["allowed_operations"])
+    assert rec["power_state"] == "Suspended" and "suspend" not in rec["allowed_operations"]
+    x.VM.resume(vm, False, False)
+    rec = wait_until(lambda r: "suspend" in r["allowed_operations"])
+    assert rec["power_state"] == "Running"
+    x.VM.hard_shutdown(vm)
