@@ -14,7 +14,10 @@ Failures, as xapi maps them:
   response, or running past the timeout gives ``SR_BACKEND_FAILURE [status, stdout, stderr]``.
 
 Drivers run without blocking the event loop, at most ``concurrency`` at a time, each in its own
-process group (killed whole on timeout or cancellation). ``scan()`` asks every driver for its
+process group (killed whole on timeout or cancellation). Python drivers are forked from a warm
+interpreter that has the drivers' modules imported (xapi.sm.forkserver): still one process per
+operation with the request as its argument, without paying for an interpreter start and the
+imports each time (``XAPI_SM_FORK=0``, or a fork server that died: started afresh). ``scan()`` asks every driver for its
 ``sr_get_driver_info``, which fills the SM table.
 """
 from __future__ import annotations
