@@ -117,3 +117,4 @@ def sync_certificate(app) -> None:
 # host maintenance (enable, disable, evacuate, shutdown, reboot), so that dispatch finds it here
 from xapi.actions.host_evacuate import (  # noqa: E402,F401
     assert_can_evacuate, disable, enable, evacuate, get_vms_which_prevent_evacuation, reboot, shutdown)
+from xapi.actions.vm_storage_migrate import migrate_receive  # noqa: E402,F401

@@ -55,7 +55,7 @@ _DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "m
 # the ops our lifecycle implements; the rest are offered once their actions exist
 _IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
                 "pause", "unpause", "destroy", "suspend", "resume", "resume_on", "pool_migrate",
-                "clone", "copy", "snapshot", "checkpoint", "revert", "provision")
+                "clone", "copy", "snapshot", "checkpoint", "revert", "provision", "migrate_send")
 
 
 def _rec(db, ref) -> dict:
@@ -561,3 +561,4 @@ from xapi.actions.vm_memory import (set_memory, set_memory_dynamic_max, set_memo
                                     set_memory_dynamic_range, set_memory_limits, set_memory_static_max,
                                     set_memory_static_min, set_memory_static_range)
 from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401
+from xapi.actions.vm_storage_migrate import assert_can_migrate, migrate_send  # noqa: E402,F401

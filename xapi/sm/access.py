@@ -32,6 +32,7 @@ import uuid as _uuid
 
 from xapi import atomic
 from xapi.datamodel.errors import XapiError
+from xapi.sm import mirror
 
 log = logging.getLogger("xapi.sm.access")
 
@@ -178,12 +179,15 @@ class Access:
         if self.closed:
             raise XapiError("INTERNAL_ERROR", "the storage layer is shutting down")
         _, rec = self._vdi(vdi_ref)
-        return await self._change(dp, vdi_ref, rec, "activate")
+        info = await self._change(dp, vdi_ref, rec, "activate")
+        mirror.of(self.storage.app).activated(dp, vdi_ref, info)    # the datapath's tap (xapi.sm.mirror)
+        return info
 
     async def deactivate(self, dp: str, vdi_ref: str) -> None:
         if self.closed:
             return
         _, rec = self._vdi(vdi_ref)
+        await mirror.of(self.storage.app).deactivating(dp, vdi_ref)
         await self._change(dp, vdi_ref, rec, "deactivate")
 
     async def detach(self, dp: str, vdi_ref: str) -> None:

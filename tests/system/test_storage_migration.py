@@ -1,0 +1,237 @@
+"""Storage motion in a 2-host `xapi sim` pool through the XenAPI SDK: VDI.pool_migrate and
+VM.migrate_send move a running VM's disk to another SR while the simulated guest writes to it
+(VM other_config sim_disk_writer), every write mirrored while the base copies; afterwards the disk,
+read by qemu-img, holds exactly the base plus every write the guest logged. A cancelled migration
+leaves the VM on its disk with nothing left behind; xapi's checks and errors."""
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests import pool as _pool
+from tests.system.pool_vms import MIB, failure, hosts_by_address, new_vm, wait_task
+from xapi.sm import mirror
+
+QEMU_IMG = shutil.which("qemu-img")
+SIZE = 32 * MIB
+BLOCK_DELAY = 0.04          # the mirror's base copy takes ~0.6 s: the writer (every 2 ms) overlaps it
+
+
+@pytest.fixture(scope="module")
+def sim():
+    p = _pool.start(2, env={"XAPI_SIM_MIRROR_BLOCK_DELAY": str(BLOCK_DELAY)})
+    yield p
+    _pool.cleanup(p)
+
+
+@pytest.fixture
+def x(sim):
+    s = sim.coordinator.session()
+    yield s.xenapi
+    s.xenapi.session.logout()
+
+
+def base_data() -> bytes:
+    """What the disk holds before the guest writes: a distinct byte pattern per 64 KiB."""
+    chunk = 64 << 10
+    return b"".join(bytes([(i * 7 + 1) & 0xFF]) * chunk for i in range(SIZE // chunk))
+
+
+def local_sr(x, host):
+    return next(s for s in x.SR.get_all() if x.SR.get_type(s) == "ext"
+                and any(x.PBD.get_host(p) == host for p in x.SR.get_PBDs(s)))
+
+
+def nfs_sr(x):
+    return next(s for s in x.SR.get_all() if x.SR.get_type(s) == "nfs")
+
+
+def vhd_file(sim, x, vdi) -> str:
+    name = x.VDI.get_location(vdi) + ".vhd"
+    for root, _, files in os.walk(sim.data_dir):
+        if name in files:
+            return os.path.join(root, name)
+    raise AssertionError(f"no file {name}")
+
+
+def vhd_files(folder: str) -> set[str]:
+    return {os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs if f.endswith(".vhd")}
+
+
+def import_raw(sim, x, vdi, data: bytes) -> None:
+    host = sim.coordinator
+    session = host.session()
+    sid = session._session
+    c = http.client.HTTPConnection(host.address, host.http_port, timeout=30)
+    try:
+        c.request("PUT", f"/import_raw_vdi?session_id={sid}&vdi={vdi}&format=raw", body=data,
+                  headers={"Content-Length": str(len(data))})
+        r = c.getresponse()
+        r.read()
+        assert r.status == 200
+    finally:
+        c.close()
+        session.xenapi.session.logout()
+
+
+def writer_vm(sim, x, host, sr, name):
+    """A VM with the disk writer, its disk filled with base_data(), started on `host`."""
+    vm = new_vm(x, name, memory=64 * MIB)
+    x.VM.set_other_config(vm, {"sim_disk_writer": "true", "sim_disk_writer_ms": "2"})
+    vdi = x.VDI.create({"name_label": f"{name} disk", "name_description": "", "SR": sr,
+                        "virtual_size": str(SIZE), "type": "user", "sharable": False, "read_only": False,
+                        "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": []})
+    import_raw(sim, x, vdi, base_data())
+    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                        "type": "Disk", "empty": False, "unpluggable": False, "other_config": {},
+                        "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    x.VM.start_on(vm, host, False, False)
+    return vm, vdi, vbd
+
+
+def writes(sim, x, vm) -> list[tuple[int, int, int, int]]:
+    path = os.path.join(sim.coordinator.data_dir, "sim-disk-writer", x.VM.get_uuid(vm) + ".log")
+    with open(path) as f:
+        return [tuple(int(v) for v in line.split()) for line in f if line.strip()]
+
+
+def expected(log) -> bytes:
+    disk = bytearray(base_data())
+    seqs = [w[0] for w in log]
+    assert seqs == list(range(len(seqs)))          # one sequence, nothing lost or repeated
+    for seq, off, length, _ in log:
+        disk[off:off + length] = mirror.pattern(seq)
+    return bytes(disk)
+
+
+def disk_bytes(path: str) -> bytes:
+    if QEMU_IMG:
+        out = path + ".raw"
+        try:
+            info = subprocess.run([QEMU_IMG, "info", "-f", "vpc", path], check=True, capture_output=True,
+                                  text=True).stdout
+            assert "file format: vpc" in info
+            subprocess.run([QEMU_IMG, "convert", "-f", "vpc", "-O", "raw", path, out], check=True)
+            with open(out, "rb") as f:
+                return f.read()[:SIZE]
+        finally:
+            if os.path.exists(out):
+                os.unlink(out)
+    from xapi.sm import vhd
+    with vhd.open(path, readonly=True) as h:
+        return h.read(0, SIZE)
+
+
+def test_pool_migrate_local_to_nfs_and_back_while_writing(sim, x):
+    h1, _ = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm")
+    time.sleep(0.2)
+
+    moved = x.VDI.pool_migrate(vdi, nfs, {})
+    assert moved != vdi and x.VBD.get_VDI(vbd) == moved and x.VDI.get_SR(moved) == nfs
+    assert failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"          # the source is gone
+    assert x.VM.get_power_state(vm) == "Running" and x.VM.get_current_operations(vm) == {}
+    assert int(x.VDI.get_virtual_size(moved)) == SIZE
+    during_first = [w for w in writes(sim, x, vm) if w[3]]
+    assert during_first, "no write was mirrored during the migration"
+    time.sleep(0.1)
+
+    back = x.VDI.pool_migrate(moved, local, {})
+    assert x.VBD.get_VDI(vbd) == back and x.VDI.get_SR(back) == local
+    assert failure(x.VDI.get_record, moved)[0] == "HANDLE_INVALID"
+    time.sleep(0.1)
+    x.VM.hard_shutdown(vm)                       # the writer stops with the datapath
+
+    log = writes(sim, x, vm)
+    assert len([w for w in log if w[3]]) > len(during_first)      # the second one mirrored too
+    assert disk_bytes(vhd_file(sim, x, back)) == expected(log)
+    assert [v for v in x.SR.get_VDIs(nfs) if x.VDI.get_name_label(v) == "sxm disk"] == []
+    x.VM.destroy(vm)
+    x.VDI.destroy(back)
+
+
+def test_cancelled_pool_migrate_leaves_the_vm_on_its_disk(sim, x):
+    h1, _ = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-cancel")
+    nfs_vdis = set(x.SR.get_VDIs(nfs))
+    nfs_files = vhd_files(os.path.join(sim.data_dir, "nfs"))
+    task = x.Async.VDI.pool_migrate(vdi, nfs, {})
+    deadline = time.monotonic() + 10
+    while float(x.task.get_progress(task)) < 0.2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert x.task.get_status(task) == "pending"
+    x.task.cancel(task)
+    rec = wait_task(x, task)
+    assert rec["status"] == "cancelled" and rec["error_info"][0] == "TASK_CANCELLED"
+    assert x.VBD.get_VDI(vbd) == vdi and x.VDI.get_SR(vdi) == local
+    assert x.VM.get_power_state(vm) == "Running" and x.VM.get_current_operations(vm) == {}
+    assert set(x.SR.get_VDIs(nfs)) == nfs_vdis                       # the mirror's VDI is gone
+    time.sleep(0.1)
+    x.VM.hard_shutdown(vm)
+    log = writes(sim, x, vm)
+    assert any(w[3] for w in log)                # it was mirroring when cancelled
+    assert disk_bytes(vhd_file(sim, x, vdi)) == expected(log)        # the source got every write
+    assert vhd_files(os.path.join(sim.data_dir, "nfs")) == nfs_files     # nor its file
+    x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+
+
+def test_migrate_send_moves_disk_and_domain_to_the_other_host(sim, x):
+    h1, h2 = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-send")
+    net = next(n for n in x.network.get_all()
+               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    dest = x.host.migrate_receive(h2, net, {})
+    assert set(dest) >= {"SM", "host", "xenops", "session_id", "master"} and dest["host"] == h2
+    assert dest["xenops"].endswith("/services/xenops?session_id=" + dest["session_id"])
+    time.sleep(0.1)
+
+    # without the map, the local disk can't be seen from h2
+    assert failure(x.VM.assert_can_migrate, vm, dest, True, {}, {}, {}, {}) == ["VDI_NOT_IN_MAP", vdi]
+    x.VM.assert_can_migrate(vm, dest, True, {vdi: nfs}, {}, {}, {})
+    assert x.VM.migrate_send(vm, dest, True, {vdi: nfs}, {}, {}) == vm
+    rec = x.VM.get_record(vm)
+    assert rec["power_state"] == "Running" and rec["resident_on"] == h2
+    moved = x.VBD.get_VDI(vbd)
+    assert moved != vdi and x.VDI.get_SR(moved) == nfs
+    assert failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"
+    time.sleep(0.1)
+    x.VM.hard_shutdown(vm)
+    log = writes(sim, x, vm)
+    assert any(w[3] for w in log)
+    assert disk_bytes(vhd_file(sim, x, moved)) == expected(log)
+    x.VM.destroy(vm)
+    x.VDI.destroy(moved)
+
+
+def test_checks(sim, x):
+    h1, h2 = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vdi = x.VDI.create({"name_label": "loose", "name_description": "", "SR": local, "virtual_size": str(4 * MIB),
+                        "type": "user", "sharable": False, "read_only": False, "other_config": {},
+                        "xenstore_data": {}, "sm_config": {}, "tags": []})
+    assert failure(x.VDI.pool_migrate, vdi, nfs, {}) == ["VDI_NEEDS_VM_FOR_MIGRATE", vdi]
+    vm = new_vm(x, "halted", memory=64 * MIB)
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
+                  "empty": False, "unpluggable": False, "other_config": {}, "qos_algorithm_type": "",
+                  "qos_algorithm_params": {}})
+    assert failure(x.VDI.pool_migrate, vdi, nfs, {}) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+    assert failure(x.VDI.pool_migrate, vdi, "OpaqueRef:nope", {})[:2] == ["HANDLE_INVALID", "SR"]
+    x.VM.start_on(vm, h1, False, False)
+    net = next(n for n in x.network.get_all()
+               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    assert failure(x.host.migrate_receive, "OpaqueRef:nope", net, {})[:2] == ["HANDLE_INVALID", "host"]
+    dest = x.host.migrate_receive(h2, net, {})
+    assert failure(x.VM.migrate_send, vm, dest, True, {}, {}, {}) == ["VDI_NOT_IN_MAP", vdi]
+    assert x.VM.get_resident_on(vm) == h1
+    x.VM.checkpoint(vm, "cp")
+    assert failure(x.VM.assert_can_migrate, vm, dest, True, {vdi: nfs}, {}, {}, {}) == ["VM_HAS_CHECKPOINT", vm]
+    x.VM.hard_shutdown(vm)
