@@ -235,3 +235,21 @@ def test_checks(sim, x):
     x.VM.checkpoint(vm, "cp")
     assert failure(x.VM.assert_can_migrate, vm, dest, True, {vdi: nfs}, {}, {}, {}) == ["VM_HAS_CHECKPOINT", vm]
     x.VM.hard_shutdown(vm)
+
+
+def test_migrate_send_of_a_halted_vm_copies_its_disk(sim, x):
+    h1, h2 = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-halted")
+    x.VM.hard_shutdown(vm)
+    net = next(n for n in x.network.get_all()
+               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    dest = x.host.migrate_receive(h2, net, {})
+    assert "migrate_send" in x.VM.get_allowed_operations(vm)
+    assert x.VM.migrate_send(vm, dest, False, {vdi: nfs}, {}, {}) == vm
+    moved = x.VBD.get_VDI(vbd)
+    assert moved != vdi and x.VDI.get_SR(moved) == nfs and x.VM.get_power_state(vm) == "Halted"
+    assert failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"
+    assert disk_bytes(vhd_file(sim, x, moved)) == expected(writes(sim, x, vm))
+    x.VM.destroy(vm)
+    x.VDI.destroy(moved)

@@ -11,7 +11,9 @@ whose VDI is mapped to another SR is moved while the VM runs (xapi.sm.mirror): a
 target SR, every write mirrored to it while the base copies, then the VBD's datapath switches to it
 (the VBD points at it, the domain's backend params follow) and the source VDI is destroyed. Then,
 when `dest` names another host, the VM's memory goes there as VM.pool_migrate does. A failure or a
-cancel before the switch stops the mirror and destroys the new VDI: the VM stays on its disks.
+cancel before the switch stops the mirror and destroys the new VDI: the VM stays on its disks. The
+disks of a halted or suspended VM (and its suspend image, when the destination can't see it) are
+copied (VDI.copy) and the copies take their place.
 
 `VDI.pool_migrate(vdi, sr, options)` is a migrate_send of the VM using the VDI to the host it runs on,
 with only that VDI moving; it returns the new VDI's ref, as xapi.
@@ -132,7 +134,11 @@ def _check_map(app, vm: str, host: str, vdi_map: dict) -> list[tuple[str, str, s
         if sr not in srs:
             raise XapiError("HANDLE_INVALID", "SR", sr)
     moves = []
-    for vbd, vdi in _disks(db, vm):
+    disks = _disks(db, vm)
+    suspend_vdi = rec.get("suspend_VDI")
+    if rec["power_state"] == "Suspended" and suspend_vdi in db.table("VDI"):
+        disks.append((None, suspend_vdi))     # the memory image goes along (vbd None)
+    for vbd, vdi in disks:
         src_sr = db.table("VDI").get_field(vdi, "SR")
         target = vdi_map.get(vdi, src_sr)
         if not _sr_sees(db, target, host):
@@ -260,9 +266,21 @@ async def _set_backend(app, vm: str, vm_rec: dict, vbd_rec: dict, params: str) -
         log.warning("VM %s: backend of %s not updated: %s", vm_rec["uuid"], device, e)
 
 
+async def _copy_disk(ctx, session, vm: str, vbd: str | None, vdi: str, sr: str) -> str:
+    """A disk of a VM that doesn't run: a copy on `sr` takes its place (VBD.VDI, or suspend_VDI)."""
+    from xapi.actions import vdi as vdi_actions
+    db = ctx.app.db
+    dst = await vdi_actions.copy(ctx, session, vdi, sr)
+    if vbd is None:
+        db.table("VM").set_field(vm, "suspend_VDI", dst)
+    else:
+        db.table("VBD").set_field(vbd, "VDI", dst)
+    return dst
+
+
 async def _move(ctx, session, vm: str, moves, on_progress) -> dict[str, str]:
-    """Moves the disks one after the other; the source VDIs of the switched ones are destroyed at
-    the end. vdi -> new vdi."""
+    """Moves the disks one after the other (mirrored while the VM runs, copied otherwise); the
+    source VDIs of the moved ones are destroyed at the end. vdi -> new vdi."""
     from xapi.actions import vdi as vdi_actions
     if _running[0] >= MAX_MIGRATES:
         raise XapiError("TOO_MANY_STORAGE_MIGRATES", str(MAX_MIGRATES))
@@ -274,7 +292,11 @@ async def _move(ctx, session, vm: str, moves, on_progress) -> dict[str, str]:
             def progress(p, i=i):
                 on_progress(min(0.99, (i + p) / len(moves)))
             rec = app.db.table("VM").get(vm)
-            done[vdi] = await _move_disk(ctx, session, rec, vbd, vdi, sr, progress)
+            if rec["power_state"] == "Running":
+                done[vdi] = await _move_disk(ctx, session, rec, vbd, vdi, sr, progress)
+            else:
+                done[vdi] = await _copy_disk(ctx, session, vm, vbd, vdi, sr)
+                progress(1.0)
     finally:
         _running[0] -= 1
         for vdi in done:                # no longer used by anyone
@@ -296,14 +318,12 @@ async def migrate_send(ctx, session, vm, dest, live, vdi_map, vif_map, options=N
     await app.storage.ready()
 
     async def body(rec, progress):
-        if rec["power_state"] != "Running":
-            raise XapiError("VM_BAD_POWER_STATE", vm, "running", rec["power_state"].lower())
         moves = _check_map(app, vm, host, vdi_map or {})
         _check_host(app, vm, rec, host)
         await _move(ctx, session, vm, moves, progress)
     await vm_actions._operation(ctx, vm, "migrate_send", body)
     rec = db.table("VM").get(vm)
-    if host != rec["resident_on"]:
+    if rec["power_state"] == "Running" and host != rec["resident_on"]:
         await vm_migrate.pool_migrate(ctx, session, vm, host, {"live": "true" if live else "false"})
     return vm
 
