@@ -3,6 +3,8 @@ each other through internal calls (xapi.pool.calls, xapi.pool.internal) and keep
 (xapi.pool.replica). `prepare`, `start` and `stop` hook this into the daemon's life."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from xapi.pool import internal, role as pool_role, secret
@@ -23,7 +25,11 @@ def prepare(app) -> None:
     path = redolog.configured()
     app.redo = redolog.RedoLog(app, path) if path else None
     internal.register(app.handlers)
+    from xapi.pool import member_start, relay
+    relay.install(app)                  # a member's storage drivers write through the coordinator
+    app.member_local = None
     if not app.role.coordinator:
+        app.member_local = member_start.capture(app)    # before the replica overwrites them
         become_member_in_memory(app, app.role)
 
 
@@ -41,8 +47,13 @@ def become_member_in_memory(app, role) -> None:
 
 async def start(app) -> None:
     from xapi.pool.liveness import Liveness
+    app.member_resync = None
     if not app.is_coordinator:
         start_replica(app)
+        if app.member_local is not None:
+            from xapi.pool import member_start
+            app.member_resync = asyncio.get_running_loop().create_task(
+                member_start.resync(app, app.member_local), name="member start-up resync")
     elif app.redo is not None:
         await app.redo.begin()
     app.liveness = Liveness(app)
@@ -56,6 +67,11 @@ def start_replica(app) -> None:
 
 
 async def stop(app) -> None:
+    resync = getattr(app, "member_resync", None)
+    if resync is not None:
+        resync.cancel()
+        with contextlib.suppress(BaseException):
+            await resync
     if getattr(app, "liveness", None) is not None:
         await app.liveness.stop()
     if getattr(app, "replica", None) is not None:

@@ -83,6 +83,6 @@ async def _handle(request, response) -> None:
 
 def register(routes) -> None:
     routes.add("POST", PATH, _handle, auth=False)
-    from xapi.pool import (certificates, liveness, membership, methods, replica,  # noqa: F401 - internal
-                           transitions)                                        # methods register
+    from xapi.pool import (certificates, liveness, member_start, membership, methods,  # noqa: F401 - internal
+                           relay, replica, transitions)                        # methods register
     membership.register(routes)

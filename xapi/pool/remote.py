@@ -3,8 +3,8 @@
 `Remote`: for pool.join, the joining host logs in to the coordinator with the credentials it was given
 and learns the coordinator's certificate fingerprint from the handshake (pinned from then on).
 `CoordinatorApi` (`app.pool.coordinator_api`): a member's writes to the pool database, as XenAPI calls
-to its coordinator with a session.slave_login session (certificate pinned, one kept-alive connection,
-calls one at a time)."""
+to its coordinator with a session.slave_login session (certificate pinned, kept-alive connections,
+calls concurrent)."""
 from __future__ import annotations
 
 import asyncio
@@ -86,38 +86,77 @@ class Remote:
 
 
 class CoordinatorApi:
+    """Calls run concurrently (a call may wait on one the coordinator makes back to this member, whose
+    drivers call the coordinator again): each takes an idle connection or opens one."""
+
+    MAX_IDLE = 8
+
     def __init__(self, app) -> None:
         self.app = app
-        self.remote: Remote | None = None
+        self.idle: list[Remote] = []
+        self.target: tuple | None = None
         self.session: str | None = None
-        self._lock = asyncio.Lock()
+        self._login = asyncio.Lock()
 
-    def _target(self) -> tuple:
+    def _remote(self) -> Remote:
         role = self.app.role
-        return role.address, role.fingerprint
+        target = (role.address, role.fingerprint)
+        if target != self.target:
+            self.close()
+            self.target = target
+        if self.idle:
+            return self.idle.pop()
+        address = target[0]
+        return Remote(address, self.app.config.https_port, target[1],
+                      offline=("HOST_OFFLINE", address), broken=("HOST_OFFLINE", address))
+
+    async def _session(self, remote: Remote, stale: str | None) -> str:
+        async with self._login:
+            if self.session is None or self.session == stale:
+                self.session = await remote.call("session.slave_login", self.app.host_ref, self.app.pool_secret)
+            return self.session
 
     async def call(self, method: str, *params):
         """`method` on the coordinator with this member's pool session in front of `params`."""
         app = self.app
         if app.is_coordinator:
             raise XapiError("INTERNAL_ERROR", "the coordinator has no coordinator to call")
-        async with self._lock:
-            address, fingerprint = self._target()
-            if self.remote is None or (self.remote.address, self.remote.fingerprint) != (address, fingerprint):
-                self.close()
-                self.remote = Remote(address, app.config.https_port, fingerprint,
-                                     offline=("HOST_OFFLINE", address), broken=("HOST_OFFLINE", address))
-            for attempt in (0, 1):
-                if self.session is None:
-                    self.session = await self.remote.call("session.slave_login", app.host_ref, app.pool_secret)
-                try:
-                    return await self.remote.call(method, self.session, *params)
-                except XapiError as e:
-                    if e.code != "SESSION_INVALID" or attempt:
-                        raise
-                    self.session = None          # the coordinator restarted or changed: log in again
+        for fresh_try in (False, True):
+            reused = bool(self.idle) and not fresh_try
+            remote = self._remote()
+            target = self.target
+            try:
+                result = await self._call(remote, method, params)
+            except XapiError as e:
+                if e.code == "HOST_OFFLINE" and reused and remote.conn is None:
+                    self.close()            # kept connections the coordinator closed (it restarted)
+                    continue
+                self._done(remote, target)
+                raise
+            except BaseException:
+                remote.close()
+                raise
+            self._done(remote, target)
+            return result
+
+    async def _call(self, remote: Remote, method: str, params):
+        stale = None
+        for attempt in (0, 1):
+            session = await self._session(remote, stale)
+            try:
+                return await remote.call(method, session, *params)
+            except XapiError as e:
+                if e.code != "SESSION_INVALID" or attempt:
+                    raise
+                stale = session             # the coordinator restarted or changed: log in again
+
+    def _done(self, remote: Remote, target) -> None:
+        if remote.conn is not None and target == self.target and len(self.idle) < self.MAX_IDLE:
+            self.idle.append(remote)
+        else:
+            remote.close()
 
     def close(self) -> None:
-        if self.remote is not None:
-            self.remote.close()
-        self.remote, self.session = None, None
+        for remote in self.idle:
+            remote.close()
+        self.idle, self.session = [], None

@@ -59,7 +59,8 @@ class Storage:
     async def _startup(self) -> None:
         try:
             await self.sync_drivers()
-            await self.plug_unplugged()
+            if self.app.is_coordinator:     # a member plugs through its coordinator (xapi.pool.member_start)
+                await self.plug_unplugged()
             await self.access.reconcile()
             self.gc.kick_pending()
         except Exception:
@@ -262,7 +263,9 @@ class Storage:
                 await self.sr_command(sr, "sr_scan")
             srs = self.db.table("SR")
             oc = srs.get_field(sr, "other_config")
-            if "dirty" in oc:
+            if "dirty" in oc and not self.app.is_coordinator:    # the pool database is the coordinator's
+                await self.app.pool.coordinator_api.call("SR.remove_from_other_config", sr, "dirty")
+            elif "dirty" in oc:
                 srs.set_field(sr, "other_config", {k: v for k, v in oc.items() if k != "dirty"})
 
     async def _auto_scan(self) -> None:

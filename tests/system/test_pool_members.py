@@ -1,0 +1,104 @@
+"""A member's own work in a 2-host `xapi sim` pool, through the XenAPI SDK: a member restarted (here
+on a bigger simulated machine) tells the coordinator its refreshed host record, memory and control
+domain, and ends with its PBDs plugged by its own storage, whose drivers' writes (SR other-config
+"dirty", sizes, VDIs found by the scan) reach the pool database through the coordinator."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+
+import pytest
+import XenAPI
+
+from tests import pool as _pool
+from tests.system.pool_vms import MIB, eventually, hosts_by_address
+
+
+@pytest.fixture(scope="module")
+def sim():
+    p = _pool.start(2)
+    p.restarted = []                # daemons this module started again itself: stopped by pid
+    yield p
+    for proc in p.restarted:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _pool.cleanup(p)
+
+
+@pytest.fixture
+def x(sim):
+    s = sim.coordinator.session()
+    yield s.xenapi
+    try:
+        s.xenapi.session.logout()
+    except XenAPI.Failure:
+        pass
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"      # reaped later by the supervisor
+    except OSError:
+        return True
+
+
+def restart(sim, host, *extra: str) -> None:
+    """Stops a member's daemon (SIGTERM) and starts it again with the same command line + `extra`."""
+    pid = host.pid
+    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    host.kill(signal.SIGTERM)
+    assert eventually(lambda: _gone(pid), 20)
+    env = dict(os.environ, XAPI_ROOT_PASSWORD=host.password)
+    with open(os.path.join(host.data_dir, "daemon.log"), "ab") as log:
+        sim.restarted.append(subprocess.Popen([*cmd, *(a.encode() for a in extra)], cwd=cwd, env=env,
+                                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+
+
+def test_restarted_member_refreshes_its_rows_and_plugs_its_pbds(sim, x):
+    h1, h2 = hosts_by_address(x)
+    member = sim.hosts[1]
+    local_sr = next(x.PBD.get_SR(p) for p in x.host.get_PBDs(h2) if not x.SR.get_shared(x.PBD.get_SR(p)))
+    # a disk file the database doesn't know, left in the member's local SR: the member's scan after
+    # plugging (an SR its driver attaches as SR master is "dirty") introduces it through the coordinator
+    found = str(uuid.uuid4())
+    _copy_a_disk(x, h1, sim.coordinator, member, local_sr, found)
+    metrics = x.host.get_metrics(h2)
+    before = int(x.host_metrics.get_memory_total(metrics))
+    offset = len(member.log())
+    restart(sim, member, "--sim-config=memory_mib=20480,cpus=6")
+
+    def plugged():
+        try:
+            return all(x.PBD.get_currently_attached(p) for p in x.host.get_PBDs(h2)) \
+                and x.host.get_cpu_info(h2)["cpu_count"] == "6"
+        except XenAPI.Failure:
+            return False
+    assert eventually(plugged, 25)
+    assert int(x.host_metrics.get_memory_total(metrics)) == 20480 * MIB != before
+    dom0 = x.host.get_control_domain(h2)
+    assert x.VM.get_resident_on(dom0) == h2 and x.VM.get_is_control_domain(dom0)
+    log = member.log()[offset:]
+    assert "HOST_IS_SLAVE" not in log and "could not plug" not in log
+    # the local SR was attached by the member's driver as its SR master, and scanned
+    vdi = x.VDI.get_by_uuid(found)
+    assert x.VDI.get_SR(vdi) == local_sr and int(x.VDI.get_virtual_size(vdi)) == 4 * MIB
+    assert "dirty" not in x.SR.get_other_config(local_sr)
+    assert int(x.SR.get_physical_utilisation(local_sr)) >= int(x.VDI.get_physical_utilisation(vdi)) > 0
+
+
+def _copy_a_disk(x, h1, coordinator, member, member_sr, new_uuid) -> None:
+    """A 4 MiB disk made on the coordinator's local SR, copied as a file into the member's SR folder."""
+    sr = next(x.PBD.get_SR(p) for p in x.host.get_PBDs(h1) if not x.SR.get_shared(x.PBD.get_SR(p)))
+    vdi = x.VDI.create({"name_label": "model", "name_description": "", "SR": sr, "virtual_size": str(4 * MIB),
+                        "type": "user", "sharable": False, "read_only": False, "other_config": {},
+                        "xenstore_data": {}, "sm_config": {}, "tags": []})
+    src = os.path.join(coordinator.data_dir, "sr", x.SR.get_uuid(sr), x.VDI.get_location(vdi) + ".vhd")
+    dst = os.path.join(member.data_dir, "sr", x.SR.get_uuid(member_sr), new_uuid + ".vhd")
+    shutil.copyfile(src, dst)
+    x.VDI.destroy(vdi)
