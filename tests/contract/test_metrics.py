@@ -8,8 +8,8 @@ import pytest
 import XenAPI
 
 from tests import daemon as _daemon
-from tests.contract.test_devices import management_network, vif_record, xs
-from tests.contract.test_vm_lifecycle import new_vm, wait_for
+from tests.contract.test_devices import management_network, vif_record, xs, xs_read
+from tests.contract.test_vm_lifecycle import failure, new_vm, wait_for
 from xapi import xenctrl
 
 pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
@@ -61,6 +61,59 @@ def test_guest_agent_reports_an_address_per_vif(host, x):
     assert wait_for(lambda: "2/ipv4/0" not in networks(x, vm))
     x.VM.hard_shutdown(vm)
     assert x.VM.get_guest_metrics(vm) == "OpaqueRef:NULL"
+
+
+def test_static_ip_configuration_reaches_the_guest_agent(host, x):
+    """VIF.configure_ipv4/ipv6 as xapi_vif.ml: checked (CIDR, gateway, locking mode, the agent's
+    feature-static-ip-setting), recorded on the VIF, and for a plugged VIF written where xenopsd writes
+    it (xenserver/device/vif/<devid>/static-ip-setting); the simulated agent applies it and reports the
+    address, and mode None gives the guest its own address back."""
+    vm = new_vm(x, "static-ip")
+    net = management_network(x)
+    vif = x.VIF.create(vif_record(vm, net, device="0"))
+    assert failure(x.VIF.configure_ipv4, vif, "Static", "10.0.0.5/24", "") == ["VM_LACKS_FEATURE", vm]
+    x.VM.start(vm, False, False)
+    assert wait_for(lambda: "0/ipv4/0" in networks(x, vm))
+    dynamic = networks(x, vm)["0/ipv4/0"]
+    assert x.VM_guest_metrics.get_other(x.VM.get_guest_metrics(vm))["feature-static-ip-setting"] == "1"
+    assert failure(x.VIF.configure_ipv4, vif, "Static", "10.0.0.5", "") == ["INVALID_CIDR_ADDRESS_SPECIFIED", "address"]
+    assert failure(x.VIF.configure_ipv4, vif, "Static", "10.0.0.5/33", "")[0] == "INVALID_CIDR_ADDRESS_SPECIFIED"
+    assert failure(x.VIF.configure_ipv4, vif, "Static", "10.0.0.5/24", "10.0.0") == [
+        "INVALID_IP_ADDRESS_SPECIFIED", "gateway"]
+    assert failure(x.VIF.configure_ipv6, vif, "Static", "10.0.0.5/24", "")[0] == "INVALID_CIDR_ADDRESS_SPECIFIED"
+    assert x.VIF.get_ipv4_configuration_mode(vif) == "None"
+
+    x.VIF.configure_ipv4(vif, "Static", "10.0.0.5/24", "10.0.0.1")
+    rec = x.VIF.get_record(vif)
+    assert (rec["ipv4_configuration_mode"], rec["ipv4_addresses"], rec["ipv4_gateway"]) == (
+        "Static", ["10.0.0.5/24"], "10.0.0.1")
+    assert wait_for(lambda: networks(x, vm).get("0/ipv4/0") == "10.0.0.5")
+    assert networks(x, vm)["0/ip"] == "10.0.0.5"
+    domid = x.VM.get_domid(vm)
+    base = f"/local/domain/{domid}/xenserver/device/vif/0/static-ip-setting"
+    if shutil.which("xenstore-read"):
+        got = {k: xs_read(host, f"{base}/{k}") for k in ("enabled", "address", "gateway", "mac", "error-code")}
+        assert got == {"enabled": "1", "address": "10.0.0.5/24", "gateway": "10.0.0.1", "mac": rec["MAC"],
+                       "error-code": "0"}
+    x.VIF.configure_ipv6(vif, "Static", "2001:db8:1::5/64", "")
+    assert wait_for(lambda: networks(x, vm).get("0/ipv6/0") == "2001:db8:1::5")
+    assert x.VIF.get_ipv6_addresses(vif) == ["2001:db8:1::5/64"]
+
+    x.VIF.configure_ipv4(vif, "None", "", "")
+    assert wait_for(lambda: networks(x, vm).get("0/ipv4/0") == dynamic)
+    assert x.VIF.get_ipv4_configuration_mode(vif) == "None"
+    if shutil.which("xenstore-read"):
+        assert xs_read(host, f"{base}/enabled") == "0"
+
+    x.VIF.set_locking_mode(vif, "locked")
+    assert failure(x.VIF.set_ipv4_allowed, vif, ["10.0.0.300"]) == ["INVALID_IP_ADDRESS_SPECIFIED", "ipv4_allowed"]
+    x.VIF.set_ipv4_allowed(vif, ["10.0.0.6", "10.0.0.6"])
+    assert x.VIF.get_ipv4_allowed(vif) == ["10.0.0.6"]
+    assert failure(x.VIF.configure_ipv4, vif, "Static", "10.0.0.5/24", "") == [
+        "ADDRESS_VIOLATES_LOCKING_CONSTRAINT", "10.0.0.5/24"]
+    x.VIF.configure_ipv4(vif, "Static", "10.0.0.6/24", "")
+    assert wait_for(lambda: networks(x, vm).get("0/ipv4/0") == "10.0.0.6")
+    x.VM.hard_shutdown(vm)
 
 
 def test_periodic_vm_and_host_metrics(host, x):

@@ -487,9 +487,11 @@ class Xenopsd:
                         "data/os_majorver": "12", "data/os_minorver": "5",
                         "data/os_uname": "6.1.0-18-amd64",
                         "data/meminfo_total": str(kib), "data/meminfo_free": str(kib * 3 // 4),
-                        "control/feature-shutdown": "1", "control/feature-reboot": "1"}
+                        "control/feature-shutdown": "1", "control/feature-reboot": "1",
+                        "control/feature-static-ip-setting": "1"}
                 for vif in vm.config.get("vifs", []):
-                    keys.update(self._agent_vif_keys(domid, int(vif["devid"] if isinstance(vif, dict) else vif)))
+                    keys.update(self._agent_vif_keys(domid, int(vif["devid"] if isinstance(vif, dict) else vif),
+                                                     vif.get("static_ip") if isinstance(vif, dict) else None))
                 for k, v in keys.items():
                     self.store.write(f"{base}/{k}", v)
                 self.store.write(f"{base}/data/updated", "1")    # the data is complete
@@ -498,19 +500,25 @@ class Xenopsd:
         self._background(agent())
 
     @staticmethod
-    def _agent_vif_keys(domid: int, devid: int) -> dict:
-        """The addresses the agent reports for one VIF (192.0.2.0/24 and 2001:db8::/32 are for examples)."""
+    def _agent_vif_keys(domid: int, devid: int, static: dict | None = None) -> dict:
+        """The addresses the agent reports for one VIF (192.0.2.0/24 and 2001:db8::/32 are for examples),
+        or the static ones it was given (VIF.set_ip_configuration: {"4": {...}, "6": {...}})."""
         n = (domid * 8 + devid) % 250 + 2
-        return {f"attr/vif/{devid}/ipv4/0": f"192.0.2.{n}", f"attr/vif/{devid}/ipv6/0": f"2001:db8::{n:x}",
-                f"attr/eth{devid}/ip": f"192.0.2.{n}"}
+        v4, v6 = f"192.0.2.{n}", f"2001:db8::{n:x}"
+        for family, cfg in (static or {}).items():
+            if cfg.get("mode") == "Static":
+                addr = cfg["address"].partition("/")[0]
+                v4, v6 = (addr, v6) if str(family) == "4" else (v4, addr)
+        return {f"attr/vif/{devid}/ipv4/0": v4, f"attr/vif/{devid}/ipv6/0": v6, f"attr/eth{devid}/ip": v4}
 
     def _agent_vif(self, vm: VM, devid: int, plugged: bool) -> None:
-        """A hotplugged VIF reaches the running agent's report (once the agent has reported)."""
+        """A hotplugged or reconfigured VIF reaches the running agent's report (once it has reported)."""
         domid = vm.domid
         if self.store is None or domid is None or not self.store.exists(f"/local/domain/{domid}/data/updated"):
             return
         if plugged:
-            for k, v in self._agent_vif_keys(domid, devid).items():
+            vif = next((v for v in vm.config.get("vifs", []) if isinstance(v, dict) and int(v["devid"]) == devid), {})
+            for k, v in self._agent_vif_keys(domid, devid, vif.get("static_ip")).items():
                 self.store.write(f"/local/domain/{domid}/{k}", v)
         else:
             for k in (f"attr/vif/{devid}", f"attr/eth{devid}"):
@@ -669,6 +677,32 @@ class Xenopsd:
                     v["bridge"] = bridge
             if self.store is not None and vm.domid is not None:
                 devices.set_vif_bridge(self.store, vm.domid, int(devid), bridge)
+        self._update(vm.id)
+
+    async def vif_set_ip_configuration(self, vm_id: str, devid: int, family: int, cfg: dict) -> None:
+        """A static IPv4 or IPv6 setting for the guest agent (xapi's VIF.configure_ipv4/6): written
+        where xenopsd puts it, xenserver/device/vif/<devid>/static-ip-setting, and kept with the VIF;
+        the simulated agent applies it and reports the address."""
+        vm = self._running(vm_id)
+        devid, family = int(devid), int(family)
+        if family not in (4, 6):
+            raise XenopsError("INVALID_VALUE", "family", family)
+        async with vm.lock:
+            vif = next((v for v in vm.config.get("vifs", []) if int(v["devid"]) == devid), None)
+            if vif is None:
+                raise XenopsError("DEVICE_NOT_ATTACHED", "VIF", devid)
+            vif.setdefault("static_ip", {})[str(family)] = dict(cfg)
+            if self.store is not None and vm.domid is not None:
+                base = f"/local/domain/{vm.domid}/xenserver/device/vif/{devid}/static-ip-setting"
+                on = "1" if cfg.get("mode") == "Static" else "0"
+                suffix = "" if family == 4 else "6"
+                keys = {"mac": cfg.get("mac", vif.get("mac", "")), "error-code": "0", "error-msg": "",
+                        f"enabled{suffix}": on}
+                if on == "1":
+                    keys.update({f"address{suffix}": cfg["address"], f"gateway{suffix}": cfg.get("gateway", "")})
+                for k, v in keys.items():
+                    self.store.write(f"{base}/{k}", v)
+                self._agent_vif(vm, devid, True)
         self._update(vm.id)
 
     async def vif_unplug(self, vm_id: str, devid: int, force: bool = False) -> None:
@@ -932,4 +966,5 @@ _METHODS = {
     "VIF.plug": Xenopsd.vif_plug,
     "VIF.unplug": Xenopsd.vif_unplug,
     "VIF.move": Xenopsd.vif_move,
+    "VIF.set_ip_configuration": Xenopsd.vif_set_ip_configuration,
 }
