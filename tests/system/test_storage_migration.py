@@ -127,6 +127,18 @@ def disk_bytes(path: str) -> bytes:
         return h.read(0, SIZE)
 
 
+def backend_params(host, domid: str) -> str | None:
+    """The disk backend's params of the VM's first disk (xvda, devid 51712), read with Debian's
+    xenstore-read; None when xenstore-utils is missing."""
+    if not shutil.which("xenstore-read"):
+        return None
+    env = dict(os.environ, XENSTORED_PATH=os.path.join(host.data_dir, "xenstored", "socket"))
+    env.pop("XENSTORED_RUNDIR", None)
+    p = subprocess.run(["xenstore-read", f"/local/domain/0/backend/vbd/{domid}/51712/params"], env=env,
+                       capture_output=True, text=True, timeout=20, check=True)
+    return p.stdout.strip()
+
+
 def test_pool_migrate_local_to_nfs_and_back_while_writing(sim, x):
     h1, _ = hosts_by_address(x)
     local, nfs = local_sr(x, h1), nfs_sr(x)
@@ -138,6 +150,8 @@ def test_pool_migrate_local_to_nfs_and_back_while_writing(sim, x):
     assert failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"          # the source is gone
     assert x.VM.get_power_state(vm) == "Running" and x.VM.get_current_operations(vm) == {}
     assert int(x.VDI.get_virtual_size(moved)) == SIZE
+    params = backend_params(sim.coordinator, x.VM.get_domid(vm))
+    assert params is None or params == vhd_file(sim, x, moved)      # the domain's disk switched too
     during_first = [w for w in writes(sim, x, vm) if w[3]]
     assert during_first, "no write was mirrored during the migration"
     time.sleep(0.1)
@@ -203,13 +217,23 @@ def test_migrate_send_moves_disk_and_domain_to_the_other_host(sim, x):
     moved = x.VBD.get_VDI(vbd)
     assert moved != vdi and x.VDI.get_SR(moved) == nfs
     assert failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"
+    first = len([w for w in writes(sim, x, vm) if w[3]])
+    assert first
+    time.sleep(0.1)
+
+    # and back: the VM to h1, its disk onto h1's local SR, still writing
+    back_dest = x.host.migrate_receive(h1, net, {})
+    x.VM.migrate_send(vm, back_dest, True, {moved: local}, {}, {})
+    assert x.VM.get_resident_on(vm) == h1 and x.VM.get_power_state(vm) == "Running"
+    back = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_SR(back) == local
     time.sleep(0.1)
     x.VM.hard_shutdown(vm)
     log = writes(sim, x, vm)
-    assert any(w[3] for w in log)
-    assert disk_bytes(vhd_file(sim, x, moved)) == expected(log)
+    assert len([w for w in log if w[3]]) > first
+    assert disk_bytes(vhd_file(sim, x, back)) == expected(log)
     x.VM.destroy(vm)
-    x.VDI.destroy(moved)
+    x.VDI.destroy(back)
 
 
 def test_checks(sim, x):

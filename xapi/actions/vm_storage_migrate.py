@@ -195,7 +195,7 @@ async def _move_disk(ctx, session, vm_rec: dict, vbd: str, vdi: str, sr: str, pr
     vbd_rec = db.table("VBD").get(vbd)
     src = db.table("VDI").get(vdi)
     dp = vm_devices.datapath(vm_rec["uuid"], vbd_rec["userdevice"])
-    tap = datapaths.tap(dp)
+    tap = datapaths.ensure(dp, vdi)
     if tap is None or tap.vdi_uuid != src["uuid"]:
         raise XapiError("VDI_NEEDS_VM_FOR_MIGRATE", vdi)
     app.storage.assert_plugged(sr)

@@ -214,6 +214,18 @@ class Datapaths:
     def tap(self, dp: str) -> Tap | None:
         return self.current.get(dp)
 
+    def ensure(self, dp: str, vdi_ref: str) -> Tap | None:
+        """The datapath's tap, opened again from the access layer's state when the datapath holds
+        the VDI activated but has no tap (a datapath activated before this daemon started)."""
+        tap = self.current.get(dp)
+        vdis = self.app.db.table("VDI")
+        if tap is None and vdi_ref in vdis:
+            entry = self.app.storage.access.vdis.get(vdis.get_field(vdi_ref, "uuid")) or {}
+            if str(entry.get("dps", {}).get(dp, "")).startswith("activated"):
+                self.activated(dp, vdi_ref, entry.get("attach_info"))
+                tap = self.current.get(dp)
+        return tap
+
     async def write(self, dp: str, offset: int, data: bytes) -> bool:
         tap = self.current.get(dp)
         if tap is None:
