@@ -24,6 +24,7 @@ MODULES = {
     "VBD": "xapi.actions.vbd",
     "VIF": "xapi.actions.vif",
     "network": "xapi.actions.network",
+    "message": "xapi.actions.message",
 }
 
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import uuid as uuidlib
 
+from xapi import alerts as _alerts
 from xapi import guest_metrics
 from xapi.actions import vm_devices
 from xapi.datamodel.errors import XapiError
@@ -351,6 +352,7 @@ async def _start(ctx, vm: str, op: str, host: str | None, paused: bool) -> None:
                 vms.set_field(vm, "scheduled_to_be_resident_on", NULL_REF)
     with held:
         await _operation(ctx, vm, op, body)
+    _alerts.vm_done(app, vm, op)
 
 
 async def start(ctx, session, vm, start_paused=False, force=False):
@@ -375,6 +377,7 @@ def _simple(op: str, method: str, *extra):
             await xenops.call("VM.add", _config(rec))
             await xenops.run(method, rec["uuid"], *extra, on_progress=progress)
         await _operation(ctx, vm, op, body)
+        _alerts.vm_done(app, vm, op)
         return ""
     call.__name__ = op
     return call

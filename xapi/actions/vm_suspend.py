@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from xapi import alerts as _alerts
 from xapi.actions import vdi as vdi_actions
 from xapi.actions import vm as vm_mod
 from xapi.actions import vm_devices
@@ -124,6 +125,7 @@ async def suspend(ctx, session, vm):
     async def body(rec, progress):
         await save(ctx, session, vm, rec, progress)
     await vm_mod._operation(ctx, vm, "suspend", body)
+    _alerts.vm_done(ctx.app, vm, "suspend")
     return ""
 
 
@@ -131,6 +133,7 @@ async def _resume(ctx, vm, op: str, start_paused: bool):
     async def body(rec, progress):
         await restore(ctx, vm, rec, start_paused, progress)
     await vm_mod._operation(ctx, vm, op, body)
+    _alerts.vm_done(ctx.app, vm, op)
     return ""
 
 
@@ -156,3 +159,4 @@ async def hard_shutdown_suspended(ctx, vm) -> None:
             await _destroy_vdi(ctx, vdi)
         db.table("VM").update(vm, {"suspend_VDI": NULL_REF, "power_state": "Halted"})
     await vm_mod._operation(ctx, vm, "hard_shutdown", body)
+    _alerts.vm_done(ctx.app, vm, "hard_shutdown")
