@@ -8,7 +8,7 @@ def _check(ctx, task):
 
 
 def create(ctx, session, label, description):
-    return ctx.app.tasks.create(label, description, cancellable=False)
+    return remember(ctx.app, ctx.app.tasks.create(label, description, cancellable=False), session)
 
 
 def cancel(ctx, session, task):
@@ -21,3 +21,7 @@ def destroy(ctx, session, self):
     _check(ctx, self)
     ctx.app.tasks.destroy(self)
     return ""
+
+
+from xapi.actions.task_settings import (remember, set_error_info, set_progress, set_result,  # noqa: E402,F401
+                                      set_status)
