@@ -1,9 +1,11 @@
 """A VM's disks and network interfaces through the XenAPI SDK on a real daemon: VBDs attached through
 the storage access layer at start and released at shutdown, their xenstore entries read back with
 Debian's xenstore-ls, VBD/VIF create, plug/unplug, insert/eject, destroy with xapi's errors."""
+import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 import XenAPI
@@ -79,7 +81,6 @@ def management_network(x):
 
 
 def datapaths(host):
-    import json
     with open(os.path.join(host.data_dir, "storage-access.json")) as f:
         return {dp for e in json.load(f)["vdis"].values() for dp in e["dps"]}
 
@@ -338,3 +339,53 @@ def test_vif_move_between_networks(host, x):
     assert failure(x.VIF.move, vif, "OpaqueRef:nope") == ["HANDLE_INVALID", "network", "OpaqueRef:nope"]
     x.VM.hard_shutdown(vm)
     x.network.destroy(other)
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_restart_with_a_running_vm_neither_leaks_nor_repeats_attaches(how):
+    """The domains go with the daemon (simulated hypervisor). The restarted daemon finds the VM's
+    datapath in the storage access layer's record (named vbd/<vm uuid>/<userdevice>: a halted VM's
+    old domid is not known any more) and releases it once: the VDI ends detached and no longer held
+    by this host; the next start attaches it again, once."""
+    d = _daemon.start("--db-flush-interval", "0.2", env={"XAPI_GUEST_AGENT_DELAY": "0.1"})
+    try:
+        s = XenAPI.Session(d.url)
+        s.xenapi.login_with_password("root", d.password)
+        x = s.xenapi
+        sr = x.pool.get_default_SR(x.pool.get_all()[0])
+        vm = new_vm(x, "restart-disk")
+        disk = new_vdi(x, sr)
+        vbd = x.VBD.create(vbd_record(vm, disk))
+        x.VM.start(vm, False, False)
+        uuid, vdi_uuid = x.VM.get_uuid(vm), x.VDI.get_uuid(disk)
+        me = x.host.get_all()[0]
+        assert datapaths(d) == {f"vbd/{uuid}/0"}
+        assert x.VDI.get_sm_config(disk).get(f"host_{me}") == "RW"
+        if how == "stop":
+            d.stop()
+        else:                   # once state.db has the running VM
+            time.sleep(0.6)
+            os.kill(d.pid, 9)
+            d.proc.wait(10)
+        d2 = _daemon.start(data_dir=d.data_dir)
+        try:
+            s = XenAPI.Session(d2.url)
+            s.xenapi.login_with_password("root", d2.password)
+            x = s.xenapi
+            assert wait_for(lambda: x.VM.get_power_state(vm) == "Halted", 10)
+            assert wait_for(lambda: not x.VBD.get_currently_attached(vbd), 5)
+            assert wait_for(lambda: datapaths(d2) == set(), 5)
+            with open(os.path.join(d2.data_dir, "storage-access.json")) as f:
+                assert vdi_uuid not in json.load(f)["vdis"]                 # detached at the driver
+            assert f"host_{me}" not in x.VDI.get_sm_config(disk)
+            x.VM.start(vm, False, False)
+            with open(os.path.join(d2.data_dir, "storage-access.json")) as f:
+                entry = json.load(f)["vdis"][vdi_uuid]
+            assert entry["dps"] == {f"vbd/{uuid}/0": "activated RW"} and entry["state"] == "activated RW"
+            assert not entry.get("leaked")
+            x.VM.hard_shutdown(vm)
+            assert datapaths(d2) == set()
+        finally:
+            d2.stop()
+    finally:
+        _daemon.cleanup(d)

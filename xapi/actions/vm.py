@@ -455,6 +455,9 @@ async def watch(app) -> None:
     are picked up within a second; a member does nothing (the coordinator writes for it)."""
     from xapi import metrics
     metrics.start(app)          # this host's live VM/host metrics, for as long as the watcher runs
+    storage = getattr(app, "storage", None)
+    if storage is not None:     # the resync releases the disks of domains gone: it needs the drivers
+        await storage.ready()
     watchers: dict[str, asyncio.Task] = {}
     loop = asyncio.get_running_loop()
     try:
