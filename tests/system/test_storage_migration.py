@@ -277,3 +277,37 @@ def test_migrate_send_of_a_halted_vm_copies_its_disk(sim, x):
     assert disk_bytes(vhd_file(sim, x, moved)) == expected(writes(sim, x, vm))
     x.VM.destroy(vm)
     x.VDI.destroy(moved)
+
+
+JS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js")
+
+
+@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(JS, "node_modules", "xen-api")),
+                    reason="needs node and tests/js/node_modules (make test runs tools/node-deps.sh)")
+def test_xen_orchestra_storage_motion(sim, x):
+    """Xen Orchestra's connector: migrate_receive's token passed back to an Async VM.migrate_send that
+    moves the VM to the member and its disk to nfs, then an Async VDI.pool_migrate back to the
+    coordinator's local SR, which the member can't see: the disk moves and the VM goes to the
+    coordinator with it (xapi's choice of a host that sees the SR)."""
+    import json
+    h1, h2 = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-xo")
+    net = next(n for n in x.network.get_all()
+               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    host = sim.coordinator
+    p = subprocess.run(["node", os.path.join(JS, "xo_migrate.mjs"), host.url, "root", host.password, vm, vbd,
+                        h2, net, nfs, local], cwd=JS, capture_output=True, text=True, timeout=90)
+    lines = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert lines and lines[-1]["event"] == "done", (p.stdout, p.stderr[-2000:])
+    done = lines[-1]
+    assert set(done["token"]) >= {"SM", "host", "xenops", "session_id", "master"}
+    assert done["sent"] == vm and done["residentAfterSend"] == h2
+    assert done["vdi"] == x.VBD.get_VDI(vbd) != done["moved"] and x.VDI.get_SR(done["vdi"]) == local
+    assert failure(x.VDI.get_record, done["moved"])[0] == "HANDLE_INVALID"         # the nfs copy went
+    assert x.VM.get_resident_on(vm) == h1 and x.VM.get_power_state(vm) == "Running"
+    time.sleep(0.1)
+    x.VM.hard_shutdown(vm)
+    assert disk_bytes(vhd_file(sim, x, done["vdi"])) == expected(writes(sim, x, vm))
+    x.VM.destroy(vm)
+    x.VDI.destroy(done["vdi"])

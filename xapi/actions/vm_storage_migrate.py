@@ -15,8 +15,9 @@ cancel before the switch stops the mirror and destroys the new VDI: the VM stays
 disks of a halted or suspended VM (and its suspend image, when the destination can't see it) are
 copied (VDI.copy) and the copies take their place.
 
-`VDI.pool_migrate(vdi, sr, options)` is a migrate_send of the VM using the VDI to the host it runs on,
-with only that VDI moving; it returns the new VDI's ref, as xapi.
+`VDI.pool_migrate(vdi, sr, options)` is a migrate_send of the VM using the VDI with only that VDI
+moving, to the host it runs on when that host sees the new SR, else to a host that does (as xapi);
+it returns the new VDI's ref, as xapi.
 
 Checks, in xapi's words: VDI_NEEDS_VM_FOR_MIGRATE [vdi] (no VBD of a running VM), VM_HAS_CHECKPOINT
 [vm], VM_HAS_TOO_MANY_SNAPSHOTS [vm], VDI_NOT_IN_MAP [vdi] (a disk whose SR the destination can't
@@ -347,11 +348,31 @@ async def vdi_pool_migrate(ctx, session, vdi, sr, options=None):
     if power != "Running":
         raise XapiError("VM_BAD_POWER_STATE", vm, "running", power.lower())
     await app.storage.ready()
-    host = vm_actions.home(app, vms.get(vm))
+    host = _host_seeing(app, vm, vdi, sr)
     result: dict[str, str] = {}
 
     async def body(rec, progress):
         moves = _check_map(app, vm, host, {vdi: sr})
+        _check_host(app, vm, rec, host)
         result.update(await _move(ctx, session, vm, moves, progress))
     await vm_actions._operation(ctx, vm, "migrate_send", body)
+    rec = vms.get(vm)
+    if rec["power_state"] == "Running" and host != rec["resident_on"]:
+        from xapi.actions import vm_migrate
+        await vm_migrate.pool_migrate(ctx, session, vm, host, {"live": "true"})
     return result.get(vdi, vbds.get_field(vbd, "VDI") if vbd in vbds else vdi)
+
+
+def _host_seeing(app, vm: str, vdi: str, sr: str) -> str:
+    """Where the VM runs when it can see the VDI's new SR and the SRs of its other disks, else a
+    host that can (xapi's vdi_pool_migrate: the VM then moves there); NO_HOSTS_AVAILABLE if none."""
+    from xapi.actions import vm as vm_actions
+    db = app.db
+    vdis = db.table("VDI")
+    needed = {sr} | {vdis.get_field(v, "SR") for _, v in _disks(db, vm) if v != vdi}
+    here = vm_actions.home(app, db.table("VM").get(vm))
+    hosts = db.table("host")
+    for host in [here] + sorted(h for h in hosts.refs() if h != here):
+        if all(_sr_sees(db, s, host) for s in needed) and (host == here or hosts.get_field(host, "enabled")):
+            return host
+    raise XapiError("NO_HOSTS_AVAILABLE")
