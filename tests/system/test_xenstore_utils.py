@@ -158,3 +158,71 @@ def test_directory_too_big_for_one_reply(xsd):
     xsd.call(fill)
     assert tool(xsd, "xenstore-list", "/huge").stdout.split() == names
     assert len(tool(xsd, "xenstore-ls", "/huge").stdout.splitlines()) == 200
+
+
+def test_a_running_vm_of_the_daemon_as_xenstore_utils_see_it():
+    """A VM started through the XenAPI SDK on a real daemon: its domain under /local/domain/<domid>
+    as on a Xen host (name, vm, memory, vbd and vif frontends with their backends under dom0,
+    console), read with xenstore-ls/-read and followed with xenstore-watch through XENSTORED_PATH;
+    at shutdown it goes, and @releaseDomain fires."""
+    import XenAPI
+
+    from tests import daemon as _daemon
+    from tests.contract.test_devices import management_network, new_vdi, vbd_record, vif_record
+    from tests.contract.test_vm_lifecycle import new_vm, wait_for
+    d = _daemon.start(env={"XAPI_GUEST_AGENT_DELAY": "0.1"})
+    env = dict(os.environ, XENSTORED_PATH=os.path.join(d.data_dir, "xenstored", "socket"))
+    env.pop("XENSTORED_RUNDIR", None)
+
+    def run(*argv):
+        p = subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=20)
+        assert p.returncode == 0, (argv, p.stderr)
+        return p.stdout
+    watch = None
+    try:
+        s = XenAPI.Session(d.url)
+        s.xenapi.login_with_password("root", d.password)
+        x = s.xenapi
+        vm = new_vm(x, "seen-by-xenstore-ls", memory=512 << 20, vcpus=2)
+        x.VBD.create(vbd_record(vm, new_vdi(x, x.pool.get_default_SR(x.pool.get_all()[0]))))
+        x.VIF.create(vif_record(vm, management_network(x), mac="00:16:3e:01:02:03"))
+        watch = subprocess.Popen(["xenstore-watch", "/local/domain"], env=env, stdout=subprocess.PIPE, text=True)
+        assert watch.stdout.readline().strip() == "/local/domain"
+        x.VM.start(vm, False, False)
+        domid, uuid = x.VM.get_domid(vm), x.VM.get_uuid(vm)
+        assert watch.stdout.readline().strip().startswith(f"/local/domain/{domid}")
+        dom = f"/local/domain/{domid}"
+        assert run("xenstore-read", f"{dom}/name", f"{dom}/vm", f"{dom}/domid").split("\n")[:3] == [
+            "seen-by-xenstore-ls", f"/vm/{uuid}", domid]
+        assert run("xenstore-read", f"{dom}/memory/static-max", f"{dom}/memory/target").split() == [
+            str(512 << 10), str(512 << 10)]
+        full = run("xenstore-ls", "-f", dom).splitlines()
+        assert f'{dom}/cpu/1/availability = "online"' in full
+        assert f'{dom}/console/type = "xenconsoled"' in full and any(ln.startswith(f"{dom}/console/ring-ref")
+                                                                    for ln in full)
+        assert f'{dom}/device/vif/0/mac = "00:16:3e:01:02:03"' in full
+        assert f'{dom}/device/vif/0/backend = "/local/domain/0/backend/vif/{domid}/0"' in full
+        vbd_front = [ln for ln in full if ln.startswith(f"{dom}/device/vbd/") and "/backend =" in ln]
+        assert len(vbd_front) == 1
+        devid = vbd_front[0].split(" = ")[0].split("/")[-2]
+        backends = run("xenstore-ls", "-f", "/local/domain/0/backend").splitlines()
+        assert f'/local/domain/0/backend/vbd/{domid}/{devid}/frontend = "{dom}/device/vbd/{devid}"' in backends
+        assert f'/local/domain/0/backend/vbd/{domid}/{devid}/state = "4"' in backends
+        assert f'/local/domain/0/backend/vif/{domid}/0/bridge = "xenbr0"' in backends
+        assert run("xenstore-read", f"/vm/{uuid}/name").strip() == "seen-by-xenstore-ls"
+        assert wait_for(lambda: x.VM.get_guest_metrics(vm) != "OpaqueRef:NULL")
+        assert run("xenstore-read", f"{dom}/data/os_distro").strip() == "debian"    # the agent's report
+        release = subprocess.Popen(["xenstore-watch", "-n", "2", "@releaseDomain"], env=env,
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            assert release.stdout.readline().strip() == "@releaseDomain"
+            x.VM.hard_shutdown(vm)
+            assert release.wait(10) == 0
+        finally:
+            stop(release)
+        assert subprocess.run(["xenstore-exists", dom], env=env).returncode != 0
+        assert f"/local/domain/0/backend/vbd/{domid}" not in run("xenstore-ls", "-f", "/local/domain/0/backend")
+    finally:
+        if watch is not None:
+            stop(watch)
+        _daemon.cleanup(d)
