@@ -266,6 +266,19 @@ def test_xc_backend_fails_cleanly_in_subprocess(impl):
     assert int(lines[0].split()[0]) > 0
 
 
+@pytest.mark.skipif(HYPERVISOR_PRESENT, reason="a Xen hypervisor is present")
+def test_daemon_on_the_xc_backend_without_xen_exits_with_the_reason(tmp_path):
+    """`xapi serve --backend xc` where there is no hypervisor: exit status 1, the reason on one line
+    (no traceback), and nothing listening or left running (no pid file, no sockets)."""
+    p = subprocess.run([sys.executable, "-m", "xapi.cli.main", "serve", "--data-dir", str(tmp_path),
+                        "--backend", "xc", "--http-port", "0", "--https-port", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    out = (p.stdout + p.stderr).strip()
+    assert "Traceback" not in out and "cannot open the hypervisor interface" in out, out
+    assert not {"xapi.pid", "xapi", "xenopsd"} & set(os.listdir(tmp_path))
+
+
 @pytest.mark.parametrize("pure", ["1", ""])
 def test_facade_follows_xapi_pure(pure):
     if not pure and compiled is None:
