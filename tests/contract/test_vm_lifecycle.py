@@ -157,11 +157,18 @@ def test_async_start_progress_and_concurrent_operation(host, x):
 
 
 def test_cancel_start(host, x):
+    """xapi's task follows the xenopsd task's progress; task.cancel cancels the xenopsd task, whose
+    half-built domain goes (the host's memory comes back)."""
     vm = new_vm(x, "cancelled")
+    free = xenopsd(host, "HOST.stat")["free_memory"]
     xenopsd(host, "DEBUG.set", "build_delay", 2.0)
     try:
         task = x.Async.VM.start(vm, False, False)
         assert wait_for(lambda: float(x.task.get_progress(task)) > 0, 2)
+        assert xenopsd(host, "VM.stat", x.VM.get_uuid(vm))["domid"] >= 0      # being built there
+        assert xenopsd(host, "HOST.stat")["free_memory"] < free
+        seen = float(x.task.get_progress(task))
+        assert wait_for(lambda: float(x.task.get_progress(task)) > seen, 2)   # it keeps coming
         x.task.cancel(task)
         assert wait_for(lambda: x.task.get_status(task) not in ("pending", "cancelling"), 5)
     finally:
@@ -169,6 +176,9 @@ def test_cancel_start(host, x):
     assert x.task.get_status(task) == "cancelled"
     assert x.task.get_error_info(task) == ["TASK_CANCELLED", task]
     assert x.VM.get_power_state(vm) == "Halted" and x.VM.get_current_operations(vm) == {}
+    st = xenopsd(host, "VM.stat", x.VM.get_uuid(vm))
+    assert st["power_state"] == "Halted" and st["domid"] == -1
+    assert xenopsd(host, "HOST.stat")["free_memory"] == free
     assert "start" in x.VM.get_allowed_operations(vm)
 
 
