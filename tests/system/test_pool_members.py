@@ -1,6 +1,6 @@
 """A member's own work in a 2-host `xapi sim` pool, through the XenAPI SDK: a member restarted (here
 on a bigger simulated machine) tells the coordinator its refreshed host record, memory and control
-domain, and ends with its PBDs plugged by its own storage, whose drivers' writes (SR other-config
+domain, is reached again at once (no stale kept connection), and ends with its PBDs plugged by its own storage, whose drivers' writes (SR other-config
 "dirty", sizes, VDIs found by the scan) reach the pool database through the coordinator."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import XenAPI
 
 from tests import pool as _pool
-from tests.system.pool_vms import MIB, eventually, hosts_by_address
+from tests.system.pool_vms import MIB, eventually, hosts_by_address, new_vm, wait_task
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,13 @@ def test_restarted_member_refreshes_its_rows_and_plugs_its_pbds(sim, x):
     # plugging (an SR its driver attaches as SR master is "dirty") introduces it through the coordinator
     found = str(uuid.uuid4())
     _copy_a_disk(x, h1, sim.coordinator, member, local_sr, found)
+    # several calls at once to the member leave several kept connections to it (all stale after
+    # its restart: the first failure must drop them all, not only the one it was on)
+    vms = [new_vm(x, f"busy{i}", memory=64 * MIB) for i in range(8)]
+    for t in [x.Async.VM.start_on(vm, h2, False, False) for vm in vms]:
+        assert wait_task(x, t)["status"] == "success"
+    for t in [x.Async.VM.hard_shutdown(vm) for vm in vms]:
+        assert wait_task(x, t)["status"] == "success"
     metrics = x.host.get_metrics(h2)
     before = int(x.host_metrics.get_memory_total(metrics))
     offset = len(member.log())
@@ -90,6 +97,10 @@ def test_restarted_member_refreshes_its_rows_and_plugs_its_pbds(sim, x):
     assert x.VDI.get_SR(vdi) == local_sr and int(x.VDI.get_virtual_size(vdi)) == 4 * MIB
     assert "dirty" not in x.SR.get_other_config(local_sr)
     assert int(x.SR.get_physical_utilisation(local_sr)) >= int(x.VDI.get_physical_utilisation(vdi)) > 0
+    # the coordinator reaches the restarted member at the first try
+    x.VM.start_on(vms[0], h2, False, False)
+    assert x.VM.get_resident_on(vms[0]) == h2
+    x.VM.hard_shutdown(vms[0])
 
 
 def _copy_a_disk(x, h1, coordinator, member, member_sr, new_uuid) -> None:

@@ -24,7 +24,7 @@ from xapi.xenops.server import XenopsError
 
 log = logging.getLogger("xapi.pool.calls")
 
-MAX_IDLE = 4                # idle connections kept per host
+MAX_IDLE = 32               # idle connections kept per host (a storm keeps this many busy)
 MAX_OPEN = 32               # connections open at once per host (callers beyond wait)
 CONNECT_TIMEOUT = 5.0
 
@@ -85,7 +85,10 @@ class Peer:
                     writer.close()
                     if fresh or attempt:
                         raise XapiError("HOST_OFFLINE", self.name) from e
-                    continue        # a kept connection the other side had closed: once more, fresh
+                    # a kept connection the other side had closed (it restarted): so are the other
+                    # idle ones; once more, on a fresh connection
+                    self.close()
+                    continue
                 except BaseException:                       # cancelled or timed out: state unknown
                     writer.close()
                     raise

@@ -1,12 +1,31 @@
 """Internal methods every host answers (see xapi.pool.internal): its xenopsd, and a liveness ping."""
 from __future__ import annotations
 
+import asyncio
+
 from xapi.pool.internal import method
 
 
 @method("xenops.call")
 async def xenops_call(app, name: str, params: list):
     return await app.xenops.call(name, *params)
+
+
+@method("xenops.wait")
+async def xenops_wait(app, tid: str, timeout: float, destroy: bool):
+    """A xenopsd task's state once it has finished (then destroyed if `destroy`), or its progress
+    after `timeout` seconds: a caller on another host makes one round trip per `timeout` at most
+    (xapi.pool.xenops), not one per progress step."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(max(0.0, float(timeout)), 60.0)
+    while True:
+        st = await app.xenops.call("TASK.wait", tid, max(0.0, min(5.0, deadline - loop.time())))
+        if st["state"] != "pending":
+            if destroy:
+                await app.xenops.call("TASK.destroy", tid)
+            return st
+        if loop.time() >= deadline:
+            return st
 
 
 @method("host.ping")
