@@ -27,6 +27,7 @@ TOO_MANY_STORAGE_MIGRATES ["3"].
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -61,11 +62,14 @@ def migrate_receive(ctx, session, host, network, options=None):
         if mode == "DHCP":
             raise XapiError("INTERFACE_HAS_NO_IP", pif)
         raise XapiError("INTERNAL_ERROR", "No IP address on PIF")
-    new = app.sessions.create(session.user if session is not None else "root",
-                              superuser=session is None or session.superuser,
-                              roles=None if session is None else session.roles,
-                              permissions=frozenset() if session is None else session.permissions,
-                              originator="migrate_receive")
+    # a session as the caller's (xapi's login_no_password with the caller's subject and rights)
+    if session is None:
+        new = app.sessions.create("root", superuser=True, originator="migrate_receive")
+    else:
+        new = app.sessions.create(session.user, superuser=session.superuser, roles=session.roles,
+                                  permissions=session.permissions, subject=session.subject,
+                                  auth_user_sid=session.auth_user_sid, pool=session.pool,
+                                  originator=session.originator)
     master = db.table("host").get_field(_coordinator(app), "address")
     return {"SM": f"http://{ip}/services/SM?session_id={new.ref}", "host": host,
             "xenops": f"http://{ip}/services/xenops?session_id={new.ref}", "session_id": new.ref,
@@ -177,12 +181,7 @@ def _check_host(app, vm: str, rec: dict, host: str) -> None:
     from xapi.pool import placement
     if rec["power_state"] != "Running" or rec["resident_on"] == host:
         return
-    try:
-        placement.assert_can_boot_here(app, vm, rec, host)
-    except XapiError as e:
-        if e.args and e.args[0] == "VM_REQUIRES_SR":
-            return
-        raise
+    placement.assert_can_boot_here(app, vm, {**rec, "VBDs": []}, host)
 
 
 # -- the move --------------------------------------------------------------------------------------------
@@ -200,39 +199,64 @@ async def _move_disk(ctx, session, vm_rec: dict, vbd: str, vdi: str, sr: str, pr
     if tap is None or tap.vdi_uuid != src["uuid"]:
         raise XapiError("VDI_NEEDS_VM_FOR_MIGRATE", vdi)
     app.storage.assert_plugged(sr)
-    dst = await vdi_actions.create(ctx, session, {
+    creating = asyncio.ensure_future(vdi_actions.create(ctx, session, {
         "name_label": src["name_label"], "name_description": src["name_description"], "SR": sr,
         "virtual_size": src["virtual_size"], "type": src["type"], "sharable": src["sharable"],
         "read_only": False, "other_config": dict(src["other_config"]),
-        "xenstore_data": dict(src["xenstore_data"]), "sm_config": {}, "tags": list(src.get("tags") or [])})
-    db.table("VDI").update(dst, {"allow_caching": src["allow_caching"], "on_boot": src["on_boot"]})
+        "xenstore_data": dict(src["xenstore_data"]), "sm_config": {}, "tags": list(src.get("tags") or [])}))
     mdp = f"mirror/{dp}"
-    rw = vbd_rec["mode"] == "RW"
-    switched = False
+    try:
+        dst = await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):        # created meanwhile: it goes again
+            await _undo(app, dp, mdp, await creating)
+        raise
+    db.table("VDI").update(dst, {"allow_caching": src["allow_caching"], "on_boot": src["on_boot"]})
     try:
         await access.attach(mdp, dst, True)
         info = await access.activate(mdp, dst)
         m = sm_mirror.Mirror(tap, info)
         await m.run(progress)
-        # the switch: the VBD's datapath holds the new VDI and its writes go there
-        await access.attach(dp, dst, rw)
+        # the VBD's datapath holds the new VDI too, ready for the switch
+        await access.attach(dp, dst, vbd_rec["mode"] == "RW")
         new_info = await access.activate(dp, dst) or {}
-        dst_uuid = db.table("VDI").get_field(dst, "uuid")
-        await datapaths.switch(dp, dst_uuid)
-        switched = True
-        db.table("VBD").set_field(vbd, "VDI", dst)
-        log.info("VBD %s of VM %s: VDI %s -> %s (%d writes mirrored)", vbd, vm_rec["uuid"], src["uuid"],
-                 dst_uuid, m.mirrored_writes)
-        await _set_backend(app, vbd_rec["VM"], vm_rec, vbd_rec, str(new_info.get("params", "")))
-        await access.release(dp, vdi)
-        await access.release(mdp, dst)
     except BaseException:
-        if not switched:
-            await _undo(app, dp, mdp, dst)
+        await _undo(app, dp, mdp, dst)
         raise
+    # the switch: past this point the migration of this disk runs to its end, a cancel or not
+    switch = asyncio.ensure_future(_switch(app, vm_rec, vbd, vbd_rec, src, dst, mdp, new_info, m))
+    try:
+        await asyncio.shield(switch)
+    except asyncio.CancelledError:
+        await switch
+        asyncio.current_task().uncancel()
     rows.refresh_vdi(app, dst)
     rows.refresh_sr(app, sr)
     return dst
+
+
+async def _switch(app, vm_rec: dict, vbd: str, vbd_rec: dict, src: dict, dst: str, mdp: str, info: dict,
+                  m) -> None:
+    """The VBD's writes go to the new VDI, the VBD points at it, the domain's backend too; the old
+    VDI and the mirror's datapath are released."""
+    from xapi.actions import vm_devices
+    db = app.db
+    access = app.storage.access
+    dp = vm_devices.datapath(vm_rec["uuid"], vbd_rec["userdevice"])
+    dst_uuid = db.table("VDI").get_field(dst, "uuid")
+    await sm_mirror.of(app).switch(dp, dst_uuid)
+    db.table("VBD").set_field(vbd, "VDI", dst)
+    log.info("VBD %s of VM %s: VDI %s -> %s (%d writes mirrored)", vbd, vm_rec["uuid"], src["uuid"],
+             dst_uuid, m.mirrored_writes)
+    await _set_backend(app, vbd_rec["VM"], vm_rec, vbd_rec, str(info.get("params", "")))
+    old = db.table("VDI").find("uuid", src["uuid"])
+    for d, ref in ((dp, old[0] if old else None), (mdp, dst)):
+        if ref is None:
+            continue
+        try:
+            await access.release(d, ref)
+        except Exception as e:  # noqa: BLE001 - the VM runs on the new disk whatever happens here
+            log.error("releasing %s of %s after the switch failed: %s", d, ref, e)
 
 
 async def _undo(app, dp: str, mdp: str, dst: str) -> None:
@@ -244,6 +268,9 @@ async def _undo(app, dp: str, mdp: str, dst: str) -> None:
         await tap.mirror.stop()
     with contextlib.suppress(Exception):
         await access.destroy_dp(mdp, allow_leak=True)
+    if dst in app.db.table("VDI"):
+        with contextlib.suppress(Exception):
+            await access.release(dp, dst)       # the VBD's datapath may hold it already
     if dst in app.db.table("VDI") and not access.closed:
         sr = app.db.table("VDI").get_field(dst, "SR")
         try:
