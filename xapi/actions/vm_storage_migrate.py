@@ -32,7 +32,6 @@ import contextlib
 import logging
 
 from xapi.datamodel.errors import XapiError
-from xapi.db.schema import NULL_REF
 from xapi.sm import mirror as sm_mirror, rows
 
 log = logging.getLogger("xapi.storage_migrate")
