@@ -456,14 +456,15 @@ class Request:
 
     # -- the body, moved by the handler itself ----------------------------------------------------
     def take_socket(self):
-        """For a handler that moves a Content-Length body kernel-side (os.splice): stops reading the
-        connection and returns (the body bytes already read, in pieces; a duplicate descriptor of the
-        non-blocking socket, the handler's to close; how many body bytes are still to come on it).
-        None when the body can't be taken so (TLS, no length, complete already, not a socket). The
+        """For a handler that moves a Content-Length body, or an HTTP/1.0 one that ends with the
+        connection, kernel-side (os.splice): stops reading the connection and returns (the body bytes
+        already read, in pieces; a duplicate descriptor of the non-blocking socket, the handler's to
+        close; how many body bytes are still to come on it, None: until the end of the connection).
+        None when the body can't be taken so (TLS, chunked, complete already, not a socket). The
         handler calls active() as bytes come in and give_back_socket() at the end."""
         ex = self._exchange
         proto = ex.proto
-        if (self.content_length is None or ex.raw or ex.upgrade or ex.complete or ex.discarding
+        if ((self.content_length is None and not ex.raw) or ex.upgrade or ex.complete or ex.discarding
                 or proto.closing or proto.exchange is not ex):
             return None
         transport = proto.transport
@@ -482,7 +483,7 @@ class Request:
         chunks = list(body.chunks)
         body.chunks.clear()
         body.size = 0
-        return chunks, fd, self.content_length - body.received
+        return chunks, fd, None if ex.raw else self.content_length - body.received
 
     @property
     def idle_timeout(self) -> float:
@@ -495,12 +496,13 @@ class Request:
 
     def give_back_socket(self, complete: bool) -> None:
         """After take_socket(): with the whole body read, the connection goes on with a fresh parser
-        (keep-alive and pipelining as usual); else it closes once the handler has answered."""
+        (keep-alive and pipelining as usual); else, or after a body that ended with the connection, it
+        closes once the handler has answered."""
         ex = self._exchange
         proto = ex.proto
         if proto.closing:
             return
-        if not complete:
+        if not complete or ex.raw:
             ex.complete = True          # nothing more is read: the connection ends with the reply
             ex.keep_alive = False
             return

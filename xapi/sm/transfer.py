@@ -16,8 +16,9 @@ next one arrives; a whole VHD block goes to disk in one write (vhd.VHD.write_blo
 8 MiB at a time, straight into the buffer it sends where the VHD's top layer maps whole blocks.
 
 Import, format=raw: the body (Content-Length, chunked, or HTTP/1.0 until the close) is written at
-offset 0 onwards. A body with a Content-Length that fits the disk, on a plain connection, is taken off
-the connection (Request.take_socket) and moved kernel-side, socket -> pipe -> file by os.splice, from
+offset 0 onwards. A body with a Content-Length that fits the disk, or an HTTP/1.0 one that ends with
+the connection, on a plain connection, is taken off the connection (Request.take_socket) and moved
+kernel-side, socket -> pipe -> file by os.splice, from
 one pool thread: each whole 2 MiB block straight into its place in the file (a new VHD block is
 committed, bitmap and BAT entry, once its data is there); the connection goes on afterwards; all-zero 2 MiB-aligned blocks are skipped, so a sparse image stays sparse (the VDI
 is expected to be fresh, as xapi's vhd-tool assumes of a VDI it "prezeroed"). More bytes than the
@@ -369,21 +370,35 @@ class _Splicer:
 
     def to_file(self, fd: int, off: int, n: int) -> None:
         """n body bytes into fd at off."""
-        while n:
+        if self.upto_file(fd, off, n) < n:
+            raise ConnectionResetError("the client closed the connection before the end of the body")
+
+    def upto_file(self, fd: int, off: int, n: int) -> int:
+        """Up to n body bytes into fd at off; fewer only when the connection ends. How many."""
+        got = 0
+        while got < n:
             if self.stop[0]:
                 raise ConnectionResetError("the transfer was stopped")
             try:
-                k = os.splice(self.sock, self.w, min(n, PIPE), flags=os.SPLICE_F_MOVE)
+                k = os.splice(self.sock, self.w, min(n - got, PIPE), flags=os.SPLICE_F_MOVE)
             except BlockingIOError:
                 self._wait()
                 continue
             if not k:
-                raise ConnectionResetError("the client closed the connection before the end of the body")
+                break
             done = 0
             while done < k:
-                done += os.splice(self.r, fd, k - done, offset_dst=off + done, flags=os.SPLICE_F_MOVE)
-            off += k
-            n -= k
+                done += os.splice(self.r, fd, k - done, offset_dst=off + got + done, flags=os.SPLICE_F_MOVE)
+            got += k
+        return got
+
+    def at_end(self) -> bool:
+        """Whether the connection has ended (a byte more means the body goes on)."""
+        while True:
+            try:
+                return not os.read(self.sock, 1)
+            except BlockingIOError:
+                self._wait()
 
     def into(self, mv: memoryview) -> None:
         """len(mv) body bytes into mv."""
@@ -409,6 +424,21 @@ class _Splicer:
                 return False
             pos += k
         return True
+
+
+def _read_upto(sp: _Splicer, mv: memoryview) -> int:
+    """Up to len(mv) body bytes into mv, fewer when the connection ends; how many."""
+    got = 0
+    while got < len(mv):
+        try:
+            k = os.readv(sp.sock, [mv[got:]])
+        except BlockingIOError:
+            sp._wait()
+            continue
+        if not k:
+            break
+        got += k
+    return got
 
 
 def _splice_batch(disk: _Disk, sp: _Splicer, off: int, n: int, skip_zero: bool) -> None:
@@ -438,6 +468,46 @@ def _splice_batch(disk: _Disk, sp: _Splicer, off: int, n: int, skip_zero: bool) 
         _start_writeback(fd)
 
 
+def _splice_to_end(disk: _Disk, sp: _Splicer, off: int, skip_zero: bool, done: list) -> None:
+    """The rest of a body that ends with the connection, from off (a block boundary), block by block
+    as _splice_batch; a block the end cuts short is written again through memory (its bytes read
+    back from where they went), which maps it as usual. More bytes than the disk: VDI_IO_ERROR."""
+    size = disk.size
+    fd = disk.fd if disk.v is None else disk.v._fd
+    while off < size:
+        want = min(BLOCK, size - off)
+        whole = not want % 512
+        b = off // BLOCK
+        if disk.v is None:
+            at, new = off, False
+        elif whole:
+            at, new = disk.v.block_target(b)
+        else:                               # the disk's odd end: through memory
+            buf = bytearray(want)
+            got = _read_upto(sp, memoryview(buf))
+            if got:
+                _write_block(disk, off, memoryview(buf)[:got], skip_zero)
+            done[0] = off + got
+            if got < want:
+                return
+            off += want
+            continue
+        got = sp.upto_file(fd, at, want)
+        if got == want:
+            if disk.v is not None and not (new and skip_zero and sp.zero(fd, at, want)):
+                disk.v.commit_block(b, want)
+        elif got and disk.v is not None:
+            _write_block(disk, off, os.pread(fd, got, at), skip_zero)
+        done[0] = off + got
+        if _start_writeback is not None and b % 4 == 3:
+            _start_writeback(fd)
+        if got < want:
+            return
+        off += want
+    if not sp.at_end():
+        raise io_error(f"the data is larger than the disk ({size} bytes)")
+
+
 async def _run_stoppable(stop: list, fn, *args, tick=None):
     """As _run, for a call that waits on the client: a cancellation sets stop[0] so it ends soon.
     tick(), if given, is called every TICK seconds meanwhile (the task's progress)."""
@@ -462,20 +532,25 @@ async def _splice_in(request, disk: _Disk, skip_zero: bool) -> bool:
     used: no length, TLS, a small or oversize body, VHD blocks of another size."""
     length = request.content_length
     take = getattr(request, "take_socket", None)
-    if (take is None or length is None or length < SPLICE_MIN or length > disk.size
+    if (take is None or length is not None and (length < SPLICE_MIN or length > disk.size)
             or disk.v is not None and disk.v.header is not None and disk.v.block_size != BLOCK):
         return False
     taken = take()
     if taken is None:
         return False
-    chunks, sock_fd, _left = taken
+    chunks, sock_fd, left = taken
+    if left is None:                        # HTTP/1.0: the body ends with the connection
+        length = None
     complete = False
     stop = [False]
     sp = None
     try:
         sp = _Splicer(sock_fd, stop, request.idle_timeout)
         have = sum(len(c) for c in chunks)
-        head = min(length, -(-have // BLOCK) * BLOCK)
+        if have > disk.size:
+            raise io_error(f"the data is larger than the disk ({disk.size} bytes)")
+        head = -(-have // BLOCK) * BLOCK
+        head = min(length, head) if length is not None else min(disk.size, head)
         if head:                            # what the connection had read, up to a block boundary
             buf = bytearray(head)
             pos = 0
@@ -483,13 +558,23 @@ async def _splice_in(request, disk: _Disk, skip_zero: bool) -> bool:
                 buf[pos:pos + len(c)] = c
                 pos += len(c)
             chunks = None
-            await _run_stoppable(stop, sp.into, memoryview(buf)[have:])
+            if length is not None:
+                await _run_stoppable(stop, sp.into, memoryview(buf)[have:])
+                got = head
+            else:                           # the connection may end sooner
+                got = have + await _run_stoppable(stop, _read_upto, sp, memoryview(buf)[have:])
             request.active()
-            await _run(disk.write_blocks, 0, buf, skip_zero)
+            await _run(disk.write_blocks, 0, memoryview(buf)[:got], skip_zero)
             del buf
+            if got < head:                  # the body ended there
+                complete = True
+                return True
         done = [head]                       # advanced by the thread, read by tick()
 
         def splice_all():
+            if length is None:
+                _splice_to_end(disk, sp, done[0], skip_zero, done)
+                return
             while done[0] < length:
                 n = min(BATCH, length - done[0])
                 _splice_batch(disk, sp, done[0], n, skip_zero)
