@@ -489,3 +489,19 @@ def test_each_call_is_its_own_process(tmp_path, monkeypatch, fork):
     assert all(v["sid"] == v["pid"] and v["argv"] and v["env"] == "/run/x.sock" and v["stdin"] == ""
                for v in seen)
     assert (e._forks is not None and e._forks.proc is not None) == (fork == "1")
+
+
+def test_a_dead_fork_server(ex):
+    """The fork server killed while a driver runs: that driver is killed and its call fails as a
+    backend failure; the next calls start drivers afresh."""
+    async def go():
+        task = asyncio.ensure_future(ex.run("test", Call("sr_probe", device_config={"mode": "hang"})))
+        await asyncio.sleep(0.5)
+        os.kill(ex._forks.proc.pid, 9)
+        with pytest.raises(XapiError) as err:
+            await task
+        after = await ex.run("test", Call("sr_probe", device_config={"mode": "echo"}))
+        return err.value.args, after
+    (code, status, _, _), after = run(go())
+    assert code == "SR_BACKEND_FAILURE" and status == "received signal: sigkill"
+    assert after["method"] == "sr_probe" and ex._forks.broken

@@ -251,10 +251,16 @@ class _ForkServer:
                 self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        for fut in [*self._replies.values(), *self._exits.values()]:
+        for fut in self._replies.values():
             if not fut.done():
-                fut.set_exception(exc)
+                fut.set_exception(OSError(str(exc)))
                 fut.exception()
+        # drivers whose end the server can no longer report: killed, and reported so
+        for pid, fut in self._exits.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            if not fut.done():
+                fut.set_result(-signal.SIGKILL)
         self._replies.clear()
         self._exits.clear()
 
