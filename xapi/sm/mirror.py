@@ -1,9 +1,9 @@
-"""The datapath of a VM's disk on this host (tapdisk's role), its mirror, and the simulated guest's
-disk writer.
+"""The datapath of a VM's disk on this host (tapdisk's role) and its mirror.
 
 A *tap* is one activated VBD datapath (``vbd/<vm-uuid>/<userdevice>``) on one VDI: the access layer
 opens it when it activates the VDI for that datapath and closes it when it deactivates it. The guest
-writes through `write(dp, offset, data)`, which goes to the datapath's *current* tap.
+writes with `Tap.write` on the datapath's *current* tap (`Datapaths.tap(dp)`); the simulated guest's
+writer (xapi.sm.sim_disk_writer) starts and stops with the datapath.
 
 A mirror (storage motion, as SMAPIv2's DATA.MIRROR with tapdisk's mirroring) copies a tap's disk to
 a destination VDI while the guest keeps writing: every write goes to both disks from the moment the
@@ -13,13 +13,7 @@ the write of its block (a copied block that is rewritten is rewritten on both). 
 copied the disks are equal and stay so until `switch`, which points the datapath at the
 destination's tap (that VDI activated for the same datapath) atomically with respect to writes.
 
-The simulated guest's writer (``VM.other_config:sim_disk_writer=true``; period
-``sim_disk_writer_ms``, default 5): while its VM's datapath is open it writes a 4 KiB counter pattern
-(`pattern(seq)`) at `offset_of(seq, size)` and appends ``seq offset length mirrored`` to
-``<data>/sim-disk-writer/<vm-uuid>.log`` once the write is on the disk, so a test can rebuild what
-the disk must hold. The sequence goes on across datapaths of the same VM.
-
-All disk I/O runs in this module's small thread pool, never on the event loop.
+All disk I/O runs in this module's small thread pool (`run`), never on the event loop.
 """
 from __future__ import annotations
 
@@ -30,13 +24,11 @@ import logging
 import os
 import threading
 
-from xapi.sm import copy as sm_copy
+from xapi.sm import copy as sm_copy, sim_disk_writer
 
 log = logging.getLogger("xapi.sm.mirror")
 
 BLOCK = 2 << 20
-WRITE = 4096
-REGION = 16 << 20          # the writer's writes land in the first 16 MiB (8 blocks) of the disk
 # a simulator setting: seconds between two blocks of a mirror's base copy (0: as fast as the disk)
 COPY_DELAY = float(os.environ.get("XAPI_SIM_MIRROR_BLOCK_DELAY", "0") or 0)
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -49,7 +41,7 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
     return _pool
 
 
-async def _run(fn, *args):
+async def run(fn, *args):
     """fn(*args) in the pool; a cancelled caller still waits for the call (it may hold a file)."""
     fut = asyncio.get_running_loop().run_in_executor(_executor(), fn, *args)
     try:
@@ -58,15 +50,6 @@ async def _run(fn, *args):
         with contextlib.suppress(BaseException):
             await asyncio.wait([fut])
         raise
-
-
-def pattern(seq: int) -> bytes:
-    return (b"%016x" % seq) * (WRITE // 16)
-
-
-def offset_of(seq: int, size: int) -> int:
-    slots = max(1, min(size, REGION) // WRITE)
-    return (seq * 2654435761 % slots) * WRITE
 
 
 class Tap:
@@ -157,31 +140,30 @@ class Mirror:
     async def run(self, progress=None) -> None:
         """Starts mirroring writes, then copies the base; returns with both disks equal (writes
         still mirrored). Cancelling stops the mirror."""
-        await _run(self._attach)
+        await run(self._attach)
         try:
             for b in range(self.nblocks):
-                await _run(self._copy_block, b)
+                await run(self._copy_block, b)
                 if COPY_DELAY:
                     await asyncio.sleep(COPY_DELAY)
                 if progress is not None:
                     progress((b + 1) / self.nblocks)
         except BaseException:
-            await _run(self._detach, False)
+            await run(self._detach, False)
             raise
 
     async def stop(self) -> None:
-        await _run(self._detach, False)
+        await run(self._detach, False)
 
 
 class Datapaths:
-    """This host's taps, the current tap of each datapath, and the writers."""
+    """This host's taps and the current tap of each datapath."""
 
     def __init__(self, app) -> None:
         self.app = app
         self.taps: dict[tuple[str, str], Tap] = {}
         self.current: dict[str, Tap] = {}
-        self.writers: dict[str, asyncio.Task] = {}
-        self.seq: dict[str, int] = {}
+        self.writers = sim_disk_writer.Writers(self)
 
     # -- hooks of the access layer ---------------------------------------------------------------
     def activated(self, dp: str, vdi_ref: str, info: dict | None) -> None:
@@ -197,7 +179,7 @@ class Datapaths:
         self.taps[(dp, uuid)] = tap
         if dp not in self.current:
             self.current[dp] = tap
-            self._start_writer(dp)
+            self.writers.start(dp)
 
     async def deactivating(self, dp: str, vdi_ref: str) -> None:
         vdis = self.app.db.table("VDI")
@@ -207,8 +189,8 @@ class Datapaths:
             return
         if self.current.get(dp) is tap:
             del self.current[dp]
-            await self._stop_writer(dp)
-        await _run(tap.close)
+            await self.writers.stop(dp)
+        await run(tap.close)
 
     # -- the guest's side ------------------------------------------------------------------------
     def tap(self, dp: str) -> Tap | None:
@@ -225,12 +207,6 @@ class Datapaths:
                 self.activated(dp, vdi_ref, entry.get("attach_info"))
                 tap = self.current.get(dp)
         return tap
-
-    async def write(self, dp: str, offset: int, data: bytes) -> bool:
-        tap = self.current.get(dp)
-        if tap is None:
-            raise OSError(f"no open datapath {dp}")
-        return await _run(tap.write, offset, data)
 
     # -- storage motion --------------------------------------------------------------------------
     async def switch(self, dp: str, vdi_uuid: str) -> None:
@@ -250,83 +226,13 @@ class Datapaths:
                     m.dst = None
                 old.closed = True       # a write that still finds the old tap goes round again
                 self.current[dp] = new
-        await _run(swap)
+        await run(swap)
         self.current[dp] = new
 
-    # -- the simulated guest's writer --------------------------------------------------------------
-    def _vm_of(self, dp: str):
-        parts = dp.split("/")
-        if len(parts) != 3:
-            return None, None
-        vms = self.app.db.table("VM")
-        found = vms.find("uuid", parts[1])
-        return (found[0], parts[1]) if found else (None, parts[1])
-
-    def _start_writer(self, dp: str) -> None:
-        vm, vm_uuid = self._vm_of(dp)
-        if vm is None:
-            return
-        oc = self.app.db.table("VM").get_field(vm, "other_config") or {}
-        if oc.get("sim_disk_writer") != "true" or dp in self.writers:
-            return
-        try:
-            period = max(0.001, float(oc.get("sim_disk_writer_ms", "5")) / 1000)
-        except ValueError:
-            period = 0.005
-        self.writers[dp] = asyncio.get_running_loop().create_task(self._writer(dp, vm_uuid, period))
-
-    async def _stop_writer(self, dp: str) -> None:
-        task = self.writers.pop(dp, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-
-    def log_path(self, vm_uuid: str) -> str:
-        return os.path.join(self.app.config.data_dir, "sim-disk-writer", f"{vm_uuid}.log")
-
-    def _next_seq(self, vm_uuid: str) -> int:
-        if vm_uuid not in self.seq:
-            last = -1
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(self.log_path(vm_uuid), "rb") as f:
-                    lines = f.read().splitlines()
-                    last = int(lines[-1].split()[0]) if lines else -1
-            self.seq[vm_uuid] = last + 1
-        return self.seq[vm_uuid]
-
-    async def _writer(self, dp: str, vm_uuid: str, period: float) -> None:
-        path = self.log_path(vm_uuid)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        log_file = open(path, "ab", buffering=0)
-        try:
-            while True:
-                tap = self.current.get(dp)
-                if tap is None:
-                    return
-                seq = await asyncio.to_thread(self._next_seq, vm_uuid) if vm_uuid not in self.seq \
-                    else self.seq[vm_uuid]
-                off = offset_of(seq, tap.size)
-
-                def one(tap=tap, off=off, seq=seq):
-                    mirrored = tap.write(off, pattern(seq))
-                    log_file.write(b"%d %d %d %d\n" % (seq, off, WRITE, int(mirrored)))
-                try:
-                    await _run(one)
-                except OSError:
-                    # the tap closed between lookup and write (a switch or a shutdown): look again
-                    await asyncio.sleep(period)
-                    continue
-                self.seq[vm_uuid] = seq + 1
-                await asyncio.sleep(period)
-        finally:
-            log_file.close()
-
     async def close(self) -> None:
-        for dp in list(self.writers):
-            await self._stop_writer(dp)
+        await self.writers.close()
         for tap in list(self.taps.values()):
-            await _run(tap.close)
+            await run(tap.close)
         self.taps.clear()
         self.current.clear()
 
