@@ -97,3 +97,31 @@ def test_setters_need_the_right_power_state(x):
     assert failure(x.VM.set_memory_static_range, vm, str(256 * MIB), str(256 * MIB))[0] == "VM_BAD_POWER_STATE"
     x.VM.set_memory_dynamic_range(vm, str(256 * MIB), str(256 * MIB))       # allowed live
     x.VM.hard_shutdown(vm)
+
+
+def _compute_free_memory_wired() -> bool:
+    from xapi.actions import host
+    return hasattr(host, "compute_free_memory")
+
+
+@pytest.mark.skipif(not _compute_free_memory_wired(),
+                    reason="xapi.actions.host does not import host_memory.compute_free_memory yet")
+def test_compute_free_memory_is_what_vm_start_checks(x):
+    """host.compute_free_memory follows the domains' memory, and a VM that needs more than it gets
+    HOST_NOT_ENOUGH_FREE_MEMORY [needed, that figure] from VM.start and assert_can_boot_here."""
+    me = x.host.get_all()[0]
+    free = int(x.host.compute_free_memory(me))
+    assert free == int(x.host_metrics.get_memory_free(x.host.get_metrics(me))) > 0
+    vm = new_vm(x, "accounted", memory=512 * MIB)
+    x.VM.start(vm, False, False)
+    assert int(x.host.compute_free_memory(me)) == free - 512 * MIB
+    left = int(x.host.compute_free_memory(me))
+    big = new_vm(x, "too-big", memory=left + 256 * MIB)
+    expected = ["HOST_NOT_ENOUGH_FREE_MEMORY", str(left + 256 * MIB), str(left)]
+    assert failure(x.VM.assert_can_boot_here, big, me) == expected
+    assert failure(x.VM.start, big, False, False) == expected
+    x.VM.hard_shutdown(vm)
+    assert int(x.host.compute_free_memory(me)) == free
+    x.VM.start(big, False, False)                   # now it fits
+    x.VM.hard_shutdown(big)
+    assert failure(x.host.compute_free_memory, "OpaqueRef:NULL") == ["HANDLE_INVALID", "host", "OpaqueRef:NULL"]
