@@ -6,6 +6,7 @@ leaves the VM on its disk with nothing left behind; xapi's checks and errors."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -94,6 +95,13 @@ def writer_vm(sim, x, host, sr, name):
     return vm, vdi, vbd
 
 
+def mirror_datapaths(sim) -> list[str]:
+    """The mirror datapaths the coordinator's storage access layer holds (its state file)."""
+    with open(os.path.join(sim.coordinator.data_dir, "storage-access.json")) as f:
+        state = json.load(f)
+    return [dp for e in state["vdis"].values() for dp in e.get("dps", {}) if dp.startswith("mirror/")]
+
+
 def writes(sim, x, vm) -> list[tuple[int, int, int, int]]:
     path = os.path.join(sim.coordinator.data_dir, "sim-disk-writer", x.VM.get_uuid(vm) + ".log")
     if not os.path.exists(path):
@@ -161,6 +169,7 @@ def test_pool_migrate_local_to_nfs_and_back_while_writing(sim, x):
     back = x.VDI.pool_migrate(moved, local, {})
     assert x.VBD.get_VDI(vbd) == back and x.VDI.get_SR(back) == local
     assert failure(x.VDI.get_record, moved)[0] == "HANDLE_INVALID"
+    assert mirror_datapaths(sim) == []
     time.sleep(0.1)
     x.VM.hard_shutdown(vm)                       # the writer stops with the datapath
 
@@ -189,6 +198,7 @@ def test_cancelled_pool_migrate_leaves_the_vm_on_its_disk(sim, x):
     assert x.VBD.get_VDI(vbd) == vdi and x.VDI.get_SR(vdi) == local
     assert x.VM.get_power_state(vm) == "Running" and x.VM.get_current_operations(vm) == {}
     assert set(x.SR.get_VDIs(nfs)) == nfs_vdis                       # the mirror's VDI is gone
+    assert mirror_datapaths(sim) == []                                # and its datapath
     time.sleep(0.1)
     x.VM.hard_shutdown(vm)
     log = writes(sim, x, vm)
@@ -291,7 +301,6 @@ def test_xen_orchestra_storage_motion(sim, x):
     moves the VM to the member and its disk to nfs, then an Async VDI.pool_migrate back to the
     coordinator's local SR, which the member can't see: the disk moves and the VM goes to the
     coordinator with it (xapi's choice of a host that sees the SR)."""
-    import json
     h1, h2 = hosts_by_address(x)
     local, nfs = local_sr(x, h1), nfs_sr(x)
     vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-xo")
