@@ -568,3 +568,4 @@ from xapi.actions.vm_memory import (set_memory, set_memory_dynamic_max, set_memo
                                     set_memory_static_min, set_memory_static_range)
 from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401
 from xapi.actions.vm_storage_migrate import assert_can_migrate, migrate_send  # noqa: E402,F401
+from xapi.actions.vm_settings import *  # noqa: E402,F401,F403 - setters and queries (vm_settings.__all__)
