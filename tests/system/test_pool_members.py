@@ -4,6 +4,8 @@ domain, is reached again at once (no stale kept connection), and ends with its P
 "dirty", sizes, VDIs found by the scan) reach the pool database through the coordinator."""
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -14,7 +16,7 @@ import pytest
 import XenAPI
 
 from tests import pool as _pool
-from tests.system.pool_vms import MIB, eventually, hosts_by_address, new_vm, wait_task
+from tests.system.pool_vms import MIB, eventually, failure, hosts_by_address, new_vm, wait_task
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,79 @@ def _copy_a_disk(x, h1, coordinator, member, member_sr, new_uuid) -> None:
     dst = os.path.join(member.data_dir, "sr", x.SR.get_uuid(member_sr), new_uuid + ".vhd")
     shutil.copyfile(src, dst)
     x.VDI.destroy(vdi)
+
+
+def _raw(host, session, method, vdi, body=None) -> bytes:
+    """/import_raw_vdi or /export_raw_vdi on `host` (a member: its own storage serves its local SR)."""
+    c = http.client.HTTPConnection(host.address, host.http_port, timeout=30)
+    try:
+        c.request("PUT" if body is not None else "GET",
+                  f"/{method}?session_id={session._session}&vdi={vdi}&format=raw", body=body)
+        r = c.getresponse()
+        data = r.read()
+        assert r.status == 200, (r.status, data[:200])
+        return data
+    finally:
+        c.close()
+
+
+def _disk(x, sr, name, size=4 * MIB):
+    return x.VDI.create({"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size),
+                         "type": "user", "sharable": False, "read_only": False, "other_config": {},
+                         "xenstore_data": {}, "sm_config": {}, "tags": []})
+
+
+def _vbd(x, vm, vdi, device="0"):
+    return x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": device, "bootable": device == "0", "mode": "RW",
+                         "type": "Disk", "unpluggable": False, "empty": False, "other_config": {},
+                         "qos_algorithm_type": "", "qos_algorithm_params": {}})
+
+
+def _held(member, vdi_uuid) -> bool:
+    """Whether a host's storage access layer holds the VDI (its state file; none yet: nothing held)."""
+    try:
+        with open(os.path.join(member.data_dir, "storage-access.json")) as f:
+            return vdi_uuid in json.load(f)["vdis"]
+    except FileNotFoundError:
+        return False
+
+
+def test_vm_on_a_members_local_disk_runs_there_with_its_storage(sim, x):
+    h1, h2 = hosts_by_address(x)
+    member = sim.hosts[1]
+    local_sr = next(x.PBD.get_SR(p) for p in x.host.get_PBDs(h2) if not x.SR.get_shared(x.PBD.get_SR(p)))
+    vdi = _disk(x, local_sr, "member-local")       # made by the member's driver, introduced via the coordinator
+    uuid_ = x.VDI.get_uuid(vdi)
+    local = member.local_session()
+    data = b"written on host 2".ljust(MIB, b"\0")
+    _raw(member, local, "import_raw_vdi", vdi, data)
+    vm = new_vm(x, "on-member-disk", memory=64 * MIB)
+    vbd = _vbd(x, vm, vdi)
+    assert failure(x.VM.start_on, vm, h1, False, False) == ["VM_REQUIRES_SR", vm, local_sr]
+    x.VM.start(vm, False, False)                   # placement: the only host that sees the SR
+    assert x.VM.get_resident_on(vm) == h2 and x.VBD.get_currently_attached(vbd)
+    assert x.VDI.get_sm_config(vdi).get(f"host_{h2}") == "RW"     # activated RW by the member's driver
+    assert _held(member, uuid_) and not _held(sim.coordinator, uuid_)
+    x.VM.hard_shutdown(vm)
+    assert not x.VBD.get_currently_attached(vbd) and not _held(member, uuid_)
+    assert f"host_{h2}" not in x.VDI.get_sm_config(vdi)
+    assert _raw(member, local, "export_raw_vdi", vdi)[:MIB] == data
+    x.VM.destroy(vm)
+
+
+def test_vdi_in_use_across_hosts(sim, x):
+    """A shared disk activated RW for a VM on the member cannot be activated for one on the coordinator."""
+    h1, h2 = hosts_by_address(x)
+    shared = next(s for s in x.SR.get_all() if x.SR.get_shared(s) and x.SR.get_type(s) == "nfs")
+    vdi = _disk(x, shared, "shared-disk")
+    a, b = new_vm(x, "user-a", memory=64 * MIB), new_vm(x, "user-b", memory=64 * MIB)
+    _vbd(x, a, vdi)
+    _vbd(x, b, vdi)
+    x.VM.start_on(a, h2, False, False)
+    assert x.VDI.get_sm_config(vdi).get(f"host_{h2}") == "RW"
+    assert failure(x.VM.start_on, b, h1, False, False)[0] == "VDI_IN_USE"
+    assert x.VM.get_power_state(b) == "Halted" and not _held(sim.coordinator, x.VDI.get_uuid(vdi))
+    x.VM.hard_shutdown(a)
+    x.VM.start_on(b, h1, False, False)             # released on host 2: free for host 1
+    assert x.VDI.get_sm_config(vdi).get(f"host_{h1}") == "RW"
+    x.VM.hard_shutdown(b)

@@ -291,7 +291,7 @@ async def sync(app, ref: str, host: str | None = None, memory: bool = True) -> N
         vms.set_field(ref, "metrics", insert(db, "VM_metrics", **live))
     guest_metrics.update(db, ref, power, st.get("guest_agent"))
     if power in ("Halted", "Suspended") and vm_devices.holds_devices(db, ref):
-        await vm_devices.release_vbds(app, ref)     # the domain is gone: so are its devices
+        await vm_devices.release_vbds(app, ref, host)   # the domain is gone: so are its devices (there)
     if memory:
         await sync_host_memory(app, host)
 
@@ -316,14 +316,14 @@ async def _check_memory(app, rec: dict) -> None:
 async def _build(app, vm: str, rec: dict, paused: bool, progress, host: str | None = None) -> None:
     """Disks attached, the domain built with its disks and VIFs (on `host`, default this one); a
     failed build releases the disks."""
-    config = {**_config(rec), "vbds": await vm_devices.attach_vbds(app, vm),
+    config = {**_config(rec), "vbds": await vm_devices.attach_vbds(app, vm, host),
               "vifs": vm_devices.vif_devices(app.db, vm)}
     xenops = xenops_of(app, host)
     try:
         await xenops.call("VM.add", config)
         await xenops.run("VM.start", rec["uuid"], paused, on_progress=progress)
     except BaseException:
-        await asyncio.shield(vm_devices.release_vbds(app, vm))
+        await asyncio.shield(vm_devices.release_vbds(app, vm, host))
         raise
     vm_devices.mark_plugged(app.db, vm)
 

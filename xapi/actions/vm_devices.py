@@ -6,6 +6,8 @@ access layer (RW for mode RW, RO otherwise), on the datapath ``vbd/<vm-uuid>/<us
 domain id is not known yet when the disks are attached); what comes back is the device list that
 goes to xenopsd.  When the domain is gone (shutdown, a guest that halted itself, a failed start,
 suspend) `release_vbds` releases every datapath of the VM and clears VBD.currently_attached.
+This is done by the storage of the host that runs the domain: this host's access layer, or a pool
+member's through internal calls (``storage.attach``, ``storage.release``, ``storage.release_vm``).
 
 A VDI is in use when another VM's VBD holds it attached and either side wants it read-write
 (VDI_IN_USE [vdi], xapi's `attach` check of each VBD), unless the VDI is sharable.
@@ -53,8 +55,23 @@ def _order(userdevice: str):
     return (0, int(userdevice)) if str(userdevice).isdigit() else (1, str(userdevice))
 
 
-async def attach_vbd(app, vm: dict, vbd_ref: str) -> dict:
-    """Attaches and activates one VBD's VDI; its xenopsd device description."""
+def _storage_host(app, host) -> str | None:
+    """`host` when it is another pool host (whose storage access layer holds the VM's disks: internal
+    calls, xapi.pool.methods), None for this one."""
+    if host in (None, "", NULL_REF, app.host_ref) or host not in app.db.table("host"):
+        return None
+    return host
+
+
+def _vm_host(app, vm_uuid: str) -> str | None:
+    vms = app.db.table("VM")
+    refs = vms.find("uuid", vm_uuid)
+    return vms.get_field(refs[0], "resident_on") if refs else None
+
+
+async def attach_vbd(app, vm: dict, vbd_ref: str, host: str | None = None) -> dict:
+    """Attaches and activates one VBD's VDI on `host` (default: where the VM runs); its xenopsd
+    device description."""
     db = app.db
     vbd = db.table("VBD").get(vbd_ref)
     hvm = is_hvm(vm)
@@ -70,18 +87,22 @@ async def attach_vbd(app, vm: dict, vbd_ref: str) -> dict:
     if err is not None and err[0] not in ("VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS"):
         raise XapiError(*err)
     dp = datapath(vm["uuid"], vbd["userdevice"])
-    access = app.storage.access
-    await access.attach(dp, vbd["VDI"], rw)
-    info = await access.activate(dp, vbd["VDI"]) or {}
+    remote = _storage_host(app, host or vm.get("resident_on"))
+    if remote is not None:
+        info = await app.pool.call(remote, "storage.attach", dp, vbd["VDI"], rw, app.db.generation) or {}
+    else:
+        access = app.storage.access
+        await access.attach(dp, vbd["VDI"], rw)
+        info = await access.activate(dp, vbd["VDI"]) or {}
     device["params"] = str(info.get("params", ""))
     device["sectors"] = int(db.table("VDI").get_field(vbd["VDI"], "virtual_size")) // 512
     return device
 
 
-async def attach_vbds(app, vm_ref: str) -> list[dict]:
-    """Attaches and activates every non-empty VBD of the VM; the device list for xenopsd's VM.add
-    ({"device", "params", "mode", "device_type", ...}), empty drives included.  On failure, what
-    was attached is released again."""
+async def attach_vbds(app, vm_ref: str, host: str | None = None) -> list[dict]:
+    """Attaches and activates every non-empty VBD of the VM on `host` (default this one); the device
+    list for xenopsd's VM.add ({"device", "params", "mode", "device_type", ...}), empty drives
+    included.  On failure, what was attached is released again."""
     db = app.db
     refs = _vbd_refs(db, vm_ref)
     if not refs:
@@ -90,9 +111,9 @@ async def attach_vbds(app, vm_ref: str) -> list[dict]:
     devices = []
     try:
         for ref in refs:
-            devices.append(await attach_vbd(app, vm, ref))
+            devices.append(await attach_vbd(app, vm, ref, host or app.host_ref))
     except BaseException:
-        await release_vbds(app, vm_ref)
+        await release_vbds(app, vm_ref, host or app.host_ref)
         raise
     return devices
 
@@ -142,33 +163,38 @@ def _set(table, ref: str, values: dict) -> None:
         table.update(ref, changed)
 
 
-async def release_vbd(app, vm_uuid: str, vbd_ref: str) -> None:
+async def release_vbd(app, vm_uuid: str, vbd_ref: str, host: str | None = None) -> None:
+    """Releases one VBD's datapath on `host` (default: where the VM runs)."""
     db = app.db
     vbds = db.table("VBD")
     if vbd_ref not in vbds:
         return
-    await app.storage.access.destroy_dp(datapath(vm_uuid, vbds.get_field(vbd_ref, "userdevice")),
-                                        allow_leak=True)
+    dp = datapath(vm_uuid, vbds.get_field(vbd_ref, "userdevice"))
+    remote = _storage_host(app, host or _vm_host(app, vm_uuid))
+    if remote is not None:
+        await app.pool.call(remote, "storage.release", dp)
+    else:
+        await app.storage.access.destroy_dp(dp, allow_leak=True)
     if vbd_ref in vbds:
         _set(vbds, vbd_ref, {"currently_attached": False})
 
 
-async def release_vbds(app, vm_ref: str) -> None:
-    """Releases every datapath of the VM (also one whose VBD went away) and marks its VBDs and VIFs
-    detached."""
+async def release_vbds(app, vm_ref: str, host: str | None = None) -> None:
+    """Releases every datapath of the VM (also one whose VBD went away) on `host` (default: where it
+    runs, else this host) and marks its VBDs and VIFs detached."""
     db = app.db
     vms = db.table("VM")
     if vm_ref not in vms:
         return
     vm_uuid = vms.get_field(vm_ref, "uuid")
-    prefix = f"vbd/{vm_uuid}/"
-    access = app.storage.access
-    dps = {key.split(" ", 1)[1] for key in access.datapaths() if key.split(" ", 1)[1].startswith(prefix)}
-    for dp in sorted(dps):
+    remote = _storage_host(app, host or vms.get_field(vm_ref, "resident_on"))
+    if remote is not None:
         try:
-            await access.destroy_dp(dp, allow_leak=True)
-        except Exception:  # noqa: BLE001 - a leaked datapath is retried later; the rest go on
-            log.exception("releasing %s failed", dp)
+            await app.pool.call(remote, "storage.release_vm", vm_uuid)
+        except XapiError as e:      # that host keeps them as leaked; released at its next start
+            log.warning("releasing the disks of VM %s on host %s failed: %s", vm_uuid, remote, e.description)
+    else:
+        await release_datapaths(app, vm_uuid)
     vbds = db.table("VBD")
     for ref in vms.get_field(vm_ref, "VBDs") or []:
         if ref in vbds:
@@ -178,6 +204,18 @@ async def release_vbds(app, vm_ref: str) -> None:
         if ref in vifs:
             _set(vifs, ref, {"currently_attached": False})
     refresh_operations(db, vm_ref)
+
+
+async def release_datapaths(app, vm_uuid: str) -> None:
+    """Releases this host's datapaths of a VM's disks."""
+    prefix = f"vbd/{vm_uuid}/"
+    access = app.storage.access
+    dps = {key.split(" ", 1)[1] for key in access.datapaths() if key.split(" ", 1)[1].startswith(prefix)}
+    for dp in sorted(dps):
+        try:
+            await access.destroy_dp(dp, allow_leak=True)
+        except Exception:  # noqa: BLE001 - a leaked datapath is retried later; the rest go on
+            log.exception("releasing %s failed", dp)
 
 
 def holds_devices(db, vm_ref: str) -> bool:

@@ -53,3 +53,40 @@ async def storage_unplug(app, pbd: str, generation=None):
     await app.storage.ready()
     await app.storage.unplug(pbd)
     return ""
+
+
+@method("storage.run")
+async def storage_run(app, call: dict, generation=None):
+    """A driver call the coordinator sends to the host whose storage serves the SR (its local SR):
+    run with this host's device-config and SR master role, and its own driver session."""
+    from xapi.sm.exec import Call
+    await _caught_up(app, generation)
+    await app.storage.ready()
+    c = Call(**call)
+    c.host_ref, c.session_ref = app.host_ref, None
+    if c.sr_ref:
+        c.device_config = app.storage.device_config(c.sr_ref)
+    return await app.storage.run(c)
+
+
+@method("storage.attach")
+async def storage_attach(app, dp: str, vdi: str, rw: bool, generation=None):
+    """Attaches and activates a VDI on this host for a domain built here (xapi.actions.vm_devices)."""
+    await _caught_up(app, generation)
+    await app.storage.ready()
+    await app.storage.access.attach(dp, vdi, bool(rw))
+    return await app.storage.access.activate(dp, vdi)
+
+
+@method("storage.release")
+async def storage_release(app, dp: str):
+    await app.storage.access.destroy_dp(dp, allow_leak=True)
+    return ""
+
+
+@method("storage.release_vm")
+async def storage_release_vm(app, vm_uuid: str):
+    """Releases this host's datapaths of a VM's disks (its domain here is gone)."""
+    from xapi.actions import vm_devices
+    await vm_devices.release_datapaths(app, vm_uuid)
+    return ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 
@@ -20,7 +21,7 @@ from xapi.db.schema import insert
 
 from . import gc_service, rows
 from .access import Access
-from .exec import Call, Executor, NotImplementedInBackend
+from .exec import NULL_REF, Call, Executor, NotImplementedInBackend
 
 log = logging.getLogger("xapi.sm")
 
@@ -151,8 +152,17 @@ class Storage:
                 return ref
         return None
 
-    def assert_plugged(self, sr_ref: str) -> str:
+    def serving_pbd(self, sr_ref: str) -> str | None:
+        """This host's PBD of the SR; on the coordinator, for an SR it has none of (another host's
+        local SR), the plugged PBD of the host whose storage runs its operations (xapi.pool)."""
         pbd = self.my_pbd(sr_ref)
+        if pbd is not None or not self.app.is_coordinator:
+            return pbd
+        pbds = self.db.table("PBD")
+        return next((r for r in pbds.find("SR", sr_ref) if pbds.get_field(r, "currently_attached")), None)
+
+    def assert_plugged(self, sr_ref: str) -> str:
+        pbd = self.serving_pbd(sr_ref)
         if pbd is None or not self.db.table("PBD").get_field(pbd, "currently_attached"):
             raise XapiError("SR_HAS_NO_PBDS", sr_ref)
         return pbd
@@ -164,7 +174,7 @@ class Storage:
         return self.my_pbd(sr_ref) is not None
 
     def device_config(self, sr_ref: str, pbd: str | None = None) -> dict:
-        pbd = pbd or self.my_pbd(sr_ref)
+        pbd = pbd or self.serving_pbd(sr_ref)
         if pbd is None:
             raise XapiError("SR_HAS_NO_PBDS", sr_ref)
         dc = dict(self.db.table("PBD").get_field(pbd, "device_config"))
@@ -173,8 +183,14 @@ class Storage:
 
     def sr_call(self, sr_ref: str, command: str, args=(), *, device_config: dict | None = None, **kw) -> Call:
         sr = self.sr_record(sr_ref)
-        return Call(command, list(args), self.device_config(sr_ref) if device_config is None else device_config,
-                    host_ref=self.app.host_ref, sr_ref=sr_ref, sr_uuid=sr["uuid"], **kw)
+        host = self.app.host_ref
+        if device_config is None:
+            pbd = self.serving_pbd(sr_ref)
+            if pbd is None:
+                raise XapiError("SR_HAS_NO_PBDS", sr_ref)
+            host = self.db.table("PBD").get_field(pbd, "host")      # another host's: run there
+            device_config = self.device_config(sr_ref, pbd)
+        return Call(command, list(args), device_config, host_ref=host, sr_ref=sr_ref, sr_uuid=sr["uuid"], **kw)
 
     def vdi_call(self, vdi_ref: str, command: str, args=(), **kw) -> Call:
         try:
@@ -186,6 +202,10 @@ class Storage:
                             vdi_allow_caching="true" if vdi["allow_caching"] else "false", **kw)
 
     async def run(self, call: Call):
+        if call.host_ref != self.app.host_ref and call.host_ref != NULL_REF:
+            # that host's storage runs it (its driver, its SR master role: xapi.pool.methods)
+            return await self.app.pool.call(call.host_ref, "storage.run", dataclasses.asdict(call),
+                                            self.db.generation)
         sr_type = self.sr_record(call.sr_ref)["type"] if call.sr_ref else ""
         await self.driver(sr_type)
         try:
