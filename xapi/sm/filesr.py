@@ -427,10 +427,16 @@ class VHDFileSR(Driver):
                 "xenstore_data": {"storage-type": self.TYPE, "vdi-uuid": self.req.vdi_uuid}}
 
     def vdi_detach(self):
+        """Records the VDI's sizes, and the SR's, when the file changed while attached (a disk only
+        read, as by an export, costs no rescan of the SR)."""
         location = self.req.vdi_location or self.req.vdi_uuid
         if self.req.session_ref and os.path.exists(self.vdi_path(location)):
-            self.update_vdi(self.req.vdi_ref, self.file_info(location))
-            self.update_sr()
+            info = self.file_info(location)
+            rec = self.api.VDI.get_record(self.req.vdi_ref)
+            if (int(rec.get("physical_utilisation", -1)) != info["physical"]
+                    or int(rec.get("virtual_size", -1)) != info["virtual_size"]):
+                self.update_vdi(self.req.vdi_ref, info, rec)
+                self.update_sr()
         return None
 
     def vdi_activate(self):
