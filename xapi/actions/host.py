@@ -118,3 +118,4 @@ def sync_certificate(app) -> None:
 from xapi.actions.host_evacuate import (  # noqa: E402,F401
     assert_can_evacuate, disable, enable, evacuate, get_vms_which_prevent_evacuation, reboot, shutdown)
 from xapi.actions.vm_storage_migrate import migrate_receive  # noqa: E402,F401
+from xapi.actions.host_info import *  # noqa: E402,F401,F403 - queries and small settings (host_info.__all__)
