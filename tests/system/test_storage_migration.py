@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests import pool as _pool
-from tests.system.pool_vms import MIB, failure, hosts_by_address, new_vm, wait_task
+from tests.system.pool_vms import MIB, failure, hosts_by_address, new_vm, wait_task, xenopsd
 from xapi.sm import sim_disk_writer
 
 QEMU_IMG = shutil.which("qemu-img")
@@ -207,6 +207,27 @@ def test_cancelled_pool_migrate_leaves_the_vm_on_its_disk(sim, x):
     assert vhd_files(os.path.join(sim.data_dir, "nfs")) == nfs_files     # nor its file
     x.VM.destroy(vm)
     x.VDI.destroy(vdi)
+
+
+def test_guest_halting_during_the_mirror_commutes(sim, x):
+    """The guest powers itself off while its disk is mirrored: as in xapi, shutdown commutes with
+    storage migration: the migration ends, the halted VM's disk is the new VDI, with every write."""
+    h1, _ = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-halt")
+    task = x.Async.VDI.pool_migrate(vdi, nfs, {})
+    deadline = time.monotonic() + 10
+    while float(x.task.get_progress(task)) < 0.2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert xenopsd(sim.coordinator, "DEBUG.trigger", x.VM.get_uuid(vm), "poweroff").get("error") is None
+    rec = wait_task(x, task)
+    assert rec["status"] == "success", rec["error_info"]
+    moved = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_SR(moved) == nfs and x.VM.get_power_state(vm) == "Halted"
+    assert failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID" and mirror_datapaths(sim) == []
+    assert disk_bytes(vhd_file(sim, x, moved)) == expected(writes(sim, x, vm))
+    x.VM.destroy(vm)
+    x.VDI.destroy(moved)
 
 
 def test_migrate_send_moves_disk_and_domain_to_the_other_host(sim, x):

@@ -211,6 +211,7 @@ async def _move_disk(ctx, session, vm_rec: dict, vbd: str, vdi: str, sr: str, pr
             await _undo(app, dp, mdp, await creating)
         raise
     db.table("VDI").update(dst, {"allow_caching": src["allow_caching"], "on_boot": src["on_boot"]})
+    switched: list[bool] = []          # set by _switch once the datapath writes to the new VDI
     try:
         await access.attach(mdp, dst, True)
         info = await access.activate(mdp, dst)
@@ -219,23 +220,29 @@ async def _move_disk(ctx, session, vm_rec: dict, vbd: str, vdi: str, sr: str, pr
         # the VBD's datapath holds the new VDI too, ready for the switch
         await access.attach(dp, dst, vbd_rec["mode"] == "RW")
         new_info = await access.activate(dp, dst) or {}
-    except BaseException:
+        # the switch: once the datapath switched, this disk's migration runs to its end, a cancel
+        # or not
+        switch = asyncio.ensure_future(_switch(app, vm_rec, vbd, vbd_rec, src, dst, mdp, new_info, m, switched))
+        try:
+            await asyncio.shield(switch)
+        except asyncio.CancelledError:
+            await switch
+            asyncio.current_task().uncancel()
+    except sm_mirror.MirrorFailed as e:
+        log.error("storage migration of VDI %s: the mirror failed: %s", vdi, e)
         await _undo(app, dp, mdp, dst)
+        raise XapiError("MIRROR_FAILED", vdi) from None
+    except BaseException:
+        if not switched:
+            await _undo(app, dp, mdp, dst)
         raise
-    # the switch: past this point the migration of this disk runs to its end, a cancel or not
-    switch = asyncio.ensure_future(_switch(app, vm_rec, vbd, vbd_rec, src, dst, mdp, new_info, m))
-    try:
-        await asyncio.shield(switch)
-    except asyncio.CancelledError:
-        await switch
-        asyncio.current_task().uncancel()
     rows.refresh_vdi(app, dst)
     rows.refresh_sr(app, sr)
     return dst
 
 
 async def _switch(app, vm_rec: dict, vbd: str, vbd_rec: dict, src: dict, dst: str, mdp: str, info: dict,
-                  m) -> None:
+                  m, switched: list) -> None:
     """The VBD's writes go to the new VDI, the VBD points at it, the domain's backend too; the old
     VDI and the mirror's datapath are released."""
     from xapi.actions import vm_devices
@@ -243,7 +250,8 @@ async def _switch(app, vm_rec: dict, vbd: str, vbd_rec: dict, src: dict, dst: st
     access = app.storage.access
     dp = vm_devices.datapath(vm_rec["uuid"], vbd_rec["userdevice"])
     dst_uuid = db.table("VDI").get_field(dst, "uuid")
-    await sm_mirror.of(app).switch(dp, dst_uuid)
+    await sm_mirror.of(app).switch(dp, dst_uuid, m)
+    switched.append(True)
     db.table("VBD").set_field(vbd, "VDI", dst)
     log.info("VBD %s of VM %s: VDI %s -> %s (%d writes mirrored)", vbd, vm_rec["uuid"], src["uuid"],
              dst_uuid, m.mirrored_writes)

@@ -10,8 +10,8 @@ VDI is held RO is refused, as xapi's automaton refuses it.
 The state is kept in a small JSON file in the data folder, written atomically after every driver
 side effect, so a restarted daemon knows what is attached: it neither attaches again nor forgets
 to detach. After a restart, datapaths of operations that cannot have survived it (copies, exports,
-imports) and the ones whose detach failed earlier ("leaked") are released, with one driver call
-each.
+imports, storage motion mirrors) and the ones whose detach failed earlier ("leaked") are released,
+with one driver call each.
 
 A VDI is activated read-write on at most one host: activation checks the VDI's
 ``sm-config:host_<host>`` keys (written by the drivers, as SM's blktap layer does) and refuses
@@ -37,7 +37,7 @@ from xapi.sm import mirror
 log = logging.getLogger("xapi.sm.access")
 
 DETACHED = "detached"
-TRANSIENT_PREFIXES = ("copy/", "export/", "import/", "internal/")
+TRANSIENT_PREFIXES = ("copy/", "export/", "import/", "internal/", "mirror/")
 
 
 def _state(kind: str, mode: str | None = None) -> str:

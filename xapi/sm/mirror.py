@@ -76,7 +76,11 @@ class Tap:
             self._open().write(offset, data)
             m = self.mirror
             if m is not None:
-                m.dst.write(offset, data)
+                try:
+                    m.dst.write(offset, data)
+                except Exception as e:  # noqa: BLE001 - the mirror fails, never the guest's write
+                    m.fail(e)
+                    return False
                 m.mirrored_writes += 1
                 return True
             return False
@@ -88,17 +92,27 @@ class Tap:
     def close(self) -> None:
         with self.lock:
             self.closed = True
-            if self.mirror is not None and self.mirror.dst is not None:
-                self.mirror.dst.close()
-                self.mirror.dst = None
+            m = self.mirror
+            if m is not None:
+                m.failed = m.failed or "the datapath closed"
+                if m.dst is not None:
+                    with contextlib.suppress(Exception):
+                        m.dst.close()
+                    m.dst = None
             self.mirror = None
             if self._disk is not None:
                 self._disk.close()
                 self._disk = None
 
 
+class MirrorFailed(Exception):
+    pass
+
+
 class Mirror:
-    """Mirrors `source` (a tap) into the destination disk `dst_info`."""
+    """Mirrors `source` (a tap) into the destination disk `dst_info`. A failing write on the
+    destination ends the mirror (the guest's write is done on the source all the same); `run` and
+    the switch then raise MirrorFailed."""
 
     def __init__(self, source: Tap, dst_info: dict) -> None:
         self.source = source
@@ -107,7 +121,14 @@ class Mirror:
         self.nblocks = (source.size + BLOCK - 1) // BLOCK
         self.copied = bytearray(self.nblocks)      # the block bitmap of the background copy
         self.mirrored_writes = 0
-        self.cancel = threading.Event()
+        self.failed: str | None = None
+
+    def fail(self, e: Exception) -> None:
+        """Under the source's lock: the mirror stops taking writes."""
+        log.error("mirror of %s failed: %s", self.source.vdi_uuid, e)
+        self.failed = str(e) or type(e).__name__
+        if self.source.mirror is self:
+            self.source.mirror = None
 
     def _attach(self) -> None:
         dst = sm_copy.open_disk(self.dst_info, True)
@@ -120,22 +141,27 @@ class Mirror:
         off = b * BLOCK
         n = min(BLOCK, src.size - off)
         with src.lock:
+            if self.failed is not None:
+                raise MirrorFailed(self.failed)
             data = src._open().read(off, n)
-            if any(data) or self.copied[b]:
-                self.dst.write(off, data)
+            # an all-zero block needs no write: the destination's block holds zeros, or the same
+            # mirrored writes as the source
+            if data != bytes(n):
+                try:
+                    self.dst.write(off, data)
+                except Exception as e:  # noqa: BLE001 - reported as the mirror's failure
+                    self.fail(e)
+                    raise MirrorFailed(self.failed) from None
             self.copied[b] = 1
 
-    def _detach(self, flush: bool) -> None:
+    def _detach(self) -> None:
         with self.source.lock:
             if self.source.mirror is self:
                 self.source.mirror = None
             dst, self.dst = self.dst, None
         if dst is not None:
-            if flush:
+            with contextlib.suppress(Exception):
                 dst.close()
-            else:
-                with contextlib.suppress(Exception):
-                    dst.close()
 
     async def run(self, progress=None) -> None:
         """Starts mirroring writes, then copies the base; returns with both disks equal (writes
@@ -149,11 +175,11 @@ class Mirror:
                 if progress is not None:
                     progress((b + 1) / self.nblocks)
         except BaseException:
-            await run(self._detach, False)
+            await run(self._detach)
             raise
 
     async def stop(self) -> None:
-        await run(self._detach, False)
+        await run(self._detach)
 
 
 class Datapaths:
@@ -209,25 +235,25 @@ class Datapaths:
         return tap
 
     # -- storage motion --------------------------------------------------------------------------
-    async def switch(self, dp: str, vdi_uuid: str) -> None:
-        """The datapath's writes go to its tap of `vdi_uuid` from now on; the old tap's mirror
-        (which was writing that disk) is closed first, under the old tap's lock."""
-        new = self.taps[(dp, vdi_uuid)]
-        old = self.current.get(dp)
+    async def switch(self, dp: str, vdi_uuid: str, mirror: Mirror) -> None:
+        """The datapath's writes go to its tap of `vdi_uuid` from now on; `mirror` (which was
+        writing that disk) is closed first, under the old tap's lock. MirrorFailed, and nothing
+        changes, if the mirror failed or the datapath closed meanwhile."""
+        new = self.taps.get((dp, vdi_uuid))
+        old = mirror.source
 
         def swap():
-            if old is None:
-                return
             with old.lock:
-                m = old.mirror
+                if mirror.failed is not None or old.mirror is not mirror or old.closed \
+                        or new is None or self.current.get(dp) is not old:
+                    raise MirrorFailed(mirror.failed or "the datapath changed")
                 old.mirror = None
-                if m is not None and m.dst is not None:
-                    m.dst.close()
-                    m.dst = None
+                if mirror.dst is not None:
+                    mirror.dst.close()
+                    mirror.dst = None
                 old.closed = True       # a write that still finds the old tap goes round again
                 self.current[dp] = new
         await run(swap)
-        self.current[dp] = new
 
     async def close(self) -> None:
         await self.writers.close()
