@@ -25,6 +25,7 @@ MODULES = {
     "VIF": "xapi.actions.vif",
     "network": "xapi.actions.network",
     "message": "xapi.actions.message",
+    "PIF": "xapi.actions.pif",
 }
 
 
