@@ -91,7 +91,7 @@ def test_start_pause_shutdown_reboot(x):
     assert rec["power_state"] == "Running" and int(rec["domid"]) > 0
     assert rec["resident_on"] == x.host.get_all()[0]
     assert vm in x.host.get_resident_VMs(rec["resident_on"])
-    assert {"clean_shutdown", "pause", "hard_shutdown", "clean_reboot"} <= set(rec["allowed_operations"])
+    assert {"pause", "hard_shutdown", "hard_reboot", "snapshot"} <= set(rec["allowed_operations"])
     assert "start" not in rec["allowed_operations"]
     m = x.VM_metrics.get_record(rec["metrics"])
     assert int(m["memory_actual"]) == 256 * MIB and int(m["VCPUs_number"]) == 1
@@ -120,6 +120,35 @@ def test_start_pause_shutdown_reboot(x):
     assert x.VM.get_power_state(vm) == "Paused"
     x.VM.hard_shutdown(vm)
     assert x.VM.get_power_state(vm) == "Halted"
+
+
+def test_allowed_operations_wait_for_the_guest_agent_of_an_hvm_guest(host, x):
+    """As xapi_vm_lifecycle.check_op_for_feature (strict, for allowed_operations only): a running HVM
+    guest offers clean shutdown/reboot, suspend, checkpoint and migration once its agent reported PV
+    drivers; the calls themselves are not refused meanwhile. A PV guest offers them at once."""
+    xenopsd(host, "DEBUG.set", "guest_agent_delay", 1.0)
+    try:
+        hvm = new_vm(x, "hvm-features")
+        x.VM.start(hvm, False, False)
+        gated = {"clean_shutdown", "clean_reboot", "suspend", "checkpoint", "pool_migrate"}
+        assert x.VM_metrics.get_hvm(x.VM.get_metrics(hvm)) is True
+        assert not gated & set(x.VM.get_allowed_operations(hvm))
+        assert {"pause", "hard_shutdown", "hard_reboot"} <= set(x.VM.get_allowed_operations(hvm))
+        assert wait_for(lambda: x.VM.get_guest_metrics(hvm) != "OpaqueRef:NULL", 5)
+        assert wait_for(lambda: gated <= set(x.VM.get_allowed_operations(hvm)), 5)
+        pv = new_vm(x, "pv-features", HVM_boot_policy="", HVM_boot_params={})
+        x.VM.start(pv, False, False)
+        assert x.VM_metrics.get_hvm(x.VM.get_metrics(pv)) is False
+        assert gated <= set(x.VM.get_allowed_operations(pv))
+        x.VM.clean_shutdown(pv)                 # not gated as a call: done before the agent reports
+        x.VM.start(pv, False, False)
+        x.VM.hard_shutdown(pv)
+        x.VM.hard_shutdown(hvm)
+        x.VM.start(hvm, False, False)
+        x.VM.clean_shutdown(hvm)                # the call is allowed even before the agent reported
+        assert x.VM.get_power_state(hvm) == "Halted"
+    finally:
+        xenopsd(host, "DEBUG.set", "guest_agent_delay", 2.0)
 
 
 def test_templates_and_control_domain_refused(x):

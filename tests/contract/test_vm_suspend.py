@@ -207,10 +207,19 @@ def test_cancelled_suspend_leaves_the_vm_running_without_an_image(host, x, sr):
     x.VM.hard_shutdown(vm)
 
 
-def test_a_client_waiting_for_suspend_in_allowed_operations_sees_it(x, sr):
+def test_a_client_waiting_for_suspend_in_allowed_operations_sees_it(host, x, sr):
     """As Xen Orchestra does: every object loaded with event.from, the VM started, then event.from
     followed until the VM's cached record allows suspend, which is then called (and, in the same
-    way, resume once the suspended VM's record allows it)."""
+    way, resume once the suspended VM's record allows it). The HVM guest offers suspend only once
+    its agent has reported (a second after boot here), as in xapi."""
+    xenopsd(host, "DEBUG.set", "guest_agent_delay", 1.0)
+    try:
+        _wait_for_suspend_as_xen_orchestra(x, sr)
+    finally:
+        xenopsd(host, "DEBUG.set", "guest_agent_delay", 0.1)
+
+
+def _wait_for_suspend_as_xen_orchestra(x, sr):
     event_from = getattr(x.event, "from")
     vm = new_vm(x, "xo-wait")
     x.VBD.create(vbd_record(vm, new_vdi(x, sr)))
@@ -232,8 +241,10 @@ def test_a_client_waiting_for_suspend_in_allowed_operations_sees_it(x, sr):
 
     assert "suspend" not in cache[vm]["allowed_operations"]
     x.VM.start(vm, False, False)
+    assert "suspend" not in x.VM.get_allowed_operations(vm)        # no agent yet
     rec = wait_until(lambda r: "suspend" in r["allowed_operations"])
     assert rec["power_state"] == "Running" and rec["current_operations"] == {}
+    assert rec["guest_metrics"] != NULL
     x.VM.suspend(vm)
     rec = wait_until(lambda r: "resume" in r["allowed_operations"])
     assert rec["power_state"] == "Suspended" and "suspend" not in rec["allowed_operations"]

@@ -100,9 +100,39 @@ def refresh_allowed_operations(db, ref: str) -> None:
     if ref not in db.table("VM"):
         return
     rec = db.table("VM").get(ref)
-    allowed = [op for op in _CANDIDATES if op in _IMPLEMENTED and check_operation(rec, ref, op) is None]
+    allowed = [op for op in _CANDIDATES if op in _IMPLEMENTED and check_operation(rec, ref, op) is None
+               and not _lacks_feature(db, rec, op)]
     if sorted(rec.get("allowed_operations") or []) != sorted(allowed):
         db.table("VM").set_field(ref, "allowed_operations", allowed)
+
+
+# ops a running HVM guest offers only once its agent says it can (xapi_vm_lifecycle.check_op_for_feature
+# with strict: allowed_operations only; the calls themselves are not refused)
+_FEATURES = {"clean_shutdown": ("feature-shutdown", "feature-poweroff"),
+             "clean_reboot": ("feature-shutdown", "feature-reboot"),
+             "suspend": ("feature-suspend",), "checkpoint": ("feature-suspend",),
+             "pool_migrate": ("feature-suspend",), "migrate_send": ("feature-suspend",)}
+
+
+def _lacks_feature(db, rec: dict, op: str) -> bool:
+    """Running, not known to have booted PV (VM_metrics.hvm), no PV drivers reported (a major and a
+    minor version in VM_guest_metrics.PV_drivers_version), and none of the op's features in
+    VM_guest_metrics.other set to "1"."""
+    features = _FEATURES.get(op)
+    if features is None or rec["power_state"] != "Running":
+        return False
+    mt = db.table("VM_metrics")
+    if rec.get("metrics") in mt and not mt.get_field(rec["metrics"], "hvm"):
+        return False
+    gt = db.table("VM_guest_metrics")
+    gm = gt.get(rec["guest_metrics"]) if rec.get("guest_metrics") in gt else None
+    if gm is None:
+        return True
+    pv = gm.get("PV_drivers_version") or {}
+    if str(pv.get("major", "")).isdigit() and str(pv.get("minor", "")).isdigit():
+        return False
+    other = gm.get("other") or {}
+    return not any(other.get(f) == "1" for f in features)
 
 
 _generic: dict = {}
@@ -278,6 +308,8 @@ async def sync(app, ref: str, host: str | None = None, memory: bool = True) -> N
         vms.update(ref, changed)
     metrics = rec.get("metrics")
     live = {"memory_actual": int(st.get("memory", 0)), "VCPUs_number": int(st.get("vcpus", 0))}
+    if power in ("Running", "Paused") and "hvm" in st:
+        live["hvm"] = bool(st["hvm"])           # how the domain booted (has_definitely_booted_pv)
     if power in ("Running", "Paused") and rec["power_state"] not in ("Running", "Paused"):
         live["start_time"] = datetime_now()
     mt = db.table("VM_metrics")

@@ -345,7 +345,7 @@ class Xenopsd:
         if info is None:
             return {"power_state": "Halted", "domid": -1, "memory": 0, "vcpus": 0, "cpu_time": 0,
                     "start_time": 0.0}
-        return {"power_state": self._power(info), "domid": vm.domid,
+        return {"power_state": self._power(info), "domid": vm.domid, "hvm": bool(vm.config.get("hvm")),
                 "memory": int(info.get("tot_pages", 0)) * 4096,
                 "vcpus": int(vm.config.get("vcpus", info.get("nr_online_vcpus", 1))),
                 "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
