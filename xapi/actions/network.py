@@ -72,3 +72,4 @@ def destroy(ctx, session, self):
         vifs.remove(v)
     db.table("network").remove(self)
     return ""
+from xapi.actions.network_extra import *  # noqa: E402,F401,F403 - purposes, default locking mode (network_extra.__all__)
