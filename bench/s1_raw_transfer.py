@@ -11,7 +11,7 @@ nothing. A real daemon (its own data folder in the temp folder, where the image 
 too) serves on CPU 1, the client runs on CPU 0. Import: the client sends the file with sendfile()
 and a Content-Length; export: the client moves the bytes from the socket into a file by splice
 (socket -> pipe -> file, as a consumer that costs the least). MB/s = image bytes / seconds, best of
-3; cp's best of 3 is the baseline (target: ours >= 0.7x cp).
+5; cp's best of 5 is the baseline (target: ours >= 0.7x cp).
 """
 import contextlib
 import fcntl
@@ -33,7 +33,7 @@ from tests import daemon as _daemon  # noqa: E402
 MiB = 1 << 20
 F_SETPIPE_SZ = 1031
 SIZE = 512 * MiB
-RUNS = 3
+RUNS = 5                                # best of 5: a shared machine disturbs the ratios less
 
 
 def make_image(path: str) -> None:
