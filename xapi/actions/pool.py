@@ -51,3 +51,4 @@ def disable_external_auth(ctx, session, pool, config):
         if ref in sessions.by_ref:
             sessions.destroy(ref)
     return ""
+from xapi.actions.pool_settings import *  # noqa: E402,F401,F403 - simple settings (pool_settings.__all__)
