@@ -526,10 +526,11 @@ async def _run_stoppable(stop: list, fn, *args, tick=None):
 
 
 async def _splice_in(request, disk: _Disk, skip_zero: bool) -> bool:
-    """A raw body with a Content-Length that fits the disk, taken off the connection and moved
-    kernel-side (os.splice) in 8 MiB batches in the pool; the bytes the connection had already read
-    and the rest of their block go through memory first. False (nothing read) where it can't be
-    used: no length, TLS, a small or oversize body, VHD blocks of another size."""
+    """A raw body with a Content-Length that fits the disk, or an HTTP/1.0 one that ends with the
+    connection, taken off the connection and moved kernel-side (os.splice) by one pool call, which
+    reports its progress; the bytes the connection had already read and the rest of their block go
+    through memory first. False (nothing read) where it can't be used: chunked, TLS, a small or
+    oversize body, VHD blocks of another size."""
     length = request.content_length
     take = getattr(request, "take_socket", None)
     if (take is None or length is not None and (length < SPLICE_MIN or length > disk.size)
