@@ -17,6 +17,10 @@ Clean shutdown and reboot write control/shutdown; the simulated guest honours th
 `shutdown_delay` seconds (its domain shuts down with that reason, then is destroyed).
 Domains that shut down by themselves (DEBUG.trigger injects it) follow the VM's on_* action; every
 change is an update that UPDATES.get(last, timeout) hands out.
+Hypervisor calls go through `_xc`: in place for the simulator, in a bounded pool of threads for the
+xc backend (libxenctrl may block), so that none runs on the event loop.
+Devices of a running domain: VBD.plug/unplug/set_media, VIF.plug/unplug/move and
+VIF.set_ip_configuration (a static address for the guest agent, xapi's VIF.configure_ipv4/6).
 
 Wire: one JSON object per line. {"id", "method", "params": [...]} -> {"id", "result"} or
 {"id", "error": [code, params...]} (codes are xapi's where one exists, e.g. VM_BAD_POWER_STATE).
