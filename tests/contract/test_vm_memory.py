@@ -99,13 +99,6 @@ def test_setters_need_the_right_power_state(x):
     x.VM.hard_shutdown(vm)
 
 
-def _compute_free_memory_wired() -> bool:
-    from xapi.actions import host
-    return hasattr(host, "compute_free_memory")
-
-
-@pytest.mark.skipif(not _compute_free_memory_wired(),
-                    reason="xapi.actions.host does not import host_memory.compute_free_memory yet")
 def test_compute_free_memory_is_what_vm_start_checks(x):
     """host.compute_free_memory follows the domains' memory, and a VM that needs more than it gets
     HOST_NOT_ENOUGH_FREE_MEMORY [needed, that figure] from VM.start and assert_can_boot_here."""
