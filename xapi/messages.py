@@ -150,10 +150,11 @@ class Store:
 
     def select(self, keep) -> dict:
         """{ref: record} of the messages `keep(ref, record, time)` accepts, newest first."""
-        table = self.table
         out = []
-        for ref, t in self.times.items():
-            rec = table.get(ref)
+        for ref, rec in self.table.all_records().items():
+            t = self.times.get(ref)
+            if t is None:                     # a row this store did not write (a member's replica)
+                t = parse_time(rec["timestamp"], "timestamp")
             if keep(ref, rec, t):
                 out.append((t, ref, rec))
         out.sort(key=lambda x: x[0], reverse=True)
