@@ -81,6 +81,8 @@ class Daemon:
         self.sessions = Sessions(self.db, self.host_ref)
         self.hub = Hub(self.db)
         self.tasks = Tasks(self)
+        from xapi import messages
+        messages.store(self)                     # saved messages are rows again before the first event.from
         self.event_registrations: dict = {}      # session ref -> legacy event.register state
         self.sessions.on_destroy.append(self.hub.session_gone)
         self.sessions.on_destroy.append(lambda ref: self.event_registrations.pop(ref, None))
