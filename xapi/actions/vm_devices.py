@@ -66,7 +66,19 @@ def _storage_host(app, host) -> str | None:
 def _vm_host(app, vm_uuid: str) -> str | None:
     vms = app.db.table("VM")
     refs = vms.find("uuid", vm_uuid)
-    return vms.get_field(refs[0], "resident_on") if refs else None
+    if not refs:
+        return None
+    return _holders(app).get(refs[0]) or vms.get_field(refs[0], "resident_on")
+
+
+def _holders(app) -> dict:
+    """VM ref -> the host whose storage holds its disks (where its domain was built: a live
+    migration leaves them there); a VM missing here (the coordinator restarted) has them where it
+    runs."""
+    holders = getattr(app, "vm_disk_hosts", None)
+    if holders is None:
+        holders = app.vm_disk_hosts = {}
+    return holders
 
 
 async def attach_vbd(app, vm: dict, vbd_ref: str, host: str | None = None) -> dict:
@@ -87,7 +99,7 @@ async def attach_vbd(app, vm: dict, vbd_ref: str, host: str | None = None) -> di
     if err is not None and err[0] not in ("VM_BAD_POWER_STATE", "OTHER_OPERATION_IN_PROGRESS"):
         raise XapiError(*err)
     dp = datapath(vm["uuid"], vbd["userdevice"])
-    remote = _storage_host(app, host or vm.get("resident_on"))
+    remote = _storage_host(app, host or _vm_host(app, vm["uuid"]))
     if remote is not None:
         info = await app.pool.call(remote, "storage.attach", dp, vbd["VDI"], rw, app.db.generation) or {}
     else:
@@ -109,11 +121,13 @@ async def attach_vbds(app, vm_ref: str, host: str | None = None) -> list[dict]:
         return []
     vm = db.table("VM").get(vm_ref)
     devices = []
+    host = host or app.host_ref
+    _holders(app)[vm_ref] = host
     try:
         for ref in refs:
-            devices.append(await attach_vbd(app, vm, ref, host or app.host_ref))
+            devices.append(await attach_vbd(app, vm, ref, host))
     except BaseException:
-        await release_vbds(app, vm_ref, host or app.host_ref)
+        await release_vbds(app, vm_ref, host)
         raise
     return devices
 
@@ -186,15 +200,8 @@ async def release_vbds(app, vm_ref: str, host: str | None = None) -> None:
     vms = db.table("VM")
     if vm_ref not in vms:
         return
-    vm_uuid = vms.get_field(vm_ref, "uuid")
-    remote = _storage_host(app, host or vms.get_field(vm_ref, "resident_on"))
-    if remote is not None:
-        try:
-            await app.pool.call(remote, "storage.release_vm", vm_uuid)
-        except XapiError as e:      # that host keeps them as leaked; released at its next start
-            log.warning("releasing the disks of VM %s on host %s failed: %s", vm_uuid, remote, e.description)
-    else:
-        await release_datapaths(app, vm_uuid)
+    holder = _holders(app).pop(vm_ref, None)
+    await release_disks(app, vm_ref, holder or host or vms.get_field(vm_ref, "resident_on"))
     vbds = db.table("VBD")
     for ref in vms.get_field(vm_ref, "VBDs") or []:
         if ref in vbds:
@@ -204,6 +211,19 @@ async def release_vbds(app, vm_ref: str, host: str | None = None) -> None:
         if ref in vifs:
             _set(vifs, ref, {"currently_attached": False})
     refresh_operations(db, vm_ref)
+
+
+async def release_disks(app, vm_ref: str, host: str) -> None:
+    """The VM's datapaths on `host` released, and this host's if it holds some (the VBD rows stay)."""
+    vm_uuid = app.db.table("VM").get_field(vm_ref, "uuid")
+    await release_datapaths(app, vm_uuid)
+    remote = _storage_host(app, host)
+    if remote is None:
+        return
+    try:
+        await app.pool.call(remote, "storage.release_vm", vm_uuid)
+    except XapiError as e:      # that host keeps them as leaked; released at its next start
+        log.warning("releasing the disks of VM %s on host %s failed: %s", vm_uuid, remote, e.description)
 
 
 async def release_datapaths(app, vm_uuid: str) -> None:
