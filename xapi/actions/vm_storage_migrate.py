@@ -20,10 +20,11 @@ moving, to the host it runs on when that host sees the new SR, else to a host th
 it returns the new VDI's ref, as xapi.
 
 Checks, in xapi's words: VDI_NEEDS_VM_FOR_MIGRATE [vdi] (no VBD of a running VM), VM_HAS_CHECKPOINT
-[vm], VM_HAS_TOO_MANY_SNAPSHOTS [vm], VDI_NOT_IN_MAP [vdi] (a disk whose SR the destination can't
-see and that the map doesn't move), VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION [vdi] (on_boot=reset),
-SR_DOES_NOT_SUPPORT_MIGRATION [sr] (source or target SR without VDI_SNAPSHOT), VM_REQUIRES_SR,
-TOO_MANY_STORAGE_MIGRATES ["3"].
+[vm], VM_HAS_TOO_MANY_SNAPSHOTS [vm], VDI_NOT_IN_MAP [vdi] (every disk of the VM must be in the map;
+one mapped to its own SR stays), VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION [vdi] (on_boot=reset),
+SR_DOES_NOT_SUPPORT_MIGRATION [sr] (source or target SR without VDI_SNAPSHOT), VM_REQUIRES_SR [vm, sr]
+(a target SR the destination host can't see), OPERATION_NOT_ALLOWED (options copy=true within a
+pool), TOO_MANY_STORAGE_MIGRATES ["3"]. A destination in another pool is not reached: CANNOT_CONTACT_HOST.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ import contextlib
 import logging
 
 from xapi.datamodel.errors import XapiError
-from xapi.sm import mirror as sm_mirror, rows
+from xapi.db.schema import NULL_REF
+from xapi.sm import rows
 
 log = logging.getLogger("xapi.storage_migrate")
 
@@ -119,11 +121,16 @@ def _disks(db, vm: str) -> list[tuple[str, str]]:
     return out
 
 
-def _check_map(app, vm: str, host: str, vdi_map: dict) -> list[tuple[str, str, str]]:
-    """The moves (vbd, vdi, sr) once xapi's checks pass."""
+def _check_map(app, vm: str, host: str, vdi_map: dict, options: dict | None = None) -> list[tuple]:
+    """The moves (vbd, vdi, sr) once xapi's checks pass (xapi_vm_migrate.ml migrate_send'): every
+    disk of the VM is in the map (VDI_NOT_IN_MAP); a suspend image the destination can't see goes
+    where the map says, else to the pool's suspend SR, the host's, or the default SR."""
     db = app.db
-    vms = db.table("VM")
+    vms, vdis, srs = db.table("VM"), db.table("VDI"), db.table("SR")
     rec = vms.get(vm)
+    if str((options or {}).get("copy", "")).lower() == "true":
+        raise XapiError("OPERATION_NOT_ALLOWED", "Copy mode is disallowed on intra pool storage migration, "
+                        "try efficient alternatives e.g. VM.copy/clone.")
     snaps = [s for s in rec.get("snapshots") or [] if s in vms]
     if len(snaps) == 1 and vms.get_field(snaps[0], "power_state") == "Suspended":
         raise XapiError("VM_HAS_CHECKPOINT", vm)
@@ -131,33 +138,47 @@ def _check_map(app, vm: str, host: str, vdi_map: dict) -> list[tuple[str, str, s
         raise XapiError("VM_HAS_TOO_MANY_SNAPSHOTS", vm)
     if not isinstance(vdi_map, dict):
         raise XapiError("INTERNAL_ERROR", "vdi_map is not a map")
-    srs = db.table("SR")
     for vdi, sr in vdi_map.items():
-        if vdi not in db.table("VDI"):
+        if vdi not in vdis:
             raise XapiError("HANDLE_INVALID", "VDI", vdi)
         if sr not in srs:
             raise XapiError("HANDLE_INVALID", "SR", sr)
-    moves = []
     disks = _disks(db, vm)
-    suspend_vdi = rec.get("suspend_VDI")
-    if rec["power_state"] == "Suspended" and suspend_vdi in db.table("VDI"):
-        disks.append((None, suspend_vdi))     # the memory image goes along (vbd None)
-    for vbd, vdi in disks:
-        src_sr = db.table("VDI").get_field(vdi, "SR")
-        target = vdi_map.get(vdi, src_sr)
-        if not _sr_sees(db, target, host):
-            if vdi not in vdi_map:
-                raise XapiError("VDI_NOT_IN_MAP", vdi)
-            raise XapiError("VM_REQUIRES_SR", vm, target)
-        if target == src_sr:
-            continue
-        if db.table("VDI").get_field(vdi, "on_boot") == "reset":
+    for _, vdi in disks:
+        if vdi not in vdi_map:
+            raise XapiError("VDI_NOT_IN_MAP", vdi)
+    for _, vdi in disks:
+        if vdis.get_field(vdi, "on_boot") == "reset":
             raise XapiError("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION", vdi)
+    targets = [(vbd, vdi, vdi_map[vdi]) for vbd, vdi in disks]
+    suspend_vdi = rec.get("suspend_VDI")
+    if rec["power_state"] == "Suspended" and suspend_vdi in vdis \
+            and not _sr_sees(db, vdis.get_field(suspend_vdi, "SR"), host):
+        target = vdi_map.get(suspend_vdi) or _suspend_sr(db, host)
+        if target is None:
+            raise XapiError("VDI_NOT_IN_MAP", suspend_vdi)
+        targets.append((None, suspend_vdi, target))      # the memory image goes along (vbd None)
+    moves = []
+    for vbd, vdi, target in targets:
+        if not _sr_sees(db, target, host):
+            raise XapiError("VM_REQUIRES_SR", vm, target)
+        src_sr = vdis.get_field(vdi, "SR")
+        if target == src_sr:
+            continue                    # within the pool, a VDI mapped to its own SR stays
         for sr in (src_sr, target):
             if not _supports(app, sr):
                 raise XapiError("SR_DOES_NOT_SUPPORT_MIGRATION", sr)
         moves.append((vbd, vdi, target))
     return moves
+
+
+def _suspend_sr(db, host: str) -> str | None:
+    pools = db.table("pool")
+    pool = next(iter(pools.refs()), None)
+    candidates = [pools.get_field(pool, "suspend_image_SR") if pool else None,
+                  db.table("host").get_field(host, "suspend_image_sr"),
+                  pools.get_field(pool, "default_SR") if pool else None]
+    return next((sr for sr in candidates if sr and sr in db.table("SR")), None)
 
 
 def assert_can_migrate(ctx, session, vm, dest, live, vdi_map, vif_map, options=None, vgpu_map=None,
@@ -169,7 +190,7 @@ def assert_can_migrate(ctx, session, vm, dest, live, vdi_map, vif_map, options=N
     err = vm_actions.check_operation({**rec, "current_operations": {}}, vm, "migrate_send")
     if err is not None:
         raise XapiError(*err)
-    _check_map(app, vm, host, vdi_map or {})
+    _check_map(app, vm, host, vdi_map or {}, options)
     _check_host(app, vm, rec, host)
     return ""
 
@@ -184,121 +205,166 @@ def _check_host(app, vm: str, rec: dict, host: str) -> None:
 
 
 # -- the move --------------------------------------------------------------------------------------------
-async def _move_disk(ctx, session, vm_rec: dict, vbd: str, vdi: str, sr: str, progress) -> str:
-    """Mirrors one running VBD's VDI onto a new VDI on `sr` and switches the VBD to it; the new VDI."""
-    from xapi.actions import vdi as vdi_actions, vm_devices
-    app = ctx.app
-    db = app.db
-    access = app.storage.access
-    datapaths = sm_mirror.of(app)
-    vbd_rec = db.table("VBD").get(vbd)
-    src = db.table("VDI").get(vdi)
-    dp = vm_devices.datapath(vm_rec["uuid"], vbd_rec["userdevice"])
-    tap = datapaths.ensure(dp, vdi)
-    if tap is None or tap.vdi_uuid != src["uuid"]:
-        raise XapiError("VDI_NEEDS_VM_FOR_MIGRATE", vdi)
-    app.storage.assert_plugged(sr)
-    creating = asyncio.ensure_future(vdi_actions.create(ctx, session, {
-        "name_label": src["name_label"], "name_description": src["name_description"], "SR": sr,
-        "virtual_size": src["virtual_size"], "type": src["type"], "sharable": src["sharable"],
-        "read_only": False, "other_config": dict(src["other_config"]),
-        "xenstore_data": dict(src["xenstore_data"]), "sm_config": {}, "tags": list(src.get("tags") or [])}))
-    mdp = f"mirror/{dp}"
-    try:
-        dst = await asyncio.shield(creating)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):        # created meanwhile: it goes again
-            await _undo(app, dp, mdp, await creating)
-        raise
-    db.table("VDI").update(dst, {"allow_caching": src["allow_caching"], "on_boot": src["on_boot"]})
-    switched: list[bool] = []          # set by _switch once the datapath writes to the new VDI
-    try:
-        await access.attach(mdp, dst, True)
-        info = await access.activate(mdp, dst)
-        m = sm_mirror.Mirror(tap, info)
-        await m.run(progress)
-        # the VBD's datapath holds the new VDI too, ready for the switch
-        await access.attach(dp, dst, vbd_rec["mode"] == "RW")
-        new_info = await access.activate(dp, dst) or {}
-        # the switch: once the datapath switched, this disk's migration runs to its end, a cancel
-        # or not
-        switch = asyncio.ensure_future(_switch(app, vm_rec, vbd, vbd_rec, src, dst, mdp, new_info, m, switched))
+async def _on(app, host: str, name: str, *params):
+    """An internal method (xapi.sm.mirror_calls) on `host`: here, or through the pool."""
+    from xapi.pool import internal
+    if host in (None, "", NULL_REF, app.host_ref):
+        return await internal.METHODS[name](app, *params)
+    return await app.pool.call(host, name, *params, app.db.generation)
+
+
+class _Moves:
+    """The disks of one migration: new VDIs made, mirrors running, VBDs switched."""
+
+    def __init__(self, ctx, session, vm: str, dest: str) -> None:
+        from xapi.actions import vm as vm_actions
+        self.ctx, self.session, self.app, self.vm, self.dest = ctx, session, ctx.app, vm, dest
+        self.resident = vm_actions.home(self.app, self.app.db.table("VM").get(vm))
+        self.source = self.resident         # the host of the VM's datapaths (see _locate)
+        self.mirrors: list[tuple[str, str, str, str | None]] = []   # (dp, vdi, new vdi, vbd)
+        self.remote: set[str] = set()       # new VDIs opened on the destination host (not the source)
+        self.attached: list[tuple[str, str]] = []   # (dp, new vdi) attached on the destination host
+        self.done: dict[str, str] = {}      # vdi -> new vdi, switched (its source is to be destroyed)
+
+    async def _create(self, src: dict, sr: str) -> str:
+        from xapi.actions import vdi as vdi_actions
+        creating = asyncio.ensure_future(vdi_actions.create(self.ctx, self.session, {
+            "name_label": src["name_label"], "name_description": src["name_description"], "SR": sr,
+            "virtual_size": src["virtual_size"], "type": src["type"], "sharable": src["sharable"],
+            "read_only": False, "other_config": dict(src["other_config"]),
+            "xenstore_data": dict(src["xenstore_data"]), "sm_config": {},
+            "tags": list(src.get("tags") or [])}))
         try:
-            await asyncio.shield(switch)
+            dst = await asyncio.shield(creating)
         except asyncio.CancelledError:
-            await switch
-            asyncio.current_task().uncancel()
-    except sm_mirror.MirrorFailed as e:
-        log.error("storage migration of VDI %s: the mirror failed: %s", vdi, e)
-        await _undo(app, dp, mdp, dst)
-        raise XapiError("MIRROR_FAILED", vdi) from None
-    except BaseException:
-        if not switched:
-            await _undo(app, dp, mdp, dst)
-        raise
-    rows.refresh_vdi(app, dst)
-    rows.refresh_sr(app, sr)
-    return dst
+            with contextlib.suppress(Exception):        # created meanwhile: it goes again
+                await _delete(self.app, await creating)
+            raise
+        self.app.db.table("VDI").update(dst, {"allow_caching": src["allow_caching"], "on_boot": src["on_boot"]})
+        return dst
+
+    async def mirror(self, vbd: str, vdi: str, sr: str, progress) -> str:
+        """A new VDI on `sr` that the running VM's writes reach from now on, its base copied."""
+        from xapi.actions import vm_devices
+        from xapi.sm import mirror_calls
+        app = self.app
+        db = app.db
+        vm_rec = db.table("VM").get(self.vm)
+        dp = vm_devices.datapath(vm_rec["uuid"], db.table("VBD").get_field(vbd, "userdevice"))
+        src = db.table("VDI").get(vdi)
+        await self._locate(dp, vdi)
+        # the new VDI is opened where the datapath is when that host sees the SR, else at the
+        # destination
+        dst_host = self.source if _sr_sees(db, sr, self.source) else self.dest
+        dst = await self._create(src, sr)
+        self.mirrors.append((dp, vdi, dst, vbd))
+        if dst_host != self.source:
+            self.remote.add(dst)
+        if self.source == app.host_ref:
+            await mirror_calls.start(app, dp, vdi, dst_host, dst, progress)
+        else:
+            await app.pool.call(self.source, "mirror.start", dp, vdi, dst_host, dst, app.db.generation)
+            progress(1.0)
+        return dst
+
+    async def _locate(self, dp: str, vdi: str) -> None:
+        """The host whose storage holds the VM's datapath: where it runs, else another (a VM that
+        was migrated keeps its datapaths where it started)."""
+        hosts = self.app.db.table("host")
+        others = [self.app.host_ref] + sorted(h for h in hosts.refs() if h != self.app.host_ref)
+        for host in [self.resident] + [h for h in others if h != self.resident]:
+            try:
+                if await _on(self.app, host, "mirror.holds", dp, vdi):
+                    self.source = host
+                    return
+            except XapiError as e:
+                log.info("host %s: datapath %s not checked: %s", host, dp, e.description)
+        raise XapiError("VDI_NEEDS_VM_FOR_MIGRATE", vdi)
+
+    async def switch_here(self) -> None:
+        """The VM stays on its host: each mirrored datapath switches to its new VDI there. Once a
+        datapath switched, the rest of the migration runs to its end, cancelled or not."""
+        from xapi.actions import vm_devices
+        db = self.app.db
+        vbds = db.table("VBD")
+        vm_rec = db.table("VM").get(self.vm)
+        for dp, vdi, dst, vbd in [m for m in self.mirrors if m[2] not in self.remote]:
+            vbd_rec = vbds.get(vbd)
+            device = vm_devices.linux_device(vbd_rec["userdevice"], vm_devices.is_hvm(vm_rec)) \
+                if str(vbd_rec["userdevice"]).isdigit() else vbd_rec["userdevice"]
+            call = asyncio.ensure_future(_on(self.app, self.source, "mirror.switch", dp, vdi, dst,
+                                             vbd_rec["mode"] == "RW", vm_rec["uuid"], device))
+            try:
+                await asyncio.shield(call)
+            except asyncio.CancelledError:
+                await call
+                asyncio.current_task().uncancel()
+            self._switched(dp, vdi, dst, vbd)
+
+    def _switched(self, dp, vdi, dst, vbd) -> None:
+        self.mirrors.remove((dp, vdi, dst, vbd))
+        self.app.db.table("VBD").set_field(vbd, "VDI", dst)
+        self.done[vdi] = dst
+        rows.refresh_vdi(self.app, dst)
+
+    async def before_move(self) -> None:
+        """The VM goes to the destination host, where the new VDIs its source host can't see are:
+        the VBDs name them and they are attached there for the VM's datapaths (writes still go to the
+        source's disks and their mirrors until the memory has moved)."""
+        vbds = self.app.db.table("VBD")
+        for dp, _, dst, vbd in self.mirrors:
+            vbds.set_field(vbd, "VDI", dst)
+            await _on(self.app, self.dest, "mirror.attach", dp, dst, vbds.get_field(vbd, "mode") == "RW")
+            self.attached.append((dp, dst))
+
+    async def after_move(self) -> None:
+        """The memory moved: the source's datapaths released (which ends their mirrors), the new
+        VDIs activated on the destination, where the guest's writes go on."""
+        for dp, vdi, dst, vbd in list(self.mirrors):
+            try:
+                await _on(self.app, self.source, "mirror.release", dp, vdi)
+            except Exception as e:  # noqa: BLE001 - the domain runs on the destination already
+                log.error("releasing %s of %s on the source failed: %s", dp, vdi, e)
+            await _on(self.app, self.dest, "mirror.activate", dp, dst)
+            self._switched(dp, vdi, dst, vbd)
+        self.attached.clear()
+
+    async def undo(self) -> None:
+        """Mirrors stopped, VBDs back on their VDIs, the new VDIs removed."""
+        vbds = self.app.db.table("VBD")
+        for dp, dst in self.attached:
+            with contextlib.suppress(Exception):
+                await _on(self.app, self.dest, "mirror.release", dp, dst)
+        self.attached.clear()
+        for dp, vdi, dst, vbd in reversed(self.mirrors):
+            if vbd in vbds and vbds.get_field(vbd, "VDI") == dst:
+                vbds.set_field(vbd, "VDI", vdi)
+            try:
+                await _on(self.app, self.source, "mirror.stop", dp)
+            except Exception as e:  # noqa: BLE001 - its datapath goes with the VM's
+                log.warning("stopping the mirror of %s failed: %s", dp, e)
+            await _delete(self.app, dst)
+        self.mirrors.clear()
+
+    async def destroy_sources(self) -> None:
+        from xapi.actions import vdi as vdi_actions
+        for vdi in self.done:                # no longer used by anyone
+            try:
+                await vdi_actions.destroy(self.ctx, self.session, vdi)
+            except Exception as e:  # noqa: BLE001 - the moved disk is what matters
+                log.warning("source VDI %s of a storage migration not destroyed: %s", vdi, e)
 
 
-async def _switch(app, vm_rec: dict, vbd: str, vbd_rec: dict, src: dict, dst: str, mdp: str, info: dict,
-                  m, switched: list) -> None:
-    """The VBD's writes go to the new VDI, the VBD points at it, the domain's backend too; the old
-    VDI and the mirror's datapath are released."""
-    from xapi.actions import vm_devices
-    db = app.db
-    access = app.storage.access
-    dp = vm_devices.datapath(vm_rec["uuid"], vbd_rec["userdevice"])
-    dst_uuid = db.table("VDI").get_field(dst, "uuid")
-    await sm_mirror.of(app).switch(dp, dst_uuid, m)
-    switched.append(True)
-    db.table("VBD").set_field(vbd, "VDI", dst)
-    log.info("VBD %s of VM %s: VDI %s -> %s (%d writes mirrored)", vbd, vm_rec["uuid"], src["uuid"],
-             dst_uuid, m.mirrored_writes)
-    await _set_backend(app, vbd_rec["VM"], vm_rec, vbd_rec, str(info.get("params", "")))
-    old = db.table("VDI").find("uuid", src["uuid"])
-    for d, ref in ((dp, old[0] if old else None), (mdp, dst)):
-        if ref is None:
-            continue
-        try:
-            await access.release(d, ref)
-        except Exception as e:  # noqa: BLE001 - the VM runs on the new disk whatever happens here
-            log.error("releasing %s of %s after the switch failed: %s", d, ref, e)
-
-
-async def _undo(app, dp: str, mdp: str, dst: str) -> None:
-    """Stops the mirror (if it runs) and removes the new VDI; the VM keeps its disk."""
-    access = app.storage.access
-    datapaths = sm_mirror.of(app)
-    tap = datapaths.tap(dp)
-    if tap is not None and tap.mirror is not None:
-        await tap.mirror.stop()
-    with contextlib.suppress(Exception):
-        await access.destroy_dp(mdp, allow_leak=True)
-    if dst in app.db.table("VDI"):
-        with contextlib.suppress(Exception):
-            await access.release(dp, dst)       # the VBD's datapath may hold it already
-    if dst in app.db.table("VDI") and not access.closed:
-        sr = app.db.table("VDI").get_field(dst, "SR")
-        try:
-            await app.storage.vdi_command(dst, "vdi_delete")
-            rows.destroy_vdi_row(app.db, dst)
-            rows.refresh_sr(app, sr)
-        except Exception as e:  # noqa: BLE001 - the original error matters more
-            log.warning("could not remove the mirror's VDI %s: %s", dst, e)
-
-
-async def _set_backend(app, vm: str, vm_rec: dict, vbd_rec: dict, params: str) -> None:
-    """The domain's disk backend points at the new disk (xenopsd's VBD params)."""
-    from xapi.actions import vm_devices
-    from xapi.xenops.server import XenopsError
-    device = vm_devices.linux_device(vbd_rec["userdevice"], vm_devices.is_hvm(vm_rec)) \
-        if str(vbd_rec["userdevice"]).isdigit() else vbd_rec["userdevice"]
+async def _delete(app, vdi: str) -> None:
+    if vdi not in app.db.table("VDI") or app.storage.access.closed:
+        return
+    sr = app.db.table("VDI").get_field(vdi, "SR")
     try:
-        await vm_devices.xenops_for_vm(app, vm).call("VBD.set_media", vm_rec["uuid"],
-                                                     {"device": device, "params": params})
-    except XenopsError as e:
-        log.warning("VM %s: backend of %s not updated: %s", vm_rec["uuid"], device, e)
+        await app.storage.vdi_command(vdi, "vdi_delete")
+        rows.destroy_vdi_row(app.db, vdi)
+        rows.refresh_sr(app, sr)
+    except Exception as e:  # noqa: BLE001 - the original error matters more
+        log.warning("could not remove the mirror's VDI %s: %s", vdi, e)
 
 
 async def _copy_disk(ctx, session, vm: str, vbd: str | None, vdi: str, sr: str) -> str:
@@ -313,58 +379,60 @@ async def _copy_disk(ctx, session, vm: str, vbd: str | None, vdi: str, sr: str) 
     return dst
 
 
-async def _move(ctx, session, vm: str, moves, on_progress) -> dict[str, str]:
-    """Moves the disks one after the other (mirrored while the VM runs, copied otherwise); the
-    source VDIs of the moved ones are destroyed at the end. vdi -> new vdi."""
-    from xapi.actions import vdi as vdi_actions
+async def _migrate(ctx, session, vm: str, host: str, vdi_map: dict, options, live: bool) -> dict[str, str]:
+    """migrate_send within the pool: the disks move (mirrored while the VM runs, copied otherwise),
+    then the VM goes to `host` if it runs elsewhere. vdi -> new vdi."""
+    from xapi.actions import vm as vm_actions, vm_migrate
+    app = ctx.app
     if _running[0] >= MAX_MIGRATES:
         raise XapiError("TOO_MANY_STORAGE_MIGRATES", str(MAX_MIGRATES))
     _running[0] += 1
-    app = ctx.app
-    done: dict[str, str] = {}
+    moves = _Moves(ctx, session, vm, host)
+    to_move = [False]
     try:
-        for i, (vbd, vdi, sr) in enumerate(moves):
-            def progress(p, i=i):
-                on_progress(min(0.99, (i + p) / len(moves)))
-            rec = app.db.table("VM").get(vm)
+        async def body(rec, progress):
+            work = _check_map(app, vm, host, vdi_map, options)
+            _check_host(app, vm, rec, host)
+            for i, (vbd, vdi, sr) in enumerate(work):
+                def part(p, i=i):
+                    progress(min(0.99, (i + p) / len(work)))
+                if rec["power_state"] != "Running":
+                    moves.done[vdi] = await _copy_disk(ctx, session, vm, vbd, vdi, sr)
+                else:
+                    await moves.mirror(vbd, vdi, sr, part)
             if rec["power_state"] == "Running":
-                done[vdi] = await _move_disk(ctx, session, rec, vbd, vdi, sr, progress)
-            else:
-                done[vdi] = await _copy_disk(ctx, session, vm, vbd, vdi, sr)
-                progress(1.0)
+                await moves.switch_here()       # the new VDIs the VM's host sees
+                to_move[0] = host != moves.resident
+        try:
+            await vm_actions._operation(ctx, vm, "migrate_send", body)
+            if to_move[0] or moves.mirrors:     # (the mirrors left are into the destination host)
+                await moves.before_move()
+                if to_move[0]:
+                    await vm_migrate.pool_migrate(ctx, session, vm, host, {"live": "true" if live else "false"})
+                await asyncio.shield(moves.after_move())
+        except BaseException:
+            await asyncio.shield(moves.undo())
+            raise
+        finally:
+            await asyncio.shield(moves.destroy_sources())
     finally:
         _running[0] -= 1
-        for vdi in done:                # no longer used by anyone
-            try:
-                await vdi_actions.destroy(ctx, session, vdi)
-            except Exception as e:  # noqa: BLE001 - the moved disk is what matters
-                log.warning("source VDI %s of a storage migration not destroyed: %s", vdi, e)
-    return done
+    return moves.done
 
 
 # -- the messages ---------------------------------------------------------------------------------------
 async def migrate_send(ctx, session, vm, dest, live, vdi_map, vif_map, options=None, vgpu_map=None,
                        vdi_format_map=None):
-    from xapi.actions import vm as vm_actions, vm_migrate
+    from xapi.actions import vm as vm_actions
     app = ctx.app
-    db = app.db
-    rec = vm_actions._rec(db, vm)
+    vm_actions._rec(app.db, vm)
     host = _dest_host(app, dest)
     await app.storage.ready()
-
-    async def body(rec, progress):
-        moves = _check_map(app, vm, host, vdi_map or {})
-        _check_host(app, vm, rec, host)
-        await _move(ctx, session, vm, moves, progress)
-    await vm_actions._operation(ctx, vm, "migrate_send", body)
-    rec = db.table("VM").get(vm)
-    if rec["power_state"] == "Running" and host != rec["resident_on"]:
-        await vm_migrate.pool_migrate(ctx, session, vm, host, {"live": "true" if live else "false"})
+    await _migrate(ctx, session, vm, host, vdi_map or {}, options, bool(live))
     return vm
 
 
 async def vdi_pool_migrate(ctx, session, vdi, sr, options=None):
-    from xapi.actions import vm as vm_actions
     app = ctx.app
     db = app.db
     vdis = db.table("VDI")
@@ -383,18 +451,11 @@ async def vdi_pool_migrate(ctx, session, vdi, sr, options=None):
         raise XapiError("VM_BAD_POWER_STATE", vm, "running", power.lower())
     await app.storage.ready()
     host = _host_seeing(app, vm, vdi, sr)
-    result: dict[str, str] = {}
-
-    async def body(rec, progress):
-        moves = _check_map(app, vm, host, {vdi: sr})
-        _check_host(app, vm, rec, host)
-        result.update(await _move(ctx, session, vm, moves, progress))
-    await vm_actions._operation(ctx, vm, "migrate_send", body)
-    rec = vms.get(vm)
-    if rec["power_state"] == "Running" and host != rec["resident_on"]:
-        from xapi.actions import vm_migrate
-        await vm_migrate.pool_migrate(ctx, session, vm, host, {"live": "true"})
-    return result.get(vdi, vbds.get_field(vbd, "VDI") if vbd in vbds else vdi)
+    # the map is complete: the VM's other disks stay where they are
+    full = {v: vdis.get_field(v, "SR") for _, v in _disks(db, vm)}
+    full[vdi] = sr
+    done = await _migrate(ctx, session, vm, host, full, {}, True)
+    return done.get(vdi, vbds.get_field(vbd, "VDI") if vbd in vbds else vdi)
 
 
 def _host_seeing(app, vm: str, vdi: str, sr: str) -> str:

@@ -110,13 +110,14 @@ class MirrorFailed(Exception):
 
 
 class Mirror:
-    """Mirrors `source` (a tap) into the destination disk `dst_info`. A failing write on the
-    destination ends the mirror (the guest's write is done on the source all the same); `run` and
-    the switch then raise MirrorFailed."""
+    """Mirrors `source` (a tap) into `dst`, an open destination disk (`write(offset, data)` and
+    `close()`, called from pool threads: a local disk, or one on another host, xapi.sm.mirror_calls).
+    A failing write on the destination ends the mirror (the guest's write is done on the source all
+    the same); `run` and the switch then raise MirrorFailed, as they do once `stop` was called."""
 
-    def __init__(self, source: Tap, dst_info: dict) -> None:
+    def __init__(self, source: Tap, dst) -> None:
         self.source = source
-        self.dst_info = dict(dst_info)
+        self._pending = dst
         self.dst = None
         self.nblocks = (source.size + BLOCK - 1) // BLOCK
         self.copied = bytearray(self.nblocks)      # the block bitmap of the background copy
@@ -131,9 +132,10 @@ class Mirror:
             self.source.mirror = None
 
     def _attach(self) -> None:
-        dst = sm_copy.open_disk(self.dst_info, True)
         with self.source.lock:
-            self.dst = dst
+            if self.source.closed:
+                raise MirrorFailed("the datapath closed")
+            self.dst, self._pending = self._pending, None
             self.source.mirror = self          # from now on every write lands on both
 
     def _copy_block(self, b: int) -> None:
@@ -158,7 +160,9 @@ class Mirror:
         with self.source.lock:
             if self.source.mirror is self:
                 self.source.mirror = None
-            dst, self.dst = self.dst, None
+            self.failed = self.failed or "stopped"
+            dst, self.dst = self.dst or self._pending, None
+            self._pending = None
         if dst is not None:
             with contextlib.suppress(Exception):
                 dst.close()
@@ -190,6 +194,8 @@ class Datapaths:
         self.taps: dict[tuple[str, str], Tap] = {}
         self.current: dict[str, Tap] = {}
         self.writers = sim_disk_writer.Writers(self)
+        self.mirrors: dict[str, Mirror] = {}      # datapath -> its running mirror (source side)
+        self.dsts: dict[str, tuple] = {}          # mirror datapath -> (open disk, VDI) (destination side)
 
     # -- hooks of the access layer ---------------------------------------------------------------
     def activated(self, dp: str, vdi_ref: str, info: dict | None) -> None:
@@ -216,6 +222,7 @@ class Datapaths:
         if self.current.get(dp) is tap:
             del self.current[dp]
             await self.writers.stop(dp)
+            self.mirrors.pop(dp, None)
         await run(tap.close)
 
     # -- the guest's side ------------------------------------------------------------------------
@@ -269,3 +276,6 @@ def of(app) -> Datapaths:
     if d is None:
         d = app._datapaths = Datapaths(app)
     return d
+
+
+from xapi.sm import mirror_calls  # noqa: E402,F401 - its internal methods, on every host

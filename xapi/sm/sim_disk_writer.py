@@ -2,16 +2,20 @@
 (xapi.sm.mirror) has writes to mirror.
 
 Enabled per VM by ``other_config:sim_disk_writer=true`` (period ``sim_disk_writer_ms``, default 5).
-While the VM's disk datapath is open on this host, it writes a 4 KiB counter pattern (`pattern(seq)`)
-at `offset_of(seq, size)` through the datapath (its current tap, xapi.sm.mirror) and appends ``seq offset length mirrored`` to ``<data>/sim-disk-writer/<vm-uuid>.log`` once the write
-is on the disk, so that a test can rebuild what the disk must hold. The sequence goes on across the
-datapaths of the same VM (a later writer starts after the log's last line).
+While the VM's disk datapath is open on this host, it writes a 4 KiB pattern of its sequence number
+(`pattern(seq)`) at `offset_of(seq, size)` through the datapath (its current tap, xapi.sm.mirror) and
+appends ``seq offset length mirrored`` to ``<data>/sim-disk-writer/<vm-uuid>.log`` of this host once
+the write is on the disk, so that a test can rebuild what the disk must hold. The sequence number is
+the wall clock in nanoseconds (strictly increasing per writer): the logs of the hosts a VM ran on,
+merged in sequence order, are its writes in the order they happened (the hosts of a simulated pool
+share one clock, and a datapath leaves one host before it opens on the next).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import time
 
 WRITE = 4096
 REGION = 16 << 20          # the writes land in the first 16 MiB (8 VHD blocks) of the disk
@@ -70,19 +74,9 @@ class Writers:
     def log_path(self, vm_uuid: str) -> str:
         return os.path.join(self.app.config.data_dir, "sim-disk-writer", f"{vm_uuid}.log")
 
-    def _first_seq(self, vm_uuid: str) -> int:
-        last = -1
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(self.log_path(vm_uuid), "rb") as f:
-                lines = f.read().splitlines()
-                last = int(lines[-1].split()[0]) if lines else -1
-        return last + 1
-
     async def _write(self, dp: str, vm_uuid: str, period: float) -> None:
         from xapi.sm.mirror import run
         path = self.log_path(vm_uuid)
-        if vm_uuid not in self.seq:
-            self.seq[vm_uuid] = await asyncio.to_thread(self._first_seq, vm_uuid)
         await asyncio.to_thread(os.makedirs, os.path.dirname(path), exist_ok=True)
         log_file = await asyncio.to_thread(open, path, "ab", buffering=0)
         try:
@@ -90,7 +84,7 @@ class Writers:
                 tap = self.datapaths.tap(dp)
                 if tap is None:
                     return
-                seq = self.seq[vm_uuid]
+                seq = max(time.time_ns(), self.seq.get(vm_uuid, 0))
                 off = offset_of(seq, tap.size)
 
                 def one(tap=tap, off=off, seq=seq):
