@@ -451,3 +451,35 @@ def test_a_failing_handler_after_its_head_closes_the_connection():
         assert reply.count(b"HTTP/1.1 200 OK") == 2 and reply.endswith(b"12345")
         w.close()
     serve_stub(routes, test)
+
+
+def test_handler_starts_with_the_head_and_may_answer_before_the_body():
+    """A PUT handler runs once the head is in, before any body byte: it answers first (as xapi's
+    imports do; xe waits for that answer before it sends the body), then reads the body."""
+    routes = h.Routes()
+    started = []
+
+    async def upload(request, response):
+        started.append(request.path)
+        response.start(200, [("Task-Id", "t")], close=True)
+        await response.write(b"")
+        data = await request.read()
+        await response.write(b"%d" % len(data))
+    routes.add("PUT", "/upload", upload, auth=False)
+
+    async def test(port):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"PUT /upload HTTP/1.0\r\nContent-Length: 5\r\n\r\n")
+        status = await asyncio.wait_for(r.readline(), 5)         # no body yet: the answer comes
+        assert status == b"HTTP/1.0 200 OK\r\n" and started == ["/upload"]
+        assert await r.readuntil(b"\r\n\r\n") == b"Task-Id: t\r\nConnection: close\r\n\r\n"
+        w.write(b"hello")
+        assert await _read_all(r) == b"5"
+        w.close()
+
+        # a PUT no handler takes is answered at once too (its body, if it comes, is dropped)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"PUT /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 404")
+        w.close()
+    serve_stub(routes, test)

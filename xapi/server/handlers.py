@@ -959,11 +959,7 @@ def begin(proto) -> Exchange | None:
 def on_body(proto, body: bytes) -> bool:
     """Body bytes of a non-RPC request; False when the RPC endpoints take it (and buffer it)."""
     ex = proto.exchange
-    if ex is PENDING:
-        ex = begin(proto)
-        if ex is None:
-            return False
-    elif ex is HOLD:
+    if type(ex) is not Exchange:        # HOLD: an RPC call waiting for a handler (begin ran at the head)
         return False
     ex.feed(body)
     return True
@@ -973,16 +969,12 @@ def on_message_complete(proto) -> bool:
     """The end of a non-RPC request, or of any request while a handler holds the ones after it;
     False when the RPC endpoints take it now."""
     ex = proto.exchange
-    if ex is PENDING:
-        ex = begin(proto)
-        if ex is None:
-            if proto.exchange is None:
-                return False
-            ex = HOLD
-        elif ex.raw:
-            if ex.upgrade:
-                return True         # the parser raises HttpParserUpgrade with the offset next
-            raise GoRaw()
+    if ex is None:
+        return False
+    if type(ex) is Exchange and ex.raw and not ex.complete:
+        if ex.upgrade:
+            return True             # the parser raises HttpParserUpgrade with the offset next
+        raise GoRaw()               # llhttp calls it bodiless: the body is the rest of the connection
     if ex is HOLD:
         _rpc_after_hold(proto)
         return True

@@ -157,6 +157,12 @@ class HttpProtocol(asyncio.Protocol):
         elif n == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def on_headers_complete(self) -> None:
+        # a handler starts with the head: it may answer before the body comes (xapi's imports do,
+        # and xe and Xen Orchestra wait for that answer before they send the body)
+        if self.exchange is handlers.PENDING:
+            handlers.begin(self)
+
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None and handlers.on_body(self, body):
             return
