@@ -212,3 +212,39 @@ def test_a_migrated_vms_disks_are_released_where_they_are_held(sim, x):
         x.VM.hard_shutdown(vm)
         assert not _held(sim.coordinator, uuid_) and not _held(sim.hosts[1], uuid_)
         assert not [k for k in x.VDI.get_sm_config(vdi) if k.startswith("host_")]
+
+
+def test_suspend_and_resume_on_members(sim, x):
+    """Suspend by the member's xenopsd with the image on an SR it sees; resume where the image and
+    the disks are seen (VM_REQUIRES_SR elsewhere); resume_on another host."""
+    h1, h2 = hosts_by_address(x)
+    member = sim.hosts[1]
+    shared = next(s for s in x.SR.get_all() if x.SR.get_shared(s) and x.SR.get_type(s) == "nfs")
+    local2 = next(x.PBD.get_SR(p) for p in x.host.get_PBDs(h2) if not x.SR.get_shared(x.PBD.get_SR(p)))
+    vdi = _disk(x, shared, "suspended-disk")
+    uuid_ = x.VDI.get_uuid(vdi)
+    vm = new_vm(x, "suspended", memory=64 * MIB)
+    _vbd(x, vm, vdi)
+    x.host.set_suspend_image_sr(h2, local2)
+    try:
+        x.VM.start_on(vm, h2, False, False)
+        x.VM.suspend(vm)
+        assert x.VM.get_power_state(vm) == "Suspended" and x.VM.get_resident_on(vm) == "OpaqueRef:NULL"
+        image = x.VM.get_suspend_VDI(vm)
+        assert x.VDI.get_SR(image) == local2                   # the suspending host's own SR
+        assert not _held(member, uuid_) and not _held(member, x.VDI.get_uuid(image))
+        assert failure(x.VM.resume_on, vm, h1, False, False) == ["VM_REQUIRES_SR", vm, local2]
+        x.VM.resume(vm, False, False)                          # placement: the host that sees it
+        assert x.VM.get_power_state(vm) == "Running" and x.VM.get_resident_on(vm) == h2
+        assert _held(member, uuid_) and failure(x.VDI.get_record, image)[0] == "HANDLE_INVALID"
+        x.VM.set_suspend_SR(vm, shared)                        # an image both hosts see
+        x.VM.suspend(vm)
+        assert x.VDI.get_SR(x.VM.get_suspend_VDI(vm)) == shared
+        x.VM.resume_on(vm, h1, False, False)
+        assert x.VM.get_resident_on(vm) == h1 and x.VM.get_power_state(vm) == "Running"
+        assert _held(sim.coordinator, uuid_) and not _held(member, uuid_)
+        assert x.VDI.get_sm_config(vdi).get(f"host_{h1}") == "RW" and f"host_{h2}" not in x.VDI.get_sm_config(vdi)
+        x.VM.hard_shutdown(vm)
+        assert not _held(sim.coordinator, uuid_)
+    finally:
+        x.host.set_suspend_image_sr(h2, "OpaqueRef:NULL")
