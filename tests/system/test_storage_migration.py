@@ -107,6 +107,15 @@ def mirror_datapaths(sim) -> list[str]:
     return out
 
 
+def host_log(host, x, vm) -> list[int]:
+    """The sequence numbers of the writes the guest made while its datapath was on `host`."""
+    path = os.path.join(host.data_dir, "sim-disk-writer", x.VM.get_uuid(vm) + ".log")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [int(line.split()[0]) for line in f if line.strip()]
+
+
 def writes(sim, x, vm) -> list[tuple[int, int, int, int]]:
     """The guest's writes, (seq, offset, length, mirrored), from the logs of every host it ran on."""
     out = []
@@ -300,6 +309,35 @@ def test_checks(sim, x):
     x.VM.checkpoint(vm, "cp")
     assert failure(x.VM.assert_can_migrate, vm, dest, True, {vdi: nfs}, {}, {}, {}) == ["VM_HAS_CHECKPOINT", vm]
     x.VM.hard_shutdown(vm)
+
+
+def test_migrate_send_local_sr_to_local_sr_across_hosts(sim, x):
+    """A VM on the member with its disk on the member's local SR goes to the coordinator with its
+    disk onto the coordinator's local SR while it writes: neither host sees the other's SR, so the
+    member mirrors every write to the coordinator until the VM and its datapath move."""
+    h1, h2 = hosts_by_address(x)
+    local1, local2 = local_sr(x, h1), local_sr(x, h2)
+    vm, vdi, vbd = writer_vm(sim, x, h2, local2, "sxm-local")
+    net = next(n for n in x.network.get_all()
+               if any(x.PIF.get_host(p) == h1 for p in x.network.get_PIFs(n)))
+    dest = x.host.migrate_receive(h1, net, {})
+    time.sleep(0.1)
+    assert failure(x.VM.migrate_send, vm, dest, True, {vdi: local2}, {}, {}) == ["VM_REQUIRES_SR", vm, local2]
+    x.VM.migrate_send(vm, dest, True, {vdi: local1}, {}, {})
+    rec = x.VM.get_record(vm)
+    assert rec["power_state"] == "Running" and rec["resident_on"] == h1
+    moved = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_SR(moved) == local1 and failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"
+    assert mirror_datapaths(sim) == []
+    time.sleep(0.1)
+    x.VM.hard_shutdown(vm)
+    log = writes(sim, x, vm)
+    assert any(w[3] for w in log)
+    on_member, on_coordinator = (host_log(host, x, vm) for host in (sim.hosts[1], sim.hosts[0]))
+    assert on_member and on_coordinator and max(on_member) < min(on_coordinator)   # it wrote there, then here
+    assert disk_bytes(vhd_file(sim, x, moved)) == expected(log)
+    x.VM.destroy(vm)
+    x.VDI.destroy(moved)
 
 
 def test_migrate_send_of_a_halted_vm_copies_its_disk(sim, x):
