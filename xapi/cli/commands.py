@@ -613,6 +613,8 @@ def parse_args(lines: list[str]):
     flags: set[str] = set()
     extra: list[str] = []
     for line in lines:
+        if line.endswith("\r"):     # xapi's zap_cr: a forwarding xapi joins its lines with \r\n
+            line = line[:-1]
         if line == "":
             continue
         if cmd is None and "=" not in line and not line.startswith("--"):

@@ -268,7 +268,7 @@ def permitted_names(args: list[str]) -> set[str]:
 def check_permitted(permitted: set[str], name: str) -> None:
     if os.path.normpath(os.path.abspath(name)) not in permitted:
         raise NotPermitted(f"Blocked upload/download of the file {name}, which was requested by the server. "
-                           "The file name was not present on the command line")
+                           "The file name was not present on the command line\n")
 
 
 def _target(opts, url: str):
@@ -393,6 +393,20 @@ USAGE = ("Usage: xe <cmd> [-s server] [-p port] ([-u username] [-pw password] or
          "-p <port>\n")
 
 
+def request_body(args: list[str], opts) -> bytes:
+    """The POST body as newcli sends it: the arguments, then always username= and password=
+    (root and "null" unless given), joined by newlines."""
+    user = "root" if opts["user"] is None else opts["user"]
+    password = "null" if opts["password"] is None else opts["password"]
+    return "\n".join([*args, f"username={user}", f"password={password}"]).encode("utf-8")
+
+
+def request_head(length: int) -> bytes:
+    """newcli's request line and headers, byte for byte."""
+    return (f"POST /cli HTTP/1.0\r\nUser-agent: xe-cli/Unix/{MAJOR}.{MINOR}\r\n"
+            f"content-length: {length}\r\n\r\n").encode("latin-1")
+
+
 def run(argv: list[str]) -> int:
     if "-version" in argv:
         sys.stdout.write(f"ThinCLI protocol: {MAJOR}.{MINOR}\n")
@@ -401,30 +415,40 @@ def run(argv: list[str]) -> int:
         sys.stderr.write(USAGE)
         return 0
     opts, args = parse_argv(argv)
-    if not args:
-        args = ["help"]
-    body_args = list(args)
-    if opts["user"] is not None:
-        body_args.append(f"username={opts['user']}")
-    if opts["password"] is not None:
-        body_args.append(f"password={opts['password']}")
-    body = "\n".join(body_args).encode("utf-8")
+    if not args:                    # newcli: no command is a usage message, exit 0
+        sys.stderr.write(USAGE)
+        return 0
+    body = request_body(args, opts)
     permitted = permitted_names(args)
-    sock, host = connect(opts)
+    try:
+        sock, host = connect(opts)
+    except OSError as e:
+        sys.stderr.write(f"Error: {e.strerror or e} (calling connect )\n")
+        return 1
     conn = Conn(sock)
-    head = (f"POST /cli HTTP/1.0\r\nUser-agent: xe-cli/Unix/0.2\r\noriginator: cli\r\n"
-            f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
-    conn.send(head + body)
-    prefix = conn.read_exact(len(PREFIX))
+    conn.send(request_head(len(body)) + body)
+    try:
+        prefix = conn.read_exact(len(PREFIX))
+    except EOFError:
+        prefix = conn.buf
+        if not prefix:
+            sys.stderr.write("Unable to contact server. Please check server and port settings.\n")
+            return 1
     if prefix != PREFIX:
-        rest = conn.buf
-        sys.stderr.write("Unexpected response from server: "
-                         + (prefix + rest).decode("latin-1", "replace").split("\r\n", 1)[0] + "\n")
+        # newcli: an HTTP answer (a server that is no CLI server, or an error page) is a server
+        # error; anything else is no management agent at all
+        if prefix[:4].upper() == b"HTTP":
+            sys.stderr.write("Server internal error.\n")
+        else:
+            sys.stderr.write("Failed to contact a running management agent.\n"
+                             "Try specifying a server name and port.\n" + USAGE)
         return 1
     major = struct.unpack("<i", conn.read_exact(4))[0]
-    struct.unpack("<i", conn.read_exact(4))
+    minor = struct.unpack("<i", conn.read_exact(4))[0]
     if major != MAJOR:
-        sys.stderr.write("Protocol version mismatch\n")
+        sys.stderr.write(f"Protocol version mismatch: Server has protocol version {major}.{minor}. "
+                         f"Client has {MAJOR}.{MINOR}.\nTry specifying a server name and port on the "
+                         "command-line.\n" + USAGE)
         return 1
     conn.send(handshake())
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
@@ -491,7 +515,13 @@ def run(argv: list[str]) -> int:
                 ok = False
             conn.send(response(OK if ok else FAILED))
         else:
-            conn.send(response(FAILED))
+            # newcli has no console here either: HttpConnect (and any unknown command) ends the
+            # client with Unexpected_msg's text
+            what = f"HttpConnect {r.string()}" if tag == HTTP_CONNECT else f"tag {tag}"
+            sys.stdout.flush()
+            sys.stderr.write(f"Unexpected message from server: Command {what}")
+            sock.close()
+            return 1
 
 
 def _write(stdout, out, text: str) -> None:
