@@ -5,7 +5,7 @@ Parameters: `vdi` (a ref or a uuid; unknown: 404 and HANDLE_INVALID/UUID_INVALID
 `format` = `raw` (default) or `vhd` (anything else: 404 and INTERNAL_ERROR ["Unknown format x"] on
 the task, as xapi), `session_id`, `task_id` (the framework authenticates, checks the
 `http/put_import_raw_vdi` / `http/get_export_raw_vdi` permission and settles the task: the result is
-the VDI ref; errors fail it and answer 500).
+the VDI ref; errors fail it, and answer 500 when the answer hasn't gone out yet).
 
 The VDI is attached and activated through the access layer on the datapath `import/<task or vdi
 uuid>/<random>` (RW) or `export/<...>` (RO), and deactivated and detached afterwards whatever happens.
@@ -15,12 +15,18 @@ runs in a small thread pool of our own (never on the event loop), one batch bein
 next one arrives; a whole VHD block goes to disk in one write (vhd.VHD.write_block). An export reads
 8 MiB at a time, straight into the buffer it sends where the VHD's top layer maps whole blocks.
 
+Import: as xapi, once the VDI is attached the answer goes out before the body is read (200,
+`Task-Id` when there is a task, `Connection: close`): xe and Xen Orchestra wait for it before they
+send the body. From then on the outcome is on the task only, and the connection ends with the import.
+A Content-Length larger than the import can take (Xen Orchestra's 1 PiB for a stream of unknown
+length) means the body ends with the connection.
+
 Import, format=raw: the body (Content-Length, chunked, or HTTP/1.0 until the close) is written at
 offset 0 onwards. A body with a Content-Length that fits the disk, or an HTTP/1.0 one that ends with
 the connection, on a plain connection, is taken off the connection (Request.take_socket) and moved
 kernel-side, socket -> pipe -> file by os.splice, from
 one pool thread: each whole 2 MiB block straight into its place in the file (a new VHD block is
-committed, bitmap and BAT entry, once its data is there); the connection goes on afterwards; all-zero 2 MiB-aligned blocks are skipped, so a sparse image stays sparse (the VDI
+committed, bitmap and BAT entry, once its data is there); all-zero 2 MiB-aligned blocks are skipped, so a sparse image stays sparse (the VDI
 is expected to be fresh, as xapi's vhd-tool assumes of a VDI it "prezeroed"). More bytes than the
 VDI's virtual size: VDI_IO_ERROR ["Device I/O errors", ...] (what xapi answers when vhd-tool fails),
 nothing past the end is written.
@@ -267,24 +273,29 @@ def _open(info: dict, rw: bool) -> _Disk:
 
 
 # -- import -------------------------------------------------------------------------------------------
-async def _fill(request, buf: bytearray) -> int:
-    """Fills buf from the body; returns how many bytes (less than len(buf) only at the end)."""
+async def _fill(request, buf: bytearray, until_close: bool = False) -> int:
+    """Fills buf from the body; returns how many bytes (less than len(buf) only at the end). With
+    until_close, the end of the connection ends the body whatever its Content-Length said."""
     mv = memoryview(buf)
     got, n = 0, len(buf)
     readinto = getattr(request, "readinto", None)
-    if readinto is not None:                # straight into buf, no intermediate bytes
+    try:
+        if readinto is not None:            # straight into buf, no intermediate bytes
+            while got < n:
+                k = await readinto(mv[got:])
+                if not k:
+                    break
+                got += k
+            return got
         while got < n:
-            k = await readinto(mv[got:])
-            if not k:
+            chunk = await request.read(n - got)
+            if not chunk:
                 break
-            got += k
-        return got
-    while got < n:
-        chunk = await request.read(n - got)
-        if not chunk:
-            break
-        mv[got:got + len(chunk)] = chunk
-        got += len(chunk)
+            mv[got:got + len(chunk)] = chunk
+            got += len(chunk)
+    except ConnectionError:
+        if not until_close:
+            raise
     return got
 
 
@@ -294,17 +305,17 @@ def _write_block(disk: _Disk, off: int, data, skip_zero: bool) -> None:
     disk.write(off, data)
 
 
-async def _stream_in(request, size: int, write_block, skip_zero: bool) -> int:
+async def _stream_in(request, size: int, write_block, skip_zero: bool, until_close: bool = False) -> int:
     """The body in 8 MiB batches (whole 2 MiB blocks) through write_block(off, view, skip_zero) in
     the pool, one write in flight while the next batch arrives; returns the bytes taken. More than
-    `size`: VDI_IO_ERROR."""
+    `size`: VDI_IO_ERROR. until_close: the body ends with the connection (see _fill)."""
     bufs = [bytearray(BATCH), bytearray(BATCH)]
     pending: asyncio.Future | None = None
     off, i = 0, 0
     try:
         while True:
             buf = bufs[i]
-            n = await _fill(request, buf)
+            n = await _fill(request, buf, until_close)
             if not n:
                 break
             if off + n > size:
@@ -526,21 +537,22 @@ async def _run_stoppable(stop: list, fn, *args, tick=None):
 
 
 async def _splice_in(request, disk: _Disk, skip_zero: bool) -> bool:
-    """A raw body with a Content-Length that fits the disk, or an HTTP/1.0 one that ends with the
-    connection, taken off the connection and moved kernel-side (os.splice) by one pool call, which
-    reports its progress; the bytes the connection had already read and the rest of their block go
-    through memory first. False (nothing read) where it can't be used: chunked, TLS, a small or
-    oversize body, VHD blocks of another size."""
+    """A raw body with a Content-Length, or an HTTP/1.0 one that ends with the connection, taken off
+    the connection and moved kernel-side (os.splice) by one pool call, which reports its progress;
+    the bytes the connection had already read and the rest of their block go through memory first.
+    A Content-Length larger than the disk ends with the connection (_unknown_length). False (nothing
+    read) where it can't be used: chunked, TLS, a small body, VHD blocks of another size."""
     length = request.content_length
+    unknown = _unknown_length(request, disk.size)
     take = getattr(request, "take_socket", None)
-    if (take is None or length is not None and (length < SPLICE_MIN or length > disk.size)
+    if (take is None or length is not None and not unknown and length < SPLICE_MIN
             or disk.v is not None and disk.v.header is not None and disk.v.block_size != BLOCK):
         return False
     taken = take()
     if taken is None:
         return False
     chunks, sock_fd, left = taken
-    if left is None:                        # HTTP/1.0: the body ends with the connection
+    if left is None or unknown:             # the body ends with the connection
         length = None
     complete = False
     stop = [False]
@@ -591,8 +603,28 @@ async def _splice_in(request, disk: _Disk, skip_zero: bool) -> bool:
         if sp is not None:
             sp.close()
         os.close(sock_fd)
-        request.give_back_socket(complete)
+        request.give_back_socket(complete and not unknown)
     return True
+
+
+def _unknown_length(request, limit: int) -> bool:
+    """Whether the body's Content-Length can't be its length: Xen Orchestra uploads a stream of
+    unknown length with a Content-Length of 1 PiB and closes the connection once the stream is sent.
+    A Content-Length above what the import can take is read so: the body ends with the connection
+    (more bytes than the disk takes is VDI_IO_ERROR all the same)."""
+    return request.content_length is not None and request.content_length > limit
+
+
+async def answer_early(request, response) -> None:
+    """xapi's import answer, sent before the body is read (import_raw_vdi.ml, import.ml): 200 with
+    the task, the connection ending with the import. The clients wait for it before they send the
+    body (xe's HttpPut reads the status line first; Xen Orchestra's probe sends no body); from here
+    on the outcome is on the task only."""
+    headers = [("Content-Type", "application/octet-stream")]
+    if request.task:
+        headers.append(("Task-Id", request.task))
+    response.start(200, headers, close=True)
+    await response.write(b"")               # the head goes out now
 
 
 async def import_raw_vdi(request, response):
@@ -602,9 +634,11 @@ async def import_raw_vdi(request, response):
     async with _Attached(request, vdi, "import", True) as info:
         disk = _open(info, True)
         try:
+            await answer_early(request, response)
             if fmt == "raw":
                 if not await _splice_in(request, disk, disk.is_vhd):
-                    await _stream_in(request, disk.size, disk.write_blocks, disk.is_vhd)
+                    await _stream_in(request, disk.size, disk.write_blocks, disk.is_vhd,
+                                     _unknown_length(request, disk.size))
             else:
                 await _import_vhd(request, disk)
             await _run(disk.flush)
@@ -618,10 +652,6 @@ async def import_raw_vdi(request, response):
         if disk.is_vhd and vdi in table:
             table.set_field(vdi, "physical_utilisation", os.path.getsize(disk.path))
             app.hub.poke()
-    headers = [("Content-Type", "text/plain")]
-    if request.task:
-        headers.append(("Task-Id", request.task))
-    response.start(200, headers, length=0)
     return vdi
 
 
@@ -640,7 +670,7 @@ async def _import_vhd(request, disk: _Disk) -> None:
             while mv:
                 n = os.pwrite(fd, mv, off)
                 mv, off = mv[n:], off + n
-        await _stream_in(request, limit, spool, False)
+        await _stream_in(request, limit, spool, False, _unknown_length(request, limit))
         os.close(fd)
         fd = -1
         try:
