@@ -337,6 +337,26 @@ def test_http10_body_until_close(d, x, sid, sr, archive):
     _destroy_vm(x, result_refs(result)[0])
 
 
+@pytest.mark.parametrize("length", [True, False])
+def test_ocaml_xe_style_import(d, x, sid, sr, archive, length):
+    """OCaml xe's HttpPut (newcli.ml): the head (HTTP/1.0, Content-length for a regular file, none for
+    a pipe), then it waits for the status line and headers before it sends the body, then closes."""
+    task = x.task.create("xe import", "")
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=10) as s:
+        cl = f"\r\nContent-length: {len(archive)}" if length else ""
+        s.sendall(f"PUT /import?session_id={sid}&task_id={task}&sr_id={sr} HTTP/1.0{cl}\r\n\r\n".encode())
+        f = s.makefile("rb")
+        status = f.readline()                       # a timeout here is the hang xe would have
+        headers = []
+        while (line := f.readline()) not in (b"\r\n", b""):
+            headers.append(line.strip())
+        s.sendall(archive)
+    assert status.startswith(b"HTTP/1.0 200") and f"Task-Id: {task}".encode() in headers, (status, headers)
+    st, err, result = task_outcome(x, task)
+    assert st == "success", err
+    _destroy_vm(x, result_refs(result)[0])
+
+
 def test_iso_in_the_cd_drive(d, x, sid, sr, tmp_path):
     """The ISO's VDI is described but not streamed; the import finds it again by location."""
     lib = tmp_path / "isos"
