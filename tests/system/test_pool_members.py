@@ -168,9 +168,11 @@ def test_vm_on_a_members_local_disk_runs_there_with_its_storage(sim, x):
     assert x.VM.get_resident_on(vm) == h2 and x.VBD.get_currently_attached(vbd)
     assert x.VDI.get_sm_config(vdi).get(f"host_{h2}") == "RW"     # activated RW by the member's driver
     assert _held(member, uuid_) and not _held(sim.coordinator, uuid_)
+    assert "content_id" not in x.VDI.get_other_config(vdi)         # dropped by a RW activation
     x.VM.hard_shutdown(vm)
     assert not x.VBD.get_currently_attached(vbd) and not _held(member, uuid_)
     assert f"host_{h2}" not in x.VDI.get_sm_config(vdi)
+    assert x.VDI.get_other_config(vdi).get("content_id")          # a fresh one once deactivated
     assert _raw(member, local, "export_raw_vdi", vdi)[:MIB] == data
     x.VM.destroy(vm)
 

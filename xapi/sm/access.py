@@ -250,15 +250,12 @@ class Access:
             rw = mode == "RW"
             self._check_other_hosts(vdi_ref, rw)
             if rw:
-                _remove_key(storage.app.db, vdi_ref, "other_config", "content_id")
+                await _content_id(storage.app, vdi_ref, None)
             if storage.has_capability(vdi_ref, "VDI_ACTIVATE"):
                 await storage.vdi_command(vdi_ref, "vdi_activate", ["true" if rw else "false"])
             entry["state"] = _state("activated", mode)
         elif step == "deactivate":
-            table = storage.app.db.table("VDI")
-            if vdi_ref in table and "content_id" not in table.get_field(vdi_ref, "other_config"):
-                oc = table.get_field(vdi_ref, "other_config")
-                table.set_field(vdi_ref, "other_config", {**oc, "content_id": str(_uuid.uuid4())})
+            await _content_id(storage.app, vdi_ref, str(_uuid.uuid4()))
             if storage.has_capability(vdi_ref, "VDI_DEACTIVATE"):
                 await storage.vdi_command(vdi_ref, "vdi_deactivate", [])
             entry["state"] = _state("attached", mode)
@@ -328,6 +325,23 @@ class Access:
     def close(self) -> None:
         """No more attaches; later deactivate/detach calls do nothing (the state stays on disk)."""
         self.closed = True
+
+
+async def _content_id(app, vdi_ref: str, value: str | None) -> None:
+    """Drops (None) or sets, when missing, the VDI's other-config:content_id; a pool member's change
+    goes to the pool database through its coordinator (xapi.pool.remote)."""
+    table = app.db.table("VDI")
+    if vdi_ref not in table or (value is None) != ("content_id" in table.get_field(vdi_ref, "other_config")):
+        return
+    if not getattr(app, "is_coordinator", True):
+        if value is None:
+            await app.pool.coordinator_api.call("VDI.remove_from_other_config", vdi_ref, "content_id")
+        else:
+            await app.pool.coordinator_api.call("VDI.add_to_other_config", vdi_ref, "content_id", value)
+    elif value is None:
+        _remove_key(app.db, vdi_ref, "other_config", "content_id")
+    else:
+        table.set_field(vdi_ref, "other_config", {**table.get_field(vdi_ref, "other_config"), "content_id": value})
 
 
 def _remove_key(db, ref: str, field: str, key: str) -> None:
