@@ -226,8 +226,16 @@ class Run:
             rows.append((f"{hyphen(name)} {marker(f, c)}", await self.fmt(f.type, rec.get(name))))
         return rows
 
+    async def print_list(self, values: list[str]) -> None:
+        """cli_printer's PList: a line each, or one comma-joined line (commas escaped) with --minimal."""
+        if self.flag("minimal"):
+            await self.out("print", ",".join(escape_commas(v) for v in values))
+            return
+        for v in values:
+            await self.out("print", v)
+
     async def print_records(self, records: list[list[tuple[str, str]]]) -> None:
-        if "minimal" in self.flags:
+        if self.flag("minimal"):
             await self.out("print", ",".join(escape_commas(r[0][1]) for r in records if r))
             return
         for r in records:
@@ -246,6 +254,14 @@ class Run:
             if f.lower() == name.lower():
                 return f
         raise CliError(f"Unknown field '{cli_name}'")
+
+    def param_field(self, c: dm.Class, cli_name: str) -> str:
+        """The field a -param-* command names. xapi's field_lookup raises CLI_failed_to_find_param,
+        which xe shows as the raw error `Missing parameter` [name]."""
+        try:
+            return self.field_of(c, cli_name)
+        except CliError:
+            raise XapiError("Missing parameter", cli_name) from None
 
     async def by_uuid(self, c: dm.Class, uuid: str | None) -> str:
         if uuid is None:
@@ -425,19 +441,17 @@ class Run:
         pname = self.args.get("param-name")
         if pname is None:
             raise ParamNotFound("param-name")
-        name = self.field_of(c, pname)
+        name = self.param_field(c, pname)
         rec = await self.call(f"{c.name}.get_record", ref)
         f = c.fields[name]
         value = rec.get(name)
         key = self.args.get("param-key")
-        if key is not None:
-            if not isinstance(value, dict):
-                raise CliError(f"Parameter {pname} is not a map")
+        if key is not None and isinstance(value, dict):     # on other fields xapi ignores param-key
             if key not in value:
                 raise CliError(f"Key {key} not found in map")
-            await self.out("print", await self.fmt(f.type.elem, value[key]))
+            await self.print_list([await self.fmt(f.type.elem, value[key])])
             return
-        await self.out("print", await self.fmt(f.type, value))
+        await self.print_list([await self.fmt(f.type, value)])
 
     async def convert(self, t, text: str):
         kind = t.kind
@@ -476,13 +490,13 @@ class Run:
                 continue
             if ":" in k:
                 mname, key = k.split(":", 1)
-                name = self.field_of(c, mname)
+                name = self.param_field(c, mname)
                 if f"remove_from_{name}" not in c.messages or f"add_to_{name}" not in c.messages:
                     raise CliError(f"Parameter {mname} is read-only")
                 await self.call(f"{c.name}.remove_from_{name}", ref, key)
                 await self.call(f"{c.name}.add_to_{name}", ref, key, v)
                 continue
-            name = self.field_of(c, k)
+            name = self.param_field(c, k)
             setter = f"set_{name}"
             if setter not in c.messages:
                 raise CliError(f"Parameter {k} is read-only")
@@ -493,7 +507,7 @@ class Run:
         pname = self.args.get("param-name")
         if pname is None:
             raise ParamNotFound("param-name")
-        name = self.field_of(c, pname)
+        name = self.param_field(c, pname)
         t = c.fields[name].type
         if t.kind == "map":
             if f"add_to_{name}" not in c.messages:
@@ -518,7 +532,7 @@ class Run:
         key = self.args.get("param-key")
         if pname is None or key is None:
             raise ParamNotFound("param-name" if pname is None else "param-key")
-        name = self.field_of(c, pname)
+        name = self.param_field(c, pname)
         t = c.fields[name].type
         if t.kind == "map" and f"remove_from_{name}" in c.messages:
             await self.call(f"{c.name}.remove_from_{name}", ref, key)
@@ -532,7 +546,7 @@ class Run:
         pname = self.args.get("param-name")
         if pname is None:
             raise ParamNotFound("param-name")
-        name = self.field_of(c, pname)
+        name = self.param_field(c, pname)
         if f"set_{name}" not in c.messages:
             raise CliError(f"Parameter {pname} is read-only")
         t = c.fields[name].type
