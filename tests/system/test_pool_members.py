@@ -175,6 +175,11 @@ def test_vm_on_a_members_local_disk_runs_there_with_its_storage(sim, x):
     assert x.VDI.get_other_config(vdi).get("content_id")          # a fresh one once deactivated
     assert _raw(member, local, "export_raw_vdi", vdi)[:MIB] == data
     x.VM.destroy(vm)
+    path = os.path.join(member.data_dir, "sr", x.SR.get_uuid(local_sr), x.VDI.get_location(vdi) + ".vhd")
+    x.VDI.destroy(vdi)                             # by the member's driver too
+    assert not os.path.exists(path) and failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"
+    x.SR.scan(local_sr)
+    assert uuid_ not in [x.VDI.get_uuid(v) for v in x.SR.get_VDIs(local_sr)]
 
 
 def test_vdi_in_use_across_hosts(sim, x):
