@@ -95,16 +95,20 @@ def writer_vm(sim, x, host, sr, name):
     return vm, vdi, vbd
 
 
-def mirror_datapaths(sim) -> list[str]:
-    """The mirror datapaths the hosts' storage access layers hold (their state files)."""
+def datapaths(sim, prefix: str) -> list[str]:
+    """The datapaths starting with `prefix` the hosts' storage access layers hold (their state files)."""
     out = []
     for host in sim.hosts:
         path = os.path.join(host.data_dir, "storage-access.json")
         if os.path.exists(path):
             with open(path) as f:
                 state = json.load(f)
-            out += [dp for e in state["vdis"].values() for dp in e.get("dps", {}) if dp.startswith("mirror/")]
+            out += [dp for e in state["vdis"].values() for dp in e.get("dps", {}) if dp.startswith(prefix)]
     return out
+
+
+def mirror_datapaths(sim) -> list[str]:
+    return datapaths(sim, "mirror/")
 
 
 def host_log(host, x, vm) -> list[int]:
@@ -331,6 +335,7 @@ def test_migrate_send_local_sr_to_local_sr_across_hosts(sim, x):
     assert mirror_datapaths(sim) == []
     time.sleep(0.1)
     x.VM.hard_shutdown(vm)
+    assert datapaths(sim, f"vbd/{x.VM.get_uuid(vm)}/") == []
     log = writes(sim, x, vm)
     assert any(w[3] for w in log)
     on_member, on_coordinator = (host_log(host, x, vm) for host in (sim.hosts[1], sim.hosts[0]))
@@ -389,3 +394,43 @@ def test_xen_orchestra_storage_motion(sim, x):
     assert disk_bytes(vhd_file(sim, x, done["vdi"])) == expected(writes(sim, x, vm))
     x.VM.destroy(vm)
     x.VDI.destroy(done["vdi"])
+
+
+@pytest.fixture(scope="module")
+def sim3(sim):
+    """A 3-host pool (after the 2-host one's tests; one pool at a time on the shared machine)."""
+    _pool.cleanup(sim)
+    p = _pool.start(3, env={"XAPI_SIM_MIRROR_BLOCK_DELAY": str(BLOCK_DELAY)})
+    yield p
+    _pool.cleanup(p)
+
+
+def test_migrate_send_member_local_sr_to_member_local_sr(sim3):
+    """Between two members, each with its local SR: the coordinator orchestrates, member 2 mirrors
+    the running guest's writes straight to member 3, then the VM and its datapath move there."""
+    s = sim3.coordinator.session()
+    x = s.xenapi
+    try:
+        _, h2, h3 = hosts_by_address(x)
+        local2, local3 = local_sr(x, h2), local_sr(x, h3)
+        vm, vdi, vbd = writer_vm(sim3, x, h2, local2, "sxm-members")
+        net = next(n for n in x.network.get_all()
+                   if any(x.PIF.get_host(p) == h3 for p in x.network.get_PIFs(n)))
+        time.sleep(0.1)
+        x.VM.migrate_send(vm, x.host.migrate_receive(h3, net, {}), True, {vdi: local3}, {}, {})
+        assert x.VM.get_resident_on(vm) == h3 and x.VM.get_power_state(vm) == "Running"
+        moved = x.VBD.get_VDI(vbd)
+        assert x.VDI.get_SR(moved) == local3 and failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"
+        assert mirror_datapaths(sim3) == []
+        time.sleep(0.1)
+        x.VM.hard_shutdown(vm)
+        assert datapaths(sim3, f"vbd/{x.VM.get_uuid(vm)}/") == []          # released where they moved
+        log = writes(sim3, x, vm)
+        assert any(w[3] for w in log)
+        on2, on3 = host_log(sim3.hosts[1], x, vm), host_log(sim3.hosts[2], x, vm)
+        assert on2 and on3 and max(on2) < min(on3) and not host_log(sim3.hosts[0], x, vm)
+        assert disk_bytes(vhd_file(sim3, x, moved)) == expected(log)
+        x.VM.destroy(vm)
+        x.VDI.destroy(moved)
+    finally:
+        s.xenapi.session.logout()

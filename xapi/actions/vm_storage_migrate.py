@@ -327,6 +327,9 @@ class _Moves:
                 log.error("releasing %s of %s on the source failed: %s", dp, vdi, e)
             await _on(self.app, self.dest, "mirror.activate", dp, dst)
             self._switched(dp, vdi, dst, vbd)
+        if self.attached:
+            from xapi.actions import vm_devices
+            vm_devices._holders(self.app)[self.vm] = self.dest   # its disks are released there now
         self.attached.clear()
 
     async def undo(self) -> None:
