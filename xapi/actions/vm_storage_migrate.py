@@ -7,13 +7,19 @@ host's PIF on `network`), ``host`` (the host's ref), ``session_id`` (a new sessi
 and ``master`` (``http://<coordinator>/``).
 
 `VM.migrate_send(vm, dest, live, vdi_map, vif_map, options)` within the pool: every disk of the VM
-whose VDI is mapped to another SR is moved while the VM runs (xapi.sm.mirror): a new VDI on the
-target SR, every write mirrored to it while the base copies, then the VBD's datapath switches to it
-(the VBD points at it, the domain's backend params follow) and the source VDI is destroyed. Then,
-when `dest` names another host, the VM's memory goes there as VM.pool_migrate does. A failure or a
-cancel before the switch stops the mirror and destroys the new VDI: the VM stays on its disks. The
-disks of a halted or suspended VM (and its suspend image, when the destination can't see it) are
-copied (VDI.copy) and the copies take their place.
+whose VDI is mapped to another SR is moved while the VM runs. A new VDI is made on the target SR and
+the host whose storage holds the VM's datapath (where its domain was built) mirrors every guest
+write into it while the base copies (xapi.sm.mirror, xapi.sm.mirror_calls): the new VDI is opened
+on that host when it sees the SR, else on the destination host (writes then go there over the
+pool's internal calls). A new VDI the datapath's host sees is switched to there (the datapath's
+writes go to it, the VBD points at it, the domain's backend params follow). Then, when `dest` names
+another host, the VM's memory goes there as VM.pool_migrate does; a new VDI on the destination
+host is attached there before the memory moves, the source's datapath is released after (which
+ends its mirror) and the new one activated there. The source VDIs are destroyed at the end. A
+failure or a cancel before a switch stops the mirrors and destroys the new VDIs: the VM stays on its
+disks; once a datapath switched, the migration runs to its end. The disks of a halted or suspended
+VM (and its suspend image, when the destination can't see it) are copied (VDI.copy) and the copies
+take their place.
 
 `VDI.pool_migrate(vdi, sr, options)` is a migrate_send of the VM using the VDI with only that VDI
 moving, to the host it runs on when that host sees the new SR, else to a host that does (as xapi);

@@ -69,7 +69,8 @@ async def dst_write(app, mdp: str, offset: int, data: str):
     entry = mirror.of(app).dsts.get(mdp)
     if entry is None:
         raise XapiError("INTERNAL_ERROR", f"no mirror destination {mdp}")
-    await mirror.run(entry[0].write, int(offset), base64.b64decode(data))
+    disk = entry[0]
+    await mirror.run(lambda: disk.write(int(offset), base64.b64decode(data)))
     return ""
 
 
