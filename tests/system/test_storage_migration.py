@@ -417,7 +417,13 @@ def test_migrate_send_member_local_sr_to_member_local_sr(sim3):
         net = next(n for n in x.network.get_all()
                    if any(x.PIF.get_host(p) == h3 for p in x.network.get_PIFs(n)))
         time.sleep(0.1)
-        x.VM.migrate_send(vm, x.host.migrate_receive(h3, net, {}), True, {vdi: local3}, {}, {})
+        task = x.Async.VM.migrate_send(vm, x.host.migrate_receive(h3, net, {}), True, {vdi: local3}, {}, {})
+        seen = set()
+        while x.task.get_status(task) == "pending":
+            seen.add(float(x.task.get_progress(task)))
+            time.sleep(0.05)
+        assert wait_task(x, task)["status"] == "success"
+        assert any(0 < p < 1 for p in seen), seen          # the member's copy reported its progress
         assert x.VM.get_resident_on(vm) == h3 and x.VM.get_power_state(vm) == "Running"
         moved = x.VBD.get_VDI(vbd)
         assert x.VDI.get_SR(moved) == local3 and failure(x.VDI.get_record, vdi)[0] == "HANDLE_INVALID"

@@ -269,7 +269,9 @@ class _Moves:
         if self.source == app.host_ref:
             await mirror_calls.start(app, dp, vdi, dst_host, dst, progress)
         else:
-            await app.pool.call(self.source, "mirror.start", dp, vdi, dst_host, dst, app.db.generation)
+            from xapi.actions import vm as vm_actions
+            await app.pool.call(self.source, "mirror.start", dp, vdi, dst_host, dst,
+                                vm_actions._current_task(app) or "", progress.span, app.db.generation)
             progress(1.0)
         return dst
 
@@ -405,6 +407,7 @@ async def _migrate(ctx, session, vm: str, host: str, vdi_map: dict, options, liv
             for i, (vbd, vdi, sr) in enumerate(work):
                 def part(p, i=i):
                     progress(min(0.99, (i + p) / len(work)))
+                part.span = (i / len(work), 1 / len(work))    # for a mirror on another host
                 if rec["power_state"] != "Running":
                     moves.done[vdi] = await _copy_disk(ctx, session, vm, vbd, vdi, sr)
                 else:

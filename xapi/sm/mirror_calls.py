@@ -4,10 +4,11 @@ DATA.MIRROR does with tapdisk and an NBD connection to the remote host.
 
 Internal methods (xapi.pool.internal), each also called directly when the host is this one:
 
-- ``mirror.start(dp, vdi, dst_host, dst_vdi)`` (source): the datapath's tap mirrors into `dst_vdi`,
-  opened on `dst_host` on the datapath ``mirror/<dp>``; returns once the base is copied (writes
-  still mirrored). VDI_NEEDS_VM_FOR_MIGRATE [vdi] when the datapath holds no tap of `vdi` here,
-  MIRROR_FAILED [vdi] when the mirror fails.
+- ``mirror.start(dp, vdi, dst_host, dst_vdi, task, span)`` (source): the datapath's tap mirrors into
+  `dst_vdi`, opened on `dst_host` on the datapath ``mirror/<dp>``; returns once the base is copied
+  (writes still mirrored); the copy's progress goes to the coordinator's `task`
+  (``mirror.progress``). VDI_NEEDS_VM_FOR_MIGRATE [vdi] when the datapath holds no tap of `vdi`
+  here, MIRROR_FAILED [vdi] when the mirror fails.
 - ``mirror.stop(dp)`` (source): the mirror ends; its destination is closed and released.
 - ``mirror.holds(dp, vdi)``: whether the datapath is open here on `vdi` (where its mirror must run).
 - ``mirror.switch(dp, vdi, dst_vdi, rw, vm_uuid, device)`` (source = destination host): the datapath
@@ -157,8 +158,46 @@ async def start(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, progress=No
 
 
 @method("mirror.start")
-async def start_call(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, generation=None):
-    return await start(app, dp, vdi, dst_host, dst_vdi, generation=generation)
+async def start_call(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, task: str = "",
+                     span: tuple = (0.0, 1.0), generation=None):
+    """`task` (the coordinator's) gets the copy's progress, mapped into `span`."""
+    return await start(app, dp, vdi, dst_host, dst_vdi, _reporter(app, task, span), generation=generation)
+
+
+def _reporter(app, task: str, span):
+    """A progress callback sending the coordinator the task's progress (a call per whole percent)."""
+    if not task:
+        return None
+    pools = app.db.table("pool")
+    coordinator = next((pools.get_field(p, "master") for p in pools.refs()), None)
+    first, width = float(span[0]), float(span[1])
+    last = [-1]
+
+    def report(p: float) -> None:
+        value = first + p * width
+        if coordinator is None or int(value * 100) == last[0]:
+            return
+        last[0] = int(value * 100)
+        call = app.pool.call(coordinator, "mirror.progress", task, value)
+        asyncio.get_running_loop().create_task(_quiet(call))
+    return report
+
+
+async def _quiet(call) -> None:
+    try:
+        await call
+    except Exception as e:  # noqa: BLE001 - progress is informative
+        log.debug("progress report failed: %s", e)
+
+
+@method("mirror.progress")
+def progress(app, task: str, value: float, generation=None):
+    """On the coordinator: a mirror's progress on another host, into the migration's task."""
+    tasks = app.db.table("task")
+    if task in tasks and tasks.get_field(task, "status") == "pending" \
+            and float(value) > float(tasks.get_field(task, "progress")):
+        tasks.set_field(task, "progress", min(0.99, float(value)))
+    return ""
 
 
 @method("mirror.stop")
