@@ -160,3 +160,30 @@ def test_storage_and_pool_commands(d):
     assert "name-label ( RW)" in r.stdout
     r = xe(d, "vm-shutdown", "vm=no-such-vm")
     assert r.returncode == 1 and "No matching VMs found" in r.stderr
+
+
+def test_param_add_and_clear(d):
+    """-param-add on a set (param-key=) and on a map (key=value pairs), -param-clear, and xapi's
+    errors for a field that is no set or map and for a read-only one."""
+    uuid = control_domain(d)
+    proxy, s = sdk(d)
+    ref = value(proxy.VM.get_by_uuid(s, uuid))
+    for tag in ("t1", "t2"):
+        r = xe(d, "vm-param-add", f"uuid={uuid}", "param-name=tags", f"param-key={tag}")
+        assert r.returncode == 0, r.stderr
+    assert sorted(value(proxy.VM.get_tags(s, ref))) == ["t1", "t2"]
+    r = xe(d, "vm-param-get", f"uuid={uuid}", "param-name=tags")
+    assert r.stdout in ("t1; t2\n", "t2; t1\n")
+    r = xe(d, "vm-param-add", f"uuid={uuid}", "param-name=other-config", "k1=v1", "k2=v2")
+    assert r.returncode == 0, r.stderr
+    oc = value(proxy.VM.get_other_config(s, ref))
+    assert oc.get("k1") == "v1" and oc.get("k2") == "v2"
+    r = xe(d, "vm-param-clear", f"uuid={uuid}", "param-name=tags")
+    assert r.returncode == 0, r.stderr
+    assert value(proxy.VM.get_tags(s, ref)) == []
+    r = xe(d, "vm-param-add", f"uuid={uuid}", "param-name=name-label", "param-key=x")
+    assert r.returncode == 1 and "is not a set or map" in r.stderr
+    r = xe(d, "vm-param-clear", f"uuid={uuid}", "param-name=resident-on")
+    assert r.returncode == 1 and "read-only" in r.stderr
+    r = xe(d, "vm-param-add", f"uuid={uuid}", "param-name=no-such-field", "param-key=x")
+    assert (r.returncode, r.stderr) == (1, "Error code: Missing parameter\nError parameters: no-such-field\n")

@@ -404,3 +404,18 @@ def test_memory_commands(d, x):
            "dynamic-min=64MiB", "dynamic-max=128MiB")
     assert r.returncode == 1 and r.stderr.startswith("The dynamic memory range does not satisfy")
     ok(xe(d, "vm-destroy", f"uuid={x.VM.get_uuid(ref)}"))
+
+
+def test_pool_emergency_reset_master_on_a_coordinator(d, x):
+    """xe pool-emergency-reset-master needs master-address; pointed at an address where no xapi
+    answers, the coordinator reports it and stays what it was."""
+    pool = x.pool.get_all()[0]
+    me = x.host.get_uuid(x.pool.get_master(pool))
+    r = xe(d, "pool-emergency-reset-master")
+    assert r.returncode == 1
+    assert r.stderr == "Required parameter not found: master-address\nFor usage run: 'xe help'\n"
+    r = xe(d, "pool-emergency-reset-master", "master-address=127.0.0.1:1")
+    assert (r.returncode, r.stderr) == (1, "You attempted an operation which involves a host which could not "
+                                           "be contacted.\nhost: 127.0.0.1:1\n")        # HOST_OFFLINE
+    assert ok(xe(d, "pool-list", "params=master", "--minimal")) == me
+    assert ok(xe(d, "host-is-in-emergency-mode")) == "false"
