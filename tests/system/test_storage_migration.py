@@ -440,3 +440,36 @@ def test_migrate_send_member_local_sr_to_member_local_sr(sim3):
         x.VDI.destroy(moved)
     finally:
         s.xenapi.session.logout()
+
+
+def test_cancelled_migrate_send_between_members_leaves_nothing(sim3):
+    """Cancelled while member 2 mirrors into member 3: the VM stays on member 2 on its disk, the new
+    VDI and both ends' mirror datapaths are gone, every write is on the source disk."""
+    s = sim3.coordinator.session()
+    x = s.xenapi
+    try:
+        _, h2, h3 = hosts_by_address(x)
+        local2, local3 = local_sr(x, h2), local_sr(x, h3)
+        vm, vdi, vbd = writer_vm(sim3, x, h2, local2, "sxm-members-cancel")
+        net = next(n for n in x.network.get_all()
+                   if any(x.PIF.get_host(p) == h3 for p in x.network.get_PIFs(n)))
+        before = set(x.SR.get_VDIs(local3))
+        task = x.Async.VM.migrate_send(vm, x.host.migrate_receive(h3, net, {}), True, {vdi: local3}, {}, {})
+        deadline = time.monotonic() + 20
+        while float(x.task.get_progress(task)) < 0.2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        x.task.cancel(task)
+        rec = wait_task(x, task)
+        assert rec["status"] == "cancelled", rec["error_info"]
+        assert x.VM.get_resident_on(vm) == h2 and x.VM.get_power_state(vm) == "Running"
+        assert x.VBD.get_VDI(vbd) == vdi and set(x.SR.get_VDIs(local3)) == before
+        assert mirror_datapaths(sim3) == [] and x.VM.get_current_operations(vm) == {}
+        time.sleep(0.1)
+        x.VM.hard_shutdown(vm)
+        log = writes(sim3, x, vm)
+        assert any(w[3] for w in log)
+        assert disk_bytes(vhd_file(sim3, x, vdi)) == expected(log)
+        x.VM.destroy(vm)
+        x.VDI.destroy(vdi)
+    finally:
+        s.xenapi.session.logout()
