@@ -396,6 +396,43 @@ def test_xen_orchestra_storage_motion(sim, x):
     x.VDI.destroy(done["vdi"])
 
 
+@pytest.fixture
+def small_sr(sim, x):
+    """An ext SR on the coordinator in a 12 MiB tmpfs (a real full disk for the mirror to hit)."""
+    folder = os.path.join(sim.data_dir, "small-sr")
+    os.makedirs(folder, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", folder],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    h1, _ = hosts_by_address(x)
+    sr = x.SR.create(h1, {"path": folder}, "0", "small", "a 12 MiB SR", "ext", "user", False, {})
+    yield sr
+    try:
+        for pbd in x.SR.get_PBDs(sr):
+            x.PBD.unplug(pbd)
+        x.SR.forget(sr)
+    finally:
+        subprocess.run(["umount", "-l", folder], check=False)
+
+
+def test_mirror_onto_a_full_sr_fails_cleanly(sim, x, small_sr):
+    """The destination fills up during the copy: MIRROR_FAILED [vdi] (as xapi), the guest's writes
+    never failed, the new VDI is removed, the VM stays on its disk."""
+    h1, _ = hosts_by_address(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local_sr(x, h1), "sxm-full")
+    assert failure(x.VDI.pool_migrate, vdi, small_sr, {}) == ["MIRROR_FAILED", vdi]
+    assert x.VBD.get_VDI(vbd) == vdi and x.VM.get_power_state(vm) == "Running"
+    assert x.SR.get_VDIs(small_sr) == [] and mirror_datapaths(sim) == []
+    assert x.VM.get_current_operations(vm) == {}
+    time.sleep(0.1)
+    x.VM.hard_shutdown(vm)
+    log = writes(sim, x, vm)
+    assert disk_bytes(vhd_file(sim, x, vdi)) == expected(log)
+    x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+
+
 @pytest.fixture(scope="module")
 def sim3(sim):
     """A 3-host pool (after the 2-host one's tests; one pool at a time on the shared machine)."""
