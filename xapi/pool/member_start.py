@@ -23,7 +23,8 @@ HOST_FIELDS = ("hostname", "API_version_major", "API_version_minor", "API_versio
 METRICS_FIELDS = ("memory_total", "memory_free")
 DOM0_FIELDS = ("memory_static_max", "memory_dynamic_max", "memory_dynamic_min", "memory_static_min",
                "memory_target", "VCPUs_max", "VCPUs_at_startup", "domid", "power_state")
-RETRY = 2.0
+RETRY = 2.0                 # seconds before the first retry, doubling up to MAX_RETRY
+MAX_RETRY = 30.0
 
 
 def capture(app) -> dict:
@@ -46,7 +47,10 @@ def capture(app) -> dict:
 
 async def resync(app, local: dict) -> None:
     """Runs in the background from the member's start until it has got through once."""
+    delay = RETRY
     while True:
+        if app.is_coordinator or app.replica is None:
+            return                  # promoted meanwhile: its PBDs are its own business now
         try:
             await app.replica.synced.wait()
             generation = await app.pool.coordinator_peer().call("member.started", app.host_ref, local)
@@ -59,7 +63,8 @@ async def resync(app, local: dict) -> None:
             log.warning("telling the coordinator this host started failed (%s); retrying", e.description)
         except Exception:
             log.exception("telling the coordinator this host started failed; retrying")
-        await asyncio.sleep(RETRY)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, MAX_RETRY)
 
 
 async def plug_all(app) -> None:
