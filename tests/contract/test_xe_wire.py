@@ -433,3 +433,39 @@ def test_param_get_as_cli_operations(d):
     out = converse(unix(d), stock_request(["host-param-get", f"uuid={uuid}", "param-name=other-config",
                                            "param-key=b", "--minimal"]))
     assert shown(out) == ("x\\,y\n", "", 0)
+
+
+def test_list_columns_as_gen_cmds(d):
+    """<class>-list shows cli_operations.gen_cmds' default fields under records.ml's names (derived
+    `sr-uuid`, `network-uuid`..., the SR's `host`), in the record's order whatever order params=
+    names them in, so --minimal gives the uuid."""
+    proxy, session = sdk(d)
+    host = proxy.host.get_all(session)["Value"][0]
+    hostname = proxy.host.get_name_label(session, host)["Value"]
+    pbd = proxy.host.get_PBDs(session, host)["Value"][0]
+    sr = proxy.SR.get_uuid(session, proxy.PBD.get_SR(session, pbd)["Value"])["Value"]
+    pbd_uuid = proxy.PBD.get_uuid(session, pbd)["Value"]
+    host_uuid = proxy.host.get_uuid(session, host)["Value"]
+
+    def listing(*args):
+        stdout, stderr, code = shown(converse(unix(d), stock_request(list(args))))
+        assert (stderr, code) == ("", 0)
+        return stdout
+
+    out = listing("sr-list", f"uuid={sr}")
+    assert [ln.split(":")[0] for ln in out.split("\n") if ln] == [
+        "uuid ( RO)                ", "          name-label ( RW)", "    name-description ( RW)",
+        "                host ( RO)", "                type ( RO)", "        content-type ( RO)"]
+    assert f"                host ( RO): {hostname}\n" in out
+    out = listing("pbd-list", f"uuid={pbd_uuid}")
+    assert out.split("\n")[:3] == [f"uuid ( RO)                  : {pbd_uuid}",
+                                   f"             host-uuid ( RO): {host_uuid}",
+                                   f"               sr-uuid ( RO): {sr}"]
+    assert "currently-attached ( RO): " in out.split("\n")[4]
+    out = listing("pif-list")
+    assert [ln.split(":")[0].strip() for ln in out.split("\n")[:5]] == [
+        "uuid ( RO)", "device ( RO)", "currently-attached ( RO)", "VLAN ( RO)", "network-uuid ( RO)"]
+    vm = control_domain_uuid(d)
+    out = listing("vm-list", f"uuid={vm}", "params=power-state,name-label,uuid")
+    assert [ln.split("(")[0].strip() for ln in out.split("\n") if ln] == ["uuid", "name-label", "power-state"]
+    assert listing("vm-list", f"uuid={vm}", "params=name-label,uuid", "--minimal") == vm + "\n"

@@ -73,17 +73,20 @@ for _c in dm.CLASSES.values():
     if "uuid" in _c.fields and "get_all_records" in _c.messages and "get_by_uuid" in _c.messages:
         CLASSES[cli_class(_c.name)] = _c
 
+# The fields `<class>-list` shows, as cli_operations.gen_cmds names them, in records.ml's order;
+# (ref field, "uuid" | "name_label") is a derived `<field>-uuid`/`<field>-name-label` column, and
+# ("PBDs", "host") is the SR's `host` column (its one PBD's host, or <shared>).
 DEFAULT_LIST = {
     "vm": ("uuid", "name_label", "power_state"),
     "host": ("uuid", "name_label", "name_description"),
-    "sr": ("uuid", "name_label", "name_description", "host", "type", "content_type"),
-    "vdi": ("uuid", "name_label", "name_description", "SR", "virtual_size", "sharable", "read_only"),
-    "pbd": ("uuid", "host", "SR", "device_config", "currently_attached"),
+    "sr": ("uuid", "name_label", "name_description", ("PBDs", "host"), "type", "content_type"),
+    "vdi": ("uuid", "name_label", "name_description", ("SR", "uuid"), "virtual_size", "sharable", "read_only"),
+    "pbd": ("uuid", ("host", "uuid"), ("SR", "uuid"), "device_config", "currently_attached"),
     "task": ("uuid", "name_label", "name_description", "status", "progress"),
     "network": ("uuid", "name_label", "name_description", "bridge"),
-    "pif": ("uuid", "device", "MAC", "currently_attached", "VLAN", "network", "host"),
-    "vbd": ("uuid", "VM", "VDI", "device", "empty"),
-    "vif": ("uuid", "VM", "device", "network", "MAC"),
+    "pif": ("uuid", "device", "currently_attached", "VLAN", ("network", "uuid")),
+    "vbd": ("uuid", ("VM", "uuid"), ("VM", "name_label"), ("VDI", "uuid"), "empty", "device"),
+    "vif": ("uuid", ("VM", "uuid"), "device", ("network", "uuid")),
     "pool": ("uuid", "name_label", "name_description", "master", "default_SR"),
 }
 
@@ -216,6 +219,20 @@ class Run:
         `<field>-uuid ( RO)` with the value of the object it points at."""
         rows = []
         for name in fields:
+            if name == ("PBDs", "host"):        # records.ml's SR `host`
+                pbds = rec.get("PBDs") or []
+                if len(pbds) > 1:
+                    value = "<shared>"
+                else:
+                    value = "<not in database>"     # records.ml's nid for no single host
+                    try:
+                        if pbds:
+                            value = await self.call("host.get_name_label",
+                                                    await self.call("PBD.get_host", pbds[0]))
+                    except XapiError:
+                        pass
+                rows.append(("host ( RO)", value))
+                continue
             if isinstance(name, tuple):
                 ref_field, via = name
                 f = c.fields[ref_field]
@@ -411,7 +428,19 @@ class Run:
             return ""
 
     # -- generated commands --
-    async def do_list(self, prefix: str, c: dm.Class) -> None:
+    def record_order(self, c: dm.Class, fields: list) -> list:
+        """Fields in the record's order, whatever order params= named them in (xapi's select_fields
+        filters the record): uuid first, a derived column right after its reference field."""
+        order = {name: i for i, name in enumerate(c.fields)}
+        order["uuid"] = -1
+
+        def key(f):
+            if isinstance(f, tuple):
+                return (order.get(f[0], len(order)), 1 if f[1] == "uuid" else 2)
+            return (order.get(f, len(order)), 0)
+        return sorted(fields, key=key)
+
+    async def do_list(self, prefix: str, c: dm.Class, defaults: tuple | None = None) -> None:
         recs = await self.call(f"{c.name}.get_all_records")
         filters = dict(self.args)
         if prefix == "vm":
@@ -423,10 +452,10 @@ class Run:
         if params == "all":
             fields = list(c.fields)
         elif params:
-            fields = [self.list_field(c, p.strip()) for p in params.split(",") if p.strip()]
+            fields = self.record_order(c, [self.list_field(c, p.strip()) for p in params.split(",") if p.strip()])
         else:
-            fields = [f for f in DEFAULT_LIST.get(prefix, ("uuid", "name_label", "name_description"))
-                      if f in c.fields]
+            defaults = defaults or DEFAULT_LIST.get(prefix, ("uuid", "name_label", "name_description"))
+            fields = [f for f in defaults if (f[0] if isinstance(f, tuple) else f) in c.fields]
         records = [await self.record_lines(c, recs[r], fields) for r in refs]
         await self.print_records(records)
 
