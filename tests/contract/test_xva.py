@@ -412,6 +412,23 @@ def test_xen_orchestra_export_and_import(d, x, sid, vm, sr, tmp_path, compressio
         _destroy_vm(x, new)
 
 
+@pytest.mark.skipif(shutil.which("node") is None or not os.path.isdir(os.path.join(JS, "node_modules", "xen-api")),
+                    reason="needs node and tests/js/node_modules (make test runs tools/node-deps.sh)")
+def test_xen_orchestra_import_of_unknown_length(d, x, sid, sr, archive, tmp_path):
+    """Xen Orchestra's upload of a stream of unknown length: a probe with Content-Length 1 PiB and no
+    body (answered at once), then the archive under that length, the connection cut once it is sent."""
+    path = tmp_path / "stream.xva"
+    path.write_bytes(archive)
+    proc = subprocess.run(["node", os.path.join(JS, "xo_put_stream.mjs"), d.url, "root", d.password, "/import/",
+                           json.dumps({"sr_id": sr}), str(path)], cwd=JS, capture_output=True, text=True, timeout=90)
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["event"] == "done", (line, proc.stderr[-2000:])
+    assert "missing length" in proc.stderr                  # the client did take its unknown-length way
+    (new,) = line["result"]
+    assert x.VM.get_name_label(new) == "xva-source"
+    _destroy_vm(x, new)
+
+
 # -- failures leave nothing behind --------------------------------------------------------------------
 def _counts(x):
     return len(x.VM.get_all()), len(x.VDI.get_all()), len(x.VBD.get_all()), len(x.VIF.get_all())
@@ -718,7 +735,9 @@ def test_memory_stays_bounded(d, x, sid, sr, tmp_path):
     c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=120)
     c.request("PUT", f"/import_raw_vdi?session_id={sid}&vdi={vdi}&format=raw",
               body=iter([block] * (size // MiB)), headers={"Content-Length": str(size)})
-    assert c.getresponse().status == 200
+    r = c.getresponse()
+    r.read()                                # answered first; the reply ends once the import is done
+    assert r.status == 200
     c.close()
     x.VBD.create({"VM": ref, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
                   "empty": False, "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})

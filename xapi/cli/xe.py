@@ -11,6 +11,7 @@ standard library.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -318,7 +319,15 @@ def http_put(opts, url: str, filename: str, redirects: int = 3) -> bool:
                     sock.sendall(b"0\r\n\r\n")
             except OSError:
                 pass            # the server stopped reading: its answer says why
-            code, headers = _read_head(sock.makefile("rb"))
+            reply = sock.makefile("rb")
+            code, headers = _read_head(reply)
+            if 200 <= code < 300:
+                # the answer came before the body was read (as xapi's); the connection ends with the
+                # import. Closing first could cut off what is still in flight (a TLS close without
+                # close_notify is a broken connection to the server)
+                with contextlib.suppress(OSError):
+                    while reply.read(65536):
+                        pass
         finally:
             sock.close()
     if code in (301, 302, 307) and "location" in headers and redirects:

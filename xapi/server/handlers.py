@@ -737,6 +737,9 @@ class Response:
             self.start(200, length=len(data))
         if data:
             await self.write(data)
+        if self.sent and self.framing in ("close", "none") and self._exchange.proto.closing:
+            self.finished = True    # nothing more to send: a reply that ends with the connection is over
+            return
         transport = await self._ready()
         if self._head is not None:
             transport.write(self._head)

@@ -82,8 +82,14 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.server.connections.discard(self)
         self.closing = True
-        for fut, _, _ in self.pending:
-            fut.cancel()
+        for fut, content_type, _ in self.pending:
+            if type(content_type) is bytes:
+                fut.cancel()
+            else:
+                # a handler isn't cancelled (as xapi's handler threads aren't): its body ends after
+                # what arrived and its writes fail, so an import the client left once it had sent
+                # everything goes on to its end and settles its task
+                content_type.your_turn()
         self.pending.clear()
         handlers.connection_lost(self, exc)
 
