@@ -8,7 +8,9 @@
 * load: building the Database from records, and unpickling records + building, against
   ``pickle.loads`` and ``orjson.loads`` of the plain dicts (ratio = baseline / ours,
   >=0.5 means at most 2x); times are the best of 5;
-* save: a snapshot of every table (``all_records``) pickled, against pickling the dicts.
+* save: a snapshot of every table (``all_records``) pickled, against pickling the dicts;
+* state.db: what the daemon does, flushing the pool to xapi's XML file (fsync, rename) and
+  loading it back, against pickling and unpickling the dicts (best of 3).
 
 Relations kept: VBD.VM <-> VM.VBDs, VBD.VDI <-> VDI.VBDs, VM.resident_on <->
 host.resident_VMs, VDI.SR <-> SR.VDIs (one shared SR holds 60% of the VDIs),
@@ -23,6 +25,7 @@ import pickle
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid as _uuid
 
@@ -32,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 from bench.common import pin, report  # noqa: E402
 from xapi import datamodel as dm  # noqa: E402
 from xapi import db_ref  # noqa: E402
+from xapi.db import persist  # noqa: E402
+from xapi.db.schema import new_database  # noqa: E402
 
 try:
     from xapi import _fastdb
@@ -261,6 +266,19 @@ def main():
     t_orjson_dumps = timed(lambda: orjson.dumps(plain, default=lambda o: o.value))
     report("D2", "save: all_records + pickle vs pickle.dumps", t_save, t_pickle_dumps, "pickle")
     report("D2", "save: all_records + pickle vs orjson.dumps", t_save, t_orjson_dumps, "orjson")
+
+    # What the daemon itself does: flush to state.db (xapi's XML, fsync, rename) and load it at start.
+    full = new_database()
+    for table, ref, row in items:
+        full.table(table).add(ref, row)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "state.db")
+        t_flush = timed(lambda: persist.save(full, path), runs=3)
+        t_load = timed(lambda: persist.load(path), runs=3)
+        size = os.path.getsize(path)
+    report("D2", f"flush: state.db ({size / 2**20:.0f} MiB) vs pickle.dumps", t_flush, t_pickle_dumps, "pickle")
+    report("D2", "load: state.db vs pickle.loads", t_load, t_pickle_loads, "pickle",
+           target="ratio >=0.5 (<=2x pickle)")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,40 @@ def test_sexpr_parsing_reads_what_xapi_writes():
             persist.parse_map(bad) if bad.startswith("((") else persist.parse_set(bad)
 
 
+_SEXPR_TEXT = st.text(alphabet=st.sampled_from(list("ab '\"\\()\t\n;")), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(_SEXPR_TEXT, max_size=4), keys=st.lists(st.tuples(_SEXPR_TEXT, _SEXPR_TEXT), max_size=3),
+       raw=st.text(alphabet=st.sampled_from(list("ab '\"\\() ")), max_size=16))
+def test_plain_set_and_map_shortcut_agrees_with_the_tokenizer(items, keys, raw):
+    """parse_set/parse_map read plain '...' lists by a regex; anything else goes to the tokenizer:
+    both must give the same values, and the same refusal of malformed text."""
+    def by_tokenizer(text, as_map):
+        node = persist.parse_sexpr(text)
+        if as_map:
+            if not isinstance(node, list) or not all(isinstance(p, list) and len(p) == 2 and
+                                                     all(isinstance(x, str) for x in p) for p in node):
+                raise ValueError(text)
+            return [tuple(p) for p in node]
+        if not isinstance(node, list) or not all(isinstance(x, str) for x in node):
+            raise ValueError(text)
+        return node
+
+    for text, as_map in ((persist.sexpr_set(items), False), (persist.sexpr_map(keys), True),
+                         (raw, False), (raw, True)):
+        parse = persist.parse_map if as_map else persist.parse_set
+        try:
+            expected = by_tokenizer(text, as_map)
+        except ValueError:
+            with pytest.raises(ValueError):
+                parse(text)
+            continue
+        assert parse(text) == expected
+    assert persist.parse_set(persist.sexpr_set(items)) == items
+    assert persist.parse_map(persist.sexpr_map(keys)) == keys
+
+
 def test_whitespace_protection_matches_xapi():
     assert persist.protect("Control domain on host") == "Control%.domain%.on%.host"
     assert persist.protect("a\tb\nc\rd%e") == "a%tb%nc%rd%%e"
