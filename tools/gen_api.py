@@ -474,6 +474,7 @@ certificate; *none (superuser)* means only superuser (local root) sessions may c
 without the role gets `RBAC_PERMISSION_DENIED`.
 
 Forwarding: *master* calls are answered by the pool coordinator (a pool member hands them on);
+*local* (normally-local) calls are reads a pool member answers from its replica of the pool database;
 *emergency* calls are answered by any host, even one that cannot reach its coordinator.
 
 Qualifiers: *RW* fields may be set by clients (`set_<field>`); *RO/constructor* fields are given

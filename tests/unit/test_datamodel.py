@@ -121,3 +121,24 @@ def test_create_and_destroy_keep_relations():
         ["HANDLE_INVALID", "network", "OpaqueRef:nope"]
     _call(db, "network", "destroy", net)
     assert len(db.table("network")) == 0
+
+
+def test_forwarding_class_of_every_message():
+    """The datamodel's forwarding class is what xapi.forwarding does with the call on a member."""
+    from xapi.datamodel import flags
+    from xapi.forwarding import _replica_read
+
+    seen = set()
+    for c in dm.CLASSES.values():
+        for m in c.messages.values():
+            kind = flags.forwarding(m)
+            seen.add(kind)
+            assert (kind == "local") == (_replica_read(m) and m.wire_name not in flags.EMERGENCY_CALLS)
+    assert seen == {"master", "local", "emergency"}
+    vm = dm.CLASSES["VM"].messages
+    assert [flags.forwarding(vm[n]) for n in ("get_record", "get_name_label", "get_all_records_where",
+                                             "set_name_label", "start", "create")] == \
+        ["local", "local", "local", "master", "master", "master"]
+    assert flags.forwarding(dm.CLASSES["pool"].messages["emergency_transition_to_master"]) == "emergency"
+    # a read without a session (none exists) is not a replica read
+    assert flags.forwarding(dm.CLASSES["session"].messages["login_with_password"]) == "master"

@@ -24,9 +24,19 @@ def has_async(message) -> bool:
     return True
 
 
+# Explicit messages that only read; with the implicit get_* accessors they are answered locally.
+_READS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid", "get_by_name_label",
+                    "get_all_records_where"})
+
+
 def forwarding(message) -> str:
-    """"emergency": answered by any host even without a coordinator; "master": the coordinator's."""
-    return "emergency" if message.wire_name in EMERGENCY_CALLS else "master"
+    """"emergency": answered by any host even without a coordinator; "local" (normally-local): reads
+    a member answers from its replica of the pool database; "master": the coordinator's."""
+    if message.wire_name in EMERGENCY_CALLS:
+        return "emergency"
+    if message.takes_session and (readonly(message) or message.name in _READS):
+        return "local"
+    return "master"
 
 
 def readonly(message) -> bool:
