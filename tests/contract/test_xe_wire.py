@@ -469,3 +469,28 @@ def test_list_columns_as_gen_cmds(d):
     out = listing("vm-list", f"uuid={vm}", "params=power-state,name-label,uuid")
     assert [ln.split("(")[0].strip() for ln in out.split("\n") if ln] == ["uuid", "name-label", "power-state"]
     assert listing("vm-list", f"uuid={vm}", "params=name-label,uuid", "--minimal") == vm + "\n"
+
+
+def test_enum_spellings_as_records_ml(d):
+    """VBD type/mode as the datamodel spells them (Disk, RW), VDI type as record_util's (User),
+    power-state lowercased; filters take any case."""
+    proxy, session = sdk(d)
+    host = proxy.host.get_all(session)["Value"][0]
+    sr = proxy.PBD.get_SR(session, proxy.host.get_PBDs(session, host)["Value"][0])["Value"]
+    sr_uuid = proxy.SR.get_uuid(session, sr)["Value"]
+
+    def run(*args):
+        stdout, stderr, code = shown(converse(unix(d), stock_request(list(args))))
+        assert (stderr, code) == ("", 0)
+        return stdout.strip()
+
+    vdi = run("vdi-create", f"sr-uuid={sr_uuid}", "name-label=enum-disk", "virtual-size=4MiB")
+    vm = run("vm-create", "name-label=enum-vm")
+    vbd = run("vbd-create", f"vm-uuid={vm}", f"vdi-uuid={vdi}", "device=0")
+    assert run("vdi-param-get", f"uuid={vdi}", "param-name=type") == "User"
+    assert run("vbd-param-get", f"uuid={vbd}", "param-name=type") == "Disk"
+    assert run("vbd-param-get", f"uuid={vbd}", "param-name=mode") == "RW"
+    assert run("vm-param-get", f"uuid={vm}", "param-name=power-state") == "halted"
+    assert vbd in run("vbd-list", "type=disk", "--minimal").split(",")
+    assert vdi in run("vdi-list", "type=user", "--minimal").split(",")
+    assert vm in run("vm-list", "power-state=Halted", "--minimal").split(",")

@@ -90,6 +90,14 @@ DEFAULT_LIST = {
     "pool": ("uuid", "name_label", "name_description", "master", "default_SR"),
 }
 
+# record_util's own spellings (its "intentional shadowing"): VDI types capitalised; vm_power_state
+# is lowercased (power-state: running)
+ENUM_TEXT = {
+    "vdi_type": {"system": "System", "user": "User", "ephemeral": "Ephemeral", "suspend": "Suspend",
+                 "crashdump": "Crashdump", "ha_statefile": "HA statefile", "metadata": "Metadata",
+                 "redo_log": "Redo log", "rrd": "rrd", "pvs_cache": "PVS cache", "cbt_metadata": "CBT metadata"},
+}
+
 GENERATED = ("list", "param-list", "param-get", "param-set", "param-add", "param-remove", "param-clear")
 
 
@@ -207,7 +215,9 @@ class Run:
         if kind == "bool":
             return "true" if v else "false"
         if kind == "enum" and isinstance(v, str):
-            return v.lower()       # xe prints enums in lowercase (power-state: running)
+            # records.ml prints an enum as the datamodel spells it (VBD type Disk/CD, mode RW/RO,
+            # IP modes DHCP/Static), except the ones record_util spells its own way
+            return ENUM_TEXT.get(t.name, {}).get(v, v.lower() if t.name == "vm_power_state" else v)
         if isinstance(v, DateTime):
             return v.value
         if v is None:
@@ -390,7 +400,8 @@ class Run:
                     have = await self.fmt(t, rec.get(name))
                 else:
                     have = await self.via(t, rec.get(name), via)
-                if have != v and not (t.kind == "enum" and have.lower() == v.lower()):   # type=Disk
+                if have != v and not (t.kind == "enum" and (have.lower() == v.lower()       # type=disk
+                                                            or str(rec.get(name)).lower() == v.lower())):
                     ok = False
                     break
             if ok:
