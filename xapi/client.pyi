@@ -1782,8 +1782,8 @@ class PoolApi:
         """Lowest role: pool-operator."""
     def check_update_readiness(self, self_: PoolRef, requires_reboot: bool, /) -> list[list[str]]:
         """Lowest role: pool-operator."""
-    def sync_updates(self, self_: PoolRef, force: bool, token: str, token_id: str, /) -> str:
-        """Lowest role: pool-operator."""
+    def sync_updates(self, self_: PoolRef, force: bool, token: str = ..., token_id: str = ..., /) -> str:
+        """Defaults: token='', token_id=''. Lowest role: pool-operator."""
     def remove_repository(self, self_: PoolRef, value: RepositoryRef, /) -> None:
         """Lowest role: pool-operator."""
     def add_repository(self, self_: PoolRef, value: RepositoryRef, /) -> None:
@@ -1854,12 +1854,12 @@ class PoolApi:
         """Lowest role: pool-operator."""
     def detect_nonhomogeneous_external_auth(self, pool: PoolRef, /) -> None:
         """Lowest role: pool-operator."""
-    def disable_external_auth(self, pool: PoolRef, config: dict[str, str], /) -> None:
-        """Lowest role: pool-admin."""
+    def disable_external_auth(self, pool: PoolRef, config: dict[str, str] = ..., /) -> None:
+        """Defaults: config={}. Lowest role: pool-admin."""
     def enable_external_auth(self, pool: PoolRef, config: dict[str, str], service_name: str, auth_type: str, /) -> None:
         """Lowest role: pool-admin."""
-    def create_new_blob(self, pool: PoolRef, name: str, mime_type: str, public: bool, /) -> BlobRef:
-        """Lowest role: pool-operator."""
+    def create_new_blob(self, pool: PoolRef, name: str, mime_type: str, public: bool = ..., /) -> BlobRef:
+        """Defaults: public=False. Lowest role: pool-operator."""
     def set_ha_host_failures_to_tolerate(self, self_: PoolRef, value: int | str, /) -> None:
         """Lowest role: pool-operator."""
     def ha_compute_vm_failover_plan(self, failed_hosts: list[HostRef], failed_vms: list[VMRef], /) -> dict[VMRef, dict[str, str]]:
@@ -2099,8 +2099,8 @@ class AsyncPoolApi:
         """Lowest role: pool-operator."""
     def check_update_readiness(self, self_: PoolRef, requires_reboot: bool, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def sync_updates(self, self_: PoolRef, force: bool, token: str, token_id: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
+    def sync_updates(self, self_: PoolRef, force: bool, token: str = ..., token_id: str = ..., /) -> TaskRef:
+        """Defaults: token='', token_id=''. Lowest role: pool-operator."""
     def remove_repository(self, self_: PoolRef, value: RepositoryRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def add_repository(self, self_: PoolRef, value: RepositoryRef, /) -> TaskRef:
@@ -2129,16 +2129,12 @@ class AsyncPoolApi:
         """Lowest role: pool-operator."""
     def enable_local_storage_caching(self, self_: PoolRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def test_archive_target(self, self_: PoolRef, config: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def set_vswitch_controller(self, address: str, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def disable_redo_log(self) -> TaskRef:
         """Lowest role: pool-operator."""
     def enable_redo_log(self, sr: SRRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def enable_tls_verification(self) -> TaskRef:
-        """Lowest role: pool-admin."""
     def certificate_sync(self) -> TaskRef:
         """Lowest role: pool-operator."""
     def crl_list(self) -> TaskRef:
@@ -2169,25 +2165,9 @@ class AsyncPoolApi:
         """Lowest role: pool-operator."""
     def initialize_wlb(self, wlb_url: str, wlb_username: str, wlb_password: str, xenserver_username: str, xenserver_password: str, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def detect_nonhomogeneous_external_auth(self, pool: PoolRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def disable_external_auth(self, pool: PoolRef, config: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-admin."""
-    def enable_external_auth(self, pool: PoolRef, config: dict[str, str], service_name: str, auth_type: str, /) -> TaskRef:
-        """Lowest role: pool-admin."""
-    def create_new_blob(self, pool: PoolRef, name: str, mime_type: str, public: bool, /) -> TaskRef:
-        """Lowest role: pool-operator."""
+    def create_new_blob(self, pool: PoolRef, name: str, mime_type: str, public: bool = ..., /) -> TaskRef:
+        """Defaults: public=False. Lowest role: pool-operator."""
     def set_ha_host_failures_to_tolerate(self, self_: PoolRef, value: int | str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def ha_compute_vm_failover_plan(self, failed_hosts: list[HostRef], failed_vms: list[VMRef], /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def ha_compute_hypothetical_max_host_failures_to_tolerate(self, configuration: dict[VMRef, str], /) -> TaskRef:
-        """Lowest role: read-only."""
-    def ha_compute_max_host_failures_to_tolerate(self) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def ha_failover_plan_exists(self, n: int | str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def ha_prevent_restarts_for(self, seconds: int | str, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def designate_new_master(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
@@ -2204,10 +2184,6 @@ class AsyncPoolApi:
     def create_VLAN(self, device: str, network: NetworkRef, VLAN: int | str, /) -> TaskRef:
         """Lowest role: pool-operator. Errors: VLAN_TAG_INVALID."""
     def recover_slaves(self) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def emergency_reset_master(self, master_address: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def emergency_transition_to_master(self) -> TaskRef:
         """Lowest role: pool-operator."""
     def eject(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""

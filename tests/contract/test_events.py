@@ -183,6 +183,25 @@ def test_async_calls_make_tasks(xapi_daemon, x):
     assert r["Status"] == "Failure"
 
 
+def test_async_forms_follow_xapis_flags(xapi_daemon, x):
+    """Accessors and the calls xapi declares without `Async (pool.ha_compute_*) answer its Fault;
+    other explicit calls give a task; a trailing parameter with a default may be left out."""
+    raw = xmlrpc.client.ServerProxy(xapi_daemon.url)
+    sid = raw.session.login_with_password("root", xapi_daemon.password)["Value"]
+    pool = x.pool.get_all()[0]
+    for name, args in (("Async.VM.get_record", (dom0(x),)),
+                       ("Async.pool.ha_compute_max_host_failures_to_tolerate", ()),
+                       ("Async.pool.enable_tls_verification", ())):
+        r = getattr(raw, name)(sid, *args)
+        assert r["Status"] == "Failure"
+        assert r["ErrorDescription"] == ["Fault", f"No async mode for this operation (rpc: {name})"]
+    task = x.Async.pool.sync_database()
+    assert wait_task(x, task)["status"] == "success"
+    blob = raw.pool.create_new_blob(sid, pool, "b", "text/plain")["Value"]     # public defaults to false
+    assert x.blob.get_public(blob) is False and x.pool.get_blobs(pool)["b"] == blob
+    raw.session.logout(sid)
+
+
 def test_task_create_cancel_destroy(x):
     task = x.task.create("client task", "made by a test")
     rec = x.task.get_record(task)

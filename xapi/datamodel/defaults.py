@@ -12,4 +12,7 @@ PARAM_DEFAULTS: dict[str, tuple[tuple[str, object], ...]] = {
     "VDI.snapshot": (("driver_params", {}),),
     "VDI.copy": (("base_vdi", "OpaqueRef:NULL"), ("into_vdi", "OpaqueRef:NULL")),
     "host.evacuate": (("network", "OpaqueRef:NULL"), ("evacuate_batch_size", 0)),
+    "pool.create_new_blob": (("public", False),),
+    "pool.disable_external_auth": (("config", {}),),
+    "pool.sync_updates": (("token", ""), ("token_id", "")),
 }

@@ -15,9 +15,22 @@ EMERGENCY_CALLS = frozenset({
 _NO_ASYNC_CLASSES = frozenset({"session", "event", "task", "blob", "auth", "user", "role"})
 
 
+# Explicit messages xapi declares with `~flags:[`Session]` (no Async form), as read in its datamodel
+# sources; only the classes checked so far are listed (datamodel_pool.ml).
+_NO_ASYNC_CALLS = frozenset({
+    "pool.emergency_reset_master", "pool.emergency_transition_to_master",
+    "pool.ha_prevent_restarts_for", "pool.ha_failover_plan_exists",
+    "pool.ha_compute_max_host_failures_to_tolerate",
+    "pool.ha_compute_hypothetical_max_host_failures_to_tolerate", "pool.ha_compute_vm_failover_plan",
+    "pool.enable_external_auth", "pool.disable_external_auth", "pool.detect_nonhomogeneous_external_auth",
+    "pool.enable_tls_verification", "pool.test_archive_target",
+})
+
+
 def has_async(message) -> bool:
-    """xapi gives an Async form to explicit calls and to constructors/destructors, not to accessors."""
-    if message.cls in _NO_ASYNC_CLASSES:
+    """xapi gives an Async form to explicit calls (unless declared without one) and to
+    constructors/destructors, not to accessors."""
+    if message.cls in _NO_ASYNC_CLASSES or message.wire_name in _NO_ASYNC_CALLS:
         return False
     if message.implicit:
         return message.name in ("create", "destroy")
