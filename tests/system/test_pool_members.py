@@ -200,25 +200,27 @@ def test_vdi_in_use_across_hosts(sim, x):
     x.VM.hard_shutdown(b)
 
 
-def test_a_migrated_vms_disks_are_released_where_they_are_held(sim, x):
-    """Disks stay with the storage of the host the domain was built on (storage motion mirrors them
-    there); a shutdown after live migrations, either way, releases them there."""
+def test_live_migration_moves_the_disks_between_the_hosts_storage(sim, x):
+    """Attached by the destination's storage, released by the source's, activated on the destination
+    (the sm-config host key follows); nothing held anywhere after the shutdown."""
     h1, h2 = hosts_by_address(x)
+    hosts = {h1: sim.coordinator, h2: sim.hosts[1]}
     shared = next(s for s in x.SR.get_all() if x.SR.get_shared(s) and x.SR.get_type(s) == "nfs")
     vdi = _disk(x, shared, "migrating-disk")
     uuid_ = x.VDI.get_uuid(vdi)
     vm = new_vm(x, "migrating", memory=64 * MIB)
     _vbd(x, vm, vdi)
-    for built, holder, other in ((h2, sim.hosts[1], h1), (h1, sim.coordinator, h2)):
-        x.VM.start_on(vm, built, False, False)
-        assert _held(holder, uuid_)
-        x.VM.pool_migrate(vm, other, {"live": "true"})
-        x.VM.pool_migrate(vm, built, {"live": "true"})
-        x.VM.pool_migrate(vm, other, {"live": "true"})
-        assert x.VM.get_resident_on(vm) == other
-        x.VM.hard_shutdown(vm)
-        assert not _held(sim.coordinator, uuid_) and not _held(sim.hosts[1], uuid_)
-        assert not [k for k in x.VDI.get_sm_config(vdi) if k.startswith("host_")]
+    x.VM.start_on(vm, h2, False, False)
+    for src, dst in ((h2, h1), (h1, h2), (h2, h1)):
+        assert _held(hosts[src], uuid_) and not _held(hosts[dst], uuid_)
+        x.VM.pool_migrate(vm, dst, {"live": "true"})
+        assert x.VM.get_resident_on(vm) == dst
+        sm = x.VDI.get_sm_config(vdi)
+        assert sm.get(f"host_{dst}") == "RW" and f"host_{src}" not in sm
+        assert _held(hosts[dst], uuid_) and not _held(hosts[src], uuid_)
+    x.VM.hard_shutdown(vm)
+    assert not _held(sim.coordinator, uuid_) and not _held(sim.hosts[1], uuid_)
+    assert not [k for k in x.VDI.get_sm_config(vdi) if k.startswith("host_")]
 
 
 def test_suspend_and_resume_on_members(sim, x):

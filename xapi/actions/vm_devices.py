@@ -14,6 +14,7 @@ A VDI is in use when another VM's VBD holds it attached and either side wants it
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from xapi.datamodel.errors import XapiError
@@ -72,9 +73,9 @@ def _vm_host(app, vm_uuid: str) -> str | None:
 
 
 def _holders(app) -> dict:
-    """VM ref -> the host whose storage holds its disks (where its domain was built: a live
-    migration leaves them there); a VM missing here (the coordinator restarted) has them where it
-    runs."""
+    """VM ref -> the host whose storage holds its disks (where its domain was built or live-migrated
+    to; storage motion moves them too); a VM missing here (the coordinator restarted) has them where
+    it runs."""
     holders = getattr(app, "vm_disk_hosts", None)
     if holders is None:
         holders = app.vm_disk_hosts = {}
@@ -213,10 +214,66 @@ async def release_vbds(app, vm_ref: str, host: str | None = None) -> None:
     refresh_operations(db, vm_ref)
 
 
-async def release_disks(app, vm_ref: str, host: str) -> None:
-    """The VM's datapaths on `host` released, and this host's if it holds some (the VBD rows stay)."""
+def _disks(db, vm_ref: str) -> list[tuple[str, str, bool]]:
+    """(datapath, VDI, read-write) of each of the VM's VBDs with a disk."""
+    vm_uuid = db.table("VM").get_field(vm_ref, "uuid")
+    vbds, vdis = db.table("VBD"), db.table("VDI")
+    out = []
+    for ref in _vbd_refs(db, vm_ref):
+        vbd = vbds.get(ref)
+        if not vbd["empty"] and vbd["VDI"] in vdis:
+            out.append((datapath(vm_uuid, vbd["userdevice"]), vbd["VDI"], vbd["mode"] == "RW"))
+    return out
+
+
+def disks_holder(app, vm_ref: str) -> str:
+    """The host whose storage holds the VM's disks."""
+    vms = app.db.table("VM")
+    return _holders(app).get(vm_ref) or vms.get_field(vm_ref, "resident_on") or app.host_ref
+
+
+async def migrate_prepare(app, vm_ref: str, host: str) -> bool:
+    """Live migration, before the memory moves: the VM's disks attached (not activated) by the
+    destination `host`'s storage, as xapi does; False (nothing to do) when that host holds them
+    already. A failure releases what was attached there."""
+    disks = _disks(app.db, vm_ref)
+    if not disks:
+        _holders(app).pop(vm_ref, None)     # nothing held: where it runs
+        return False
+    if disks_holder(app, vm_ref) == host:
+        return False
+    try:
+        for dp, vdi, rw in disks:
+            remote = _storage_host(app, host)
+            if remote is not None:
+                await app.pool.call(remote, "storage.attach", dp, vdi, rw, app.db.generation, False)
+            else:
+                await app.storage.access.attach(dp, vdi, rw)
+    except BaseException:
+        await asyncio.shield(release_disks(app, vm_ref, host, here=False))
+        raise
+    return True
+
+
+async def migrate_commit(app, vm_ref: str, host: str) -> None:
+    """Live migration, once the domain runs on `host`: the disks deactivated and detached where they
+    were, then activated on `host`, which holds them from now on."""
+    await release_disks(app, vm_ref, disks_holder(app, vm_ref), here=False)
+    _holders(app)[vm_ref] = host
+    for dp, vdi, _ in _disks(app.db, vm_ref):
+        remote = _storage_host(app, host)
+        if remote is not None:
+            await app.pool.call(remote, "storage.activate", dp, vdi, app.db.generation)
+        else:
+            await app.storage.access.activate(dp, vdi)
+
+
+async def release_disks(app, vm_ref: str, host: str, here: bool = True) -> None:
+    """The VM's datapaths on `host` released, and (`here`) this host's if it holds some (the VBD
+    rows stay)."""
     vm_uuid = app.db.table("VM").get_field(vm_ref, "uuid")
-    await release_datapaths(app, vm_uuid)
+    if here or _storage_host(app, host) is None:
+        await release_datapaths(app, vm_uuid)
     remote = _storage_host(app, host)
     if remote is None:
         return

@@ -16,7 +16,9 @@ reserved and which is the VM's scheduled_to_be_resident_on meanwhile. The destin
 the VM (VM.add), the source's streams it there (VM.migrate_send to the destination's /migrate, with
 the pool secret and the destination's pinned certificate) with progress on the task and cancel
 passed through; resident_on changes only once the destination runs it (as xapi, late), and the
-source's xenopsd forgets it. A failed or cancelled migration leaves the VM running on the source;
+source's xenopsd forgets it. The disks are attached by the destination's storage before the memory
+moves, released by the storage that held them after, then activated on the destination
+(xapi.actions.vm_devices). A failed or cancelled migration leaves the VM running on the source;
 transfer failures are VM_MIGRATE_FAILED [vm, source, destination, message]. To the host it runs on,
 it is a localhost migration: that xenopsd's VM.migrate_local builds a new domain from the image.
 """
@@ -100,6 +102,14 @@ def _migrate_error(e: XenopsError, vm: str, source: str, dest: str, task_ref) ->
     return XapiError(e.code, *e.params)
 
 
+async def _move_disks(app, vm: str, host: str) -> None:
+    from xapi.actions import vm_devices
+    try:
+        await vm_devices.migrate_commit(app, vm, host)
+    except XapiError as e:          # the domain runs there already: reported, not undone
+        log.error("VM %s: moving its disks to host %s after migration failed: %s", vm, host, e.description)
+
+
 async def pool_migrate(ctx, session, vm, host, options=None):
     from xapi.actions import vm as vm_actions, vm_devices
     from xapi.pool import placement
@@ -131,13 +141,23 @@ async def pool_migrate(ctx, session, vm, host, options=None):
         with placement.reserve(app, host, placement.vm_memory(rec)):
             vms.set_field(vm, "scheduled_to_be_resident_on", host)
             try:
-                await dst.call("VM.add", {**vm_actions._config(rec), "vifs": vm_devices.vif_devices(db, vm)})
+                # the disks: attached on the destination before the memory moves, deactivated and
+                # detached on the source once it has, then activated on the destination (as xapi)
+                moving = await vm_devices.migrate_prepare(app, vm, host)
                 try:
-                    await src.run("VM.migrate_send", uuid, url, send_options, on_progress=progress)
+                    await dst.call("VM.add", {**vm_actions._config(rec), "vifs": vm_devices.vif_devices(db, vm)})
+                    try:
+                        await src.run("VM.migrate_send", uuid, url, send_options, on_progress=progress)
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(dst.call("VM.remove", uuid))
+                        raise
                 except BaseException:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(dst.call("VM.remove", uuid))
+                    if moving:
+                        await asyncio.shield(vm_devices.release_disks(app, vm, host, here=False))
                     raise
+                if moving:
+                    await asyncio.shield(_move_disks(app, vm, host))
                 vms.set_field(vm, "resident_on", host)  # late, as xapi: the domain runs there now
                 await vm_actions.sync(app, vm, host)
             except XenopsError as e:

@@ -70,11 +70,17 @@ async def storage_run(app, call: dict, generation=None):
 
 
 @method("storage.attach")
-async def storage_attach(app, dp: str, vdi: str, rw: bool, generation=None):
-    """Attaches and activates a VDI on this host for a domain built here (xapi.actions.vm_devices)."""
+async def storage_attach(app, dp: str, vdi: str, rw: bool, generation=None, activate: bool = True):
+    """Attaches (and activates) a VDI on this host for a domain here (xapi.actions.vm_devices)."""
     await _caught_up(app, generation)
     await app.storage.ready()
-    await app.storage.access.attach(dp, vdi, bool(rw))
+    info = await app.storage.access.attach(dp, vdi, bool(rw))
+    return await app.storage.access.activate(dp, vdi) if activate else info
+
+
+@method("storage.activate")
+async def storage_activate(app, dp: str, vdi: str, generation=None):
+    await _caught_up(app, generation)
     return await app.storage.access.activate(dp, vdi)
 
 
