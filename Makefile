@@ -49,6 +49,6 @@ rpm: $(VENV)/.stamp-deps
 	mkdir -p $(RPM_TOP)/SOURCES $(RPM_TOP)/SPECS
 	git archive --format=tar.gz --prefix=pyxapi-$(RPM_VERSION)/ -o $(RPM_TOP)/SOURCES/pyxapi-$(RPM_VERSION).tar.gz HEAD
 	cp packaging/*.sh packaging/xapi.conf packaging/xe-completion packaging/logrotate-xapi packaging/systemd/* $(RPM_TOP)/SOURCES/
-	cp packaging/pam.d/xapi $(RPM_TOP)/SOURCES/pam.d-xapi
+	cp packaging/pam.d/xapi.dom0 $(RPM_TOP)/SOURCES/pam.d-xapi
 	rpmbuild -bb --nodeps --define "_topdir $(RPM_TOP)" --define "__python3 $(CURDIR)/$(PY)" \
 		--define "pyxapi_version $(RPM_VERSION)" packaging/xapi.spec

@@ -100,6 +100,14 @@ def test_config_files(rpm_file):
     assert "n" in flags["/etc/pam.d/xapi"]
 
 
+def test_pam_service_is_dom0s(payload):
+    """dom0 is Red Hat-like: the service includes system-auth, as xen-api's scripts/pam.d-xapi."""
+    text = (payload / "etc/pam.d/xapi").read_text()
+    rules = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert rules == [["auth", "include", "system-auth"], ["account", "include", "system-auth"],
+                     ["password", "include", "system-auth"]]
+
+
 def test_units(payload):
     xapi = (payload / UNITDIR.lstrip("/") / "xapi.service").read_text()
     for line in ("Type=simple", "Restart=on-failure", "PartOf=toolstack.target",
