@@ -2,11 +2,17 @@
 
 An Async call creates a pending task, runs the action in the background and settles the task:
 success with progress 1 and the result as XML-RPC value text (as xapi stores it, even for JSON
-clients), failure with error_info, or cancelled. Finished tasks are collected after a while.
+clients), failure with error_info, or cancelled.
+
+Collection follows xapi's timeout_tasks (db_gc_util.ml), whatever made or settled the task: a task
+finished more than 65 minutes ago goes; a pending one created more than 24 hours ago goes once a
+sweep finds its progress unchanged since the previous sweep (hung); beyond 200 young tasks, the
+oldest finished ones go first.
 """
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import time
 
@@ -28,13 +34,34 @@ def value_text(result) -> str:
     return doc[len(_PREFIX):-len(_SUFFIX)].decode()
 
 
+# xapi's Xapi_globs: completed_task_timeout, pending_task_timeout, max_tasks
+COMPLETED_TASK_TIMEOUT = 3900.0
+PENDING_TASK_TIMEOUT = 86400.0
+MAX_TASKS = 200
+_FINISHED = ("success", "failure", "cancelled")
+
+
+def _epoch(value) -> float:
+    """A task's created/finished DateTime as seconds since the epoch (0 when unreadable)."""
+    text = getattr(value, "value", value)
+    for fmt in ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S"):
+        try:
+            return float(calendar.timegm(time.strptime(text, fmt)))
+        except (TypeError, ValueError):
+            continue
+    return 0.0
+
+
 class Tasks:
-    def __init__(self, app, keep_finished: float = 3600.0) -> None:
+    def __init__(self, app, keep_finished: float = COMPLETED_TASK_TIMEOUT,
+                 keep_pending: float = PENDING_TASK_TIMEOUT, max_tasks: int = MAX_TASKS) -> None:
         self.app = app
         self.keep_finished = keep_finished
+        self.keep_pending = keep_pending
+        self.max_tasks = max_tasks
         self.running: dict[str, asyncio.Task] = {}
-        self.finished_at: dict[str, float] = {}
         self.destroy_when_done: set[str] = set()
+        self._probation: dict[str, float] = {}      # old pending task -> its progress at the last sweep
 
     @property
     def table(self):
@@ -77,7 +104,6 @@ class Tasks:
         if status == "success":
             values["progress"] = 1.0
         self.table.update(ref, values)
-        self.finished_at[ref] = time.monotonic()
         if ref in self.destroy_when_done:
             self.destroy(ref)
 
@@ -95,17 +121,51 @@ class Tasks:
             self.destroy_when_done.add(ref)         # collected once it settles, as xapi does
             return
         self.destroy_when_done.discard(ref)
-        self.finished_at.pop(ref, None)
         self.table.remove(ref)
 
-    async def collect(self, period: float = 60.0) -> None:
-        """Removes tasks that finished more than `keep_finished` seconds ago."""
+    def sweep(self, now: float | None = None) -> list[str]:
+        """One collection pass (xapi's timeout_tasks); returns the tasks removed."""
+        now = time.time() if now is None else now
+        table = self.table
+        completed_old, pending_hung, young = [], [], []
+        probation = {}
+        for ref, rec in table.all_records().items():
+            if rec["status"] in _FINISHED:
+                finished = _epoch(rec["finished"])
+                (completed_old if finished < now - self.keep_finished else young).append((finished, ref))
+            elif _epoch(rec["created"]) < now - self.keep_pending:
+                before = self._probation.get(ref)
+                progress = rec["progress"]
+                probation[ref] = progress
+                if before is not None and not progress - before > 0:
+                    pending_hung.append(ref)
+                else:
+                    young.append((None, ref))
+            else:
+                young.append((None, ref))
+        self._probation = {r: p for r, p in probation.items() if r not in pending_hung}
+        doomed = [ref for _, ref in completed_old] + pending_hung
+        overflow = len(young) - self.max_tasks
+        if overflow > 0:           # too many: the oldest finished ones go first, never pending ones
+            finished = sorted(t for t in young if t[0] is not None)
+            doomed += [ref for _, ref in finished[:overflow]]
+        for ref in doomed:
+            if ref in pending_hung:
+                log.warning("collected old task still pending: %s", ref)
+                running = self.running.pop(ref, None)
+                if running is not None:
+                    running.cancel()
+            if ref in table:
+                self.destroy_when_done.discard(ref)
+                table.remove(ref)
+        return doomed
+
+    async def collect(self, period: float = 30.0) -> None:
+        """Sweeps every `period` seconds."""
         while True:
             await asyncio.sleep(period)
-            cutoff = time.monotonic() - self.keep_finished
-            for ref, at in list(self.finished_at.items()):
-                if at < cutoff and ref in self.table:
-                    self.destroy(ref)
-                elif ref not in self.table:
-                    self.finished_at.pop(ref, None)
-            self.app.hub.poke()
+            try:
+                if self.sweep():
+                    self.app.hub.poke()
+            except Exception:  # noqa: BLE001 - the collector must outlive a bad row
+                log.exception("task collection failed")
