@@ -80,7 +80,7 @@ def test_restarted_member_refreshes_its_rows_and_plugs_its_pbds(sim, x):
     metrics = x.host.get_metrics(h2)
     before = int(x.host_metrics.get_memory_total(metrics))
     offset = len(member.log())
-    restart(sim, member, "--sim-config=memory_mib=20480,cpus=6")
+    restart(sim, member, "--sim-config=memory_mib=20480,cpus=6,dom0_memory_mib=1536")
 
     def plugged():
         try:
@@ -92,6 +92,7 @@ def test_restarted_member_refreshes_its_rows_and_plugs_its_pbds(sim, x):
     assert int(x.host_metrics.get_memory_total(metrics)) == 20480 * MIB != before
     dom0 = x.host.get_control_domain(h2)
     assert x.VM.get_resident_on(dom0) == h2 and x.VM.get_is_control_domain(dom0)
+    assert int(x.VM.get_memory_static_max(dom0)) == 1536 * MIB
     log = member.log()[offset:]
     assert "HOST_IS_SLAVE" not in log and "could not plug" not in log
     # the local SR was attached by the member's driver as its SR master, and scanned
