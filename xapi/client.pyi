@@ -2412,7 +2412,7 @@ class VMApi:
     def assert_can_migrate(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef], /) -> None:
         """Lowest role: vm-power-admin. Errors: LICENCE_RESTRICTION."""
     def migrate_send(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef] = ..., /) -> VMRef:
-        """Defaults: vgpu_map={}, vdi_format_map={}. Lowest role: vm-power-admin. Errors: VM_BAD_POWER_STATE, LICENCE_RESTRICTION."""
+        """Defaults: vgpu_map={}. Lowest role: vm-power-admin. Errors: VM_BAD_POWER_STATE, LICENCE_RESTRICTION."""
     def maximise_memory(self, self_: VMRef, total: int | str, approximate: bool, /) -> int | str:
         """Lowest role: read-only."""
     def send_trigger(self, vm: VMRef, trigger: str, /) -> None:
@@ -2852,7 +2852,7 @@ class AsyncVMApi:
     def assert_can_migrate(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef], /) -> TaskRef:
         """Lowest role: vm-power-admin. Errors: LICENCE_RESTRICTION."""
     def migrate_send(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef] = ..., /) -> TaskRef:
-        """Defaults: vgpu_map={}, vdi_format_map={}. Lowest role: vm-power-admin. Errors: VM_BAD_POWER_STATE, LICENCE_RESTRICTION."""
+        """Defaults: vgpu_map={}. Lowest role: vm-power-admin. Errors: VM_BAD_POWER_STATE, LICENCE_RESTRICTION."""
     def maximise_memory(self, self_: VMRef, total: int | str, approximate: bool, /) -> TaskRef:
         """Lowest role: read-only."""
     def send_trigger(self, vm: VMRef, trigger: str, /) -> TaskRef:
@@ -3446,22 +3446,22 @@ class HostApi:
         """Lowest role: pool-operator."""
     def refresh_pack_info(self, host: HostRef, /) -> None:
         """Lowest role: pool-operator."""
-    def apply_edition(self, host: HostRef, edition: str, force: bool, /) -> None:
-        """Lowest role: pool-operator."""
+    def apply_edition(self, host: HostRef, edition: str, force: bool = ..., /) -> None:
+        """Defaults: force=False. Lowest role: pool-operator."""
     def reset_server_certificate(self, host: HostRef, /) -> None:
         """Lowest role: pool-admin."""
     def emergency_reset_server_certificate(self) -> None:
         """No role may call it (superuser sessions only)."""
-    def install_server_certificate(self, host: HostRef, certificate: str, private_key: str, certificate_chain: str, /) -> None:
-        """Lowest role: pool-admin."""
+    def install_server_certificate(self, host: HostRef, certificate: str, private_key: str, certificate_chain: str = ..., /) -> None:
+        """Defaults: certificate_chain=''. Lowest role: pool-admin."""
     def refresh_server_certificate(self, host: HostRef, /) -> None:
         """Lowest role: pool-admin."""
     def get_server_certificate(self, host: HostRef, /) -> str:
         """Lowest role: read-only."""
     def retrieve_wlb_evacuate_recommendations(self, self_: HostRef, /) -> dict[VMRef, list[str]]:
         """Lowest role: read-only."""
-    def disable_external_auth(self, host: HostRef, config: dict[str, str], /) -> None:
-        """Lowest role: pool-admin."""
+    def disable_external_auth(self, host: HostRef, config: dict[str, str] = ..., /) -> None:
+        """Defaults: config={}. Lowest role: pool-admin."""
     def enable_external_auth(self, host: HostRef, config: dict[str, str], service_name: str, auth_type: str, /) -> None:
         """Lowest role: pool-admin."""
     def get_server_localtime(self, host: HostRef, /) -> DateTime:
@@ -3474,8 +3474,8 @@ class HostApi:
         """Lowest role: pool-admin."""
     def call_plugin(self, host: HostRef, plugin: str, fn: str, args: dict[str, str], /) -> str:
         """Lowest role: pool-admin."""
-    def create_new_blob(self, host: HostRef, name: str, mime_type: str, public: bool, /) -> BlobRef:
-        """Lowest role: pool-operator."""
+    def create_new_blob(self, host: HostRef, name: str, mime_type: str, public: bool = ..., /) -> BlobRef:
+        """Defaults: public=False. Lowest role: pool-operator."""
     def backup_rrds(self, host: HostRef, delay: float, /) -> None:
         """Lowest role: pool-admin."""
     def sync_data(self, host: HostRef, /) -> None:
@@ -3518,8 +3518,8 @@ class HostApi:
         """Lowest role: pool-operator."""
     def get_data_sources(self, host: HostRef, /) -> list[DataSourceRecord]:
         """Lowest role: read-only."""
-    def emergency_ha_disable(self, soft: bool, /) -> None:
-        """Lowest role: pool-operator."""
+    def emergency_ha_disable(self, soft: bool = ..., /) -> None:
+        """Defaults: soft=False. Lowest role: pool-operator."""
     def power_on(self, host: HostRef, /) -> None:
         """Lowest role: pool-operator."""
     def destroy(self, self_: HostRef, /) -> None:
@@ -3755,10 +3755,6 @@ class AsyncHostApi:
         """Lowest role: pool-operator."""
     def apply_updates(self, self_: HostRef, hash: str, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def emergency_reenable_tls_verification(self) -> TaskRef:
-        """No role may call it (superuser sessions only)."""
-    def emergency_disable_tls_verification(self) -> TaskRef:
-        """No role may call it (superuser sessions only)."""
     def set_numa_affinity_policy(self, self_: HostRef, value: HostNumaAffinityPolicy, /) -> TaskRef:
         """Lowest role: pool-admin."""
     def get_sched_gran(self, self_: HostRef, /) -> TaskRef:
@@ -3781,69 +3777,33 @@ class AsyncHostApi:
         """Lowest role: pool-operator."""
     def migrate_receive(self, host: HostRef, network: NetworkRef, options: dict[str, str], /) -> TaskRef:
         """Lowest role: vm-power-admin."""
-    def disable_local_storage_caching(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def enable_local_storage_caching(self, host: HostRef, sr: SRRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def reset_cpu_features(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_cpu_features(self, host: HostRef, features: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def set_power_on_mode(self, self_: HostRef, power_on_mode: str, power_on_config: dict[str, str], /) -> TaskRef:
         """Lowest role: pool-operator."""
     def refresh_pack_info(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def apply_edition(self, host: HostRef, edition: str, force: bool, /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def reset_server_certificate(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-admin."""
-    def emergency_reset_server_certificate(self) -> TaskRef:
-        """No role may call it (superuser sessions only)."""
-    def install_server_certificate(self, host: HostRef, certificate: str, private_key: str, certificate_chain: str, /) -> TaskRef:
-        """Lowest role: pool-admin."""
+    def install_server_certificate(self, host: HostRef, certificate: str, private_key: str, certificate_chain: str = ..., /) -> TaskRef:
+        """Defaults: certificate_chain=''. Lowest role: pool-admin."""
     def refresh_server_certificate(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-admin."""
     def get_server_certificate(self, host: HostRef, /) -> TaskRef:
         """Lowest role: read-only."""
     def retrieve_wlb_evacuate_recommendations(self, self_: HostRef, /) -> TaskRef:
         """Lowest role: read-only."""
-    def disable_external_auth(self, host: HostRef, config: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-admin."""
-    def enable_external_auth(self, host: HostRef, config: dict[str, str], service_name: str, auth_type: str, /) -> TaskRef:
-        """Lowest role: pool-admin."""
-    def get_server_localtime(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_servertime(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def call_extension(self, host: HostRef, call: str, /) -> TaskRef:
-        """Lowest role: pool-admin."""
     def has_extension(self, host: HostRef, name: str, /) -> TaskRef:
         """Lowest role: pool-admin."""
     def call_plugin(self, host: HostRef, plugin: str, fn: str, args: dict[str, str], /) -> TaskRef:
         """Lowest role: pool-admin."""
-    def create_new_blob(self, host: HostRef, name: str, mime_type: str, public: bool, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def backup_rrds(self, host: HostRef, delay: float, /) -> TaskRef:
-        """Lowest role: pool-admin."""
-    def sync_data(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: pool-admin."""
+    def create_new_blob(self, host: HostRef, name: str, mime_type: str, public: bool = ..., /) -> TaskRef:
+        """Defaults: public=False. Lowest role: pool-operator."""
     def compute_memory_overhead(self, host: HostRef, /) -> TaskRef:
         """Lowest role: read-only."""
     def compute_free_memory(self, host: HostRef, /) -> TaskRef:
         """Lowest role: read-only."""
-    def set_hostname_live(self, host: HostRef, hostname: str, /) -> TaskRef:
-        """Lowest role: pool-operator. Errors: HOST_NAME_INVALID."""
-    def shutdown_agent(self) -> TaskRef:
-        """Lowest role: pool-operator."""
     def restart_agent(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def get_system_status_capabilities(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: read-only."""
     def get_management_interface(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def management_disable(self) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def local_management_reconfigure(self, interface: str, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def management_reconfigure(self, pif: PIFRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
@@ -3857,16 +3817,6 @@ class AsyncHostApi:
         """Lowest role: read-only."""
     def assert_can_evacuate(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def forget_data_source_archives(self, host: HostRef, data_source: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def query_data_source(self, host: HostRef, data_source: str, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def record_data_source(self, host: HostRef, data_source: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def get_data_sources(self, host: HostRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def emergency_ha_disable(self, soft: bool, /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def power_on(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def destroy(self, self_: HostRef, /) -> TaskRef:
@@ -3877,8 +3827,6 @@ class AsyncHostApi:
         """Lowest role: pool-operator. Errors: LICENSE_PROCESSING_ERROR."""
     def license_apply(self, host: HostRef, contents: str, /) -> TaskRef:
         """Lowest role: pool-operator. Errors: LICENSE_PROCESSING_ERROR."""
-    def list_methods(self) -> TaskRef:
-        """Lowest role: read-only."""
     def bugreport_upload(self, host: HostRef, url: str, options: dict[str, str], /) -> TaskRef:
         """Lowest role: pool-operator."""
     def send_debug_keys(self, host: HostRef, keys: str, /) -> TaskRef:
@@ -3897,8 +3845,6 @@ class AsyncHostApi:
         """Lowest role: pool-operator."""
     def disable(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def is_in_emergency_mode(self) -> TaskRef:
-        """Lowest role: read-only."""
 
 class HostCrashdumpApi:
     """xenapi.host_crashdump"""

@@ -142,3 +142,26 @@ def test_forwarding_class_of_every_message():
     assert flags.forwarding(dm.CLASSES["pool"].messages["emergency_transition_to_master"]) == "emergency"
     # a read without a session (none exists) is not a replica read
     assert flags.forwarding(dm.CLASSES["session"].messages["login_with_password"]) == "master"
+
+
+def test_parameter_defaults_are_trailing_parameters_of_their_message():
+    from xapi.datamodel.defaults import PARAM_DEFAULTS
+
+    for wire, defaults in PARAM_DEFAULTS.items():
+        cls, name = wire.split(".")
+        params = [p.name for p in dm.CLASSES[cls].messages[name].params]
+        assert params[-len(defaults):] == [n for n, _ in defaults], wire
+
+
+def test_async_forms_follow_xapis_flags():
+    from xapi.datamodel import flags
+
+    msgs = {m.wire_name: m for c in dm.CLASSES.values() for m in c.messages.values()}
+    listed = [msgs[n] for n in flags._NO_ASYNC_CALLS if n in msgs]
+    assert len(listed) > 30 and not any(flags.has_async(m) for m in listed)
+    for wire in ("VM.start", "VM.clean_shutdown", "host.evacuate", "pool.join", "pool.sync_database",
+                 "VM.create", "VM.destroy", "network.create", "host.dmesg"):
+        assert flags.has_async(msgs[wire]), wire
+    for wire in ("VM.get_record", "VM.set_name_label", "VM.add_to_other_config", "host.get_servertime",
+                 "host.shutdown_agent", "host.emergency_ha_disable", "session.login_with_password"):
+        assert not flags.has_async(msgs[wire]), wire

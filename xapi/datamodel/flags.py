@@ -16,8 +16,21 @@ _NO_ASYNC_CLASSES = frozenset({"session", "event", "task", "blob", "auth", "user
 
 
 # Explicit messages xapi declares with `~flags:[`Session]` (no Async form), as read in its datamodel
-# sources; only the classes checked so far are listed (datamodel_pool.ml).
+# sources; only the classes checked so far are listed (datamodel_pool.ml, datamodel_host.ml).
 _NO_ASYNC_CALLS = frozenset({
+    *("host." + name for name in (
+        "local_assert_healthy", "request_backup", "request_config_file_sync", "propose_new_master",
+        "abort_new_master", "commit_new_master", "is_in_emergency_mode", "signal_networking_change",
+        "local_management_reconfigure", "ha_xapi_healthcheck", "management_disable", "shutdown_agent",
+        "get_data_sources", "record_data_source", "query_data_source", "forget_data_source_archives",
+        "get_diagnostic_timing_stats", "call_extension", "list_methods", "get_system_status_capabilities",
+        "set_hostname_live", "tickle_heartbeat", "sync_data", "backup_rrds", "get_servertime",
+        "get_server_localtime", "emergency_ha_disable", "emergency_reset_server_certificate",
+        "enable_external_auth", "disable_external_auth", "apply_edition", "set_cpu_features",
+        "reset_cpu_features", "enable_local_storage_caching", "disable_local_storage_caching",
+        "get_sm_diagnostics", "get_thread_diagnostics", "sm_dp_destroy", "sync_vlans", "sync_tunnels",
+        "sync_pif_currently_attached", "emergency_disable_tls_verification",
+        "emergency_reenable_tls_verification")),
     "pool.emergency_reset_master", "pool.emergency_transition_to_master",
     "pool.ha_prevent_restarts_for", "pool.ha_failover_plan_exists",
     "pool.ha_compute_max_host_failures_to_tolerate",
