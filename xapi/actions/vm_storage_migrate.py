@@ -329,11 +329,15 @@ class _Moves:
         """The memory moved: the source's datapaths released (which ends their mirrors), the new
         VDIs activated on the destination, where the guest's writes go on."""
         for dp, vdi, dst, vbd in list(self.mirrors):
+            # the domain runs on the destination already: a failure here is reported, not undone
             try:
                 await _on(self.app, self.source, "mirror.release", dp, vdi)
-            except Exception as e:  # noqa: BLE001 - the domain runs on the destination already
+            except Exception as e:  # noqa: BLE001
                 log.error("releasing %s of %s on the source failed: %s", dp, vdi, e)
-            await _on(self.app, self.dest, "mirror.activate", dp, dst)
+            try:
+                await _on(self.app, self.dest, "mirror.activate", dp, dst)
+            except Exception as e:  # noqa: BLE001
+                log.error("activating %s of %s on the destination failed: %s", dp, dst, e)
             self._switched(dp, vdi, dst, vbd)
         if self.attached:
             from xapi.actions import vm_devices

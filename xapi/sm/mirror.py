@@ -194,7 +194,7 @@ class Datapaths:
         self.taps: dict[tuple[str, str], Tap] = {}
         self.current: dict[str, Tap] = {}
         self.writers = sim_disk_writer.Writers(self)
-        self.mirrors: dict[str, Mirror] = {}      # datapath -> its running mirror (source side)
+        self.mirrors: dict[str, Mirror | None] = {}   # datapath -> its mirror (source side)
         self.dsts: dict[str, tuple] = {}          # mirror datapath -> (open disk, VDI) (destination side)
 
     # -- hooks of the access layer ---------------------------------------------------------------

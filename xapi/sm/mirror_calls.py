@@ -136,13 +136,21 @@ async def start(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, progress=No
         raise XapiError("VDI_NEEDS_VM_FOR_MIGRATE", vdi)
     mdp = f"mirror/{dp}"
     loop = asyncio.get_running_loop()
-    if dst_host in (None, "", app.host_ref):
-        await dst_open(app, mdp, dst_vdi)
-        dst = _LocalDst(app, loop, mdp)
-    else:
-        await app.pool.call(dst_host, "mirror.dst_open", mdp, dst_vdi, app.db.generation)
-        dst = _RemoteDst(app, loop, dst_host, mdp)
+    datapaths.mirrors[dp] = None                # taken: a stop from now on ends this start
+    try:
+        if dst_host in (None, "", app.host_ref):
+            await dst_open(app, mdp, dst_vdi)
+            dst = _LocalDst(app, loop, mdp)
+        else:
+            await app.pool.call(dst_host, "mirror.dst_open", mdp, dst_vdi, app.db.generation)
+            dst = _RemoteDst(app, loop, dst_host, mdp)
+    except BaseException:
+        datapaths.mirrors.pop(dp, None)
+        raise
     m = mirror.Mirror(tap, dst)
+    if dp not in datapaths.mirrors:             # stopped while the destination opened
+        await m.stop()
+        raise XapiError("MIRROR_FAILED", vdi)
     datapaths.mirrors[dp] = m
     try:
         await m.run(progress)
@@ -203,7 +211,7 @@ def progress(app, task: str, value: float, generation=None):
 @method("mirror.stop")
 async def stop(app, dp: str, generation=None):
     m = mirror.of(app).mirrors.pop(dp, None)
-    if m is not None:
+    if m is not None:           # (None: its start is opening the destination; it sees the stop)
         await m.stop()
     return ""
 
