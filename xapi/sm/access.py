@@ -222,20 +222,30 @@ class Access:
             except IllegalTransition as e:
                 raise XapiError("INTERNAL_ERROR",
                                 f"Storage_interface.Illegal_transition({uuid}: {e})") from None
-            for step in steps:
+            # one save per driver side effect, right after it; the last one records the datapath's
+            # new state too (a change calling no driver saves once, if anything changed)
+            for i, step in enumerate(steps):
                 await self._backend(step, vdi_ref, rec, entry, new_super)
-                self.vdis[uuid] = entry
+                if i == len(steps) - 1:
+                    self._settle(uuid, entry, dp, new_dp)
+                else:
+                    self.vdis[uuid] = entry
                 await self._save()
-            if new_dp == DETACHED:
-                dps.pop(dp, None)
-            else:
-                dps[dp] = new_dp
-            if entry["state"] == DETACHED and not dps:
-                self.vdis.pop(uuid, None)
-            else:
-                self.vdis[uuid] = entry
-            await self._save()
+            if not steps and (old_dp != new_dp or dp not in dps):
+                self._settle(uuid, entry, dp, new_dp)
+                await self._save()
             return entry.get("attach_info") if op in ("attach", "activate") else None
+
+    def _settle(self, uuid: str, entry: dict, dp: str, new_dp: str) -> None:
+        dps = entry["dps"]
+        if new_dp == DETACHED:
+            dps.pop(dp, None)
+        else:
+            dps[dp] = new_dp
+        if entry["state"] == DETACHED and not dps:
+            self.vdis.pop(uuid, None)
+        else:
+            self.vdis[uuid] = entry
 
     async def _backend(self, step: str, vdi_ref: str, rec: dict, entry: dict, target: str) -> None:
         """One driver call; on success the entry's backend state moves on."""

@@ -448,7 +448,9 @@ class VHDFileSR(Driver):
         others = {k: v for k, v in sm_config.items() if k.startswith("host_") and k != mine}
         if any(v == "RW" for v in others.values()) or (writable and others):
             raise SMError("VDIInUse", f"activated on {sorted(others)}")
-        self.set_sm_key(ref, mine, "RW" if writable else "RO")
+        if mine in sm_config:               # a stale key of this host (read above): replaced
+            self.api.VDI.remove_from_sm_config(ref, mine)
+        self.api.VDI.add_to_sm_config(ref, mine, "RW" if writable else "RO")
         return None
 
     def vdi_deactivate(self):
