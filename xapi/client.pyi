@@ -2385,8 +2385,8 @@ class VMApi:
         """Lowest role: read-only."""
     def assert_agile(self, self_: VMRef, /) -> None:
         """Lowest role: read-only."""
-    def create_new_blob(self, vm: VMRef, name: str, mime_type: str, public: bool, /) -> BlobRef:
-        """Lowest role: vm-power-admin."""
+    def create_new_blob(self, vm: VMRef, name: str, mime_type: str, public: bool = ..., /) -> BlobRef:
+        """Defaults: public=False. Lowest role: vm-power-admin."""
     def assert_can_boot_here(self, self_: VMRef, host: HostRef, /) -> None:
         """Lowest role: read-only. Errors: HOST_NOT_ENOUGH_FREE_MEMORY, HOST_NOT_ENOUGH_PCPUS, NETWORK_SRIOV_INSUFFICIENT_CAPACITY, HOST_NOT_LIVE, HOST_DISABLED, HOST_CANNOT_ATTACH_NETWORK, VM_HVM_REQUIRED, VM_REQUIRES_GPU, VM_REQUIRES_IOMMU, VM_REQUIRES_NETWORK, VM_REQUIRES_SR, VM_REQUIRES_VGPU, VM_HOST_INCOMPATIBLE_VERSION, VM_HOST_INCOMPATIBLE_VIRTUAL_HARDWARE_PLATFORM_VERSION, INVALID_VALUE, MEMORY_CONSTRAINT_VIOLATION, OPERATION_NOT_ALLOWED, VALUE_NOT_SUPPORTED, VM_INCOMPATIBLE_WITH_THIS_HOST."""
     def get_possible_hosts(self, vm: VMRef, /) -> list[HostRef]:
@@ -2409,8 +2409,8 @@ class VMApi:
         """Lowest role: read-only."""
     def get_boot_record(self, self_: VMRef, /) -> VMRecord:
         """Lowest role: read-only."""
-    def assert_can_migrate(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef], /) -> None:
-        """Lowest role: vm-power-admin. Errors: LICENCE_RESTRICTION."""
+    def assert_can_migrate(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef] = ..., /) -> None:
+        """Defaults: vgpu_map={}. Lowest role: vm-power-admin. Errors: LICENCE_RESTRICTION."""
     def migrate_send(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef] = ..., /) -> VMRef:
         """Defaults: vgpu_map={}. Lowest role: vm-power-admin. Errors: VM_BAD_POWER_STATE, LICENCE_RESTRICTION."""
     def maximise_memory(self, self_: VMRef, total: int | str, approximate: bool, /) -> int | str:
@@ -2782,10 +2782,6 @@ class AsyncVMApi:
     """xenapi.Async.VM: each call starts a task and answers with its ref."""
     def restart_device_models(self, self_: VMRef, /) -> TaskRef:
         """Lowest role: vm-power-admin. Errors: VM_BAD_POWER_STATE, OTHER_OPERATION_IN_PROGRESS, VM_IS_TEMPLATE, OPERATION_NOT_ALLOWED."""
-    def set_HVM_boot_policy(self, self_: VMRef, value: str, /) -> TaskRef:
-        """Lowest role: vm-admin."""
-    def set_domain_type(self, self_: VMRef, value: DomainType, /) -> TaskRef:
-        """Lowest role: vm-admin."""
     def set_actions_after_crash(self, self_: VMRef, value: OnCrashBehaviour, /) -> TaskRef:
         """Lowest role: vm-admin."""
     # import: a Python keyword; see AsyncVMImportMethod
@@ -2813,10 +2809,6 @@ class AsyncVMApi:
         """Lowest role: pool-operator."""
     def set_start_delay(self, self_: VMRef, value: int | str, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def set_snapshot_schedule(self, self_: VMRef, value: VMSSRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_protection_policy(self, self_: VMRef, value: VMPPRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def copy_bios_strings(self, vm: VMRef, host: HostRef, /) -> TaskRef:
         """Lowest role: vm-admin."""
     def set_bios_strings(self, self_: VMRef, value: dict[str, str], /) -> TaskRef:
@@ -2825,32 +2817,18 @@ class AsyncVMApi:
         """Lowest role: read-only."""
     def assert_agile(self, self_: VMRef, /) -> TaskRef:
         """Lowest role: read-only."""
-    def create_new_blob(self, vm: VMRef, name: str, mime_type: str, public: bool, /) -> TaskRef:
-        """Lowest role: vm-power-admin."""
+    def create_new_blob(self, vm: VMRef, name: str, mime_type: str, public: bool = ..., /) -> TaskRef:
+        """Defaults: public=False. Lowest role: vm-power-admin."""
     def assert_can_boot_here(self, self_: VMRef, host: HostRef, /) -> TaskRef:
         """Lowest role: read-only. Errors: HOST_NOT_ENOUGH_FREE_MEMORY, HOST_NOT_ENOUGH_PCPUS, NETWORK_SRIOV_INSUFFICIENT_CAPACITY, HOST_NOT_LIVE, HOST_DISABLED, HOST_CANNOT_ATTACH_NETWORK, VM_HVM_REQUIRED, VM_REQUIRES_GPU, VM_REQUIRES_IOMMU, VM_REQUIRES_NETWORK, VM_REQUIRES_SR, VM_REQUIRES_VGPU, VM_HOST_INCOMPATIBLE_VERSION, VM_HOST_INCOMPATIBLE_VIRTUAL_HARDWARE_PLATFORM_VERSION, INVALID_VALUE, MEMORY_CONSTRAINT_VIOLATION, OPERATION_NOT_ALLOWED, VALUE_NOT_SUPPORTED, VM_INCOMPATIBLE_WITH_THIS_HOST."""
     def get_possible_hosts(self, vm: VMRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_allowed_VIF_devices(self, vm: VMRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_allowed_VBD_devices(self, vm: VMRef, /) -> TaskRef:
         """Lowest role: read-only."""
     def update_allowed_operations(self, self_: VMRef, /) -> TaskRef:
         """Lowest role: pool-admin."""
     def assert_operation_valid(self, self_: VMRef, op: VmOperations, /) -> TaskRef:
         """Lowest role: read-only."""
-    def forget_data_source_archives(self, self_: VMRef, data_source: str, /) -> TaskRef:
-        """Lowest role: vm-admin."""
-    def query_data_source(self, self_: VMRef, data_source: str, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def record_data_source(self, self_: VMRef, data_source: str, /) -> TaskRef:
-        """Lowest role: vm-admin."""
-    def get_data_sources(self, self_: VMRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_boot_record(self, self_: VMRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def assert_can_migrate(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef], /) -> TaskRef:
-        """Lowest role: vm-power-admin. Errors: LICENCE_RESTRICTION."""
+    def assert_can_migrate(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef] = ..., /) -> TaskRef:
+        """Defaults: vgpu_map={}. Lowest role: vm-power-admin. Errors: LICENCE_RESTRICTION."""
     def migrate_send(self, vm: VMRef, dest: dict[str, str], live: bool, vdi_map: dict[VDIRef, SRRef], vif_map: dict[VIFRef, NetworkRef], options: dict[str, str], vgpu_map: dict[VGPURef, GPUGroupRef] = ..., /) -> TaskRef:
         """Defaults: vgpu_map={}. Lowest role: vm-power-admin. Errors: VM_BAD_POWER_STATE, LICENCE_RESTRICTION."""
     def maximise_memory(self, self_: VMRef, total: int | str, approximate: bool, /) -> TaskRef:
@@ -2859,13 +2837,7 @@ class AsyncVMApi:
         """Lowest role: pool-admin. Errors: VM_BAD_POWER_STATE."""
     def send_sysrq(self, vm: VMRef, key: str, /) -> TaskRef:
         """Lowest role: pool-admin. Errors: VM_BAD_POWER_STATE."""
-    def set_VCPUs_at_startup(self, self_: VMRef, value: int | str, /) -> TaskRef:
-        """Lowest role: vm-admin."""
-    def set_VCPUs_max(self, self_: VMRef, value: int | str, /) -> TaskRef:
-        """Lowest role: vm-admin."""
     def set_shadow_multiplier_live(self, self_: VMRef, multiplier: float, /) -> TaskRef:
-        """Lowest role: vm-power-admin."""
-    def set_HVM_shadow_multiplier(self, self_: VMRef, value: float, /) -> TaskRef:
         """Lowest role: vm-power-admin."""
     def get_cooperative(self, self_: VMRef, /) -> TaskRef:
         """Lowest role: read-only."""
@@ -2879,22 +2851,10 @@ class AsyncVMApi:
         """Lowest role: vm-power-admin."""
     def set_memory_static_range(self, self_: VMRef, min: int | str, max: int | str, /) -> TaskRef:
         """Lowest role: vm-power-admin."""
-    def set_memory_static_min(self, self_: VMRef, value: int | str, /) -> TaskRef:
-        """Lowest role: vm-power-admin."""
-    def set_memory_static_max(self, self_: VMRef, value: int | str, /) -> TaskRef:
-        """Lowest role: vm-power-admin. Errors: HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN."""
     def set_memory_dynamic_range(self, self_: VMRef, min: int | str, max: int | str, /) -> TaskRef:
-        """Lowest role: vm-power-admin."""
-    def set_memory_dynamic_min(self, self_: VMRef, value: int | str, /) -> TaskRef:
-        """Lowest role: vm-power-admin."""
-    def set_memory_dynamic_max(self, self_: VMRef, value: int | str, /) -> TaskRef:
         """Lowest role: vm-power-admin."""
     def compute_memory_overhead(self, vm: VMRef, /) -> TaskRef:
         """Lowest role: read-only."""
-    def set_ha_always_run(self, self_: VMRef, value: bool, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_ha_restart_priority(self, self_: VMRef, value: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def remove_from_NVRAM(self, self_: VMRef, key: str, /) -> TaskRef:
         """Lowest role: vm-admin."""
     def add_to_NVRAM(self, self_: VMRef, key: str, value: str, /) -> TaskRef:

@@ -163,5 +163,6 @@ def test_async_forms_follow_xapis_flags():
                  "VM.create", "VM.destroy", "network.create", "host.dmesg"):
         assert flags.has_async(msgs[wire]), wire
     for wire in ("VM.get_record", "VM.set_name_label", "VM.add_to_other_config", "host.get_servertime",
-                 "host.shutdown_agent", "host.emergency_ha_disable", "session.login_with_password"):
+                 "host.shutdown_agent", "host.emergency_ha_disable", "VM.set_VCPUs_max",
+                 "VM.set_memory_static_max", "VM.get_allowed_VBD_devices", "session.login_with_password"):
         assert not flags.has_async(msgs[wire]), wire

@@ -8,6 +8,8 @@ PARAM_DEFAULTS: dict[str, tuple[tuple[str, object], ...]] = {
     "session.login_with_password": (("version", "1.1"), ("originator", "")),
     "VM.snapshot": (("ignore_vdis", []),),
     "VM.migrate_send": (("vgpu_map", {}),),     # vdi_format_map is newer than this API version
+    "VM.assert_can_migrate": (("vgpu_map", {}),),
+    "VM.create_new_blob": (("public", False),),
     "VDI.clone": (("driver_params", {}),),
     "VDI.snapshot": (("driver_params", {}),),
     "VDI.copy": (("base_vdi", "OpaqueRef:NULL"), ("into_vdi", "OpaqueRef:NULL")),

@@ -16,8 +16,16 @@ _NO_ASYNC_CLASSES = frozenset({"session", "event", "task", "blob", "auth", "user
 
 
 # Explicit messages xapi declares with `~flags:[`Session]` (no Async form), as read in its datamodel
-# sources; only the classes checked so far are listed (datamodel_pool.ml, datamodel_host.ml).
+# sources; only the classes checked so far are listed (datamodel_pool.ml, datamodel_host.ml,
+# datamodel_vm.ml).
 _NO_ASYNC_CALLS = frozenset({
+    *("VM." + name for name in (
+        "get_boot_record", "get_data_sources", "record_data_source", "query_data_source",
+        "forget_data_source_archives", "set_ha_always_run", "set_ha_restart_priority",
+        "get_allowed_VBD_devices", "get_allowed_VIF_devices", "set_memory_dynamic_max",
+        "set_memory_dynamic_min", "set_memory_static_max", "set_memory_static_min", "set_VCPUs_max",
+        "set_VCPUs_at_startup", "set_HVM_shadow_multiplier", "set_protection_policy",
+        "set_snapshot_schedule", "set_domain_type", "set_HVM_boot_policy")),
     *("host." + name for name in (
         "local_assert_healthy", "request_backup", "request_config_file_sync", "propose_new_master",
         "abort_new_master", "commit_new_master", "is_in_emergency_mode", "signal_networking_change",
