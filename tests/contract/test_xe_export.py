@@ -105,6 +105,8 @@ def test_export_errors(d, source, tmp_path):
     existing.write_bytes(b"keep")
     r = xe(d, "vm-export", f"uuid={uuid}", f"filename={existing}")
     assert r.returncode == 1 and "Operation failed. Error:" in r.stderr and existing.read_bytes() == b"keep"
+    # xe exits on that failure without waiting for the server: no export may still hold the VM
+    assert ok(xe(d, "vm-param-get", f"uuid={uuid}", "param-name=current-operations")) == ""
     r = xe(d, "vm-import", f"filename={tmp_path / 'missing.xva'}")
     assert r.returncode == 1 and "does not exist" in r.stderr
     r = xe(d, "vm-import", f"filename={tmp_path / 'x.xva'}", "--dry-run")

@@ -12,6 +12,7 @@ standard library.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import ssl
@@ -339,6 +340,11 @@ def http_get(opts, url: str, filename: str, permitted: set[str], redirects: int 
     """GET url into a new file (xe never overwrites one), or standard output when filename is empty.
     True on a 2xx answer whose body arrived whole."""
     o, host, target = _target(opts, url)
+    if filename and os.path.lexists(filename):
+        # refused before the request: xe would exit on this failure without waiting for the server,
+        # whose export, once started, holds the VM (current_operations) until it sees the close
+        check_permitted(permitted, filename)
+        raise ClientSideError(str(FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), filename)))
     sock, _ = connect(o)
     try:
         sock.sendall((f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-agent: xe-cli/Unix/{MAJOR}.{MINOR}\r\n"
