@@ -45,10 +45,14 @@ def _capability(app, sr, capability) -> None:
 
 
 def _active(app, vdi, rec) -> bool:
+    """As xapi's destroy: a VBD attached or reserved (ours show a plug under way by an operation in
+    progress) holds the VDI; other VBDs go with it (rows.destroy_vdi_row)."""
     vbds = app.db.table("VBD")
-    if any(vbds.get_field(v, "currently_attached") or vbds.get_field(v, "reserved")
-           for v in rec["VBDs"] if v in vbds):
-        return True
+    for v in rec["VBDs"]:
+        if v in vbds:
+            r = vbds.get(v)
+            if r["currently_attached"] or r.get("reserved") or r["current_operations"]:
+                return True
     return app.storage.access.in_use(rec["uuid"])
 
 
