@@ -1579,6 +1579,15 @@ class SessionApi:
     def slave_login(self, host: HostRef, psecret: str, /) -> SessionRef:
         """The wire form; through the SDK call xenapi.slave_login(...) instead, which keeps the session. Lowest role: pool-admin."""
 
+class AsyncSessionApi:
+    """xenapi.Async.session: each call starts a task and answers with its ref."""
+    def logout_subject_identifier(self, subject_identifier: str, /) -> TaskRef:
+        """Lowest role: pool-operator."""
+    def get_all_subject_identifiers(self) -> TaskRef:
+        """Lowest role: read-only."""
+    def create_from_db_file(self, filename: str, /) -> TaskRef:
+        """No role may call it (superuser sessions only)."""
+
 class AuthApi:
     """xenapi.auth"""
     def get_group_membership(self, subject_identifier: str, /) -> list[str]:
@@ -1734,6 +1743,11 @@ class TaskApi:
     def get_all_records_where(self, expr: str, /) -> dict[TaskRef, TaskRecord]:
         """Lowest role: read-only."""
 
+class AsyncTaskApi:
+    """xenapi.Async.task: each call starts a task and answers with its ref."""
+    def cancel(self, task: TaskRef, /) -> TaskRef:
+        """Lowest role: read-only. Errors: OPERATION_NOT_ALLOWED."""
+
 class EventApi:
     """xenapi.event"""
     def inject(self, class_: str, ref: str, /) -> str:
@@ -1746,6 +1760,13 @@ class EventApi:
     def unregister(self, classes: list[str], /) -> None:
         """Lowest role: read-only."""
     def register(self, classes: list[str], /) -> None:
+        """Lowest role: read-only."""
+
+class AsyncEventApi:
+    """xenapi.Async.event: each call starts a task and answers with its ref."""
+    def unregister(self, classes: list[str], /) -> TaskRef:
+        """Lowest role: read-only."""
+    def register(self, classes: list[str], /) -> TaskRef:
         """Lowest role: read-only."""
 
 class PoolApi:
@@ -5313,6 +5334,13 @@ class UserApi:
     def get_record(self, self_: UserRef, /) -> UserRecord:
         """Lowest role: read-only."""
 
+class AsyncUserApi:
+    """xenapi.Async.user: each call starts a task and answers with its ref."""
+    def destroy(self, self_: UserRef, /) -> TaskRef:
+        """Lowest role: pool-admin."""
+    def create(self, args: UserCreateArgs, /) -> TaskRef:
+        """Lowest role: pool-admin."""
+
 class DataSourceApi:
     """xenapi.data_source: no messages (data_source is a record type only)."""
 
@@ -5380,23 +5408,7 @@ class MessageApi:
 
 class AsyncMessageApi:
     """xenapi.Async.message: each call starts a task and answers with its ref."""
-    def get_all_records(self) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_by_uuid(self, uuid: str, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_record(self, self_: MessageRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_since(self, since: DateTime, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def get_all(self) -> TaskRef:
-        """Lowest role: read-only."""
-    def get(self, cls: Cls, obj_uuid: str, since: DateTime, /) -> TaskRef:
-        """Lowest role: read-only."""
     def destroy_many(self, messages: list[MessageRef], /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def destroy(self, self_: MessageRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def create(self, name: str, priority: int | str, cls: Cls, obj_uuid: str, body: str, /) -> TaskRef:
         """Lowest role: pool-operator."""
 
 class SecretApi:
@@ -6460,7 +6472,10 @@ class AsyncObserverApi:
 
 class AsyncApi:
     """xenapi.Async: the messages that have an Async form, by class."""
+    session: AsyncSessionApi
     subject: AsyncSubjectApi
+    task: AsyncTaskApi
+    event: AsyncEventApi
     pool: AsyncPoolApi
     pool_patch: AsyncPoolPatchApi
     pool_update: AsyncPoolUpdateApi
@@ -6485,6 +6500,7 @@ class AsyncApi:
     crashdump: AsyncCrashdumpApi
     VTPM: AsyncVTPMApi
     console: AsyncConsoleApi
+    user: AsyncUserApi
     message: AsyncMessageApi
     secret: AsyncSecretApi
     tunnel: AsyncTunnelApi

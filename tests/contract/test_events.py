@@ -197,6 +197,9 @@ def test_async_forms_follow_xapis_flags(xapi_daemon, x):
         assert r["ErrorDescription"] == ["Fault", f"No async mode for this operation (rpc: {name})"]
     task = x.Async.pool.sync_database()
     assert wait_task(x, task)["status"] == "success"
+    client_task = x.task.create("t", "")
+    canceller = x.Async.task.cancel(client_task)           # xapi gives task.cancel an Async form
+    assert wait_task(x, canceller)["status"] == "success" and x.task.get_status(client_task) == "cancelling"
     blob = raw.pool.create_new_blob(sid, pool, "b", "text/plain")["Value"]     # public defaults to false
     assert x.blob.get_public(blob) is False and x.pool.get_blobs(pool)["b"] == blob
     raw.session.logout(sid)

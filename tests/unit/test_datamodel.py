@@ -160,9 +160,13 @@ def test_async_forms_follow_xapis_flags():
     listed = [msgs[n] for n in flags._NO_ASYNC_CALLS if n in msgs]
     assert len(listed) > 30 and not any(flags.has_async(m) for m in listed)
     for wire in ("VM.start", "VM.clean_shutdown", "host.evacuate", "pool.join", "pool.sync_database",
-                 "VM.create", "VM.destroy", "network.create", "host.dmesg"):
+                 "VM.create", "VM.destroy", "network.create", "host.dmesg", "task.cancel", "event.register",
+                 "event.unregister", "message.destroy_many", "session.logout_subject_identifier",
+                 "user.create"):
         assert flags.has_async(msgs[wire]), wire
     for wire in ("VM.get_record", "VM.set_name_label", "VM.add_to_other_config", "host.get_servertime",
                  "host.shutdown_agent", "host.emergency_ha_disable", "VM.set_VCPUs_max",
-                 "VM.set_memory_static_max", "VM.get_allowed_VBD_devices", "session.login_with_password"):
+                 "VM.set_memory_static_max", "VM.get_allowed_VBD_devices", "session.login_with_password",
+                 "session.logout", "task.create", "task.destroy", "event.from", "event.next", "message.create",
+                 "message.get_since", "blob.create"):
         assert not flags.has_async(msgs[wire]), wire
