@@ -1,9 +1,11 @@
 """Storage through the official SDK against a real daemon: SRs (ext, nfs as a folder, iso), VDIs and their
 files, the SMAPIv1 drivers (garbage, crashes, hangs, a driver dropped in), the fresh host's local SR, and
 the access layer's state across a restart."""
+import contextlib
 import http.client
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -438,24 +440,121 @@ def _kernel_has_nfs() -> bool:
         return any(line.split()[-1] in ("nfs", "nfs4") for line in f if line.strip())
 
 
+@contextlib.contextmanager
+def nfs_port_listener():
+    """Something answering on 127.0.0.1:2049, so the driver gets past SM's port test (NFSTarget) to
+    mount.nfs; it speaks no NFS. Skips when the port is taken."""
+    try:
+        ls = socket.create_server(("127.0.0.1", 2049))
+    except OSError as e:
+        pytest.skip(f"port 2049 is in use here: {e}")
+    with ls:
+        yield
+
+
 def test_nfs_sr_on_an_export_that_cannot_be_mounted(storage_daemon, x, host):
-    """device-config server/serverpath: the driver mounts the export with the system's mount.nfs.
-    Where that fails (here: nothing serves NFS on 127.0.0.1, or the kernel has no NFS client at all)
-    SR.create and SR.probe fail with SM's NFSMount error carrying mount.nfs's words, nothing is left
-    behind, and the daemon goes on."""
+    """device-config server/serverpath: the driver first tries the NFS port, as SM's _testHost (nothing
+    there: NFSTarget, 108), then mounts the export with the system's mount.nfs. Where that fails (here:
+    the kernel has no NFS client, or what answers on the port is no NFS server) SR.create and SR.probe
+    fail with SM's NFSMount error (73) carrying mount.nfs's words, nothing is left behind, and the
+    daemon goes on."""
     if shutil.which("mount.nfs") is None:
         pytest.skip("mount.nfs (Debian nfs-common) is not installed: tools/system-deps.sh installs it")
     before = set(x.SR.get_all())
+    mounts = os.path.join(storage_daemon.data_dir, "sr-mount")
     # NFSv4: no rpc.statd needed (for v3 mount.nfs spends 10 s trying to start one first)
-    dconf = {"server": "127.0.0.1", "serverpath": "/srv/no-such-export", "nfsversion": "4"}
-    for call in (lambda: x.SR.create(host, dconf, "0", "nfs", "", "nfs", "user", True, {}),
-                 lambda: x.SR.probe(host, dconf, "nfs", {})):
+    nobody = {"server": "127.0.0.2", "serverpath": "/srv/export", "nfsversion": "4"}
+    for call in (lambda: x.SR.create(host, nobody, "0", "nfs", "", "nfs", "user", True, {}),
+                 lambda: x.SR.probe(host, nobody, "nfs", {})):
         details = failure(call)
-        assert details[0].startswith("SR_BACKEND_FAILURE"), details
-        if not _kernel_has_nfs():        # refused at once ("No such device"): SM's NFSMount (73)
-            assert details[0] == "SR_BACKEND_FAILURE_73" and "mount.nfs" in details[2], details
+        assert details[0] == "SR_BACKEND_FAILURE_108" and "2049" in details[2], details
+    dconf = {"server": "127.0.0.1", "serverpath": "/srv/no-such-export", "nfsversion": "4"}
+    with nfs_port_listener():
+        for call in (lambda: x.SR.create(host, dconf, "0", "nfs", "", "nfs", "user", True, {}),
+                     lambda: x.SR.probe(host, dconf, "nfs", {})):
+            details = failure(call)
+            assert details[0].startswith("SR_BACKEND_FAILURE"), details
+            if not _kernel_has_nfs():        # refused at once ("No such device"): SM's NFSMount (73)
+                assert details[0] == "SR_BACKEND_FAILURE_73" and "mount.nfs" in details[2], details
     assert set(x.SR.get_all()) == before
+    assert not os.path.isdir(mounts) or os.listdir(mounts) == []        # no mount point left
     assert storage_daemon.alive()
+
+
+FAKE_MOUNT = """#!/bin/sh
+# A TEST OF THE ARGUMENTS ONLY: records how the driver runs mount.nfs and fails; it mounts nothing.
+printf '%s\\n' "$*" >> LOG
+echo "fake mount.nfs: not mounting (this test checks the arguments only)" >&2
+exit 32
+"""
+FAKE_SHOWMOUNT = """#!/bin/sh
+# A TEST OF THE ARGUMENTS ONLY: the export list a server would give to showmount --no-headers -e.
+[ "$1 $2 $3" = "--no-headers -e 127.0.0.1" ] || exit 1
+printf '/srv/vms *\\n/srv/isos 10.0.0.0/8\\n'
+"""
+
+
+def test_nfs_mount_arguments_as_sm_builds_them(tmp_path):
+    """ONLY A TEST OF OUR ARGUMENT BUILDING: mount.nfs and showmount are fakes put first on the
+    daemon's PATH; the fake mount.nfs records its arguments and fails, so every call here ends in
+    NFSMount (73) and no SR is claimed to work. What is checked is that the arguments are SM's
+    (nfs.py soft_mount): soft, proto, vers, acdirmin=0, acdirmax=0, then timeo/retrans from the SR's
+    other-config nfs-timeout/nfs-retrans (default 200 and 4) for the SR's own mount but not for a
+    probe, then device-config options; the export's <sr-uuid> sub-folder mounted at sr-mount/<uuid>;
+    useUDP; a bad nfsversion refused (NFSVersion, 72) before any mount; a missing serverpath answered
+    with ConfigServerPathMissing (101) and the server's exports listed, as SM's scan_exports does."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "mount.log"         # drivers run with SM's environment: the path is in the script
+    for name, text in (("mount.nfs", FAKE_MOUNT.replace("LOG", f"'{log}'")), ("showmount", FAKE_SHOWMOUNT)):
+        (fake / name).write_text(text)
+        (fake / name).chmod(0o755)
+    d = _daemon.start(env={"PATH": f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
+    try:
+        s = XenAPI.Session(d.url)
+        s.xenapi.login_with_password("root", d.password, "2.3", "pyxapi-tests")
+        x = s.xenapi
+        host = x.host.get_all()[0]
+        mounts = os.path.join(d.data_dir, "sr-mount")
+        calls = lambda: log.read_text().splitlines() if log.exists() else []  # noqa: E731
+        dconf = {"server": "127.0.0.1", "serverpath": "/srv/vms", "nfsversion": "4.1", "options": "nconnect=4"}
+        with nfs_port_listener():
+            details = failure(x.SR.create, host, dconf, "0", "nfs", "", "nfs", "user", True, {})
+            assert details[0] == "SR_BACKEND_FAILURE_73" and "fake mount.nfs" in details[2], details
+            mount = calls()[-1].split()
+            assert mount[0] == "127.0.0.1:/srv/vms" and mount[1].startswith(mounts + "/") and mount[2] == "-o"
+            assert mount[3] == "soft,proto=tcp,vers=4.1,acdirmin=0,acdirmax=0,timeo=200,retrans=4,nconnect=4"
+
+            details = failure(x.SR.probe, host, {**dconf, "useUDP": "true"}, "nfs", {})
+            assert details[0] == "SR_BACKEND_FAILURE_73", details
+            assert calls()[-1].split() == ["127.0.0.1:/srv/vms", os.path.join(mounts, "probe"), "-o",
+                                           "soft,proto=udp,vers=4.1,acdirmin=0,acdirmax=0,nconnect=4"]
+
+            # an SR's own mount (PBD.plug): its other-config's timeo and retrans, its sub-folder
+            sr = x.SR.introduce("", "nfs", "", "nfs", "user", True, {})
+            uuid = x.SR.get_uuid(sr)
+            x.SR.add_to_other_config(sr, "nfs-timeout", "50")
+            x.SR.add_to_other_config(sr, "nfs-retrans", "2")
+            pbd = x.PBD.create({"host": host, "SR": sr, "device_config": {**dconf, "nfsversion": "3"},
+                                "other_config": {}})
+            details = failure(x.PBD.plug, pbd)
+            assert details[0] == "SR_BACKEND_FAILURE_73", details
+            assert calls()[-1].split() == [f"127.0.0.1:/srv/vms/{uuid}", os.path.join(mounts, uuid), "-o",
+                                           "soft,proto=tcp,vers=3,acdirmin=0,acdirmax=0,timeo=50,retrans=2,nconnect=4"]
+            assert x.PBD.get_currently_attached(pbd) is False
+
+            n = len(calls())
+            details = failure(x.SR.probe, host, {**dconf, "nfsversion": "2"}, "nfs", {})
+            assert details[0] == "SR_BACKEND_FAILURE_72" and "nfsversion" in details[2], details
+            details = failure(x.SR.probe, host, {"server": "127.0.0.1"}, "nfs", {})
+            assert details[0] == "SR_BACKEND_FAILURE_101", details
+            assert "<Path>/srv/vms</Path><Accesslist>*</Accesslist>" in details[3], details
+            assert "<Path>/srv/isos</Path><Accesslist>10.0.0.0/8</Accesslist>" in details[3], details
+            assert len(calls()) == n                            # neither ran mount.nfs
+        assert not os.path.isdir(mounts) or os.listdir(mounts) == []
+        assert d.alive()
+    finally:
+        _daemon.cleanup(d)
 
 
 def test_iso_sr(x, host, tmp):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import uuid as _uuid
@@ -596,8 +597,15 @@ class EXTSR(VHDFileSR):
 
 
 class NFSSR(VHDFileSR):
+    """With device-config server/serverpath, SM's NFSSR and nfs.py: the export's <sr-uuid> sub-folder
+    soft-mounted by mount.nfs at <data>/sr-mount/<sr-uuid> (the SR's other-config nfs-timeout and
+    nfs-retrans, in tenths of a second and tries, default 200 and 4; probes mount with the NFS
+    defaults), NFS port 2049 tried first (NFSTarget), nfsversion 3 or 4.x (NFSVersion), proto tcp,
+    tcp6 for an IPv6 server, udp/udp6 with useUDP=true, device-config options appended; a missing
+    serverpath lists the server's exports (showmount -e) on stderr, as SM does."""
     TYPE = "nfs"
     EXTRA_CONFIGURATION = {"path": "a folder every host of the pool sees, instead of server/serverpath"}
+    NFSPORT = 2049
 
     @property
     def mounted(self) -> bool:
@@ -605,11 +613,32 @@ class NFSSR(VHDFileSR):
 
     @property
     def remote(self) -> str:
-        return f"{self.dconf['server']}:{self.dconf.get('serverpath', '').rstrip('/')}"
+        server = self.dconf["server"]
+        if self.transport.endswith("6"):
+            server = f"[{server}]"
+        return f"{server}:{self.dconf.get('serverpath', '').rstrip('/')}"
+
+    @property
+    def transport(self) -> str:
+        try:
+            v6 = socket.getaddrinfo(self.dconf["server"], 0)[0][0] == socket.AF_INET6
+        except (OSError, UnicodeError):
+            v6 = False
+        udp = self.dconf.get("useUDP") == "true"
+        return ("udp" if udp else "tcp") + ("6" if v6 else "")
+
+    @property
+    def nfsversion(self) -> str:
+        version = self.dconf.get("nfsversion") or "3"
+        if not (version == "3" or version.startswith("4")):
+            raise SMError("NFSVersion", "Invalid nfsversion.")
+        return version
 
     def sr_path(self) -> str:
         if self.dconf.get("server"):
             if not self.dconf.get("serverpath"):
+                if self.req.command in ("sr_create", "sr_probe"):
+                    self.list_exports()
                 raise SMError("ConfigServerPathMissing")
             return os.path.join(data_dir(), "sr-mount", self.req.sr_uuid or "probe")
         if self.dconf.get("path"):
@@ -617,20 +646,75 @@ class NFSSR(VHDFileSR):
             return os.path.join(base, self.req.sr_uuid) if self.req.sr_uuid else base
         raise SMError("ConfigServerMissing")
 
-    def mount_options(self) -> str:
-        version = self.dconf.get("nfsversion", "3")
-        opts = f"soft,proto=tcp,vers={version},acdirmin=0,acdirmax=0,timeo=200,retrans=4"
+    def list_exports(self) -> None:
+        """The server's exports, as SM's scan_exports, on stderr (xapi puts it in the error)."""
+        server = self.dconf["server"]
+        try:
+            out = run_command(["showmount", "--no-headers", "-e", server], "NFSMount", timeout=30)
+        except SMError:
+            return
+        items = []
+        for line in out.splitlines():
+            if line.split():
+                path, access = (line.split() + ["*"])[:2]
+                items.append(f"<Export><Target>{server}</Target><Path>{path}</Path>"
+                             f"<Accesslist>{access}</Accesslist></Export>")
+        self.log(f"<nfs-exports>{''.join(items)}</nfs-exports>")
+
+    def test_host(self) -> None:
+        """SM's util._testHost: the server resolves (DNSError) and answers on the NFS port (NFSTarget)."""
+        server = self.dconf["server"]
+        try:
+            family, kind, proto, _, addr = socket.getaddrinfo(server, self.NFSPORT, type=socket.SOCK_STREAM)[0]
+        except (OSError, UnicodeError) as e:
+            raise SMError("DNSError", f"{server}: {e}") from None
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.settimeout(10)
+                s.connect(addr)
+        except OSError as e:
+            raise SMError("NFSTarget", f"{server}:{self.NFSPORT}: {e}") from None
+
+    def mount_options(self, sr_mount: bool = True) -> str:
+        opts = f"soft,proto={self.transport},vers={self.nfsversion},acdirmin=0,acdirmax=0"
+        if sr_mount:
+            timeout, retrans = self.io_limits()
+            opts += f",timeo={timeout},retrans={retrans}"
         extra = self.dconf.get("options")
         return f"{opts},{extra}" if extra else opts
 
-    def nfs_mount(self, remote: str, mountpoint: str) -> None:
+    def io_limits(self) -> tuple[int, int]:
+        """SM's get_nfs_timeout/get_nfs_retrans: the SR's other-config, bad values ignored."""
+        other = {}
+        if self.req.sr_ref and self.req.sr_ref != NULL_REF and self.req.session_ref:
+            other = self.api.SR.get_other_config(self.req.sr_ref)
+        timeout, retrans = 200, 4
+        try:
+            if int(other.get("nfs-timeout", timeout)) >= 1:
+                timeout = int(other.get("nfs-timeout", timeout))
+        except ValueError:
+            pass
+        try:
+            if int(other.get("nfs-retrans", retrans)) >= 0:
+                retrans = int(other.get("nfs-retrans", retrans))
+        except ValueError:
+            pass
+        return timeout, retrans
+
+    def nfs_mount(self, remote: str, mountpoint: str, sr_mount: bool = True) -> None:
+        options = self.mount_options(sr_mount)          # bad nfsversion: NFSVersion, nothing made
+        self.test_host()
         try:
             os.makedirs(mountpoint, exist_ok=True)
         except OSError as e:
             raise SMError("NFSMount", f"{mountpoint}: {e}") from None
         if os.path.ismount(mountpoint):
             return
-        run_command(["mount.nfs", remote, mountpoint, "-o", self.mount_options()], "NFSMount")
+        try:
+            run_command(["mount.nfs", remote, mountpoint, "-o", options], "NFSMount")
+        except SMError:
+            _rmdir(mountpoint)                  # an empty mount point is not left behind
+            raise
 
     def nfs_umount(self, mountpoint: str) -> None:
         if os.path.ismount(mountpoint):
@@ -649,11 +733,17 @@ class NFSSR(VHDFileSR):
             if not os.path.isdir(os.path.dirname(self.path)):
                 raise SMError("NFSCreate", f"no such directory {os.path.dirname(self.path)}")
             return super().create_storage()
-        # SM's NFSSR: mount the export, make the SR's sub-folder, unmount, then mount the sub-folder
-        staging = self.path + ".create"
+        # SM's NFSSR: mount the export where the SR goes, make the SR's sub-folder (one with
+        # something in it: SRExists), unmount, then mount the sub-folder
+        staging = self.path
+        if os.path.ismount(staging):
+            raise SMError("NFSAttached", staging)
         self.nfs_mount(self.remote, staging)
         try:
-            os.makedirs(os.path.join(staging, self.req.sr_uuid), exist_ok=True)
+            folder = os.path.join(staging, self.req.sr_uuid)
+            if os.path.isdir(folder) and os.listdir(folder):
+                raise SMError("SRExists", folder)
+            os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise SMError("NFSCreate", str(e)) from None
         finally:
@@ -682,8 +772,8 @@ class NFSSR(VHDFileSR):
 
     def probe_srs(self) -> list[tuple[str, str]]:
         if self.mounted:
-            staging = self.path + ".probe"
-            self.nfs_mount(self.remote, staging)
+            staging = self.path
+            self.nfs_mount(self.remote, staging, sr_mount=False)
             try:
                 return self._probe_folder(staging)
             finally:
