@@ -120,6 +120,13 @@ def test_unknown_path_is_404_and_the_connection_goes_on(d, session):
     c.request("GET", "/no/such/handler")
     r = c.getresponse()
     assert r.status == 404 and r.read()
+    for method in ("HEAD", "DELETE", "OPTIONS", "PUT"):     # the handlers answer every method
+        c.request(method, "/no/such/handler", body=b"abc" if method == "PUT" else None)
+        r = c.getresponse()
+        assert r.status == 404 and (r.read() == b"") == (method == "HEAD"), method
+    c.request("PATCH", "/no/such/handler")                  # a method the server doesn't know
+    r = c.getresponse()
+    assert r.status == 405 and r.read()
     c.request("POST", "/", body=rpc_body("session.get_this_host", session, session))
     r = c.getresponse()
     assert r.status == 200 and b"Success" in r.read()

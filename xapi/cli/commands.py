@@ -174,7 +174,7 @@ class Run:
         self._uuids: dict[str, str] = {}
 
     async def call(self, method: str, *params):
-        _, result = self.app.endpoints._call(self.ctx, method, [self.session, *params])
+        result = self.app.endpoints.call(self.ctx, method, [self.session, *params])
         if inspect.isawaitable(result):
             result = await result
         return result

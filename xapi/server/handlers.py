@@ -693,6 +693,35 @@ class Response:
         """Answers with a redirection to `url` (sent when the handler returns)."""
         self.start(status, [("Location", url)], length=0)
 
+    # -- for a handler that sends body bytes itself (os.sendfile) --------------------------------
+    async def own_transport(self):
+        """Sends the head and returns the plain (no TLS) transport, once it has sent all it had
+        buffered, when the body may go out past write(): a Content-Length body, or one that ends
+        with the connection, to a non-HEAD request. None otherwise. Bytes sent so are counted with
+        sent_outside(); the transport is only to be read (its socket), not written to."""
+        if self.framing not in ("length", "close") or not self._body:
+            return None
+        await self.write(b"")
+        transport = await self._ready()
+        if transport.get_extra_info("ssl_object") is not None or transport.get_extra_info("sslcontext"):
+            return None
+        if transport.get_extra_info("socket") is None:
+            return None
+        while transport.get_write_buffer_size():    # bytes sent past it must not overtake these
+            await asyncio.sleep(0.0005)
+        return transport
+
+    def sent_outside(self, n: int) -> None:
+        """Counts n body bytes the handler sent itself (against the Content-Length)."""
+        if self.framing == "length":
+            if n > self.remaining:
+                raise ValueError(f"{n} bytes sent where {self.remaining} remain of Content-Length")
+            self.remaining -= n
+
+    @property
+    def connection_closed(self) -> bool:
+        return self._exchange.proto.closing
+
     async def _ready(self):
         ex = self._exchange
         if not ex.turn.done():

@@ -2,8 +2,8 @@
 
 POST /jsonrpc is JSON-RPC; every other POST is XML-RPC (xapi matches the longest prefix, so
 /, /RPC2 and XO's /xmlrpc all land there), unless a POST handler is registered for the path. Other
-methods go to the HTTP handlers (xapi.server.handlers: /blob and the like), which stream their bodies;
-paths no handler takes answer 404. Replies go out in request order even when one of them waits (a
+methods go to the HTTP handlers (xapi.server.handlers: /blob and the like), which start once the head
+is in and stream their bodies; paths no handler takes answer 404. Replies go out in request order even when one of them waits (a
 login, a long poll, a handler): later replies queue behind it.
 """
 from __future__ import annotations
@@ -184,18 +184,14 @@ class HttpProtocol(asyncio.Protocol):
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
         keep_alive = self.parser.should_keep_alive()
-        method = self.method
         endpoints = self.server.endpoints
-        if method == b"POST":
-            url = self.url
-            if url == b"/jsonrpc" or url.split(b"?", 1)[0] in (b"/jsonrpc", b"/json"):
-                self.respond(endpoints.json(self, body), JSON, keep_alive)
-            else:
-                self.respond(endpoints.xml(self, body), XML, keep_alive)
-        elif method in (b"GET", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS", b"DELETE"):
-            self.respond(HttpReply(404, b"text/plain", b"no handler for this path\n"), XML, keep_alive)
+        # only POSTs no handler takes come here: every other request went to the handlers
+        # (handlers.begin), which answer 404 (405 for unknown methods) where no route matches
+        url = self.url
+        if url == b"/jsonrpc" or url.split(b"?", 1)[0] in (b"/jsonrpc", b"/json"):
+            self.respond(endpoints.json(self, body), JSON, keep_alive)
         else:
-            self.respond(HttpReply(405, b"text/plain", b"method not allowed\n"), XML, keep_alive)
+            self.respond(endpoints.xml(self, body), XML, keep_alive)
 
     # -- replies ---------------------------------------------------------------------------------
     def respond(self, reply, content_type: bytes, keep_alive: bool) -> None:

@@ -81,6 +81,12 @@ class Endpoints:
                     self.audit.ok(ctx, who, entry, params)
         return entry, result
 
+    def call(self, ctx, method: str, params):
+        """One call made in process (the xe server's commands), checked, audited and waking event
+        waiters as a call over HTTP: its result, or a coroutine for an asynchronous action; every
+        failure is a XapiError."""
+        return self._call(ctx, method, params)[1]
+
     # -- XML-RPC --------------------------------------------------------------------------------
     def xml(self, ctx, body: bytes):
         try:

@@ -757,23 +757,19 @@ def _sendfile_blocking(sock_fd: int, ranges: list, stop: list, sent: list) -> No
 
 
 async def _transport_for_sendfile(response):
-    """The plain TCP/Unix transport of the response, emptied of what it had buffered, when the body
-    can go out by sendfile (length-delimited, no TLS); else None."""
-    if response.framing not in ("length", "close") or not response._body:
-        return None
-    await response.write(b"")              # the head
-    transport = await response._ready()
-    if transport.get_extra_info("ssl_object") is not None or transport.get_extra_info("sslcontext"):
+    """The plain TCP/Unix transport of the response, emptied of what it had buffered, and our own
+    descriptor of its socket, when the body can go out by sendfile (Response.own_transport); else
+    None."""
+    transport = await response.own_transport()
+    if transport is None:
         return None
     sock = transport.get_extra_info("socket")
-    if sock is None:
-        return None
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         # a fixed 1 MiB send buffer (the kernel doubles what is asked): sendfile then moves more a
         # call than the autotuned buffer lets it on loopback (about 1.5x the rate measured in S1)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
-    await _emptied(transport)
+        await _emptied(transport)
     # our own descriptor of the socket: the thread's stays valid whatever the transport does
     return transport, os.dup(sock.fileno())
 
@@ -809,16 +805,15 @@ async def _sendfile_out(request, response, disk: _Disk, release) -> bool:
     if got is None:
         return False
     transport, sock_fd = got
-    proto = response._exchange.proto
     stop = [False]
     nblocks = -(-size // BLOCK)
     off = 0
 
     async def send(ranges):
-        if proto.closing:
+        if response.connection_closed:
             raise ConnectionResetError("the connection is closed")
         n = sum(r[2] for r in ranges)
-        response.remaining -= n
+        response.sent_outside(n)
         sent = [0]
         base = off
         await _run_stoppable(stop, _sendfile_blocking, sock_fd, ranges, stop, sent,
