@@ -257,6 +257,21 @@ def ensure_root(data_dir: str) -> str | None:
 _served: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("xapi_auth_failure_served", default=None)
 
 
+# Set by check() on a right password: the address's failures are cleared only once the login has made
+# its session (login_succeeded(), from Sessions.create), as the subject and RBAC checks may still
+# refuse it; a refused login must not wipe the address's failed guesses.
+_succeeded: contextvars.ContextVar = contextvars.ContextVar("xapi_auth_password_ok", default=None)
+
+
+def login_succeeded() -> None:
+    """The login whose password check() accepted in this task has its session: clears the failures
+    of its address."""
+    clear = _succeeded.get()
+    if clear is not None:
+        _succeeded.set(None)
+        clear()
+
+
 class _Backend:
     """check() takes a turn of the caller's address (xapi.auth.throttle), checks the password in a thread
     pool and, on failure, waits out the address's delay before answering. failed() serves the same path
@@ -282,12 +297,16 @@ class _Backend:
 
     async def check(self, user: str, password: str, peer: str = "") -> bool:
         _served.set(None)
-        ok = await self.throttle.run(peer, lambda: self._verify(user, password, peer))
-        if not ok:
+        _succeeded.set(None)
+        ok = await self.throttle.run(peer, lambda: self._verify(user, password, peer), clear=False)
+        if ok:
+            _succeeded.set(lambda: self.throttle.success(peer))
+        else:
             _served.set((id(self), user, peer))
         return ok
 
     async def failed(self, user: str, peer: str = "") -> None:
+        _succeeded.set(None)
         if _served.get() == (id(self), user, peer):
             _served.set(None)
             return

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from xmlrpc.client import DateTime
 
+from xapi.auth.passwords import login_succeeded
 from xapi.datamodel import ROLES
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
@@ -87,6 +88,7 @@ class Sessions:
         s = Session(ref, user, superuser, frozenset(roles), originator, clock, frozenset(permissions),
                     subject, auth_user_sid, pool, clock)
         self.by_ref[ref] = s
+        login_succeeded()               # a password login is through: its address's failures go
         return s
 
     def get(self, ref) -> Session:

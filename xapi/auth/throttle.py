@@ -3,7 +3,7 @@
 Each address (an IPv6 address counts by its /64, as one host usually holds the whole prefix) has
   * a failure count: its n-th recent failure is answered after `failure_delay * 2**(n-1)` seconds,
     at most `max_delay`; each `quiet` seconds without a failure takes one off the count, and a
-    success clears it;
+    successful login clears it (a right password alone doesn't: the login may still be refused);
   * at most `in_flight` attempts being checked or waiting out their delay at once; further attempts
     from it wait their turn, in order, up to `queue` of them; beyond that they fail at once, without a
     password check.
@@ -153,14 +153,17 @@ class Throttle:
         st.active = max(0, st.active - 1)
         self._forget(key, st)
 
-    async def run(self, peer: str, attempt) -> bool:
-        """acquire / attempt() / delay on failure / release: the whole of one login attempt."""
+    async def run(self, peer: str, attempt, *, clear: bool = True) -> bool:
+        """acquire / attempt() / delay on failure / release: the whole of one login attempt. A
+        success clears the address's failures unless `clear` is false (the caller calls success()
+        once the login is really through)."""
         if not await self.acquire(peer):
             return False
         try:
             ok = await attempt()
             if ok:
-                self.success(peer)
+                if clear:
+                    self.success(peer)
             else:
                 delay = self.failure(peer)
                 if delay > 0:
