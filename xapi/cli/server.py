@@ -91,14 +91,7 @@ async def cli(request, response) -> None:
         if len(body) > MAX_BODY:
             raise handlers.HttpError(413, "CLI request too large", close=True)
     # take the connection over: from now on the thin CLI protocol, no HTTP reply
-    ex = request._exchange
-    proto = ex.proto
-    stream = handlers.BodyStream(proto)
-    ex.body = stream
-    ex.complete = True
-    handlers.raw_mode(proto, ex, b"")
-    response.started = response.sent = response.finished = True
-    response.close = True
+    stream, proto = request.take_connection()
     ch = Channel(proto, stream)
     await ch.write(xe.handshake())
     prefix = await ch.read_exact(len(xe.PREFIX))

@@ -7,6 +7,11 @@ routes added with `prefix=True` (the longest wins). HEAD falls back to the GET h
 left out. Requests no handler takes answer 404 (405 for methods we don't know); POST requests no
 handler takes go to the RPC endpoints.
 
+A handler starts as soon as the request's head is in, before any body byte: it may answer first (xapi's
+imports do, and xe and Xen Orchestra wait for that answer before they send the body). A lost
+connection doesn't cancel it (as xapi's handler threads go on): its body ends after the bytes that
+did arrive (an upload cut by the client once sent is whole) and its writes fail.
+
 The request body streams in: `await request.read(n)` (at most n bytes, b"" at the end) or
 `async for chunk in request.body()`. Reading from the socket pauses while more than HIGH_WATER bytes
 wait for the handler. Content-Length and chunked bodies come through the HTTP parser; an HTTP/1.0
@@ -512,6 +517,22 @@ class Request:
         proto.prev = None
         on_message_complete(proto)
         resume_body(proto)
+
+    def take_connection(self):
+        """Once the whole body has been read: the connection leaves HTTP for good (no reply is sent;
+        it closes once the handler is done), for a handler speaking its own protocol on it (xe's).
+        Returns (a BodyStream of the bytes that come in, the connection's protocol, whose transport
+        the handler writes to)."""
+        ex = self._exchange
+        proto = ex.proto
+        stream = BodyStream(proto)
+        ex.body = stream
+        ex.complete = True
+        raw_mode(proto, ex, b"")
+        resp = ex.response
+        resp.started = resp.sent = resp.finished = True
+        resp.close = True
+        return stream, proto
 
     # -- authentication ---------------------------------------------------------------------------
     async def authenticate(self):
