@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xmlrpc.client
 
 import pytest
 import XenAPI
@@ -393,6 +394,61 @@ def test_copy_across_srs(x, host, tmp):
         x.VDI.destroy(ref)
     destroy_sr(x, a)
     destroy_sr(x, b)
+
+
+def test_vdi_forget_introduce_and_setters(x, host, tmp):
+    """VDI.forget drops the record only (xapi's Db.VDI.destroy: the file stays); VDI.introduce brings
+    the file back through the driver's vdi_introduce with its sizes, under the given uuid and names;
+    the setters write what they name, set_on_boot only where the SR has VDI_RESET_ON_BOOT."""
+    folder = os.path.join(tmp, "ext")
+    sr = x.SR.create(host, {"path": folder}, "0", "ext", "", "ext", "user", False, {})
+    v = new_vdi(x, sr, 6 * MiB)
+    rec = x.VDI.get_record(v)
+    path = os.path.join(folder, rec["location"] + ".vhd")
+    with vhd.open(path) as h:
+        h.write(2 * MiB, b"q" * MiB)
+    x.VDI.update(v)
+    rec = x.VDI.get_record(v)
+    x.VDI.forget(v)
+    assert failure(x.VDI.get_record, v) == ["HANDLE_INVALID", "VDI", v]
+    assert v not in x.SR.get_VDIs(sr) and os.path.exists(path)
+
+    back = x.VDI.introduce(rec["uuid"], "back", "introduced", sr, "user", False, False, {"k": "v"},
+                           rec["location"], {}, {}, True, "0", "0", "OpaqueRef:NULL", False,
+                           xmlrpc.client.DateTime("19700101T00:00:00Z"), "OpaqueRef:NULL")
+    brec = x.VDI.get_record(back)
+    assert (brec["uuid"], brec["location"], brec["SR"]) == (rec["uuid"], rec["location"], sr)
+    assert (brec["name_label"], brec["name_description"], brec["other_config"]) == ("back", "introduced", {"k": "v"})
+    assert brec["virtual_size"] == str(6 * MiB) and int(brec["physical_utilisation"]) == os.path.getsize(path)
+    assert back in x.SR.get_VDIs(sr)
+    with vhd.open(path, readonly=True) as h:
+        assert h.read(2 * MiB, MiB) == b"q" * MiB          # the same disk
+
+    x.VDI.set_name_label(back, "renamed")
+    x.VDI.set_name_description(back, "described")
+    x.VDI.set_sharable(back, True)
+    x.VDI.set_allow_caching(back, True)
+    x.VDI.set_on_boot(back, "reset")
+    x.VDI.set_read_only(back, True)
+    brec = x.VDI.get_record(back)
+    assert (brec["name_label"], brec["name_description"], brec["sharable"], brec["allow_caching"],
+            brec["on_boot"], brec["read_only"]) == ("renamed", "described", True, True, "reset", True)
+    assert failure(x.VDI.set_on_boot, "OpaqueRef:nope", "reset")[0] == "HANDLE_INVALID"
+    x.VDI.set_read_only(back, False)
+    x.VDI.set_on_boot(back, "persist")
+    x.VDI.destroy(back)
+    assert not os.path.exists(path)
+
+    lib = os.path.join(tmp, "isos")                   # no VDI_RESET_ON_BOOT on an ISO SR
+    os.makedirs(lib)
+    with open(os.path.join(lib, "a.iso"), "wb") as f:
+        f.write(b"\1" * 4096)
+    iso = x.SR.create(host, {"location": lib}, "0", "isos", "", "iso", "iso", False, {})
+    x.SR.scan(iso)
+    (cd,) = x.SR.get_VDIs(iso)
+    assert failure(x.VDI.set_on_boot, cd, "reset") == ["SR_OPERATION_NOT_SUPPORTED", iso]
+    destroy_sr(x, sr)
+    destroy_sr(x, iso)
 
 
 # -- nfs (a folder every host sees) --------------------------------------------------------------------
