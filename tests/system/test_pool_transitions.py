@@ -90,6 +90,25 @@ def test_coordinator_killed_member_promoted(sim):
     assert _eventually(lambda: l1.xenapi.pool.get_name_label(pool) == "after the crash")
 
 
+def test_emergency_reset_master_does_not_contact_the_address(sim):
+    """As xapi_pool.ml: the name is resolved, then the member follows that address without asking it
+    (here the dead old coordinator), and back to the live one."""
+    h1, h2, h3 = sim.hosts
+    local = h1.local_session()
+    x = local.xenapi
+    assert _failure(x.pool.emergency_reset_master, "no-such-host.invalid") == [
+        "INTERNAL_ERROR", "Couldn't resolve hostname: no-such-host.invalid"]
+    x.pool.emergency_reset_master(h2.address)                     # h2 was killed: no HOST_OFFLINE
+    assert _login_error(h1) == ["HOST_IS_SLAVE", h2.address]
+    x.pool.emergency_reset_master(h3.address)
+    assert _eventually(lambda: _login_error(h1) == ["HOST_IS_SLAVE", h3.address])
+    z = h3.session().xenapi
+    pool = z.pool.get_all()[0]
+    z.pool.set_name_label(pool, "after the reset")
+    assert _eventually(lambda: x.pool.get_name_label(pool) == "after the reset")
+    x.session.local_logout()
+
+
 def test_redo_log_recovers_writes_the_replica_missed():
     """A member frozen (SIGSTOP) while the coordinator takes two writes, then the coordinator killed:
     its replica can have at most the first (one long-poll answer was in flight), the redo-log on the

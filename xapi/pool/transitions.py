@@ -10,7 +10,9 @@
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 
 from xapi.datamodel.errors import XapiError
 from xapi.pool import role as pool_role
@@ -58,7 +60,8 @@ async def become_coordinator(app) -> None:
 async def follow(app, address: str, fingerprint: str | None = None) -> None:
     """This host is a member of the pool whose coordinator is at `address` from now on."""
     from xapi import pool as pool_setup
-    fingerprint = fingerprint or _fingerprint_of_address(app, address)
+    if fingerprint is None:
+        fingerprint = _fingerprint_of_address(app, address)
     if app.redo is not None:
         app.redo.end()
     if getattr(app, "replica", None) is not None:
@@ -131,11 +134,29 @@ async def emergency_transition_to_master(app) -> None:
 
 
 async def emergency_reset_master(app, master_address) -> None:
+    """As xapi_pool.ml: refused while HA is armed, the name resolved, then this host is that address's
+    member without contacting it first (a coordinator too); already its member: nothing to do."""
     if not isinstance(master_address, str) or not master_address:
         raise XapiError("INVALID_VALUE", "master_address", str(master_address))
-    if master_address == app.own_address:
+    pools = app.db.table("pool")
+    if any(pools.get_field(p, "ha_enabled") for p in pools.refs()):
+        raise XapiError("HA_IS_ENABLED")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(master_address, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise XapiError("INTERNAL_ERROR", f"Couldn't resolve hostname: {master_address}") from None
+    address = infos[0][4][0]
+    if address == app.own_address:
         raise XapiError("OPERATION_NOT_ALLOWED", "this host cannot follow itself")
-    await follow(app, master_address)
+    if not app.is_coordinator and app.coordinator_address == address:
+        return
+    # A pool host's recorded certificate is pinned; an address the pool does not know has none, and
+    # the member's calls fail verification until it is pointed at a known host (as xapi's bundle).
+    try:
+        fingerprint = _fingerprint_of_address(app, address)
+    except XapiError:
+        fingerprint = ""
+    await follow(app, address, fingerprint)
 
 
 async def recover_slaves(app) -> list:
