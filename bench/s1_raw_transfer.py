@@ -9,9 +9,12 @@ printed as context. An export's client writes the bytes into a file, so its limi
 The image has no all-zero block (each 2 MiB block starts with its number), so the import skips
 nothing. A real daemon (its own data folder in the temp folder, where the image and cp's copy live
 too) serves on CPU 1, the client runs on CPU 0. Import: the client sends the file with sendfile()
-and a Content-Length and waits for the close that ends the import; export: the client moves the bytes from the socket into a file by splice
-(socket -> pipe -> file, as a consumer that costs the least). MB/s = image bytes / seconds, best of
-5 rounds, each round running the baselines and the transfers side by side (target: ours >= 0.7x cp).
+and a Content-Length, and waits for the close that ends the import (the 200 comes first, as
+xapi's). Export: the client moves the bytes from the socket into a file by splice (socket -> pipe
+-> file, as a consumer that costs the least). "bare sendfile over loopback" is the export's data
+path without the daemon (a process on CPU 1 sendfile()s the image to the same client): the floor
+under any HTTP export on this machine, printed as context. MB/s = image bytes / seconds, best of
+5 rounds, each round running the baselines and the transfers side by side (target: ours >= 0.7x).
 """
 import contextlib
 import fcntl
