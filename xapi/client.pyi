@@ -1630,12 +1630,6 @@ class SubjectApi:
 
 class AsyncSubjectApi:
     """xenapi.Async.subject: each call starts a task and answers with its ref."""
-    def get_permissions_name_label(self, self_: SubjectRef, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def remove_from_roles(self, self_: SubjectRef, role: RoleRef, /) -> TaskRef:
-        """Lowest role: pool-admin."""
-    def add_to_roles(self, self_: SubjectRef, role: RoleRef, /) -> TaskRef:
-        """Lowest role: pool-admin."""
     def destroy(self, self_: SubjectRef, /) -> TaskRef:
         """Lowest role: pool-admin."""
     def create(self, args: SubjectCreateArgs, /) -> TaskRef:
@@ -3144,50 +3138,6 @@ class VMPPApi:
 
 class AsyncVMPPApi:
     """xenapi.Async.VMPP: each call starts a task and answers with its ref."""
-    def set_archive_last_run_time(self, self_: VMPPRef, value: DateTime, /) -> TaskRef:
-        """No role may call it (superuser sessions only)."""
-    def set_backup_last_run_time(self, self_: VMPPRef, value: DateTime, /) -> TaskRef:
-        """No role may call it (superuser sessions only)."""
-    def remove_from_alarm_config(self, self_: VMPPRef, key: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def remove_from_archive_schedule(self, self_: VMPPRef, key: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def remove_from_archive_target_config(self, self_: VMPPRef, key: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def remove_from_backup_schedule(self, self_: VMPPRef, key: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def add_to_alarm_config(self, self_: VMPPRef, key: str, value: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def add_to_archive_schedule(self, self_: VMPPRef, key: str, value: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def add_to_archive_target_config(self, self_: VMPPRef, key: str, value: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def add_to_backup_schedule(self, self_: VMPPRef, key: str, value: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_alarm_config(self, self_: VMPPRef, value: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_is_alarm_enabled(self, self_: VMPPRef, value: bool, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_archive_target_config(self, self_: VMPPRef, value: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_archive_target_type(self, self_: VMPPRef, value: VmppArchiveTargetType, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_archive_schedule(self, self_: VMPPRef, value: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_archive_frequency(self, self_: VMPPRef, value: VmppArchiveFrequency, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_backup_schedule(self, self_: VMPPRef, value: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_backup_frequency(self, self_: VMPPRef, value: VmppBackupFrequency, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_backup_retention_value(self, self_: VMPPRef, value: int | str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def get_alerts(self, vmpp: VMPPRef, hours_from_now: int | str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def archive_now(self, snapshot: VMRef, /) -> TaskRef:
-        """Lowest role: vm-power-admin."""
-    def protect_now(self, vmpp: VMPPRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def destroy(self, self_: VMPPRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def create(self, args: VMPPCreateArgs, /) -> TaskRef:
@@ -3256,22 +3206,6 @@ class VMSSApi:
 
 class AsyncVMSSApi:
     """xenapi.Async.VMSS: each call starts a task and answers with its ref."""
-    def set_type(self, self_: VMSSRef, value: VmssType, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_last_run_time(self, self_: VMSSRef, value: DateTime, /) -> TaskRef:
-        """No role may call it (superuser sessions only)."""
-    def remove_from_schedule(self, self_: VMSSRef, key: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def add_to_schedule(self, self_: VMSSRef, key: str, value: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_schedule(self, self_: VMSSRef, value: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_frequency(self, self_: VMSSRef, value: VmssFrequency, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_retained_snapshots(self, self_: VMSSRef, value: int | str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def snapshot_now(self, vmss: VMSSRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
     def destroy(self, self_: VMSSRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def create(self, args: VMSSCreateArgs, /) -> TaskRef:
@@ -4721,14 +4655,6 @@ class SRApi:
 
 class AsyncSRApi:
     """xenapi.Async.SR: each call starts a task and answers with its ref."""
-    def forget_data_source_archives(self, sr: SRRef, data_source: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def query_data_source(self, sr: SRRef, data_source: str, /) -> TaskRef:
-        """Lowest role: read-only."""
-    def record_data_source(self, sr: SRRef, data_source: str, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def get_data_sources(self, sr: SRRef, /) -> TaskRef:
-        """Lowest role: read-only."""
     def disable_database_replication(self, sr: SRRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def enable_database_replication(self, sr: SRRef, /) -> TaskRef:
@@ -4736,8 +4662,6 @@ class AsyncSRApi:
     def assert_supports_database_replication(self, sr: SRRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def assert_can_host_ha_statefile(self, sr: SRRef, /) -> TaskRef:
-        """Lowest role: pool-operator."""
-    def set_physical_size(self, self_: SRRef, value: int | str, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def create_new_blob(self, sr: SRRef, name: str, mime_type: str, public: bool, /) -> TaskRef:
         """Lowest role: pool-operator."""
@@ -4753,8 +4677,6 @@ class AsyncSRApi:
         """Lowest role: pool-operator."""
     def scan(self, sr: SRRef, /) -> TaskRef:
         """Lowest role: vm-power-admin."""
-    def get_supported_types(self) -> TaskRef:
-        """Lowest role: read-only."""
     def update(self, sr: SRRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def forget(self, sr: SRRef, /) -> TaskRef:
@@ -4943,8 +4865,6 @@ class VDIApi:
 
 class AsyncVDIApi:
     """xenapi.Async.VDI: each call starts a task and answers with its ref."""
-    def get_nbd_info(self, self_: VDIRef, /) -> TaskRef:
-        """Lowest role: vm-admin. Errors: VDI_INCOMPATIBLE_TYPE."""
     def list_changed_blocks(self, vdi_from: VDIRef, vdi_to: VDIRef, /) -> TaskRef:
         """Lowest role: vm-operator. Errors: SR_OPERATION_NOT_SUPPORTED, VDI_MISSING, SR_NOT_ATTACHED, SR_HAS_NO_PBDS, VDI_IN_USE."""
     def data_destroy(self, self_: VDIRef, /) -> TaskRef:
@@ -4966,10 +4886,6 @@ class AsyncVDIApi:
     def set_name_description(self, self_: VDIRef, value: str, /) -> TaskRef:
         """Lowest role: vm-admin."""
     def set_name_label(self, self_: VDIRef, value: str, /) -> TaskRef:
-        """Lowest role: vm-admin."""
-    def set_read_only(self, self_: VDIRef, value: bool, /) -> TaskRef:
-        """Lowest role: vm-admin."""
-    def set_sharable(self, self_: VDIRef, value: bool, /) -> TaskRef:
         """Lowest role: vm-admin."""
     def forget(self, vdi: VDIRef, /) -> TaskRef:
         """Lowest role: vm-admin."""

@@ -162,11 +162,18 @@ def test_async_forms_follow_xapis_flags():
     for wire in ("VM.start", "VM.clean_shutdown", "host.evacuate", "pool.join", "pool.sync_database",
                  "VM.create", "VM.destroy", "network.create", "host.dmesg", "task.cancel", "event.register",
                  "event.unregister", "message.destroy_many", "session.logout_subject_identifier",
-                 "user.create"):
+                 "user.create", "VDI.snapshot", "VDI.set_name_label", "VDI.set_on_boot", "SR.scan",
+                 "SR.set_name_label", "SR.create_new_blob", "PBD.plug", "VBD.plug", "VIF.move", "PIF.plug",
+                 "Bond.create", "VMSS.create", "subject.create", "secret.create", "VM_appliance.start",
+                 "DR_task.create", "Cluster.pool_resync", "Cluster_host.force_destroy", "Observer.set_hosts",
+                 "Repository.introduce", "GPU_group.get_remaining_capacity", "PUSB.scan"):
         assert flags.has_async(msgs[wire]), wire
     for wire in ("VM.get_record", "VM.set_name_label", "VM.add_to_other_config", "host.get_servertime",
                  "host.shutdown_agent", "host.emergency_ha_disable", "VM.set_VCPUs_max",
                  "VM.set_memory_static_max", "VM.get_allowed_VBD_devices", "session.login_with_password",
                  "session.logout", "task.create", "task.destroy", "event.from", "event.next", "message.create",
-                 "message.get_since", "blob.create"):
+                 "message.get_since", "blob.create", "SR.get_supported_types", "SR.set_physical_size",
+                 "SR.get_data_sources", "VDI.set_sharable", "VDI.set_read_only", "VDI.get_nbd_info",
+                 "subject.add_to_roles", "VMSS.snapshot_now", "VMSS.set_frequency", "VMPP.protect_now",
+                 "role.get_permissions", "auth.get_group_membership"):
         assert not flags.has_async(msgs[wire]), wire

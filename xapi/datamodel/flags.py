@@ -22,9 +22,30 @@ _ASYNC_EXCEPTIONS = frozenset({
 
 
 # Explicit messages xapi declares with `~flags:[`Session]` (no Async form), as read in its datamodel
-# sources; only the classes checked so far are listed (datamodel_pool.ml, datamodel_host.ml,
-# datamodel_vm.ml).
+# sources (datamodel.ml, datamodel_pool.ml, datamodel_host.ml, datamodel_vm.ml; the cluster,
+# cluster_host, observer and repository files declare none). Every other explicit call keeps the
+# default [`Session; `Async].
 _NO_ASYNC_CALLS = frozenset({
+    *("SR." + name for name in (
+        "set_virtual_allocation", "set_physical_size", "set_physical_utilisation", "get_supported_types",
+        "get_data_sources", "record_data_source", "query_data_source", "forget_data_source_archives")),
+    *("VDI." + name for name in (
+        "set_missing", "set_read_only", "set_sharable", "set_managed", "set_virtual_size",
+        "set_physical_utilisation", "set_is_a_snapshot", "set_snapshot_of", "set_snapshot_time",
+        "set_metadata_of_pool", "get_nbd_info")),
+    "subject.add_to_roles", "subject.remove_from_roles", "subject.get_permissions_name_label",
+    "secret.introduce",
+    *("VMSS." + name for name in (
+        "snapshot_now", "set_retained_snapshots", "set_frequency", "set_schedule", "set_last_run_time",
+        "add_to_schedule", "remove_from_schedule", "set_type")),
+    *("VMPP." + name for name in (
+        "protect_now", "archive_now", "create_alert", "get_alerts", "set_backup_retention_value",
+        "set_is_backup_running", "set_is_archive_running", "set_backup_frequency", "set_backup_schedule",
+        "set_archive_frequency", "set_archive_schedule", "set_archive_target_type",
+        "set_archive_target_config", "set_is_alarm_enabled", "set_alarm_config", "add_to_backup_schedule",
+        "add_to_archive_target_config", "add_to_archive_schedule", "add_to_alarm_config",
+        "remove_from_backup_schedule", "remove_from_archive_target_config", "remove_from_archive_schedule",
+        "remove_from_alarm_config", "set_backup_last_run_time", "set_archive_last_run_time")),
     *("VM." + name for name in (
         "get_boot_record", "get_data_sources", "record_data_source", "query_data_source",
         "forget_data_source_archives", "set_ha_always_run", "set_ha_restart_priority",
