@@ -341,6 +341,49 @@ def test_access_calls_the_driver_only_on_superstate_changes(tmp_path):
     assert a.vdis == {} and json.load(open(path))["vdis"] == {}
 
 
+def test_access_persists_each_side_effect_once_before_the_next(tmp_path):
+    """One atomic save per driver call, made before the next driver call relies on it: at each call
+    the file on disk already holds the state the previous call produced (with the datapath's own
+    state); a change that calls no driver saves once, a change that changes nothing not at all."""
+    app = FakeApp()
+    path = str(tmp_path / "access.json")
+    seen = {}
+
+    class Recording(FakeStorage):
+        async def vdi_command(self, vdi, command, args=()):
+            with open(path) as f:
+                seen[command] = json.load(f)["vdis"] if command != "vdi_attach" else None
+            return await super().vdi_command(vdi, command, args)
+
+    st = Recording(app)
+    uuid = app.db.table("VDI").get_field(app.vdi, "uuid")
+
+    async def go():
+        a = acc.Access(st, path)
+        writes = []
+        write = a._write
+        a._write = lambda text: (writes.append(json.loads(text)), write(text))[1]
+        with open(path, "w") as f:
+            f.write('{"version": 1, "vdis": {}}')
+        await a.attach("export/1", app.vdi, True)
+        await a.activate("export/1", app.vdi)
+        assert len(writes) == 2 and writes[-1]["vdis"][uuid]["dps"] == {"export/1": "activated RW"}
+        await a.attach("vbd/1/xvda", app.vdi, False)                 # no driver call: one save
+        assert len(writes) == 3 and writes[-1]["vdis"][uuid]["dps"]["vbd/1/xvda"] == "attached RO"
+        await a.attach("vbd/1/xvda", app.vdi, False)                 # nothing changes: no save
+        await a.detach("vbd/9/xvda", app.vdi)
+        assert len(writes) == 3
+        await a.detach("vbd/1/xvda", app.vdi)
+        await a.release("export/1", app.vdi)
+        assert len(writes) == 6 and writes[-1]["vdis"] == {}
+    run(go())
+    assert [c[0] for c in st.calls] == ["vdi_attach", "vdi_activate", "vdi_deactivate", "vdi_detach"]
+    assert seen["vdi_activate"][uuid]["state"] == "attached RW"
+    assert seen["vdi_activate"][uuid]["dps"] == {"export/1": "attached RW"}
+    assert seen["vdi_deactivate"][uuid]["state"] == "activated RW"
+    assert seen["vdi_detach"][uuid]["state"] == "attached RW"
+
+
 def test_access_read_only_and_other_hosts(tmp_path):
     app = FakeApp()
     st = FakeStorage(app)
