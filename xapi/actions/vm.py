@@ -17,6 +17,7 @@ import logging
 import uuid as uuidlib
 
 from xapi import alerts as _alerts
+from xapi import datamodel as dm
 from xapi import guest_metrics
 from xapi.actions import vm_devices
 from xapi.datamodel.errors import XapiError
@@ -149,13 +150,36 @@ def _accessor(ctx, name: str):
     return fn
 
 
+# What Xapi_vm.create stores whatever the record says: a new VM is halted, on no host, no snapshot,
+# with no suspend image, boot record, protection or schedule, nothing blocked (xapi_vm.ml create).
+_CREATE_RESETS = ("power_state", "suspend_VDI", "last_boot_CPU_flags", "last_booted_record",
+                  "blocked_operations", "protection_policy", "is_snapshot_from_vmpp", "snapshot_schedule",
+                  "is_vmss_snapshot")
+
+
 def create(ctx, session, args):
-    """The generic create once the memory limits pass xapi's check, then allowed_operations as xapi
-    sets them on a new VM."""
+    """The generic create once the memory limits pass xapi's check, then what xapi's create forces:
+    the reset fields, domid -1, a mac_seed in other_config unless given, the domain type derived from
+    HVM_boot_policy when unspecified, fresh VM_metrics, the memory overhead, allowed_operations."""
+    from xapi.actions import vm_settings     # it imports this module
     if isinstance(args, dict):
         vm_memory.check_create(args)
     ref = _accessor(ctx, "create")(ctx, session, args)
-    refresh_allowed_operations(ctx.app.db, ref)
+    db = ctx.app.db
+    vms = db.table("VM")
+    rec = vms.get(ref)
+    fields = dm.CLASSES["VM"].fields
+    values = {name: fields[name].initial() for name in _CREATE_RESETS}
+    values["domid"] = -1
+    other = rec["other_config"]
+    if "mac_seed" not in other:
+        values["other_config"] = {**other, "mac_seed": str(uuidlib.uuid4())}
+    if rec["domain_type"] == "unspecified":
+        values["domain_type"] = "hvm" if rec["HVM_boot_policy"] else "pv"
+    values["metrics"] = insert(db, "VM_metrics", VCPUs_utilisation={0: 0.0})
+    vms.update(ref, values)
+    vm_settings._update_overhead(ctx, ref)
+    refresh_allowed_operations(db, ref)
     return ref
 
 
