@@ -495,3 +495,102 @@ def test_sigkill_during_writes_leaves_the_old_or_the_new_file(tmp_path):
         assert len(db.table("VM")) == 1500
         last = counter
     assert last > 0 and mid_write > 0
+
+
+# ---------------------------------------------------------------------------------- compiled reader
+_compiled = persist._compiled
+needs_compiled = pytest.mark.skipif(_compiled is None, reason="XAPI_PURE=1: the reference reads alone")
+
+
+def both_reads(path):
+    """(the facade's read, the reference's), each a result or the exception's type."""
+    out = []
+    for fn in (persist.read, persist.read_reference):
+        try:
+            out.append(fn(path))
+        except (ValueError, etree.XMLSyntaxError) as e:
+            out.append(type(e).__name__)
+    return out
+
+
+@needs_compiled
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_compiled_reader_reads_random_rows_as_the_reference(data):
+    """Random rows of random classes (every value kind, XML-hostile and %-protected text): the
+    compiled reader itself (no fallback) gives exactly the reference's rows."""
+    classes = data.draw(st.lists(st.sampled_from(ROW_CLASSES), min_size=1, max_size=4, unique=True))
+    db = new_database()
+    for cls in classes:
+        for _ in range(data.draw(st.integers(1, 3))):
+            insert(db, cls, **data.draw(row_of(cls)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "state.db")
+        persist.save(db, path)
+        assert _compiled.read(path) == persist.read_reference(path)
+
+
+_ROW = ('<row ref="OpaqueRef:a" __ctime="3" __mtime="5" _ref="OpaqueRef:a" uuid="u&amp;&#37;.&#x263A;" '
+        'name__label="a%.b%%c%_d%x" tags="(\'x\' \'y%.z\')" other_config="((\'k\' \'v\'))" '
+        'is_a_template="true" memory__static_max="-42" VCPUs__max="+7" HVM__shadow_multiplier="1.5"/>')
+_FILE = ('<?xml version="1.0" encoding="UTF-8"?>\n<database><manifest><pair key="schema_major_vsn" value="5"/>'
+         '<pair key="generation_count" value="9"/></manifest>\n<table name="VM">' + _ROW + '</table>'
+         '<table name="future"><row ref="x" a="b"/></table><table name="session"/></database>\n')
+
+
+@needs_compiled
+@pytest.mark.parametrize("text, compiled_reads_it", [
+    (_FILE, True),
+    (_FILE.replace('"u&amp;&#37;.&#x263A;"', "'u&amp;&#37;.&#x263A;'"), True),   # single-quoted
+    (_FILE.replace('<row ', '<row\n  ').replace("/></table>", " ></row></table>"), True),
+    (_FILE.replace(' encoding="UTF-8"', ""), True),
+    (_FILE.replace("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n", ""), True),
+    (_FILE.replace('uuid="', 'bogus_column="1" uuid="'), True),       # unknown column
+    (_FILE.replace("<table name=\"VM\">", "<table name=\"VM\"><!-- c -->"), False),
+    (_FILE.replace("<database>", "<!DOCTYPE database><database>"), False),
+    (_FILE.replace("UTF-8", "ISO-8859-1").replace("&#x263A;", "\xe9"), False),
+    (_FILE.replace('uuid="', 'uuid="1" uuid="'), False),               # an attribute twice: malformed
+    (_FILE.replace('__ctime="3"', '__ctime="x"'), False),              # bad stamp: the reference's error
+    (_FILE.replace('ref="x" ', ""), False),                            # row without ref, ignored table
+    (_FILE.replace('<pair key="generation_count" value="9"/>', ""), False),
+    (_FILE.replace("&amp;", "&nbsp;"), False),                         # undefined entity
+    (_FILE.replace("&#37;", "&#1;"), False),                           # not an XML character
+    (_FILE.replace("</table>", "text</table>", 1), False),
+    (_FILE.replace("</database>", ""), False),                         # truncated
+    (_FILE.replace("</database>", "</database><database/>"), False),
+    (_FILE.replace("<row ", "<manifest/><row "), False),
+    (_FILE.replace('name__label="a', 'name__label="\ta'), False),      # a raw tab: normalised by XML
+])
+def test_compiled_reader_reads_its_subset_and_hands_back_the_rest(tmp_path, text, compiled_reads_it):
+    path = str(tmp_path / "state.db")
+    with open(path, "w", encoding="ISO-8859-1" if "ISO-8859-1" in text else "utf-8") as f:
+        f.write(text)
+    fast, ref = both_reads(path)
+    assert fast == ref
+    if compiled_reads_it:
+        assert _compiled.read(path) == ref
+        rec = ref[1][0][4]
+        assert rec["uuid"] == "u& \u263a" and rec["name_label"] == "a b%c  d%x" and rec["VCPUs_max"] == 7
+        assert rec["tags"] == ["x", "y z"] and rec["memory_static_max"] == -42
+    else:
+        with pytest.raises(_compiled.Fallback):
+            _compiled.read(path)
+
+
+@needs_compiled
+@settings(max_examples=200, deadline=None)
+@given(edits=st.lists(st.tuples(st.integers(0, len(_FILE.encode()) - 1),
+                                st.sampled_from([b"", b"<", b">", b"&", b"'", b'"', b"%", b" ", b"\xff",
+                                                 b"\xc3", b"=", b"/", b"a", b"0", b"(", b")", b"\\"])),
+                      min_size=1, max_size=3))
+def test_corrupted_files_read_as_the_reference_reads_them(edits, tmp_path_factory):
+    """Bytes replaced anywhere in a file: the facade (compiled reader or its fallback) and the
+    reference agree, rows or error."""
+    data = bytearray(_FILE.encode())
+    for pos, new in edits:
+        data[pos:pos + 1] = new
+    path = str(tmp_path_factory.mktemp("c") / "state.db")
+    with open(path, "wb") as f:
+        f.write(data)
+    fast, ref = both_reads(path)
+    assert fast == ref

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import os
 import re
@@ -53,6 +54,7 @@ from xmlrpc.client import DateTime
 from lxml import etree
 
 from xapi import datamodel as dm
+from xapi.compiled import accelerator
 from xapi.datamodel.db_names import NOT_IN_DB, NOT_PERSISTED, REF_COLUMN, db_column, reset_on_load
 from xapi.datamodel.types import Type
 from xapi.db.schema import new_database
@@ -391,7 +393,20 @@ def _decode_row(cls: str, ref: str, attrs, warned: set) -> dict:
 
 
 def read(path: str) -> tuple[dict, list]:
-    """Parses `path`: (manifest pairs, [(table, ref, ctime, mtime, row values)] in file order)."""
+    """Parses `path`: (manifest pairs, [(table, ref, ctime, mtime, row values)] in file order).
+
+    The compiled reader (``xapi.db._persist``) reads what xapi and this module write and hands
+    anything else back (``Fallback``) to the reference, ``read_reference``."""
+    if _compiled is not None:
+        try:
+            return _compiled.read(path)
+        except _compiled.Fallback as e:
+            log.info("state.db: %s: read by the reference reader (%s)", path, e)
+    return read_reference(path)
+
+
+def read_reference(path: str) -> tuple[dict, list]:
+    """``read`` in pure Python, with lxml: the reference."""
     manifest: dict[str, str] = {}
     rows = []
     warned: set = set()
@@ -446,6 +461,18 @@ def read(path: str) -> tuple[dict, list]:
 def load(path: str) -> Database:
     """A database holding what `path` holds, rows with their saved stamps, at the saved generation
     (see the module doc)."""
+    # Hundreds of thousands of new containers and no cycle among them: the collector, left on,
+    # would rescan the growing heap again and again (~40% of a pool's load time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(path)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _load(path: str) -> Database:
     manifest, rows = read(path)
     generation = int(manifest[_GENERATION])
     major = manifest.get(_MAJOR)
@@ -470,6 +497,9 @@ def load(path: str) -> Database:
     db.end_restore(max(generation, db.generation))
     log.info("state.db: loaded %d rows from %s at generation %d", len(rows), path, db.generation)
     return db
+
+
+_compiled = accelerator("xapi.db._persist")
 
 
 # ---------------------------------------------------------------------------------------------
