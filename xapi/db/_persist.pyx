@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled reader of state.db, behind the pure-Python reference ``xapi.db.persist`` (read its
+"""Compiled reader and row encoder of state.db, behind the pure-Python reference ``xapi.db.persist`` (read its
 module doc for the format): the same rows and warnings, several times faster (a pool's file is
 tens of MiB and millions of attributes; the daemon reads it at every start).
 
@@ -782,3 +782,257 @@ def read(str path):
     if "generation_count" not in r.manifest:
         raise Fallback("no generation_count")
     return r.manifest, r.rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: the rows of a table as the reference writes them (byte for byte), values encoded in C
+# when they are of the usual shapes (ASCII strings, ints, bools, lists and dicts of such strings),
+# by the reference's encoder otherwise.
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    int PyOS_snprintf(char* buf, size_t size, const char* fmt, ...)
+
+cdef enum:
+    W_REF, W_STR, W_INT, W_BOOL, W_SET, W_MAP, W_OTHER
+
+
+cdef class _WCol:
+    cdef bytes head         # ' column="'
+    cdef int kind
+    cdef str field
+    cdef object enc
+
+
+cdef class _Out:
+    """A growing byte buffer."""
+    cdef char* p
+    cdef Py_ssize_t n, cap
+
+    def __cinit__(self):
+        self.p = NULL
+        self.n = self.cap = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.p)
+
+    cdef inline int room(self, Py_ssize_t more) except -1:
+        cdef Py_ssize_t cap
+        cdef char* q
+        if self.n + more > self.cap:
+            cap = max(self.cap * 2, self.n + more + 4096)
+            q = <char*>PyMem_Realloc(self.p, cap)
+            if q == NULL:
+                raise MemoryError()
+            self.p = q
+            self.cap = cap
+        return 0
+
+    cdef inline int add(self, const char* s, Py_ssize_t n) except -1:
+        self.room(n)
+        memcpy(self.p + self.n, s, n)
+        self.n += n
+        return 0
+
+    cdef int attr_text(self, const char* s, Py_ssize_t n, bint protect) except -1:
+        """`s` escaped as lxml escapes an attribute value, after Xml_spaces protection."""
+        cdef Py_ssize_t i
+        cdef unsigned char ch
+        self.room(n * 6)
+        cdef char* o = self.p + self.n
+        for i in range(n):
+            ch = s[i]
+            if ch == b'&':
+                memcpy(o, b"&amp;", 5)
+                o += 5
+            elif ch == b'<':
+                memcpy(o, b"&lt;", 4)
+                o += 4
+            elif ch == b'>':
+                memcpy(o, b"&gt;", 4)
+                o += 4
+            elif ch == b'"':
+                memcpy(o, b"&quot;", 6)
+                o += 6
+            elif protect and (ch == b' ' or ch == b'%' or ch == b'\t' or ch == b'\n' or ch == b'\r'):
+                o[0] = b'%'
+                o[1] = b'.' if ch == b' ' else b'%' if ch == b'%' else b't' if ch == b'\t' else \
+                    b'n' if ch == b'\n' else b'r'
+                o += 2
+            elif ch == b'\n':
+                memcpy(o, b"&#10;", 5)
+                o += 5
+            elif ch == b'\r':
+                memcpy(o, b"&#13;", 5)
+                o += 5
+            elif ch == b'\t':
+                memcpy(o, b"&#9;", 4)
+                o += 4
+            else:
+                o[0] = ch
+                o += 1
+        self.n = o - self.p
+        return 0
+
+    cdef int text_of(self, str s, bint protect) except -1:
+        cdef bytes b
+        if PyUnicode_IS_ASCII(s):
+            return self.attr_text(<const char*>PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s), protect)
+        b = s.encode("utf-8")
+        return self.attr_text(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), protect)
+
+
+cdef inline bint _plain_ascii(object s):
+    """An ASCII str the reference writes as it is (nothing XML can't carry) and quotes as it is
+    in an S-expression (no backslash or quote)."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t i
+    if type(s) is not str or not PyUnicode_IS_ASCII(s):
+        return False
+    p = <const unsigned char*>PyUnicode_DATA(s)
+    for i in range(PyUnicode_GET_LENGTH(s)):
+        if (p[i] < 0x20 and p[i] != 9 and p[i] != 10 and p[i] != 13) \
+                or p[i] == b'\\' or p[i] == b"'" or p[i] == b'"':
+            return False
+    return True
+
+
+cdef inline bint _xml_ascii(object s):
+    """An ASCII str with nothing XML can't carry (the reference's xml_safe leaves it alone)."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t i
+    if type(s) is not str or not PyUnicode_IS_ASCII(s):
+        return False
+    p = <const unsigned char*>PyUnicode_DATA(s)
+    for i in range(PyUnicode_GET_LENGTH(s)):
+        if p[i] < 0x20 and p[i] != 9 and p[i] != 10 and p[i] != 13:
+            return False
+    return True
+
+
+cdef dict _wplans = {}
+
+
+cdef list _wplan(str cls):
+    """The reference's write plan of `cls`, with a kind per column."""
+    p = _wplans.get(cls)
+    if p is not None:
+        return <list>p
+    from xapi import datamodel as dm
+    from xapi.db import persist
+    cdef list out = []
+    cdef _WCol c
+    for column, field, enc in persist._write_plan(cls):
+        c = _WCol()
+        c.head = f' {column}="'.encode()
+        c.field = field
+        c.enc = enc
+        if field is None:
+            c.kind = W_REF
+        else:
+            t = dm.CLASSES[cls].fields[field].type
+            if t.kind in _STRINGY:
+                c.kind = W_STR
+            elif t.kind == "int":
+                c.kind = W_INT
+            elif t.kind == "bool":
+                c.kind = W_BOOL
+            elif t.kind == "set" and t.elem.kind in _STRINGY:
+                c.kind = W_SET
+            elif t.kind == "map" and t.key.kind in _STRINGY and t.elem.kind in _STRINGY:
+                c.kind = W_MAP
+            else:
+                c.kind = W_OTHER
+        out.append(c)
+    _wplans[cls] = out
+    return out
+
+
+cdef int _sexpr_set(_Out out, list v) except -1:
+    """('a' 'b'), protected and escaped: quotes stay, a space between items is %."""
+    cdef Py_ssize_t i
+    out.add(b"(", 1)
+    for i in range(len(v)):
+        if i:
+            out.add(b"%.", 2)
+        out.add(b"'", 1)
+        out.text_of(<str>v[i], True)
+        out.add(b"'", 1)
+    out.add(b")", 1)
+    return 0
+
+
+cdef int _sexpr_map(_Out out, dict v) except -1:
+    cdef bint first = True
+    out.add(b"(", 1)
+    for k, x in v.items():
+        if not first:
+            out.add(b"%.", 2)
+        first = False
+        out.add(b"('", 2)
+        out.text_of(<str>k, True)
+        out.add(b"'%.'", 4)
+        out.text_of(<str>x, True)
+        out.add(b"')", 2)
+    out.add(b")", 1)
+    return 0
+
+
+cdef bint _plain_list(list v):
+    for x in v:
+        if not _plain_ascii(x):
+            return False
+    return True
+
+
+cdef bint _plain_dict(dict v):
+    for k, x in v.items():
+        if not _plain_ascii(k) or not _plain_ascii(x):
+            return False
+    return True
+
+
+def encode_rows(str cls, list rows):
+    """The ``<row .../>`` lines of `rows` ((ref, created, modified, record), ...) of table `cls`,
+    each followed by a newline, as the reference's ``write_snapshot`` writes them."""
+    from xapi.db import persist
+    cdef list plan = _wplan(cls)
+    cdef _Out out = _Out()
+    cdef _WCol c
+    cdef char[32] num
+    cdef int k
+    cdef dict rec
+    for ref, created, modified, rec in rows:
+        out.add(b'<row ref="', 10)
+        out.text_of(ref, False)
+        out.add(b'" __ctime="', 11)
+        out.text_of(str(created), False)
+        out.add(b'" __mtime="', 11)
+        out.text_of(str(modified), False)
+        out.add(b'"', 1)
+        for c in plan:
+            out.add(PyBytes_AS_STRING(c.head), PyBytes_GET_SIZE(c.head))
+            if c.kind == W_REF:
+                out.text_of(ref, False)
+                out.add(b'"', 1)
+                continue
+            value = rec.get(c.field)
+            if c.kind == W_STR and _xml_ascii(value):
+                out.text_of(<str>value, True)
+            elif c.kind == W_INT and type(value) is int and -(1 << 62) < value < (1 << 62):
+                k = PyOS_snprintf(num, 32, "%lld", <long long>value)
+                out.add(num, k)
+            elif c.kind == W_BOOL and type(value) is bool:
+                if value:
+                    out.add(b"true", 4)
+                else:
+                    out.add(b"false", 5)
+            elif c.kind == W_SET and type(value) is list and _plain_list(<list>value):
+                _sexpr_set(out, <list>value)
+            elif c.kind == W_MAP and type(value) is dict and _plain_dict(<dict>value):
+                _sexpr_map(out, <dict>value)
+            else:
+                out.text_of(persist._attr_value(cls, ref, c.field, c.enc, value), False)
+            out.add(b'"', 1)
+        out.add(b"/>\n", 3)
+    return out.p[:out.n]
