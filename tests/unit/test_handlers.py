@@ -110,8 +110,9 @@ class FakeTransport:
 
 
 def fake_proto():
-    return SimpleNamespace(transport=FakeTransport(), closing=False, paused=False, body_paused=False,
-                           waiters=[])
+    transport = FakeTransport()
+    return SimpleNamespace(transport=transport, reader=transport, closing=False, paused=False,
+                           body_paused=False, waiters=[])
 
 
 def test_body_stream_reads_and_flow_control():
@@ -332,8 +333,9 @@ def test_cookie_wins_over_query_and_unix_socket_is_root():
 
 
 # -- the protocol in process: tunnels, raw bodies, POST handlers --------------------------------------------
-def serve_stub(routes, test):
-    """Runs `await test(port)` against HttpProtocol with a stub app on uvloop: RPC replies are fixed."""
+def serve_stub(routes, test, ssl=None):
+    """Runs `await test(port)` against HttpProtocol with a stub app on uvloop: RPC replies are fixed.
+    ssl: a server SSLContext for a TLS listener."""
     import uvloop
 
     from xapi.server.http import HttpProtocol
@@ -351,7 +353,8 @@ def serve_stub(routes, test):
     server.app = server
 
     async def main():
-        srv = await asyncio.get_running_loop().create_server(lambda: HttpProtocol(server), "127.0.0.1", 0)
+        srv = await asyncio.get_running_loop().create_server(lambda: HttpProtocol(server), "127.0.0.1", 0,
+                                                               ssl=ssl)
         try:
             await asyncio.wait_for(test(srv.sockets[0].getsockname()[1]), 20)
         finally:
@@ -483,3 +486,53 @@ def test_handler_starts_with_the_head_and_may_answer_before_the_body():
         assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"HTTP/1.1 404")
         w.close()
     serve_stub(routes, test)
+
+
+def test_tls_body_cut_without_close_notify_reaches_the_handler(tmp_path):
+    """A TLS client sends its body and drops the TCP connection without a TLS close_notify (Xen
+    Orchestra's uploads of unknown length) while the handler is behind (reading paused): every byte
+    still reaches the handler. Reading is paused beneath TLS: paused above it, uvloop drops the records
+    waiting in its buffer when the connection ends (the end of an import was silently lost)."""
+    import socket
+    import ssl
+
+    from xapi.server import tls
+    pem = str(tmp_path / "c.pem")
+    tls.ensure_certificate(pem, "127.0.0.1")
+    routes = h.Routes()
+    closed: dict = {}
+    got: list = []
+
+    async def upload(request, response):
+        response.start(200, close=True)
+        await response.write(b"")
+        await closed[request.query["n"]].wait()     # the client is gone before the body is read
+        await asyncio.sleep(0.2)                    # and the server had time to see the close
+        n = 0
+        try:
+            async for chunk in request.body():
+                n += len(chunk)
+        except ConnectionError:
+            pass                                    # the body ends with the connection
+        got.append((int(request.query["n"]), n))
+    routes.add("PUT", "/up", upload, auth=False)
+
+    def client(port, size, done):
+        ctx = ssl._create_unverified_context()
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            s = ctx.wrap_socket(raw)
+            s.sendall(b"PUT /up?n=%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1125899906842624\r\n\r\n" % size)
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+            s.sendall(bytes(size))
+            s.close()                               # the TCP close alone, no close_notify
+        done()
+
+    async def test(port):
+        loop = asyncio.get_running_loop()
+        for size in (h.HIGH_WATER + (64 << 10), h.HIGH_WATER + (160 << 10), h.HIGH_WATER + (1000 << 10)):
+            ev = closed[str(size)] = asyncio.Event()
+            await loop.run_in_executor(None, client, port, size, lambda: loop.call_soon_threadsafe(ev.set))
+        while len(got) < 3:
+            await asyncio.sleep(0.01)
+        assert sorted(got) == [(n, n) for n, _ in sorted(got)], got     # sent, received
+    serve_stub(routes, test, ssl=tls.server_context(pem))

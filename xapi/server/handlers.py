@@ -372,13 +372,13 @@ class BodyStream:
 def pause_body(proto) -> None:
     proto.body_paused = True
     if not proto.closing:
-        proto.transport.pause_reading()
+        proto.reader.pause_reading()
 
 
 def resume_body(proto) -> None:
     proto.body_paused = False
     if not proto.paused and not proto.closing:
-        proto.transport.resume_reading()
+        proto.reader.resume_reading()
 
 
 async def drain(proto) -> None:

@@ -15,7 +15,7 @@ import time
 
 import httptools
 
-from . import handlers
+from . import handlers, tls
 from .rpc import JSON, XML, HttpReply
 
 log = logging.getLogger("xapi.http")
@@ -44,7 +44,8 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = ("server", "app", "local", "peer", "parser", "transport", "url", "headers", "body", "body_len",
                  "pending", "in_request", "request_started", "last_active", "closing", "paused",
                  # HTTP handlers (xapi.server.handlers)
-                 "method", "routes", "rpc_method", "exchange", "hold", "prev", "body_paused", "waiters")
+                 "method", "routes", "rpc_method", "exchange", "hold", "prev", "body_paused", "waiters",
+                 "reader")
 
     def __init__(self, server, local: bool = False) -> None:
         self.server = server
@@ -53,6 +54,7 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = ""
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
+        self.reader = None              # the transport paused to stop reading (tls.read_control)
         self.url = b""
         self.headers: list = []
         self.body: list = []
@@ -75,6 +77,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio ---------------------------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.reader = tls.read_control(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else "local"   # the client's address, for auth
         self.server.connections.add(self)
@@ -95,12 +98,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:       # the client isn't reading: stop reading its requests too
         self.paused = True
-        self.transport.pause_reading()
+        self.reader.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
         if not self.closing and not self.body_paused:
-            self.transport.resume_reading()
+            self.reader.resume_reading()
         if self.waiters:
             handlers.wake_writers(self)
 

@@ -7,6 +7,7 @@ place (`reload`): handshakes that start afterwards present it, connections alrea
 from __future__ import annotations
 
 import datetime
+import gc
 import ipaddress
 import os
 import socket
@@ -82,6 +83,26 @@ def reload(ctx: ssl.SSLContext, path: str) -> None:
     """Loads `path` into a live server context: new handshakes present the new certificate.
     Call it on the event loop thread (the one that runs handshakes)."""
     ctx.load_cert_chain(path)
+
+
+def read_control(transport):
+    """The transport whose reading to pause for flow control: under uvloop's TLS transport, the TCP
+    transport beneath it. Pausing the TLS transport itself leaves the records that keep arriving in
+    uvloop's input buffer, which it drops if the TCP connection then ends without a TLS close_notify
+    (uvloop's SSLProtocol.eof_received; MagicStack/uvloop#661): the end of an upload whose client
+    just closes (Xen Orchestra's) would be lost. Paused below, nothing waits undecrypted above and
+    the end of the connection is only seen once reading resumes."""
+    proto = transport.get_extra_info("uvloop.sslproto")
+    if proto is not None:
+        try:
+            from uvloop.loop import TCPTransport, UnixTransport
+        except ImportError:
+            return transport
+        # uvloop exposes no accessor: the TCP transport is one of the objects the protocol holds
+        for ref in gc.get_referents(proto):
+            if isinstance(ref, (TCPTransport, UnixTransport)):
+                return ref
+    return transport
 
 
 @dataclass(frozen=True)
