@@ -9,7 +9,8 @@
 `p.hosts[i]` is host i+1 (address 127.0.0.(i+2); hosts[0] the coordinator at start): `.url`,
 `.https_url`, `.data_dir`, `.pid`, `.session()` (a logged-in XenAPI.Session), `.kill(sig)`.
 `p.stop()` ends the supervisor, which stops every daemon; `cleanup` also kills by pid any left and
-removes the folder.
+removes the folder. `start(n, netns=True)` (root) puts each host in its own network namespace at
+198.51.100.(i+2) (`xapi sim --netns`); `p.cut(host)` / `p.mend(host)` set its link on the bridge down / up.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class Host:
     https_port: int
     data_dir: str
     password: str
+    namespace: str | None = None          # with netns: its namespace and its link on the bridge
+    link: str | None = None
 
     @property
     def url(self) -> str:
@@ -84,6 +87,12 @@ class Pool:
         with open(os.path.join(self.data_dir, "sim.log"), errors="replace") as f:
             return f.read()
 
+    def cut(self, host: Host) -> None:
+        subprocess.run(["ip", "link", "set", host.link, "down"], check=True)
+
+    def mend(self, host: Host) -> None:
+        subprocess.run(["ip", "link", "set", host.link, "up"], check=True)
+
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
@@ -116,9 +125,9 @@ def _free_on_all(n: int) -> int:
 
 
 def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = None,
-          redo_log: bool = False) -> Pool:
+          redo_log: bool = False, netns: bool = False) -> Pool:
     data_dir = _daemon.data_folder()
-    http_port = _free_on_all(n)
+    http_port = _free_on_all(n)             # in namespaces any port would do; not 8080/8443 anyway
     https_port = _free_on_all(n)
     while https_port == http_port:
         https_port = _free_on_all(n)
@@ -126,6 +135,8 @@ def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = No
     args = ["--serve-arg=--auth-failure-delay=0.1", *(f"--serve-arg={a}" for a in serve_args)]
     if redo_log:
         args.append("--redo-log")
+    if netns:
+        args.append("--netns")
     cmd = [sys.executable, "-m", "xapi.cli.main", "sim", "--hosts", str(n), "--data-dir", data_dir,
            "--http-port", str(http_port), "--https-port", str(https_port), *args]
     with open(os.path.join(data_dir, "sim.log"), "w") as log:
@@ -139,7 +150,8 @@ def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = No
         if os.path.exists(state):
             info = json.load(open(state))
             pool.pids = [h["pid"] for h in info["hosts"]]
-            pool.hosts = [Host(h["address"], http_port, https_port, h["data_dir"], PASSWORD) for h in info["hosts"]]
+            pool.hosts = [Host(h["address"], http_port, https_port, h["data_dir"], PASSWORD,
+                               h.get("namespace"), h.get("link")) for h in info["hosts"]]
             return pool
         time.sleep(0.1)
     pool.stop()
@@ -148,4 +160,7 @@ def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = No
 
 def cleanup(pool: Pool) -> None:
     pool.stop()
+    if os.path.exists(os.path.join(pool.data_dir, "netns.json")):    # a sim that could not clean up
+        from xapi.sim.netns import Netns
+        Netns(pool.data_dir, len(pool.hosts)).remove_leftovers()
     shutil.rmtree(pool.data_dir, ignore_errors=True)

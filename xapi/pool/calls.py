@@ -14,6 +14,7 @@ import asyncio
 import collections
 import hashlib
 import logging
+import socket
 import ssl
 
 import orjson
@@ -27,6 +28,7 @@ log = logging.getLogger("xapi.pool.calls")
 MAX_IDLE = 32               # idle connections kept per host (a storm keeps this many busy)
 MAX_OPEN = 32               # connections open at once per host (callers beyond wait)
 CONNECT_TIMEOUT = 5.0
+DEAD_PEER = 10              # seconds without an acknowledgement before a connection counts as dead
 
 
 def fingerprint_of(der: bytes) -> str:
@@ -45,6 +47,20 @@ def _client_context() -> ssl.SSLContext:
 _CONTEXT = _client_context()
 
 
+def watch_for_dead_peer(writer) -> None:
+    """A host cut off the network sends no reset: without this a call to it, or a kept connection
+    waiting for its reply, would wait for TCP's retransmissions (many minutes). Unacknowledged data
+    (TCP_USER_TIMEOUT) or unanswered keepalive probes end the connection after DEAD_PEER seconds."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, DEAD_PEER // 2)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, DEAD_PEER // 2)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER * 1000)
+
+
 class Peer:
     """Connections to one host's internal endpoint."""
 
@@ -61,6 +77,7 @@ class Peer:
         if not der or fingerprint_of(der) != self.fingerprint:
             writer.close()
             raise XapiError("SSL_VERIFY_ERROR", f"{self.address}: certificate fingerprint mismatch")
+        watch_for_dead_peer(writer)
         return reader, writer
 
     async def call(self, method: str, *params, timeout: float | None = None):

@@ -13,7 +13,7 @@ import ssl
 import orjson
 
 from xapi.datamodel.errors import XapiError
-from xapi.pool.calls import _CONTEXT, _read_reply, fingerprint_of
+from xapi.pool.calls import _CONTEXT, _read_reply, fingerprint_of, watch_for_dead_peer
 
 TIMEOUT = 30.0
 
@@ -42,6 +42,7 @@ class Remote:
         elif fp != self.fingerprint:
             writer.close()
             raise XapiError("SSL_VERIFY_ERROR", f"{self.address}: certificate fingerprint changed")
+        watch_for_dead_peer(writer)
         return reader, writer
 
     async def request(self, method: str, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:

@@ -3,6 +3,8 @@
 ports, joined into one pool whose coordinator is the first; one shared `nfs` SR on the folder DIR/nfs
 with a PBD plugged on every host; with --redo-log, the pool's redo-log in DIR/nfs/redo-log
 (xapi.pool.redolog). This process supervises them and stops them all on SIGINT/SIGTERM.
+With --netns (root), each host runs in its own network namespace at <subnet>.(i+2) on a bridge
+(xapi.sim.netns), removed again when the sim stops (or, after a crash, when it next starts).
 
 When the pool is up, DIR/sim.json says where everything is (hosts: address, data folder, pid) and
 "ready" is printed. root's password: $XAPI_ROOT_PASSWORD, else a new one (printed, and in sim.json).
@@ -31,12 +33,21 @@ def host_address(i: int) -> str:
 
 class Sim:
     def __init__(self, hosts: int, data_dir: str, http_port: int, https_port: int, password: str,
-                 extra: list[str], start_timeout: float = 60.0, redo_log: bool = False) -> None:
+                 extra: list[str], start_timeout: float = 60.0, redo_log: bool = False,
+                 netns: bool = False, netns_subnet: str = "198.51.100") -> None:
         self.redo_log = redo_log
         self.n, self.data_dir = hosts, os.path.abspath(data_dir)
         self.http_port, self.https_port = http_port, https_port
         self.password, self.extra, self.start_timeout = password, extra, start_timeout
         self.procs: list[subprocess.Popen] = []
+        self.stopping: list = []                 # non-empty once SIGINT/SIGTERM arrived
+        self.netns = None
+        if netns:
+            from xapi.sim.netns import Netns
+            self.netns = Netns(self.data_dir, hosts, netns_subnet)
+
+    def address(self, i: int) -> str:
+        return self.netns.address(i) if self.netns else host_address(i)
 
     def host_dir(self, i: int) -> str:
         return os.path.join(self.data_dir, f"host{i + 1}")
@@ -46,7 +57,7 @@ class Sim:
         return os.path.join(self.data_dir, "nfs")
 
     def url(self, i: int) -> str:
-        return f"http://{host_address(i)}:{self.http_port}/"
+        return f"http://{self.address(i)}:{self.http_port}/"
 
     # -- processes ---------------------------------------------------------------------------------
     def start_host(self, i: int) -> subprocess.Popen:
@@ -55,8 +66,10 @@ class Sim:
         env = dict(os.environ, XAPI_ROOT_PASSWORD=self.password)
         if self.redo_log:
             env["XAPI_REDO_LOG"] = os.path.join(self.nfs_dir, "redo-log")
-        cmd = [sys.executable, "-m", "xapi.cli.main", "serve", "--data-dir", d, "--address", host_address(i),
+        cmd = [sys.executable, "-m", "xapi.cli.main", "serve", "--data-dir", d, "--address", self.address(i),
                "--http-port", str(self.http_port), "--https-port", str(self.https_port), *self.extra]
+        if self.netns:
+            cmd = self.netns.wrap(i, cmd)
         log = open(os.path.join(d, "daemon.log"), "ab")
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
@@ -66,12 +79,14 @@ class Sim:
         deadline = time.monotonic() + self.start_timeout
         pid_file = os.path.join(self.host_dir(i), "xapi.pid")
         while time.monotonic() < deadline:
+            if self.stopping:
+                raise RuntimeError("stopped while the hosts started")
             if self.procs[i].poll() is not None:
                 raise RuntimeError(f"host{i + 1} exited with {self.procs[i].returncode} "
                                    f"(see {self.host_dir(i)}/daemon.log)")
             if os.path.exists(pid_file):
                 try:
-                    socket.create_connection((host_address(i), self.http_port), timeout=1).close()
+                    socket.create_connection((self.address(i), self.http_port), timeout=1).close()
                     return
                 except OSError:
                     pass
@@ -105,7 +120,7 @@ class Sim:
         return r["Value"]
 
     def form_pool(self) -> None:
-        coordinator = host_address(0)
+        coordinator = self.address(0)
         for i in range(1, self.n):
             proxy, session, error = self._session(i)
             if session is None:
@@ -154,18 +169,24 @@ class Sim:
             proxy.session.logout(session)
 
     def describe(self) -> dict:
-        return {"coordinator": host_address(0), "http_port": self.http_port, "https_port": self.https_port,
+        hosts = [{"address": self.address(i), "data_dir": self.host_dir(i), "pid": p.pid}
+                 for i, p in enumerate(self.procs)]
+        if self.netns:
+            for i, h in enumerate(hosts):
+                h.update(namespace=self.netns.namespace(i), link=self.netns.veth(i))
+        return {"coordinator": self.address(0), "http_port": self.http_port, "https_port": self.https_port,
                 "password": self.password, "nfs": self.nfs_dir, "supervisor": os.getpid(),
-                "hosts": [{"address": host_address(i), "data_dir": self.host_dir(i), "pid": p.pid}
-                          for i, p in enumerate(self.procs)]}
+                "bridge": self.netns.bridge if self.netns else None, "hosts": hosts}
 
     def run(self) -> int:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         state = os.path.join(self.data_dir, "sim.json")
-        stopping = []
+        stopping = self.stopping
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
         try:
+            if self.netns:
+                self.netns.create()
             self.procs = [self.start_host(i) for i in range(self.n)]
             for i in range(self.n):
                 self.wait_up(i)
@@ -186,6 +207,8 @@ class Sim:
             return 1
         finally:
             self.stop()
+            if self.netns:
+                self.netns.remove()
             try:
                 os.unlink(state)
             except FileNotFoundError:
@@ -206,6 +229,12 @@ def add_parser(sub) -> None:
     p.add_argument("--redo-log", action="store_true",
                    help="the coordinator appends every committed write to DIR/nfs/redo-log/<pool uuid>.log "
                         "before answering, so a member promoted after a crash loses nothing")
+    p.add_argument("--netns", action="store_true",
+                   help="(root) each host in its own network namespace at <subnet>.2 ... on a bridge, so one "
+                        "can be cut off (its link on the bridge set down)")
+    p.add_argument("--netns-subnet", default="198.51.100",
+                   help="the /24 of --netns, as its first three numbers (default 198.51.100, TEST-NET-2); "
+                        "refused if this machine already routes it")
     p.add_argument("--serve-arg", action="append", default=[],
                    help="an extra argument for every `xapi serve` (repeatable)")
 
@@ -216,4 +245,4 @@ def run(args) -> int:
         return 2
     password = os.environ.get("XAPI_ROOT_PASSWORD") or secrets.token_urlsafe(12)
     return Sim(args.hosts, args.data_dir, args.http_port, args.https_port, password, args.serve_arg,
-               redo_log=args.redo_log).run()
+               redo_log=args.redo_log, netns=args.netns, netns_subnet=args.netns_subnet).run()
