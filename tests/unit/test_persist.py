@@ -636,3 +636,27 @@ def test_compiled_writer_handles_odd_values_as_the_reference(caplog):
         fast, ref = both_writes(db)
     assert fast == ref
     assert "cannot write 'not a number'" in caplog.text
+
+
+@needs_compiled
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stamps=st.lists(st.tuples(st.sampled_from(["VM", "host"]), st.integers(0, 5), st.integers(-1, 6),
+                                 st.integers(-1, 6)), max_size=12))
+def test_compiled_restore_orders_rows_as_the_reference(stamps, caplog):
+    """Rows with equal, missing (0) or inverted stamps and duplicate refs: the same tables, stamps,
+    order of change and warnings as the reference's restore."""
+    rows = [(cls, f"OpaqueRef:{n}", c, m, {"name_label": f"{i}"}) for i, (cls, n, c, m) in enumerate(stamps)]
+    dbs, logs = [], []
+    for restore in (_compiled.restore_rows, persist.restore_rows_reference):
+        caplog.clear()
+        db = new_database()
+        assert restore(db, rows) in (True, None)
+        dbs.append(db)
+        logs.append(caplog.messages[:])
+    assert logs[0] == logs[1]
+    assert dbs[0].generation == dbs[1].generation
+    assert dbs[0].changes_since(0) == dbs[1].changes_since(0)
+    for cls in ("VM", "host"):
+        a, b = dbs[0].table(cls), dbs[1].table(cls)
+        assert a.all_records() == b.all_records()
+        assert [a.stamps(r) for r in a.refs()] == [b.stamps(r) for r in b.refs()]

@@ -8,3 +8,6 @@ def read(path: str) -> tuple[dict[str | None, str | None], list[tuple[str, str, 
 
 def encode_rows(cls: str, rows: list[tuple[str, int, int, dict[str, object]]]) -> bytes:
     """The ``<row .../>`` lines of (ref, created, modified, record) rows, as the reference writes them."""
+
+def restore_rows(db: object, rows: list[tuple[str, str, int, int, dict[str, object]]]) -> bool:
+    """As ``persist.restore_rows_reference``; False (nothing done) if a stamp does not fit in 63 bits."""

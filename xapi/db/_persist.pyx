@@ -20,11 +20,12 @@ shared.  Any other value goes through the reference's decoder, on the same text.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Contains, PyDict_SetItem
 from cpython.list cimport PyList_Append
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memchr, memcmp, memcpy
 
 cdef extern from "Python.h":
+    dict _PyDict_NewPresized(Py_ssize_t)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     void* PyUnicode_DATA(object)
 
@@ -61,6 +62,8 @@ cdef class _Plan:
     cdef dict columns       # column (str) -> _Col
     cdef list order         # position in the row -> _Col (a guess, checked by memcmp)
     cdef list defaults      # (field, mode, value): 0 the value itself, 1 a new list, 2 a new dict, 3 call it
+    cdef list resets        # the same, of the fields reset at load (never read from the file)
+    cdef Py_ssize_t nfields
 
     def __init__(self, str cls, object ref_module):
         import xapi.datamodel as dm
@@ -69,6 +72,8 @@ cdef class _Plan:
         self.columns = {}
         self.order = []
         self.defaults = []
+        self.resets = []
+        self.nfields = len(dm.CLASSES[cls].fields)
         cdef _Col c
         for f in dm.CLASSES[cls].fields.values():
             c = _Col()
@@ -93,13 +98,14 @@ cdef class _Plan:
             self.columns[c.name.decode()] = c
             init = f.initial()
             if type(init) is list and not init:
-                self.defaults.append((f.name, 1, None))
+                default = (f.name, 1, None)
             elif type(init) is dict and not init:
-                self.defaults.append((f.name, 2, None))
+                default = (f.name, 2, None)
             elif init is None or type(init) in (str, int, float, bool):
-                self.defaults.append((f.name, 0, init))
+                default = (f.name, 0, init)
             else:
-                self.defaults.append((f.name, 3, f.initial))
+                default = (f.name, 3, f.initial)
+            (self.resets if c.kind == K_SKIP else self.defaults).append(default)
         for role, name in enumerate(("_ref", "ref", "__ctime", "__mtime")):
             c = _Col()
             c.name = name.encode()
@@ -504,44 +510,32 @@ cdef class _Reader:
         cdef _Col c
         cdef const char* v
         cdef Py_ssize_t n
-        cdef Attr* ref_attr = NULL
-        cdef Attr* ctime_attr = NULL
-        cdef Attr* mtime_attr = NULL
-        cdef list cols = []
+        cdef str ref = None
         self.row_no += 1
+        for i in range(na):         # the ref first (warnings name it): it is the first attribute
+            a = &self.attrs[i]
+            if a.name_len == 3 and memcmp(a.name, b"ref", 3) == 0:
+                ref = self.attr_str(a)
+                break
+        if ref is None:
+            raise Fallback("row without a ref")
+        ctime = mtime = 0
+        cdef dict row = _PyDict_NewPresized(plan.nfields)
         for i in range(na):
             a = &self.attrs[i]
             c = plan.col(i, a.name, a.name_len)
             if c.seen == self.row_no:
                 raise Fallback("attribute given twice")
             c.seen = self.row_no
-            cols.append(c)
             if c.kind == K_SKIP:
-                if c.role == 1:
-                    ref_attr = a
-                elif c.role == 2:
-                    ctime_attr = a
-                elif c.role == 3:
-                    mtime_attr = a
-        if ref_attr == NULL:
-            raise Fallback("row without a ref")
-        ref = self.attr_str(ref_attr)
-        if ctime_attr != NULL:
-            n = self.text(ctime_attr, False, &v)
-            ctime = _int(v, n)
-        else:
-            ctime = 0
-        if mtime_attr != NULL:
-            n = self.text(mtime_attr, False, &v)
-            mtime = _int(v, n)
-        else:
-            mtime = 0
-        cdef dict row = {}
-        for i in range(na):
-            a = &self.attrs[i]
-            c = <_Col>cols[i]
-            if c.kind == K_SKIP:
-                self.check(a)
+                if c.role == 2 or c.role == 3:
+                    n = self.text(a, False, &v)
+                    if c.role == 2:
+                        ctime = _int(v, n)
+                    else:
+                        mtime = _int(v, n)
+                else:
+                    self.check(a)
                 continue
             if c.kind == K_UNKNOWN:
                 self.check(a)
@@ -551,16 +545,13 @@ cdef class _Reader:
                 continue
             n = self.text(a, True, &v)
             self.value(row, plan, ref, c, v, n, a.flags)
-        for field, mode, value in plan.defaults:
-            if not PyDict_Contains(row, field):
-                if mode == 0:
-                    row[field] = value
-                elif mode == 1:
-                    row[field] = []
-                elif mode == 2:
-                    row[field] = {}
-                else:
-                    row[field] = value()
+        # the fields xapi resets at load, then (rarely) the fields the row left out
+        for field, mode, value in plan.resets:
+            _default(row, field, mode, value)
+        if len(row) < plan.nfields:
+            for field, mode, value in plan.defaults:
+                if not PyDict_Contains(row, field):
+                    _default(row, field, mode, value)
         PyList_Append(self.rows, (plan.cls, ref, ctime, mtime, row))
         return 0
 
@@ -609,6 +600,18 @@ cdef class _Reader:
             log.warning("state.db: %s %s.%s: unreadable value %r (%s); using the default",
                         plan.cls, ref, c.field, text_str[:80], e)
         return 0
+
+
+cdef inline int _default(dict row, object field, int mode, object value) except -1:
+    if mode == 0:
+        row[field] = value
+    elif mode == 1:
+        row[field] = []
+    elif mode == 2:
+        row[field] = {}
+    else:
+        row[field] = value()
+    return 0
 
 
 cdef str _decode(const char* s, Py_ssize_t n):
@@ -1036,3 +1039,66 @@ def encode_rows(str cls, list rows):
             out.add(b'"', 1)
         out.add(b"/>\n", 3)
     return out.p[:out.n]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: rows into the database in order of (modified, created, place in the file)
+
+from libc.stdlib cimport qsort
+
+cdef struct Stamp:
+    long long modified
+    long long created
+    Py_ssize_t i
+
+
+cdef int _by_stamp(const void* a, const void* b) noexcept nogil:
+    cdef const Stamp* x = <const Stamp*>a
+    cdef const Stamp* y = <const Stamp*>b
+    if x.modified != y.modified:
+        return -1 if x.modified < y.modified else 1
+    if x.created != y.created:
+        return -1 if x.created < y.created else 1
+    return -1 if x.i < y.i else (1 if x.i > y.i else 0)
+
+
+def restore_rows(db, list rows):
+    """As the reference's ``restore_rows_reference``, sorting in C; False (nothing done) if a
+    stamp does not fit in 63 bits, left to the reference."""
+    cdef Py_ssize_t n = len(rows), i
+    cdef Stamp* st = <Stamp*>PyMem_Malloc(max(n, 1) * sizeof(Stamp))
+    cdef long long c, m
+    cdef tuple r
+    if st == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            r = <tuple>rows[i]
+            try:
+                c = r[2]
+                m = r[3]
+            except OverflowError:
+                return False
+            if c < 1:
+                c = 1               # a row without stamps counts as the oldest
+            if m < c:
+                m = c
+            st[i].modified = m
+            st[i].created = c
+            st[i].i = i
+        qsort(st, n, sizeof(Stamp), _by_stamp)
+        tables = {}
+        for i in range(n):
+            r = <tuple>rows[st[i].i]
+            name = r[0]
+            t = tables.get(name)
+            if t is None:
+                t = tables[name] = db.table(name)
+            ref = r[1]
+            if ref in t:
+                log.warning("state.db: duplicate row %s in table %s ignored", ref, name)
+                continue
+            t.restore(ref, r[4], st[i].created, st[i].modified)
+        return True
+    finally:
+        PyMem_Free(st)

@@ -492,14 +492,9 @@ def load(path: str) -> Database:
             gc.enable()
 
 
-def _load(path: str) -> Database:
-    manifest, rows = read(path)
-    generation = int(manifest[_GENERATION])
-    major = manifest.get(_MAJOR)
-    if major is not None and major != str(SCHEMA_MAJOR):
-        log.warning("state.db: schema major version %s (this is %d); loading what is known",
-                    major, SCHEMA_MAJOR)
-    db = new_database()
+def restore_rows_reference(db: Database, rows: list) -> None:
+    """Adds `rows` (as ``read`` gives them) with their stamps, in order of last change (then of
+    creation, then of the file); the compiled ``restore_rows`` does the same."""
     stamped = []
     for i, (table, ref, ctime, mtime, values) in enumerate(rows):
         created = max(ctime, 1)                 # a row without stamps counts as the oldest
@@ -511,6 +506,18 @@ def _load(path: str) -> Database:
             log.warning("state.db: duplicate row %s in table %s ignored", ref, table)
             continue
         t.restore(ref, values, created, modified)
+
+
+def _load(path: str) -> Database:
+    manifest, rows = read(path)
+    generation = int(manifest[_GENERATION])
+    major = manifest.get(_MAJOR)
+    if major is not None and major != str(SCHEMA_MAJOR):
+        log.warning("state.db: schema major version %s (this is %d); loading what is known",
+                    major, SCHEMA_MAJOR)
+    db = new_database()
+    if _compiled is None or not _compiled.restore_rows(db, rows):
+        restore_rows_reference(db, rows)
     if db.generation > generation:
         log.warning("state.db: rows stamped up to %d, after the saved generation %d; resuming from %d",
                     db.generation, generation, db.generation)
