@@ -404,6 +404,31 @@ def test_xen_orchestra_storage_motion(sim, x):
     x.VDI.destroy(done["vdi"])
 
 
+@pytest.mark.skipif(not shutil.which("node") or not os.path.isdir(os.path.join(JS, "node_modules", "xen-api")),
+                    reason="needs node and tests/js/node_modules (make test runs tools/node-deps.sh)")
+def test_xen_orchestra_assert_can_migrate_with_six_parameters(sim, x):
+    """Xen Orchestra's migrateVm calls VM.assert_can_migrate without vgpu_map (xapi defaults it to {}):
+    the check runs (VDI_NOT_IN_MAP for a local disk left out of the map) and passes with the map."""
+    h1, h2 = hosts_by_address(x)
+    local, nfs = local_sr(x, h1), nfs_sr(x)
+    vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-xo-assert")
+    net = next(n for n in x.network.get_all()
+               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    host = sim.coordinator
+    try:
+        p = subprocess.run(["node", os.path.join(JS, "xo_assert_can_migrate.mjs"), host.url, "root", host.password,
+                            vm, vdi, h2, net, nfs], cwd=JS, capture_output=True, text=True, timeout=60)
+        lines = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+        assert lines and lines[-1]["event"] == "done", (p.stdout, p.stderr[-2000:])
+        assert lines[-1]["without"] == {"code": "VDI_NOT_IN_MAP", "params": [vdi]}
+        assert lines[-1]["with"] in ("", None)
+        assert x.VM.get_resident_on(vm) == h1 and x.VBD.get_VDI(vbd) == vdi     # a check moves nothing
+    finally:
+        x.VM.hard_shutdown(vm)
+        x.VM.destroy(vm)
+        x.VDI.destroy(vdi)
+
+
 @pytest.fixture
 def small_sr(sim, x):
     """An ext SR on the coordinator in a 12 MiB tmpfs (a real full disk for the mirror to hit)."""
