@@ -221,6 +221,36 @@ def test_xen_orchestra_import_of_unknown_length(d, x, sid, vdi, tmp_path, tls):
     assert body[:len(data)] == data and body[len(data):].count(0) == SIZE - len(data)
 
 
+@pytest.mark.parametrize("tls", [False, True])
+def test_unknown_length_import_cut_by_a_reset_fails(d, x, sid, vdi, tls):
+    """Xen Orchestra's 1 PiB Content-Length, but the connection is reset (not closed) after the data:
+    bytes the client sent may be lost, so the task fails with VDI_IO_ERROR instead of succeeding with
+    a disk whose end may be missing. Plain: spliced; TLS: streamed."""
+    import ssl
+    import struct
+    task = x.task.create("reset", "")
+    s = socket.create_connection(("127.0.0.1", d.https_port if tls else d.http_port), timeout=30)
+    if tls:
+        s = ssl._create_unverified_context().wrap_socket(s)
+    try:
+        s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi}&task_id={task} HTTP/1.1\r\n"
+                  f"Host: x\r\nContent-Length: 1125899906842624\r\n\r\n".encode())
+        assert s.recv(1000).startswith(b"HTTP/1.1 200")
+        s.sendall(data_of(5 * MiB, 4))
+        time.sleep(0.3)                      # the data is in; then the reset, not a close
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        s.close()                            # no TLS close_notify either
+    for _ in range(100):
+        if x.task.get_status(task) != "pending":
+            break
+        time.sleep(0.1)
+    assert x.task.get_status(task) == "failure"
+    assert x.task.get_error_info(task)[0] == "VDI_IO_ERROR", x.task.get_error_info(task)
+    assert d.alive()
+    x.VDI.destroy(vdi)                        # not left attached
+
+
 def test_import_and_export_over_tls(d, x, sid, vdi):
     """On TLS the bytes go through the TLS layer (no splice, no sendfile) and read back the same."""
     import ssl

@@ -536,3 +536,40 @@ def test_tls_body_cut_without_close_notify_reaches_the_handler(tmp_path):
             await asyncio.sleep(0.01)
         assert sorted(got) == [(n, n) for n, _ in sorted(got)], got     # sent, received
     serve_stub(routes, test, ssl=tls.server_context(pem))
+
+
+def test_body_end_by_close_or_by_reset():
+    """A body that stops at the client's orderly close ends with handlers.ConnectionEnded (the end of
+    a body that ends with the connection); a reset (bytes the client sent may be lost) with another
+    ConnectionResetError, which an import reports as a failure."""
+    import socket
+    import struct
+    routes = h.Routes()
+    seen: dict = {}
+
+    async def upload(request, response):
+        n = 0
+        try:
+            async for chunk in request.body():
+                n += len(chunk)
+        except ConnectionError as e:
+            seen[request.query["how"]] = (n, type(e))
+        await response.end(b"")
+    routes.add("PUT", "/up", upload, auth=False)
+
+    def client(port, how):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"PUT /up?how=%s HTTP/1.1\r\nHost: x\r\nContent-Length: 1125899906842624\r\n\r\n"
+                      % how.encode() + b"x" * 1000)
+            if how == "reset":
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async def test(port):
+        loop = asyncio.get_running_loop()
+        for how in ("close", "reset"):
+            await loop.run_in_executor(None, client, port, how)
+        while len(seen) < 2:
+            await asyncio.sleep(0.01)
+        assert seen["close"] == (1000, h.ConnectionEnded)
+        assert seen["reset"][1] is not h.ConnectionEnded and issubclass(seen["reset"][1], ConnectionResetError)
+    serve_stub(routes, test)

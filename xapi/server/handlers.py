@@ -235,6 +235,13 @@ def body_offset(data: bytes, prev: bytes | None, request_line: bytes) -> int:
 
 
 # -- the request body ---------------------------------------------------------------------------------
+class ConnectionEnded(ConnectionResetError):
+    """The body stopped at the connection's orderly end (the client's TCP close, with or without a TLS
+    close_notify), after every byte the client sent: the end of a body that ends with the connection
+    (Xen Orchestra's uploads of unknown length), a body cut short otherwise. A reset or a transport
+    error is a plain ConnectionResetError: bytes the client sent may be missing."""
+
+
 class BodyStream:
     """Body bytes between the connection and the handler, with flow control on the transport."""
 
@@ -1084,7 +1091,7 @@ def eof_received(proto) -> bool:
     answer (the connection closes after them)."""
     ex = proto.exchange
     if type(ex) is Exchange:
-        ex.body.abort(ConnectionResetError("the client closed the connection before the end of the body"))
+        ex.body.abort(ConnectionEnded("the client closed the connection before the end of the body"))
     running = [e for _, e, _ in proto.pending if type(e) is Exchange and not e.done]
     if not running:
         return False
@@ -1107,7 +1114,8 @@ def idle_check(proto, now: float) -> bool:
 def connection_lost(proto, exc) -> None:
     ex = proto.exchange
     if type(ex) is Exchange:
-        ex.body.abort(ConnectionResetError("the connection was lost"))
+        ex.body.abort(ConnectionEnded("the connection was closed") if exc is None else
+                      ConnectionResetError(f"the connection was lost: {exc}"))
     wake_writers(proto, ConnectionResetError("the connection was lost"))
 
 

@@ -19,7 +19,8 @@ Import: as xapi, once the VDI is attached the answer goes out before the body is
 `Task-Id` when there is a task, `Connection: close`): xe and Xen Orchestra wait for it before they
 send the body. From then on the outcome is on the task only, and the connection ends with the import.
 A Content-Length larger than the import can take (Xen Orchestra's 1 PiB for a stream of unknown
-length) means the body ends with the connection.
+length) means the body ends with the connection's orderly end; a reset (bytes the client sent may be
+lost) is VDI_IO_ERROR.
 
 Import, format=raw: the body (Content-Length, chunked, or HTTP/1.0 until the close) is written at
 offset 0 onwards. A body with a Content-Length that fits the disk, or an HTTP/1.0 one that ends with
@@ -56,7 +57,7 @@ import secrets
 import socket
 
 from xapi.datamodel.errors import XapiError
-from xapi.server.handlers import HttpError
+from xapi.server.handlers import ConnectionEnded, HttpError
 from xapi.sm import vhd
 
 log = logging.getLogger("xapi.sm.transfer")
@@ -275,7 +276,8 @@ def _open(info: dict, rw: bool) -> _Disk:
 # -- import -------------------------------------------------------------------------------------------
 async def _fill(request, buf: bytearray, until_close: bool = False) -> int:
     """Fills buf from the body; returns how many bytes (less than len(buf) only at the end). With
-    until_close, the end of the connection ends the body whatever its Content-Length said."""
+    until_close, the connection's orderly end ends the body whatever its Content-Length said; a reset
+    (bytes may be missing) is still an error."""
     mv = memoryview(buf)
     got, n = 0, len(buf)
     readinto = getattr(request, "readinto", None)
@@ -293,7 +295,7 @@ async def _fill(request, buf: bytearray, until_close: bool = False) -> int:
                 break
             mv[got:got + len(chunk)] = chunk
             got += len(chunk)
-    except ConnectionError:
+    except ConnectionEnded:
         if not until_close:
             raise
     return got
