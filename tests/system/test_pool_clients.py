@@ -43,3 +43,33 @@ def test_xen_orchestra_follows_host_is_slave(sim):
         assert loaded["counts"]["host"] == 2
     finally:
         c.close()
+
+
+@pytest.mark.skipif(NODE is None or not (JS / "node_modules" / "xen-api").is_dir(),
+                    reason="needs node and tests/js/node_modules (make test runs tools/node-deps.sh)")
+def test_xen_orchestra_follows_designate_new_master():
+    """Xen Orchestra watching the coordinator: after pool.designate_new_master its session is gone
+    (xapi's old coordinator restarts; sessions are not persisted), so its event loop logs in again,
+    meets HOST_IS_SLAVE and goes on at the new coordinator: a write there reaches it."""
+    p = _pool.start(2)
+    try:
+        h1, h2 = p.hosts
+        session = h1.session()
+        x, s1 = session.xenapi, session._session
+        pool = x.pool.get_all()[0]
+        c = XoClient(h1, "json-rpc", mode="watch", max_seconds=60)
+        try:
+            c.expect("connected", 15)
+            c.expect("loaded", 15)
+            target = next(h for h, r in x.host.get_all_records().items() if r["address"] == h2.address)
+            x.pool.designate_new_master(target)
+            import xmlrpc.client
+            raw = xmlrpc.client.ServerProxy(h1.url).pool.get_name_label(s1, pool)
+            assert raw["ErrorDescription"][0] == "SESSION_INVALID"
+            h2.session().xenapi.pool.set_name_label(pool, "written at the new coordinator")
+            c.expect("update", 20, where=lambda m: m.get("type") == "pool"
+                     and m.get("name_label") == "written at the new coordinator")
+        finally:
+            c.close()
+    finally:
+        _pool.cleanup(p)

@@ -53,7 +53,8 @@ def test_designate_new_master(sim):
     x.pool.set_name_label(pool, "before handover")
     assert _failure(x.pool.designate_new_master, "OpaqueRef:nope")[:2] == ["HANDLE_INVALID", "host"]
     x.pool.designate_new_master(target)
-    # the old coordinator now names the new one, and so does the other member
+    # the old coordinator's sessions are gone (xapi restarts it): the SDK logs in again on
+    # SESSION_INVALID and gets HOST_IS_SLAVE naming the new one, and so does the other member
     assert _failure(x.pool.set_name_label, pool, "too late") == ["HOST_IS_SLAVE", h2.address]
     assert _eventually(lambda: _login_error(h3) == ["HOST_IS_SLAVE", h2.address])
     assert _login_error(h1) == ["HOST_IS_SLAVE", h2.address]

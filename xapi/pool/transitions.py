@@ -57,7 +57,7 @@ async def become_coordinator(app) -> None:
     log.info("now the pool coordinator")
 
 
-async def follow(app, address: str, fingerprint: str | None = None) -> None:
+async def follow(app, address: str, fingerprint: str | None = None, end_sessions: bool = False) -> None:
     """This host is a member of the pool whose coordinator is at `address` from now on."""
     from xapi import pool as pool_setup
     if fingerprint is None:
@@ -72,7 +72,23 @@ async def follow(app, address: str, fingerprint: str | None = None) -> None:
     app.role = role
     pool_setup.become_member_in_memory(app, role)
     pool_setup.start_replica(app)
+    if end_sessions:
+        _end_sessions(app)
     log.info("following the coordinator at %s", address)
+
+
+def _end_sessions(app) -> None:
+    """A coordinator that becomes a member restarts in xapi, and sessions are never persisted: every
+    session it had issued is gone (SESSION_INVALID, which clients such as Xen Orchestra's answer by
+    logging in again, and so meet HOST_IS_SLAVE naming the new coordinator). Pending event waits end."""
+    sessions = getattr(app, "sessions", None)
+    if sessions is None:
+        return
+    for ref in list(sessions.by_ref):
+        try:
+            sessions.destroy(ref)
+        except Exception:
+            log.exception("session %s not ended", ref)
 
 
 # -- internal methods ------------------------------------------------------------------------------
@@ -119,7 +135,7 @@ async def designate_new_master(app, host) -> None:
         app.coordinator_address = app.own_address
         raise
     others = [h for h in hosts.refs() if h not in (host, app.host_ref)]
-    await follow(app, address, fingerprint)
+    await follow(app, address, fingerprint, end_sessions=True)
     for h in others:
         try:
             await app.pool.call(h, "pool.follow", address, fingerprint, timeout=30)
@@ -156,7 +172,7 @@ async def emergency_reset_master(app, master_address) -> None:
         fingerprint = _fingerprint_of_address(app, address)
     except XapiError:
         fingerprint = ""
-    await follow(app, address, fingerprint)
+    await follow(app, address, fingerprint, end_sessions=app.is_coordinator)
 
 
 async def recover_slaves(app) -> list:
