@@ -125,8 +125,11 @@ def _free_on_all(n: int) -> int:
 
 
 def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = None,
-          redo_log: bool = False, netns: bool = False) -> Pool:
-    data_dir = _daemon.data_folder()
+          redo_log: bool = False, netns: bool = False, data_dir: str | None = None) -> Pool:
+    data_dir = data_dir or _daemon.data_folder()
+    state = os.path.join(data_dir, "sim.json")
+    if os.path.exists(state):                  # left by a sim that was killed: not this one's
+        os.unlink(state)
     http_port = _free_on_all(n)             # in namespaces any port would do; not 8080/8443 anyway
     https_port = _free_on_all(n)
     while https_port == http_port:
@@ -142,7 +145,6 @@ def start(n: int, *serve_args: str, timeout: float = 90.0, env: dict | None = No
     with open(os.path.join(data_dir, "sim.log"), "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environ)
     pool = Pool(data_dir, proc)
-    state = os.path.join(data_dir, "sim.json")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -41,6 +41,15 @@ def _inside(host, script: str) -> str:
     return r.stdout.strip()
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (the killed sim's daemons are reaped by whoever inherits them)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _namespaces() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
@@ -99,3 +108,28 @@ def _servertime(x, host) -> bool:
         return bool(x.host.get_servertime(host))
     except XenAPI.Failure:
         return False
+
+
+def test_a_crashed_sim_leaves_nothing_after_the_next_start():
+    """kill -9 of `xapi sim --netns` leaves its namespaces, bridge and daemons; the next start on the same
+    folder removes them (the old daemon ends) before making its own, and its stop removes those."""
+    import signal
+    first = _pool.start(1, netns=True)
+    try:
+        old = first.hosts[0]
+        old_pid = old.pid
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait()
+        assert old.namespace in _namespaces() and _running(old_pid)
+        second = _pool.start(1, netns=True, data_dir=first.data_dir)
+        first.proc = second.proc                   # cleanup stops it if an assertion fails
+        assert not _running(old_pid)
+        new = second.hosts[0]
+        assert new.namespace == old.namespace and new.pid != old_pid
+        assert len(new.session().xenapi.host.get_all()) == 1
+        assert second.stop() == 0
+        assert old.namespace not in _namespaces()
+        assert subprocess.run(["ip", "link", "show", new.link], capture_output=True).returncode != 0
+    finally:
+        first.pids = []
+        _pool.cleanup(first)
