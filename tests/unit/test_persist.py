@@ -555,6 +555,7 @@ _FILE = ('<?xml version="1.0" encoding="UTF-8"?>\n<database><manifest><pair key=
     (_FILE.replace('<pair key="generation_count" value="9"/>', ""), False),
     (_FILE.replace("&amp;", "&nbsp;"), False),                         # undefined entity
     (_FILE.replace("&#37;", "&#1;"), False),                           # not an XML character
+    (_FILE.replace("&#37;", "\ufffe"), False),
     (_FILE.replace("</table>", "text</table>", 1), False),
     (_FILE.replace("</database>", ""), False),                         # truncated
     (_FILE.replace("</database>", "</database><database/>"), False),

@@ -424,6 +424,9 @@ cdef class _Reader:
                         flags |= F_PCT
                     elif ch >= 0x80:
                         flags |= F_HIGH
+                        if ch == 0xEF and i + 2 < n and <unsigned char>s[i + 1] == 0xBF \
+                                and (<unsigned char>s[i + 2] == 0xBE or <unsigned char>s[i + 2] == 0xBF):
+                            raise Fallback("U+FFFE or U+FFFF: not an XML character")
                     i += 1
                 a.value_len = s + i - a.value
                 a.flags = flags

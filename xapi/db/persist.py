@@ -26,11 +26,15 @@ Fields xapi declares ``~persist:false`` (``allowed_operations``, ``current_opera
 ``VM_metrics``...) are written but come back empty after a load, as in xapi: an operation that was
 running when the daemon died is not left hanging on its object.
 
-Writing (the rows encoded by the compiled ``_persist.encode_rows`` unless ``XAPI_PURE=1``, byte for byte
-as the reference ``_write_reference``): a snapshot of every table is taken on the event loop in one go (``all_records()`` and the
+Writing: a snapshot of every table is taken on the event loop in one go (``all_records()`` and the
 stamps: containers in the database are replaced, never changed in place, so sharing them is safe),
 then the XML is built and written by a worker thread to ``state.db.tmp``, fsynced, renamed over
 ``state.db`` and the folder fsynced: a crash at any moment leaves the previous or the new file.
+
+Compiled hot loops (``xapi.db._persist``, unless ``XAPI_PURE=1``): the rows are encoded, read
+and restored in C, with the same results as the pure-Python code here, which is the reference
+(``_write_reference``, byte for byte; ``read_reference``, to which the compiled reader hands any
+file outside what xapi writes; ``restore_rows_reference``).
 
 Loading and generations: as xapi, a load is not a write.  Rows come back with their saved
 ``__ctime``/``__mtime`` (``Table.restore``, in order of ``__mtime``) and the generation is the saved
