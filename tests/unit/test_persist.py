@@ -661,3 +661,13 @@ def test_compiled_restore_orders_rows_as_the_reference(stamps, caplog):
         a, b = dbs[0].table(cls), dbs[1].table(cls)
         assert a.all_records() == b.all_records()
         assert [a.stamps(r) for r in a.refs()] == [b.stamps(r) for r in b.refs()]
+
+
+@needs_compiled
+def test_compiled_writer_across_its_chunks():
+    """A table written in several calls of the encoder (1,000 rows each) is still one table."""
+    db = new_database()
+    for i in range(2345):
+        insert(db, "VBD", userdevice=str(i % 10), other_config={"n": str(i)})
+    fast, ref = both_writes(db)
+    assert fast == ref and fast.count(b"<row ") == 2345
