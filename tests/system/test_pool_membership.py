@@ -117,6 +117,23 @@ def test_eject_then_join_errors_then_join(sim):
     s.xenapi.session.logout()
 
 
+def test_eject_then_join_force(sim):
+    """pool.join_force (the same join, xapi skips the version checks) brings an ejected host back."""
+    s = sim.coordinator.session()
+    x = s.xenapi
+    third = next(h for h, r in x.host.get_all_records().items() if r["address"] == "127.0.0.4")
+    x.pool.eject(third)
+    alone = _eventually(lambda: _try_login(sim.hosts[2]))
+    assert alone is not None and len(alone.xenapi.host.get_all()) == 1
+    assert _failure(alone.xenapi.pool.join_force, "127.0.0.2", "root", "wrong")[0] == \
+        "SESSION_AUTHENTICATION_FAILED"
+    alone.xenapi.pool.join_force("127.0.0.2", "root", sim.hosts[2].password)
+    assert len(x.host.get_all()) == 3
+    assert _failure(XenAPI.Session(sim.hosts[2].url).xenapi.login_with_password, "root",
+                    sim.hosts[2].password, "1.0", "t") == ["HOST_IS_SLAVE", "127.0.0.2"]
+    s.xenapi.session.logout()
+
+
 def _try_login(host):
     try:
         return host.session()
