@@ -309,7 +309,24 @@ def home(app, rec: dict) -> str:
 
 async def sync(app, ref: str, host: str | None = None, memory: bool = True) -> None:
     """The VM's power state, domid, residence and metrics from the xenopsd of `host` (default: the
-    host it is resident on); that host's free memory (unless the caller refreshes it once for many)."""
+    host it is resident on); that host's free memory (unless the caller refreshes it once for many).
+    One at a time per VM: an operation's own sync waits for one that xenopsd's update started, so the
+    operation returns only once a gone domain's disks are released."""
+    locks = app.__dict__.setdefault("_vm_sync_locks", {})
+    entry = locks.get(ref)
+    if entry is None:
+        entry = locks[ref] = [asyncio.Lock(), 0]
+    entry[1] += 1
+    try:
+        async with entry[0]:
+            await _sync(app, ref, host, memory)
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0 and locks.get(ref) is entry:
+            del locks[ref]
+
+
+async def _sync(app, ref: str, host: str | None, memory: bool) -> None:
     db = app.db
     vms = db.table("VM")
     if ref not in vms:
