@@ -38,9 +38,14 @@ class _Raw:
             view, offset = view[n:], offset + n
 
     def close(self) -> None:
-        if self.writable:
-            os.fsync(self.fd)
-        os.close(self.fd)
+        fd, self.fd = self.fd, -1       # twice would close whatever file got the number since
+        if fd < 0:
+            return
+        try:
+            if self.writable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _Vhd:

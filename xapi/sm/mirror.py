@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 
+from xapi.sm.wait_out import wait_out
 from xapi.sm import copy as sm_copy, sim_disk_writer
 
 log = logging.getLogger("xapi.sm.mirror")
@@ -47,8 +48,7 @@ async def run(fn, *args):
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await asyncio.wait([fut])
+        await wait_out(fut)
         raise
 
 

@@ -56,6 +56,7 @@ import os
 import secrets
 import socket
 
+from xapi.sm.wait_out import wait_out
 from xapi.datamodel.errors import XapiError
 from xapi.server.handlers import ConnectionEnded, HttpError
 from xapi.sm import vhd
@@ -102,8 +103,7 @@ async def _run(fn, *args):
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await asyncio.wait([fut])
+        await wait_out(fut)
         raise
 
 
@@ -533,8 +533,7 @@ async def _run_stoppable(stop: list, fn, *args, tick=None):
         return await asyncio.shield(fut)
     except BaseException:
         stop[0] = True
-        with contextlib.suppress(BaseException):
-            await asyncio.wait([fut])
+        await wait_out(fut)
         raise
 
 
