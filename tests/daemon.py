@@ -103,6 +103,14 @@ def start(*args: str, password: str | None = "test-password", data_dir: str | No
     raise RuntimeError(f"daemon did not start in {timeout}s:\n{d.log()}")
 
 
+def keep_data() -> bool:
+    """XAPI_TEST_KEEP_DATA=1: cleanups leave the data folders (daemon logs, state) for a post-mortem."""
+    return os.environ.get("XAPI_TEST_KEEP_DATA", "") not in ("", "0")
+
+
 def cleanup(d: Daemon) -> None:
     d.stop()
+    if keep_data():
+        print(f"kept {d.data_dir}", file=sys.stderr)
+        return
     shutil.rmtree(d.data_dir, ignore_errors=True)

@@ -165,4 +165,7 @@ def cleanup(pool: Pool) -> None:
     if os.path.exists(os.path.join(pool.data_dir, "netns.json")):    # a sim that could not clean up
         from xapi.sim.netns import Netns
         Netns(pool.data_dir, len(pool.hosts)).remove_leftovers()
+    if _daemon.keep_data():
+        print(f"kept {pool.data_dir}", file=sys.stderr)
+        return
     shutil.rmtree(pool.data_dir, ignore_errors=True)
