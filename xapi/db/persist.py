@@ -49,7 +49,6 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from xmlrpc.client import DateTime
 
 from lxml import etree
 
-from xapi import datamodel as dm
+from xapi import atomic, datamodel as dm
 from xapi.compiled import accelerator
 from xapi.datamodel.db_names import NOT_IN_DB, NOT_PERSISTED, REF_COLUMN, db_column, reset_on_load
 from xapi.datamodel.types import Type
@@ -363,25 +362,8 @@ def _write_reference(f, snap: Snapshot) -> None:
 
 def write_snapshot(snap: Snapshot, path: str) -> None:
     """Writes `snap` to `path` atomically: path.tmp, fsync, rename, fsync of the folder."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-            (_write_reference if _compiled is None else _write_compiled)(f, snap)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dirfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    writer = _write_reference if _compiled is None else _write_compiled
+    atomic.write_with(path, lambda f: writer(f, snap), tmp=path + ".tmp", buffering=1 << 20)
 
 
 def save(db: Database, path: str) -> int:
