@@ -1,7 +1,4 @@
 """VM lifecycle against a real daemon (xapi.actions.vm over xenopsd, xapi.xenops) with the XenAPI SDK."""
-import json
-import os
-import socket
 import threading
 import time
 
@@ -9,6 +6,8 @@ import pytest
 import XenAPI
 
 from tests import daemon as _daemon
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, new_vm, wait_for, xenopsd
 from xapi import xenctrl
 
 pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
@@ -16,68 +15,8 @@ pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
 
 MIB = 1 << 20
 
-
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    try:
-        s.xenapi.session.logout()
-    except Exception:
-        pass
-
-
-def xenopsd(host, method, *params):
-    """A call straight to xenopsd on its socket (test hooks: DEBUG.trigger, DEBUG.set)."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(os.path.join(host.data_dir, "xenopsd"))
-        s.sendall(json.dumps({"id": 1, "method": method, "params": list(params)}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    reply = json.loads(buf)
-    assert "error" not in reply, reply
-    return reply["result"]
-
-
-def new_vm(x, name="vm", memory=256 * MIB, vcpus=1, **fields):
-    rec = {
-        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
-        "affinity": "OpaqueRef:NULL", "memory_static_max": str(memory), "memory_dynamic_max": str(memory),
-        "memory_dynamic_min": str(memory), "memory_static_min": str(memory), "VCPUs_params": {},
-        "VCPUs_max": str(vcpus), "VCPUs_at_startup": str(vcpus), "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart", "actions_after_crash": "destroy", "PV_bootloader": "",
-        "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
-        "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "cd"}, "platform": {}, "PCI_bus": "",
-        "other_config": {}, "recommendations": "",
-    }
-    return x.VM.create({**rec, **fields})
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
-
-
-def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+x = root_xenapi("host", scope="function")
 
 
 def test_start_pause_shutdown_reboot(x):
