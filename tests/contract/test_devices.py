@@ -4,85 +4,25 @@ Debian's xenstore-ls, VBD/VIF create, plug/unplug, insert/eject, destroy with xa
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
 import XenAPI
 
 from tests import daemon as _daemon
-from tests.contract.test_vm_lifecycle import failure, new_vm, wait_for, xenopsd
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import (datapaths, failure, management_network, needs_xs, new_vdi, new_vm, vbd_record,
+                           vif_record, wait_for, xenopsd, xs, xs_read)
 from xapi import xenctrl
 
 pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
                                 reason="the xenctrl shim has no domain operations yet")
 
-MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
 
-
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
-                                                       "XAPI_GUEST_AGENT_DELAY": "0.1"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def sr(x):
-    return x.pool.get_default_SR(x.pool.get_all()[0])
-
-
-def xs(host, *argv, check=True):
-    """Debian's xenstore-utils against the daemon's xenstored."""
-    env = dict(os.environ, XENSTORED_PATH=os.path.join(host.data_dir, "xenstored", "socket"))
-    env.pop("XENSTORED_RUNDIR", None)
-    p = subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=20)
-    if check:
-        assert p.returncode == 0, (argv, p.stderr)
-    return p
-
-
-def xs_read(host, path):
-    p = xs(host, "xenstore-read", path, check=False)
-    return p.stdout.rstrip("\n") if p.returncode == 0 else None
-
-
-needs_xs = pytest.mark.skipif(not shutil.which("xenstore-ls"), reason="Debian xenstore-utils not installed")
-
-
-def new_vdi(x, sr, size=8 * MIB, name="disk", read_only=False, sharable=False):
-    return x.VDI.create({"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size),
-                         "type": "user", "sharable": sharable, "read_only": read_only, "other_config": {}})
-
-
-def vbd_record(vm, vdi, userdevice="0", mode="RW", type_="Disk", empty=False):
-    return {"VM": vm, "VDI": vdi, "userdevice": userdevice, "bootable": userdevice == "0", "mode": mode,
-            "type": type_, "empty": empty, "other_config": {}, "qos_algorithm_type": "",
-            "qos_algorithm_params": {}}
-
-
-def vif_record(vm, network, device="0", mac=""):
-    return {"device": device, "network": network, "VM": vm, "MAC": mac, "MTU": "1500", "other_config": {},
-            "qos_algorithm_type": "", "qos_algorithm_params": {}}
-
-
-def management_network(x):
-    return next(n for n, r in x.network.get_all_records().items() if r["bridge"] == "xenbr0")
-
-
-def datapaths(host):
-    with open(os.path.join(host.data_dir, "storage-access.json")) as f:
-        return {dp for e in json.load(f)["vdis"].values() for dp in e["dps"]}
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
+                                                 "XAPI_GUEST_AGENT_DELAY": "0.1"})
+x = root_xenapi("host")
 
 
 @needs_xs
