@@ -19,8 +19,16 @@ $(VENV)/.stamp-deps: $(VENV)/.stamp-system pyproject.toml
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
-build: $(VENV)/.stamp-deps
+build: $(VENV)/.stamp-deps $(VENV)/bin/xapi-nfs-mount
 	$(PY) setup.py -q build_ext --inplace -j 2
+
+# The userspace NFS client (FUSE over libnfs) that nfs and iso SRs use where the kernel has no NFS,
+# next to the interpreter where the drivers look; without libnfs or fuse3 it is left out (mount.nfs only).
+$(VENV)/bin/xapi-nfs-mount: csrc/nfs_fuse.c $(VENV)/.stamp-system
+	@if pkg-config --exists libnfs fuse3 2>/dev/null; then \
+		echo "cc -o $@ csrc/nfs_fuse.c"; \
+		$(CC) -O2 -Wall -o $@ csrc/nfs_fuse.c $$(pkg-config --cflags --libs fuse3 libnfs); \
+	else echo "xapi-nfs-mount not built: no libnfs-dev or libfuse3-dev (tools/system-deps.sh installs them)"; fi
 
 run: build
 	XAPI_DATA_DIR=$${XAPI_DATA_DIR:-$(DATA)} $(VENV)/bin/xapi serve --http-port 8080 --https-port 8443 --auth $${XAPI_AUTH:-local}

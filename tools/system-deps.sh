@@ -4,6 +4,8 @@
 set -eu
 packages=(build-essential python3-dev python3-venv libxen-dev libpam0g libpam-runtime qemu-utils xenstore-utils rpm
           nfs-common   # mount.nfs, for nfs SRs on a real export
+          libnfs-dev libfuse3-dev fuse3 pkg-config   # xapi-nfs-mount, the NFS client where the kernel has none
+          nfs-ganesha nfs-ganesha-vfs rpcbind        # a userspace NFS server for tests/system/test_nfs_server.py
           zstd libxxhash0)  # XVA: zstd-compressed archives, .xxhash chunk checksums
 missing=()
 for p in "${packages[@]}"; do
