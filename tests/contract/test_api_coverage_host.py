@@ -2,31 +2,12 @@
 import datetime
 import time
 
-import pytest
-import XenAPI
-
-from tests import daemon as _daemon
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure
 
 
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
-
-
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10")
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+host = own_daemon("--request-timeout", "10")
+x = root_xenapi("host")
 
 
 def _parse(dt) -> float:

@@ -6,31 +6,15 @@ import time
 import urllib.request
 import xmlrpc.client
 
-import pytest
 import XenAPI
 
-from tests import daemon as _daemon
-from tests.contract.test_vm_lifecycle import failure, new_vm
+from tests.fixtures import own_daemon, root_session, xenapi_of
+from tests.helpers import failure, new_vm
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def sdk(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def x(sdk):
-    return sdk.xenapi
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+sdk = root_session("host")
+x = xenapi_of("sdk")
 
 
 def _ts(t):

@@ -1,25 +1,11 @@
 """network.add_purpose/remove_purpose/set_default_locking_mode (xapi.actions.network_extra) with the
 XenAPI SDK against a real daemon."""
-import pytest
-import XenAPI
-
-from tests import daemon as _daemon
-from tests.contract.test_vm_lifecycle import failure, new_vm
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, new_vm
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+x = root_xenapi("host")
 
 
 def _net(x, name):

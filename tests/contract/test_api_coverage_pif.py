@@ -1,25 +1,13 @@
 """PIF.* (xapi.actions.pif) with the XenAPI SDK against a real daemon: IP configuration with xapi's
 checks, plug/unplug and what blocks an unplug, properties, forget, db_introduce/db_forget."""
 import pytest
-import XenAPI
 
-from tests import daemon as _daemon
-from tests.contract.test_vm_lifecycle import failure, new_vm
-
-
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield d
-    _daemon.cleanup(d)
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, new_vm
 
 
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+x = root_xenapi("host")
 
 
 @pytest.fixture

@@ -1,28 +1,16 @@
 """VM setters and queries (xapi.actions.vm_settings) with the XenAPI SDK against a real daemon: values
 stored, xapi's checks and errors, the power states they need, memory overhead as xapi computes it."""
 import pytest
-import XenAPI
 
-from tests import daemon as _daemon
-from tests.contract.test_vm_lifecycle import failure, new_vm
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, new_vm
 
 MIB = 1 << 20
 VCPU_RULE = "VCPU values must satisfy: 0 < VCPUs_at_startup \u2264 VCPUs_max"
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+x = root_xenapi("host")
 
 
 @pytest.fixture

@@ -1,10 +1,9 @@
 """VM.create's checks and the memory setters against a real daemon with the XenAPI SDK: missing
 mandatory fields, MEMORY_CONSTRAINT_VIOLATION where xapi raises it, the power states they need."""
 import pytest
-import XenAPI
 
-from tests import daemon as _daemon
-from tests.contract.test_vm_lifecycle import failure, new_vm
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, new_vm
 from xapi import xenctrl
 
 pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
@@ -13,19 +12,8 @@ MIB = 1 << 20
 ORDER = "Memory limits must satisfy: static_min \u2264 dynamic_min \u2264 dynamic_max \u2264 static_max"
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+x = root_xenapi("host")
 
 
 def memory(x, vm):

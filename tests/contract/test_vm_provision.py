@@ -2,10 +2,9 @@
 made in the named SR or the pool's default one, VBDs as xapi makes them, the template turned into a VM,
 the request removed, and failures cleaned up."""
 import pytest
-import XenAPI
 
-from tests import daemon as _daemon
-from tests.contract.test_vm_lifecycle import failure, new_vm
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, new_vm
 from xapi import xenctrl
 
 pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
@@ -14,24 +13,8 @@ GIB = 1 << 30
 NULL = "OpaqueRef:NULL"
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def sr(x):
-    return x.pool.get_default_SR(x.pool.get_all()[0])
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+x = root_xenapi("host")
 
 
 def install(x, template_name, name):
