@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "xenctrl_shim.h"
+#include "shim_common.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -81,31 +82,6 @@ struct xcs_handle {
     struct xcs_logger logger;
 #endif
 };
-
-static int set_error(xcs_handle *h, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int set_error(xcs_handle *h, int err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(h->last_error, sizeof(h->last_error), fmt, ap);
-    va_end(ap);
-    return -err;
-}
-
-static void put_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void put_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int64_t now_ns(void)
 {
@@ -858,13 +834,7 @@ int xcs_open(const char *backend, const char *sim_config, xcs_handle **out,
 {
     xcs_handle *h;
     int rc;
-    if (err && errlen)
-        err[0] = '\0';
-    if (!out) {
-        put_err(err, errlen, "out is NULL");
-        return -EINVAL;
-    }
-    *out = NULL;
+    SHIM_OPEN_BEGIN(out, err, errlen);
     if (!backend || !*backend)
         backend = "sim";
     if (strcmp(backend, "sim") != 0 && strcmp(backend, "xc") != 0) {
@@ -903,51 +873,33 @@ int xcs_open(const char *backend, const char *sim_config, xcs_handle **out,
     return 0;
 }
 
-const char *xcs_backend(const xcs_handle *h)
-{
-    return h && h->ops ? h->ops->name : "";
-}
-
-const char *xcs_last_error(const xcs_handle *h)
-{
-    return h ? h->last_error : "";
-}
+/* xcs_backend, xcs_last_error, xcs_close */
+SHIM_HANDLE_FUNCTIONS(xcs, xcs_handle)
 
 int xcs_physinfo(xcs_handle *h, xcs_physinfo_t *out)
 {
-    if (!h || !h->ops)
-        return -EBADF;
+    SHIM_ENTER(h);
     if (!out)
         return set_error(h, EINVAL, "out is NULL");
-    h->last_error[0] = '\0';
     return h->ops->physinfo(h, out);
 }
 
 int xcs_domain_list(xcs_handle *h, uint32_t first_domid, xcs_dominfo_t *out,
                     int max)
 {
-    if (!h || !h->ops)
-        return -EBADF;
+    SHIM_ENTER(h);
     if (max < 0 || (max > 0 && !out))
         return set_error(h, EINVAL, "bad output buffer");
-    h->last_error[0] = '\0';
     if (max == 0)
         return 0;
     return h->ops->domain_list(h, first_domid, out, max);
 }
 
-#define XCS_ENTER(h)                  \
-    do {                              \
-        if (!(h) || !(h)->ops)        \
-            return -EBADF;            \
-        (h)->last_error[0] = '\0';    \
-    } while (0)
-
 int xcs_domain_create(xcs_handle *h, const uint8_t uuid[16], int hvm,
                       uint32_t max_vcpus, uint64_t max_mem_kib,
                       uint32_t *domid_out)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     if (!uuid || !domid_out)
         return set_error(h, EINVAL, "uuid or domid_out is NULL");
     return h->ops->domain_create(h, uuid, hvm, max_vcpus, max_mem_kib, domid_out);
@@ -955,53 +907,44 @@ int xcs_domain_create(xcs_handle *h, const uint8_t uuid[16], int hvm,
 
 int xcs_domain_destroy(xcs_handle *h, uint32_t domid)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     return h->ops->domain_destroy(h, domid);
 }
 
 int xcs_domain_pause(xcs_handle *h, uint32_t domid)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     return h->ops->domain_pause(h, domid);
 }
 
 int xcs_domain_unpause(xcs_handle *h, uint32_t domid)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     return h->ops->domain_unpause(h, domid);
 }
 
 int xcs_domain_shutdown(xcs_handle *h, uint32_t domid, uint32_t reason)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     return h->ops->domain_shutdown(h, domid, reason);
 }
 
 int xcs_domain_setmaxmem(xcs_handle *h, uint32_t domid, uint64_t kib)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     return h->ops->domain_setmaxmem(h, domid, kib);
 }
 
 int xcs_domain_max_vcpus(xcs_handle *h, uint32_t domid, uint32_t n)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     return h->ops->domain_max_vcpus(h, domid, n);
 }
 
 int xcs_domain_getinfo(xcs_handle *h, uint32_t domid, xcs_dominfo_t *out)
 {
-    XCS_ENTER(h);
+    SHIM_ENTER(h);
     if (!out)
         return set_error(h, EINVAL, "out is NULL");
     return h->ops->domain_getinfo(h, domid, out);
-}
-
-void xcs_close(xcs_handle *h)
-{
-    if (!h)
-        return;
-    if (h->ops)
-        h->ops->close(h);
-    free(h);
 }

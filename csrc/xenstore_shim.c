@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "xenstore_shim.h"
+#include "shim_common.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -71,31 +72,6 @@ struct xss_handle {
     struct xs_handle *xsh;
 #endif
 };
-
-static int set_error(xss_handle *h, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int set_error(xss_handle *h, int err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(h->last_error, sizeof(h->last_error), fmt, ap);
-    va_end(ap);
-    return -err;
-}
-
-static void put_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void put_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------- errors -- */
 
@@ -341,26 +317,35 @@ static int wire_rm(xss_handle *h, uint32_t tx, const char *path)
                         NULL, NULL, "rm", path);
 }
 
-static int wire_directory(xss_handle *h, uint32_t tx, const char *path,
-                          char **names, size_t *len)
+/* A request on path whose reply is NUL-terminated strings (directory names,
+ * permissions): the reply in *out, its length in *len, the count returned. */
+static int wire_strings(xss_handle *h, uint32_t type, uint32_t tx,
+                        const char *path, const char *what, char **out,
+                        size_t *len)
 {
     char *buf;
     size_t n, i;
     int count = 0;
-    int rc = wire_request(h, XSS_DIRECTORY, tx, path, strlen(path) + 1, NULL,
-                          0, &buf, &n, "directory", path);
+    int rc = wire_request(h, type, tx, path, strlen(path) + 1, NULL, 0, &buf,
+                          &n, what, path);
     if (rc < 0)
         return rc;
-    /* Each name is NUL-terminated; tolerate a missing final NUL (the
+    /* Each string is NUL-terminated; tolerate a missing final NUL (the
      * buffer always has one spare byte). */
     if (n > 0 && buf[n - 1] != '\0')
         buf[n++] = '\0';
     for (i = 0; i < n; i++)
         if (buf[i] == '\0')
             count++;
-    *names = buf;
+    *out = buf;
     *len = n;
     return count;
+}
+
+static int wire_directory(xss_handle *h, uint32_t tx, const char *path,
+                          char **names, size_t *len)
+{
+    return wire_strings(h, XSS_DIRECTORY, tx, path, "directory", names, len);
 }
 
 static int wire_transaction_start(xss_handle *h, uint32_t *tx)
@@ -435,21 +420,7 @@ static int count_perms(const char *perms, size_t len)
 static int wire_get_perms(xss_handle *h, uint32_t tx, const char *path,
                           char **perms, size_t *len)
 {
-    char *buf;
-    size_t n, i;
-    int count = 0;
-    int rc = wire_request(h, XSS_GET_PERMS, tx, path, strlen(path) + 1, NULL,
-                          0, &buf, &n, "get_perms", path);
-    if (rc < 0)
-        return rc;
-    if (n > 0 && buf[n - 1] != '\0')
-        buf[n++] = '\0';
-    for (i = 0; i < n; i++)
-        if (buf[i] == '\0')
-            count++;
-    *perms = buf;
-    *len = n;
-    return count;
+    return wire_strings(h, XSS_GET_PERMS, tx, path, "get_perms", perms, len);
 }
 
 static int wire_set_perms(xss_handle *h, uint32_t tx, const char *path,
@@ -867,13 +838,7 @@ int xss_open(const char *backend, const char *path, xss_handle **out,
 {
     xss_handle *h;
     int rc, xs;
-    if (err && errlen)
-        err[0] = '\0';
-    if (!out) {
-        put_err(err, errlen, "out is NULL");
-        return -EINVAL;
-    }
-    *out = NULL;
+    SHIM_OPEN_BEGIN(out, err, errlen);
     if (!backend || !*backend)
         backend = "wire";
     xs = strcmp(backend, "xs") == 0;
@@ -913,27 +878,13 @@ int xss_open(const char *backend, const char *path, xss_handle **out,
     return 0;
 }
 
-const char *xss_backend(const xss_handle *h)
-{
-    return h && h->ops ? h->ops->name : "";
-}
-
-const char *xss_last_error(const xss_handle *h)
-{
-    return h ? h->last_error : "";
-}
-
-#define CHECK_HANDLE(h)                                                    \
-    do {                                                                   \
-        if (!(h) || !(h)->ops)                                             \
-            return -EBADF;                                                 \
-        (h)->last_error[0] = '\0';                                         \
-    } while (0)
+/* xss_backend, xss_last_error, xss_close */
+SHIM_HANDLE_FUNCTIONS(xss, xss_handle)
 
 int xss_read(xss_handle *h, uint32_t tx, const char *path, char **value,
              size_t *len)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path || !value || !len)
         return set_error(h, EINVAL, "read: NULL argument");
     *value = NULL;
@@ -944,7 +895,7 @@ int xss_read(xss_handle *h, uint32_t tx, const char *path, char **value,
 int xss_write(xss_handle *h, uint32_t tx, const char *path, const void *value,
               size_t len)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path || (!value && len))
         return set_error(h, EINVAL, "write: NULL argument");
     return h->ops->write(h, tx, path, value ? value : "", len);
@@ -952,7 +903,7 @@ int xss_write(xss_handle *h, uint32_t tx, const char *path, const void *value,
 
 int xss_mkdir(xss_handle *h, uint32_t tx, const char *path)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path)
         return set_error(h, EINVAL, "mkdir: NULL argument");
     return h->ops->mkdir(h, tx, path);
@@ -960,7 +911,7 @@ int xss_mkdir(xss_handle *h, uint32_t tx, const char *path)
 
 int xss_rm(xss_handle *h, uint32_t tx, const char *path)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path)
         return set_error(h, EINVAL, "rm: NULL argument");
     return h->ops->rm(h, tx, path);
@@ -969,7 +920,7 @@ int xss_rm(xss_handle *h, uint32_t tx, const char *path)
 int xss_directory(xss_handle *h, uint32_t tx, const char *path, char **names,
                   size_t *len)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path || !names || !len)
         return set_error(h, EINVAL, "directory: NULL argument");
     *names = NULL;
@@ -979,7 +930,7 @@ int xss_directory(xss_handle *h, uint32_t tx, const char *path, char **names,
 
 int xss_transaction_start(xss_handle *h, uint32_t *tx)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!tx)
         return set_error(h, EINVAL, "transaction_start: NULL argument");
     return h->ops->transaction_start(h, tx);
@@ -987,14 +938,14 @@ int xss_transaction_start(xss_handle *h, uint32_t *tx)
 
 int xss_transaction_end(xss_handle *h, uint32_t tx, int commit)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     return h->ops->transaction_end(h, tx, commit);
 }
 
 int xss_get_perms(xss_handle *h, uint32_t tx, const char *path, char **perms,
                   size_t *len)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path || !perms || !len)
         return set_error(h, EINVAL, "get_perms: NULL argument");
     *perms = NULL;
@@ -1005,7 +956,7 @@ int xss_get_perms(xss_handle *h, uint32_t tx, const char *path, char **perms,
 int xss_set_perms(xss_handle *h, uint32_t tx, const char *path,
                   const char *perms, size_t len)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path || !perms)
         return set_error(h, EINVAL, "set_perms: NULL argument");
     if (count_perms(perms, len) <= 0)
@@ -1016,7 +967,7 @@ int xss_set_perms(xss_handle *h, uint32_t tx, const char *path,
 
 int xss_watch(xss_handle *h, const char *path, const char *token)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path || !token)
         return set_error(h, EINVAL, "watch: NULL argument");
     return h->ops->watch(h, path, token);
@@ -1024,7 +975,7 @@ int xss_watch(xss_handle *h, const char *path, const char *token)
 
 int xss_unwatch(xss_handle *h, const char *path, const char *token)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!path || !token)
         return set_error(h, EINVAL, "unwatch: NULL argument");
     return h->ops->unwatch(h, path, token);
@@ -1032,7 +983,7 @@ int xss_unwatch(xss_handle *h, const char *path, const char *token)
 
 int xss_read_watch(xss_handle *h, int timeout_ms, char **event, size_t *len)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     if (!event || !len)
         return set_error(h, EINVAL, "read_watch: NULL argument");
     *event = NULL;
@@ -1042,20 +993,11 @@ int xss_read_watch(xss_handle *h, int timeout_ms, char **event, size_t *len)
 
 int xss_fileno(xss_handle *h)
 {
-    CHECK_HANDLE(h);
+    SHIM_ENTER(h);
     return h->ops->fileno(h);
 }
 
 void xss_free(void *p)
 {
     free(p);
-}
-
-void xss_close(xss_handle *h)
-{
-    if (!h)
-        return;
-    if (h->ops)
-        h->ops->close(h);
-    free(h);
 }

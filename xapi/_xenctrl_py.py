@@ -4,9 +4,9 @@ Same API as the pure-Python reference ``xapi.xenctrl_ref``; pick between them
 with ``xapi.xenctrl``.
 """
 import errno
-import threading
 import uuid
 
+from xapi._shim_handle import ShimHandle
 from xapi._xenctrl import ffi, lib
 from xapi.xenctrl_errors import (
     XenctrlError, check_domid, check_kib, check_reason, check_uuid, check_vcpus,
@@ -17,7 +17,6 @@ __all__ = ["HAVE_LIBXENCTRL", "Interface", "XenctrlError", "open"]
 HAVE_LIBXENCTRL = bool(lib.xcs_have_libxenctrl())
 PAGE_SIZE = lib.XCS_PAGE_SIZE
 
-_ERRLEN = 1024
 _BATCH = 256
 
 _PHYSINFO_FIELDS = (
@@ -31,41 +30,21 @@ _INT_FIELDS = (
 )
 
 
-def _text(b: bytes) -> str:
-    return b.decode("utf-8", errors="replace")
-
-
-class Interface:
+class Interface(ShimHandle):
     """An open handle on a hypervisor backend ("sim" or "xc")."""
+
+    _error = XenctrlError
+    _closed = "the interface is closed"
+    _failed = "xenctrl call failed"
 
     def __init__(self, backend: str = "sim", sim_config: str = ""):
         if "\0" in backend or "\0" in sim_config:
             raise XenctrlError(errno.EINVAL, "backend and sim_config must not contain NUL")
-        out = ffi.new("xcs_handle **")
-        err = ffi.new("char[]", _ERRLEN)
-        rc = lib.xcs_open(backend.encode(), sim_config.encode(), out, err, _ERRLEN)
-        if rc < 0:
-            raise XenctrlError(-rc, _text(ffi.string(err)))
-        self._h = ffi.gc(out[0], lib.xcs_close)
-        self._lock = threading.Lock()
-        self.backend = _text(ffi.string(lib.xcs_backend(self._h)))
-
-    def _handle(self):
-        if self._h is None:
-            raise XenctrlError(errno.EBADF, "the interface is closed")
-        return self._h
-
-    def _check(self, h, rc: int) -> int:
-        if rc < 0:
-            msg = _text(ffi.string(lib.xcs_last_error(h)))
-            raise XenctrlError(-rc, msg or "xenctrl call failed")
-        return rc
+        self._open(ffi, lib, "xcs", backend.encode(), sim_config.encode())
 
     def physinfo(self) -> dict:
         out = ffi.new("xcs_physinfo_t *")
-        with self._lock:
-            h = self._handle()
-            self._check(h, lib.xcs_physinfo(h, out))
+        self._call(lib.xcs_physinfo, out)
         return {name: int(getattr(out, name)) for name in _PHYSINFO_FIELDS}
 
     def domain_list(self) -> list:
@@ -90,9 +69,7 @@ class Interface:
         max_vcpus = check_vcpus("domain_create", max_vcpus)
         max_mem_kib = check_kib("domain_create", max_mem_kib)
         out = ffi.new("uint32_t *")
-        with self._lock:
-            h = self._handle()
-            self._check(h, lib.xcs_domain_create(h, handle, 1 if hvm else 0, max_vcpus, max_mem_kib, out))
+        self._call(lib.xcs_domain_create, handle, 1 if hvm else 0, max_vcpus, max_mem_kib, out)
         return int(out[0])
 
     def domain_destroy(self, domid: int) -> None:
@@ -128,23 +105,6 @@ class Interface:
         out = ffi.new("xcs_dominfo_t *")
         self._call(lib.xcs_domain_getinfo, domid, out)
         return _dominfo(out[0])
-
-    def _call(self, fn, *args) -> int:
-        with self._lock:
-            h = self._handle()
-            return self._check(h, fn(h, *args))
-
-    def close(self) -> None:
-        with self._lock:
-            if self._h is not None:
-                ffi.release(self._h)
-                self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _dominfo(d) -> dict:

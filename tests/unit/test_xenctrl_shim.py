@@ -16,24 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.shim_impls import ROOT, compiled_or_none, impl_params, run_python
 from xapi import xenctrl_ref
-from xapi.compiled import PURE
 from xapi.xenctrl_errors import XenctrlError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-try:
-    from xapi import _xenctrl_py as compiled
-except ImportError:
-    if not PURE:
-        raise
-    compiled = None
-
-needs_compiled = pytest.mark.skipif(compiled is None, reason="xapi._xenctrl not built (XAPI_PURE=1)")
-IMPLS = [
-    pytest.param(xenctrl_ref, id="ref"),
-    pytest.param(compiled, id="compiled", marks=needs_compiled),
-]
+compiled = compiled_or_none("xapi._xenctrl_py")
+needs_compiled, IMPLS = impl_params(xenctrl_ref, compiled, "xapi._xenctrl")
 PAGES_PER_MIB = 256
 HYPERVISOR_PRESENT = os.path.exists("/dev/xen/privcmd") or os.path.exists("/proc/xen/privcmd")
 
@@ -256,10 +244,7 @@ sys.exit(0)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_xc_backend_fails_cleanly_in_subprocess(impl):
     mod = impl.__name__.rsplit(".", 1)[1]
-    p = subprocess.run(
-        [sys.executable, "-c", SUBPROCESS_XC.format(mod=mod)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+    p = run_python(SUBPROCESS_XC.format(mod=mod))
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
     lines = p.stdout.splitlines()
     assert len(lines) == 3 and len(set(lines)) == 1
@@ -290,7 +275,7 @@ def test_facade_follows_xapi_pure(pure):
         "    assert xc.physinfo()['nr_cpus'] == 3 and xc.domain_list()[0]['domid'] == 0\n"
         "print(xenctrl.IMPLEMENTATION)\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    p = run_python(code, env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == ("xapi.xenctrl_ref" if pure else "xapi._xenctrl_py")
 

@@ -10,7 +10,6 @@ import socket
 import socketserver
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 
@@ -18,24 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.shim_impls import compiled_or_none, impl_params, run_python
 from xapi import xenstore_ref
-from xapi.compiled import PURE
 from xapi.xenstore_errors import XenstoreError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-try:
-    from xapi import _xenstore_py as compiled
-except ImportError:
-    if not PURE:
-        raise
-    compiled = None
-
-needs_compiled = pytest.mark.skipif(compiled is None, reason="xapi._xenstore not built (XAPI_PURE=1)")
-IMPLS = [
-    pytest.param(xenstore_ref, id="ref"),
-    pytest.param(compiled, id="compiled", marks=needs_compiled),
-]
+compiled = compiled_or_none("xapi._xenstore_py")
+needs_compiled, IMPLS = impl_params(xenstore_ref, compiled, "xapi._xenstore")
 AVAILABLE = [xenstore_ref] + ([compiled] if compiled is not None else [])
 
 XS_DIRECTORY, XS_READ, XS_WATCH, XS_UNWATCH = 1, 2, 4, 5
@@ -589,8 +576,7 @@ sys.exit(3)
 @pytest.mark.parametrize("impl", IMPLS)
 def test_missing_socket_in_subprocess(impl, tmp_path):
     mod = impl.__name__.rsplit(".", 1)[1]
-    p = subprocess.run([sys.executable, "-c", SUBPROCESS.format(mod=mod, path=str(tmp_path / "none"))],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    p = run_python(SUBPROCESS.format(mod=mod, path=str(tmp_path / "none")))
     assert p.returncode == 0, (p.returncode, p.stderr)
     assert int(p.stdout) == errno.ENOENT
 
@@ -606,7 +592,7 @@ def test_facade_follows_xapi_pure(pure, peer):
         "    xs.write('/facade', b'ok'); assert xs.read('/facade') == b'ok'\n"
         "print(xenstore.IMPLEMENTATION)\n"
     )
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    p = run_python(code, env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == ("xapi.xenstore_ref" if pure else "xapi._xenstore_py")
 
