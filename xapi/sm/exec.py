@@ -312,7 +312,7 @@ class _ForkServer:
             done.set_result(self._early.pop(pid))
         else:
             self._exits[pid] = done
-        return _Forked(pid, await _reader(out_r), await _reader(err_r), done)
+        return _Forked(pid, _PipeReader(out_r), _PipeReader(err_r), done)
 
     def close(self) -> None:
         """No more drivers; the server ends (it sees EOF) once the running ones have been reported."""
@@ -321,11 +321,57 @@ class _ForkServer:
             self._fail(ConnectionResetError("closed"))
 
 
-async def _reader(fd: int) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 24)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
-    return reader
+class _PipeReader:
+    """The read end of a forked driver's pipe, owned here alone and closed once: `read()` gives all
+    until EOF, then closes it. Not loop.connect_read_pipe(os.fdopen(fd)): uvloop gives the number to
+    libuv, which closes it, and the file object closes it again (MagicStack/uvloop#763); a file
+    another thread opened in between (a disk a mirror reads) loses its descriptor, whose number a
+    pipe then takes: pread/pwrite fail with ESPIPE."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+
+    async def read(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        chunks: list[bytes] = []
+
+        def readable() -> None:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                data, error = b"", e
+            else:
+                error = None
+            if data:
+                chunks.append(data)
+            elif done.done():
+                pass
+            elif error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(None)
+
+        try:
+            loop.add_reader(self.fd, readable)
+            try:
+                await done
+            finally:
+                loop.remove_reader(self.fd)
+            return b"".join(chunks)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()        # a read that never ran (its caller cancelled first): still closed once
 
 
 class Executor:
