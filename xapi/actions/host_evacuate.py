@@ -23,6 +23,7 @@ import os
 import signal
 
 from xapi.datamodel.errors import XapiError
+from xapi.forwarding import locks
 from xapi.pool import internal, placement
 
 log = logging.getLogger("xapi.host")
@@ -111,11 +112,7 @@ async def evacuate(ctx, session, host, network="", evacuate_batch_size=0):
     for kind, detail in plan.values():
         if kind == "error":
             raise XapiError(*detail)
-    task = vm_actions._current_task(app)
-    hosts = app.db.table("host")
-    key = task or f"OpaqueRef:evacuate-{host}"
-    hosts.set_field(host, "current_operations", {**(hosts.get_field(host, "current_operations") or {}),
-                                                 key: "evacuate"})
+    task = locks.current_task(app)
     done = [0]
     gate = asyncio.Semaphore(int(evacuate_batch_size) if int(evacuate_batch_size or 0) > 0 else BATCH)
 
@@ -130,18 +127,14 @@ async def evacuate(ctx, session, host, network="", evacuate_batch_size=0):
             if task is not None and task in app.db.table("task"):
                 app.db.table("task").set_field(task, "progress", done[0] / max(1, len(plan)))
 
-    try:
+    # the plan above is the check; host allowed_operations are not kept here
+    async with locks.operation(app, "host", host, "evacuate", check=None):
         moves = [asyncio.ensure_future(move(v, t)) for v, (_, t) in plan.items()]
         if moves:
             results = await asyncio.gather(*moves, return_exceptions=True)
             for r in results:
                 if isinstance(r, BaseException):
                     raise r
-    finally:
-        if host in hosts:
-            cur = dict(hosts.get_field(host, "current_operations") or {})
-            cur.pop(key, None)
-            hosts.set_field(host, "current_operations", cur)
     left = [v for v in _guests(app, host)
             if app.db.table("VM").get_field(v, "power_state") in ("Running", "Paused")]
     if left:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid as uuidlib
 
 from xapi.actions import records, vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert as db_insert
+from xapi.forwarding import locks
 from xapi.xenops.server import XenopsError
 
 ALL_OPS = ("attach", "eject", "unplug", "unplug_force", "insert", "plug", "pause", "unpause")
@@ -251,23 +251,11 @@ def set_mode(ctx, session, self, value):
 # -- the operations on a VM's drive -----------------------------------------------------------------
 async def _operation(ctx, ref: str, op: str, body):
     """Runs `body(rec)` with `op` in the VBD's current_operations."""
-    from xapi.actions.vm import _current_task
-    db = ctx.app.db
-    _assert(db, ref, op)
-    key = _current_task(ctx.app) or f"OpaqueRef:{uuidlib.uuid4()}"
-    table = db.table("VBD")
-    table.set_field(ref, "current_operations", {**(table.get_field(ref, "current_operations") or {}), key: op})
-    refresh_allowed_operations(db, ref)
-    try:
-        return await body(table.get(ref))
-    except XenopsError as e:
-        raise XapiError(e.code, *e.params) from None
-    finally:
-        if ref in table:
-            cur = dict(table.get_field(ref, "current_operations") or {})
-            cur.pop(key, None)
-            table.set_field(ref, "current_operations", cur)
-        refresh_allowed_operations(db, ref)
+    async with locks.operation(ctx.app, "VBD", ref, op, check=_assert, refresh=refresh_allowed_operations):
+        try:
+            return await body(ctx.app.db.table("VBD").get(ref))
+        except XenopsError as e:
+            raise XapiError(e.code, *e.params) from None
 
 
 def _vm(db, rec: dict) -> dict:

@@ -17,6 +17,7 @@ import uuid as uuidlib
 from xapi.actions import records, vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert as db_insert
+from xapi.forwarding import locks
 from xapi.xenops.server import XenopsError
 
 ALL_OPS = ("attach", "plug", "unplug")
@@ -153,23 +154,12 @@ def destroy(ctx, session, self):
 
 # -- plug / unplug ---------------------------------------------------------------------------------
 async def _operation(ctx, ref: str, op: str, body):
-    from xapi.actions.vm import _current_task
-    db = ctx.app.db
-    _assert(db, ref, op)
-    key = _current_task(ctx.app) or f"OpaqueRef:{uuidlib.uuid4()}"
-    table = db.table("VIF")
-    table.set_field(ref, "current_operations", {**(table.get_field(ref, "current_operations") or {}), key: op})
-    refresh_allowed_operations(db, ref)
-    try:
-        return await body(table.get(ref))
-    except XenopsError as e:
-        raise XapiError(e.code, *e.params) from None
-    finally:
-        if ref in table:
-            cur = dict(table.get_field(ref, "current_operations") or {})
-            cur.pop(key, None)
-            table.set_field(ref, "current_operations", cur)
-        refresh_allowed_operations(db, ref)
+    """Runs `body(rec)` with `op` in the VIF's current_operations."""
+    async with locks.operation(ctx.app, "VIF", ref, op, check=_assert, refresh=refresh_allowed_operations):
+        try:
+            return await body(ctx.app.db.table("VIF").get(ref))
+        except XenopsError as e:
+            raise XapiError(e.code, *e.params) from None
 
 
 async def plug(ctx, session, self):

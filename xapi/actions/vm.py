@@ -23,6 +23,7 @@ from xapi.actions import vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, insert
+from xapi.forwarding import locks
 from xapi.pool import placement
 from xapi.xenops.server import XenopsError
 
@@ -228,12 +229,7 @@ def _assert(db, ref: str, op: str) -> dict:
     return rec
 
 
-def _current_task(app) -> str | None:
-    me = asyncio.current_task()
-    for ref, t in list(app.tasks.running.items()):
-        if t is me:
-            return ref
-    return None
+_current_task = locks.current_task
 
 
 def _xapi_error(e: XenopsError, task_ref) -> XapiError:
@@ -245,13 +241,7 @@ def _xapi_error(e: XenopsError, task_ref) -> XapiError:
 async def _operation(ctx, ref: str, op: str, body):
     """Runs `body(rec, on_progress)` with `op` in the VM's current_operations."""
     app = ctx.app
-    db = app.db
-    rec = _assert(db, ref, op)
-    task_ref = _current_task(app)
-    key = task_ref or f"OpaqueRef:{uuidlib.uuid4()}"
-    table = db.table("VM")
-    table.set_field(ref, "current_operations", {**(rec.get("current_operations") or {}), key: op})
-    refresh_allowed_operations(db, ref)
+    task_ref = locks.current_task(app)
 
     def on_progress(p: float) -> None:
         if task_ref is not None and task_ref in app.db.table("task"):
@@ -259,18 +249,16 @@ async def _operation(ctx, ref: str, op: str, body):
             if tasks.get_field(task_ref, "progress") != p and tasks.get_field(task_ref, "status") == "pending":
                 tasks.set_field(task_ref, "progress", float(p))
 
-    try:
-        return await body(rec, on_progress)
-    except XenopsError as e:
-        raise _xapi_error(e, task_ref) from None
-    finally:
-        if ref in table:
-            cur = dict(table.get_field(ref, "current_operations") or {})
-            cur.pop(key, None)
-            table.set_field(ref, "current_operations", cur)
-        with _quiet():
-            await sync(app, ref)
-        refresh_allowed_operations(db, ref)
+    async with locks.operation(app, "VM", ref, op, check=_assert, refresh=refresh_allowed_operations) as rec:
+        try:
+            return await body(rec, on_progress)
+        except XenopsError as e:
+            raise _xapi_error(e, task_ref) from None
+        finally:
+            # still holding the op, as xapi's body waits for xenopsd's events: a caller that sees
+            # current_operations empty sees the power state and released disks too
+            with _quiet():
+                await sync(app, ref)
 
 
 class _quiet:

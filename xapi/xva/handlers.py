@@ -29,6 +29,7 @@ import logging
 
 from xapi.actions import vm as vm_actions
 from xapi.datamodel.errors import XapiError
+from xapi.forwarding import locks
 from xapi.server.handlers import HttpError
 from xapi.sm import transfer, vhd
 from xapi.tasks import value_text
@@ -79,25 +80,6 @@ def _codec(request) -> str | None:
     return None
 
 
-def _lock(db, vm: str, key: str, op: str) -> None:
-    rec = db.table("VM").get(vm)
-    err = vm_actions.check_operation(rec, vm, op)
-    if err is not None:
-        raise XapiError(*err)
-    ops = dict(rec["current_operations"])
-    ops[key] = op
-    db.table("VM").set_field(vm, "current_operations", ops)
-    vm_actions.refresh_allowed_operations(db, vm)
-
-
-def _unlock(db, vm: str, key: str) -> None:
-    if vm in db.table("VM"):
-        ops = dict(db.table("VM").get_field(vm, "current_operations"))
-        if ops.pop(key, None) is not None:
-            db.table("VM").set_field(vm, "current_operations", ops)
-        vm_actions.refresh_allowed_operations(db, vm)
-
-
 def _encode_job(disk, prefix: str, off: int, n: int, nchunks: int):
     data = disk.read_blocks(off, n)
     return chunks.encode_batch(prefix, off // chunks.CHUNK, nchunks, data, _is_zero)[0]
@@ -110,15 +92,25 @@ async def export_vm(request, response):
     codec = _codec(request)
     preserve = _flag(request, "preserve_power_state")
     if request.method == "HEAD":            # the checks and the head, not the archive
-        err = vm_actions.check_operation(db.table("VM").get(vm), vm, "export")
-        if err is not None:
-            raise XapiError(*err)
+        vm_actions._assert(db, vm, "export")
         response.start(200, [("Content-Type", "application/octet-stream"),
                              ("Content-Disposition", 'attachment; filename="export.xva"')], close=True)
         return None
-    key = request.task or f"export-{id(request)}"
-    _lock(db, vm, key, "export")
-    app.hub.poke()
+    try:
+        async with locks.operation(app, "VM", vm, "export", check=vm_actions._assert,
+                                   refresh=vm_actions.refresh_allowed_operations, key=request.task):
+            app.hub.poke()
+            await _send_archive(request, response, vm, codec, preserve)
+    finally:
+        app.hub.poke()
+    request.progress(1.0)
+    return None
+
+
+async def _send_archive(request, response, vm: str, codec: str | None, preserve: bool) -> None:
+    """The archive as the reply: ova.xml, then the disks in chunks, through the codec's sink."""
+    app = request.app
+    db = app.db
     sink = None
     try:
         table, header = export.vm_metadata(db, vm, app.host_ref, preserve)
@@ -177,10 +169,6 @@ async def export_vm(request, response):
     finally:
         if isinstance(sink, (compression.Zstd, compression.Gzip)):
             sink.kill()
-        _unlock(db, vm, key)
-        app.hub.poke()
-    request.progress(1.0)
-    return None
 
 
 # -- import -------------------------------------------------------------------------------------------

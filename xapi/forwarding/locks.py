@@ -1,0 +1,52 @@
+"""The current_operations lock, as message_forwarding.ml's with_vm_operation / with_host_operation /
+with_sr_andor_vdi: check that the operation is allowed (the class's own rules raise xapi's error:
+OTHER_OPERATION_IN_PROGRESS [class, ref, op], VM_BAD_POWER_STATE...), add {task ref: op} to the
+object's current_operations, refresh its allowed_operations, run the body, then remove the entry
+and refresh again, whether the body returned, failed or was cancelled.
+
+The key is the task ref of the call, as xapi's Context.get_task_id; a call that runs outside a
+task gets a fresh ref of its own so that two such calls never share an entry.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid as uuidlib
+from typing import Any, Callable
+
+
+def current_task(app) -> str | None:
+    """The ref of the task this coroutine runs as (an Async call, an HTTP handler's task), or None."""
+    me = asyncio.current_task()
+    for ref, t in list(app.tasks.running.items()):
+        if t is me:
+            return ref
+    return None
+
+
+@contextlib.asynccontextmanager
+async def operation(app, cls: str, ref: str, op: str, *,
+                    check: Callable[[Any, str, str], Any] | None,
+                    refresh: Callable[[Any, str], None] | None = None, key: str | None = None):
+    """Holds `op` in `cls` `ref`'s current_operations for the body of the `async with`.
+
+    `check(db, ref, op)` raises the XapiError that refuses the operation (HANDLE_INVALID for a ref
+    that is not there); what it returns is what the `async with` gives.  `refresh(db, ref)` recomputes
+    allowed_operations (it must cope with a ref the body destroyed).  `key` defaults to the task ref.
+    """
+    db = app.db
+    checked = check(db, ref, op) if check is not None else None
+    key = key or current_task(app) or f"OpaqueRef:{uuidlib.uuid4()}"
+    table = db.table(cls)
+    table.set_field(ref, "current_operations", {**(table.get_field(ref, "current_operations") or {}), key: op})
+    if refresh is not None:
+        refresh(db, ref)
+    try:
+        yield checked
+    finally:
+        if ref in table:
+            ops = dict(table.get_field(ref, "current_operations") or {})
+            if ops.pop(key, None) is not None:      # a reset (power_state_reset...) may have cleared it
+                table.set_field(ref, "current_operations", ops)
+        if refresh is not None:
+            refresh(db, ref)
