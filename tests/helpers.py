@@ -3,6 +3,7 @@ condition, objects made through the SDK (VMs, VDIs, VBD and VIF records), and ca
 daemon's xenopsd socket and, with Debian's xenstore-utils, its xenstored."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -87,6 +88,20 @@ def vif_record(vm, network, device="0", mac=""):
 
 def management_network(x):
     return next(n for n, r in x.network.get_all_records().items() if r["bridge"] == "xenbr0")
+
+
+def raw_vdi(d, session, method, vdi, body=None) -> bytes:
+    """GET /export_raw_vdi, or PUT /import_raw_vdi with `body`, of a VDI in raw format: the reply's body."""
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=30)
+    try:
+        path = f"/{method}?session_id={session._session}&vdi={vdi}&format=raw"
+        c.request("PUT" if body is not None else "GET", path, body=body)
+        r = c.getresponse()
+        data = r.read()
+        assert r.status == 200, (r.status, data[:200])
+        return data
+    finally:
+        c.close()
 
 
 def xenopsd_reply(d, method, *params) -> dict:

@@ -8,8 +8,8 @@ import pytest
 import XenAPI
 
 from tests import daemon as _daemon
-from tests.contract.test_devices import management_network, vif_record, xs, xs_read
-from tests.contract.test_vm_lifecycle import failure, new_vm, wait_for
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, management_network, new_vm, vif_record, wait_for, xs, xs_read
 from xapi import xenctrl
 
 pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
@@ -17,20 +17,9 @@ pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
 MIB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_GUEST_AGENT_DELAY": "0.1",
-                                                       "XAPI_METRICS_INTERVAL": "0.2"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+host = own_daemon("--request-timeout", "10", env={"XAPI_GUEST_AGENT_DELAY": "0.1",
+                                                 "XAPI_METRICS_INTERVAL": "0.2"})
+x = root_xenapi("host")
 
 
 def networks(x, vm):

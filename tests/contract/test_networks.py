@@ -1,25 +1,10 @@
 """network.create / destroy through the XenAPI SDK on a real daemon: xapi's bridge naming and checks."""
-import pytest
-import XenAPI
-
-from tests import daemon as _daemon
-from tests.contract.test_devices import vif_record
-from tests.contract.test_vm_lifecycle import failure, new_vm
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, new_vm, vif_record
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_GUEST_AGENT_DELAY": "0.1"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+host = own_daemon("--request-timeout", "10", env={"XAPI_GUEST_AGENT_DELAY": "0.1"})
+x = root_xenapi("host")
 
 
 def net(name, bridge="", mtu="1500"):

@@ -1,16 +1,12 @@
 """VM.clone / copy / snapshot / checkpoint / revert against a real daemon with the XenAPI SDK: disks go
 through the SR (differencing VHDs for clone and snapshot, byte copies for copy, checked by reading the
 data back over /export_raw_vdi), records carry what xapi copies and resets, snapshot trees link up."""
-import http.client
-import os
 import tempfile
 
 import pytest
-import XenAPI
 
-from tests import daemon as _daemon
-from tests.contract.test_devices import management_network, new_vdi, vbd_record, vif_record
-from tests.contract.test_vm_lifecycle import failure, new_vm
+from tests.fixtures import own_daemon, root_session, xenapi_of
+from tests.helpers import failure, management_network, new_vdi, new_vm, raw_vdi, vbd_record, vif_record
 from xapi import xenctrl
 from xapi.actions.vif import gen_mac
 
@@ -20,50 +16,18 @@ MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
-                                                       "XAPI_GUEST_AGENT_DELAY": "0.1"})
-    yield d
-    _daemon.cleanup(d)
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
+                                                 "XAPI_GUEST_AGENT_DELAY": "0.1"})
+session = root_session("host")
+x = xenapi_of("session")
 
-
-@pytest.fixture(scope="module")
-def session(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def x(session):
-    return session.xenapi
-
-
-@pytest.fixture(scope="module")
-def sr(x):
-    return x.pool.get_default_SR(x.pool.get_all()[0])
-
-
-def raw(host, session, method, vdi, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", host.http_port, timeout=30)
-    try:
-        c.request("PUT" if body is not None else "GET",
-                  f"/{method}?session_id={session._session}&vdi={vdi}&format=raw", body=body)
-        r = c.getresponse()
-        data = r.read()
-        assert r.status == 200, (r.status, data[:200])
-        return data
-    finally:
-        c.close()
 
 
 def vm_with_disk(host, session, x, sr, name, data=b"original"):
     vm = new_vm(x, name)
     x.VM.set_other_config(vm, {"keep": "me", "default_template": "true"})
     disk = new_vdi(x, sr, 4 * MIB, name="disk0")
-    raw(host, session, "import_raw_vdi", disk, data.ljust(MIB, b"\0"))
+    raw_vdi(host, session, "import_raw_vdi", disk, data.ljust(MIB, b"\0"))
     x.VBD.create(vbd_record(vm, disk))
     x.VIF.create(vif_record(vm, management_network(x), mac="00:16:3e:aa:bb:01"))
     return vm, disk
@@ -74,7 +38,7 @@ def disks_of(x, vm):
 
 
 def first_bytes(host, session, vdi, n=8):
-    return raw(host, session, "export_raw_vdi", vdi)[:n]
+    return raw_vdi(host, session, "export_raw_vdi", vdi)[:n]
 
 
 def test_clone_makes_a_new_top_level_vm_on_cloned_disks(host, session, x, sr):
@@ -103,7 +67,7 @@ def test_clone_makes_a_new_top_level_vm_on_cloned_disks(host, session, x, sr):
     original_vbd = x.VM.get_VBDs(vm)[0]
     assert sorted(x.VBD.get_allowed_operations(vbd)) == sorted(x.VBD.get_allowed_operations(original_vbd))
     # the disks are independent afterwards
-    raw(host, session, "import_raw_vdi", new_disk, b"changed!".ljust(MIB, b"\0"))
+    raw_vdi(host, session, "import_raw_vdi", new_disk, b"changed!".ljust(MIB, b"\0"))
     assert first_bytes(host, session, disk) == b"original"
     x.VM.start(new, False, False)
     assert failure(x.VM.clone, new, "x")[0] == "VM_BAD_POWER_STATE"
@@ -155,7 +119,7 @@ def test_snapshot_and_revert(host, session, x, sr):
     assert failure(x.VM.revert, vm) == ["REVERT_ONLY_ALLOWED_ON_SNAPSHOT"]
 
     # change the VM, run it, then go back
-    raw(host, session, "import_raw_vdi", disk, b"after!!!".ljust(MIB, b"\0"))
+    raw_vdi(host, session, "import_raw_vdi", disk, b"after!!!".ljust(MIB, b"\0"))
     x.VM.set_PV_args(vm, "three")
     x.VM.set_name_description(vm, "changed")
     x.VM.set_name_label(vm, "renamed")

@@ -1,16 +1,13 @@
 """VM.suspend / resume / resume_on and hard_shutdown of a suspended VM against a real daemon with the
 XenAPI SDK: the memory image lands in a suspend VDI (read back over /export_raw_vdi and checked),
 disks are released and re-attached, damage and cancellation leave the VM as it was."""
-import http.client
 import io
 import time
 
 import pytest
-import XenAPI
 
-from tests import daemon as _daemon
-from tests.contract.test_devices import datapaths, new_vdi, vbd_record
-from tests.contract.test_vm_lifecycle import failure, new_vm, wait_for, xenopsd
+from tests.fixtures import own_daemon, root_session, xenapi_of
+from tests.helpers import datapaths, failure, new_vdi, new_vm, raw_vdi, vbd_record, wait_for, xenopsd
 from xapi import xenctrl
 from xapi.xenops import image
 
@@ -20,43 +17,11 @@ MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
-                                                       "XAPI_GUEST_AGENT_DELAY": "0.1"})
-    yield d
-    _daemon.cleanup(d)
+host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
+                                                 "XAPI_GUEST_AGENT_DELAY": "0.1"})
+session = root_session("host")
+x = xenapi_of("session")
 
-
-@pytest.fixture(scope="module")
-def session(host):
-    s = XenAPI.Session(host.url)
-    s.xenapi.login_with_password("root", host.password)
-    yield s
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def x(session):
-    return session.xenapi
-
-
-@pytest.fixture(scope="module")
-def sr(x):
-    return x.pool.get_default_SR(x.pool.get_all()[0])
-
-
-def raw(host, session, method, vdi, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", host.http_port, timeout=30)
-    try:
-        path = f"/{method}?session_id={session._session}&vdi={vdi}&format=raw"
-        c.request("PUT" if body is not None else "GET", path, body=body)
-        r = c.getresponse()
-        data = r.read()
-        assert r.status == 200, (r.status, data[:200])
-        return data
-    finally:
-        c.close()
 
 
 def running_vm_with_disk(x, sr, name):
@@ -84,7 +49,7 @@ def test_suspend_writes_the_image_into_a_suspend_vdi_and_resume_brings_the_vm_ba
     assert int(v["virtual_size"]) >= 256 * MIB * 1.2
     assert x.VBD.get_currently_attached(vbd) is False
     assert f"vbd/{uuid}/0" not in datapaths(host)
-    info = image.read(io.BytesIO(raw(host, session, "export_raw_vdi", vdi)))
+    info = image.read(io.BytesIO(raw_vdi(host, session, "export_raw_vdi", vdi)))
     assert (info.vm_uuid, info.memory, info.vcpus) == (uuid, 256 * MIB, 1)
     assert info.state["guest_agent"]["data/os_name"] == os_version["name"]
 
@@ -161,9 +126,9 @@ def test_a_damaged_image_fails_resume_and_the_vm_stays_suspended(host, session, 
     x.VM.start(vm, False, False)
     x.VM.suspend(vm)
     vdi = x.VM.get_suspend_VDI(vm)
-    data = bytearray(raw(host, session, "export_raw_vdi", vdi)[:MIB])
+    data = bytearray(raw_vdi(host, session, "export_raw_vdi", vdi)[:MIB])
     data[image.HEADER_SIZE + 1000] ^= 0xFF
-    raw(host, session, "import_raw_vdi", vdi, bytes(data))
+    raw_vdi(host, session, "import_raw_vdi", vdi, bytes(data))
     err = failure(x.VM.resume, vm, False, False)
     assert err[0] == "INTERNAL_ERROR" and "checksum" in err[1], err
     rec = x.VM.get_record(vm)
@@ -177,8 +142,8 @@ def test_another_vms_image_is_refused(host, session, x):
     for vm in (a, b):
         x.VM.start(vm, False, False)
         x.VM.suspend(vm)
-    image_of_a = raw(host, session, "export_raw_vdi", x.VM.get_suspend_VDI(a))[:MIB]
-    raw(host, session, "import_raw_vdi", x.VM.get_suspend_VDI(b), image_of_a)
+    image_of_a = raw_vdi(host, session, "export_raw_vdi", x.VM.get_suspend_VDI(a))[:MIB]
+    raw_vdi(host, session, "import_raw_vdi", x.VM.get_suspend_VDI(b), image_of_a)
     err = failure(x.VM.resume, b, False, False)
     assert err[0] == "INTERNAL_ERROR" and x.VM.get_uuid(a) in err[1] and x.VM.get_uuid(b) in err[1], err
     assert x.VM.get_power_state(b) == "Suspended"
