@@ -37,6 +37,7 @@
 #include <nfsc/libnfs-raw-nfs.h>     /* NFS_V3 */
 #include <nfsc/libnfs-raw-nfs4.h>    /* NFS_V4 */
 
+#define UNKNOWN_INO 0xffffffff  /* libfuse's "no inode number" (FUSE_UNKNOWN_INO, not exported) */
 #define MOUNT_FAILURE 32       /* mount.nfs's exit status for a failed mount */
 #define USAGE 1
 
@@ -84,8 +85,14 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
 	(void)offset; (void)fi; (void)flags;
 	if (r < 0)
 		return r;
+	/* NFSv4 lists neither "." nor "..", and leaves the entries' inode numbers out (0: an entry
+	   readdir(3) skips; UNKNOWN_INO lets the kernel do without) */
+	fill(buf, ".", NULL, 0, 0);
+	fill(buf, "..", NULL, 0, 0);
 	while ((e = nfs_readdir(nfs, dir)) != NULL) {
-		struct stat st = { .st_ino = e->inode, .st_mode = e->mode };
+		struct stat st = { .st_ino = e->inode ? e->inode : UNKNOWN_INO, .st_mode = e->mode };
+		if (!strcmp(e->name, ".") || !strcmp(e->name, ".."))
+			continue;
 		if (fill(buf, e->name, &st, 0, 0))
 			break;
 	}

@@ -8,7 +8,8 @@ hidden read-only parent (introduced as an unmanaged "base copy") with new empty 
 real host's ext SR owns a block device; here a folder stands for it). ``nfs``: a folder every host
 of the pool sees; device-config ``path`` holds one sub-folder per SR (``<path>/<sr-uuid>``), or with
 ``server`` and ``serverpath`` the export ``server:serverpath/<sr-uuid>`` is mounted soft over TCP
-at ``<data>/sr-mount/<sr-uuid>``, as SM's NFSSR does.
+at ``<data>/sr-mount/<sr-uuid>``, as SM's NFSSR does: by mount.nfs where the kernel has an NFS client,
+else by xapi-nfs-mount (csrc/nfs_fuse.c: FUSE over libnfs), which takes mount.nfs's arguments.
 
 The SR's sizes: for a folder, physical_size is what the SR may grow to (its files plus the file
 system's free space, or the size given to SR.create when there was one), physical_utilisation the
@@ -22,8 +23,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid as _uuid
 
@@ -61,6 +64,64 @@ def run_command(argv: list[str], error: str, timeout: float = 120.0) -> str:
     if p.returncode:
         raise SMError(error, f"{' '.join(argv)}: exit {p.returncode}: {p.stderr.strip()}")
     return p.stdout
+
+
+NFS_FUSE = "xapi-nfs-mount"           # the userspace NFS client, built next to the interpreter
+
+
+def kernel_has_nfs() -> bool:
+    """The kernel mounts NFS: "nfs" in /proc/filesystems, or ``modprobe nfs`` loads it."""
+    try:
+        with open("/proc/filesystems") as f:
+            if any(line.split()[-1:] in (["nfs"], ["nfs4"]) for line in f):
+                return True
+    except OSError:
+        pass
+    try:
+        return subprocess.run(["modprobe", "-q", "nfs"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def nfs_fuse_client() -> str | None:
+    beside = os.path.join(os.path.dirname(sys.executable), NFS_FUSE)
+    return beside if os.access(beside, os.X_OK) else shutil.which(NFS_FUSE)
+
+
+def nfs_mount_program(log) -> str:
+    """mount.nfs where the kernel has NFS, else the FUSE client (both take mount.nfs's arguments);
+    without either, mount.nfs, which fails as the kernel answers. Which one is logged when it changes
+    (<data>/nfs-client keeps the last), not at every mount."""
+    program = "mount.nfs"
+    if not kernel_has_nfs():
+        program = nfs_fuse_client() or program
+    note = os.path.join(data_dir(), "nfs-client")
+    try:
+        with open(note) as f:
+            previous = f.read()
+    except OSError:
+        previous = ""
+    if previous != program:
+        log(f"NFS mounts by {program}" + ("" if program == "mount.nfs" else
+                                           " (the kernel has no NFS client: a FUSE client over libnfs)"))
+        try:
+            atomic.write_file(note, program.encode(), 0o644)
+        except OSError:
+            pass
+    return program
+
+
+def is_mount(path: str) -> bool:
+    """path is in the mount table: unlike os.path.ismount this sees a FUSE mount whose client is gone
+    (stat fails with ENOTCONN there)."""
+    path = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+    unescape = lambda m: chr(int(m.group(1), 8))  # noqa: E731  (mounts escapes space, tab, \\ in octal)
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(re.sub(r"\\([0-7]{3})", unescape, line.split()[1]) == path
+                       for line in f if len(line.split()) > 1)
+    except OSError:
+        return os.path.ismount(path)
 
 
 def write_json_atomic(path: str, data: dict) -> None:
@@ -704,20 +765,25 @@ class NFSSR(VHDFileSR):
     def nfs_mount(self, remote: str, mountpoint: str, sr_mount: bool = True) -> None:
         options = self.mount_options(sr_mount)          # bad nfsversion: NFSVersion, nothing made
         self.test_host()
+        if is_mount(mountpoint):
+            try:
+                os.stat(mountpoint)
+                return
+            except OSError as e:                # a FUSE client that died: its mount answers ENOTCONN
+                self.log(f"{mountpoint}: {e}: unmounting the dead mount")
+                run_command(["umount", "-l", mountpoint], "NFSMount")
         try:
             os.makedirs(mountpoint, exist_ok=True)
         except OSError as e:
             raise SMError("NFSMount", f"{mountpoint}: {e}") from None
-        if os.path.ismount(mountpoint):
-            return
         try:
-            run_command(["mount.nfs", remote, mountpoint, "-o", options], "NFSMount")
+            run_command([nfs_mount_program(self.log), remote, mountpoint, "-o", options], "NFSMount")
         except SMError:
             _rmdir(mountpoint)                  # an empty mount point is not left behind
             raise
 
     def nfs_umount(self, mountpoint: str) -> None:
-        if os.path.ismount(mountpoint):
+        if is_mount(mountpoint):
             run_command(["umount", mountpoint], "NFSUnMount")
 
     def mount(self) -> None:
@@ -727,6 +793,7 @@ class NFSSR(VHDFileSR):
     def unmount(self) -> None:
         if self.mounted:
             self.nfs_umount(self.path)
+            _rmdir(self.path)                   # as SM's nfs.unmount(path, rmmountpoint=True)
 
     def create_storage(self) -> None:
         if not self.mounted:
@@ -736,7 +803,7 @@ class NFSSR(VHDFileSR):
         # SM's NFSSR: mount the export where the SR goes, make the SR's sub-folder (one with
         # something in it: SRExists), unmount, then mount the sub-folder
         staging = self.path
-        if os.path.ismount(staging):
+        if is_mount(staging):
             raise SMError("NFSAttached", staging)
         self.nfs_mount(self.remote, staging)
         try:

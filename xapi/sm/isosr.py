@@ -1,8 +1,8 @@
 """ISO library and removable-device SR drivers: files in a folder, one VDI each.
 
 ``iso`` (SM's ISOSR): device-config ``location`` is a local folder (``/path``), an NFS export
-(``server:/path``, mounted soft over TCP) or an SMB share (``//server/share``, mounted with
-mount.cifs), at ``<data>/sr-mount/<sr-uuid>``; ``iso_path`` names a sub-folder. Every ``*.iso`` and
+(``server:/path``, mounted soft over TCP by mount.nfs, or by xapi-nfs-mount where the kernel has no
+NFS) or an SMB share (``//server/share``, mounted with mount.cifs), at ``<data>/sr-mount/<sr-uuid>``; ``iso_path`` names a sub-folder. Every ``*.iso`` and
 ``*.img`` there is a read-only VDI whose location is its file name (and whose uuid is the name when
 the name is ``<uuid>.iso``); a VDI created on the SR is an empty file (``sm-config:path`` or
 ``<uuid>.img``) written later by an upload, writable until the next scan sees it as an image.
@@ -17,7 +17,7 @@ import re
 import uuid as _uuid
 
 from xapi.sm.driverlib import NULL_REF, Driver, SMError, driver_info
-from xapi.sm.filesr import UUID_RE, data_dir, date_string, run_command, spec
+from xapi.sm.filesr import UUID_RE, data_dir, date_string, is_mount, nfs_mount_program, run_command, spec
 
 IMAGE_RE = re.compile(r"\.(iso|img)$", re.I)
 UUID_FILE_RE = re.compile(r"^([0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12})\.(iso|img)$", re.I)
@@ -191,13 +191,13 @@ class ISOSR(FolderSR):
             if not os.path.isdir(path):
                 raise SMError("ISOLocalPath", path)
             return None
-        if os.path.ismount(self.mountpoint):
+        if is_mount(self.mountpoint):
             return None
         os.makedirs(self.mountpoint, exist_ok=True)
         location = self.dconf["location"]
         if self.protocol == "nfs":
             version = self.dconf.get("nfsversion", "3")
-            argv = ["mount.nfs", location, self.mountpoint, "-o",
+            argv = [nfs_mount_program(self.log), location, self.mountpoint, "-o",
                     f"soft,proto=tcp,vers={version},acdirmin=0,acdirmax=0,timeo=200,retrans=4"]
         else:
             opts = ["cache=none", f"vers={self.dconf.get('vers', '3.0')}"]
@@ -213,7 +213,8 @@ class ISOSR(FolderSR):
         return None
 
     def sr_detach(self):
-        if self.protocol != "local" and os.path.ismount(self.mountpoint):
+        self.path                       # reads the location: protocol and mount point
+        if self.protocol != "local" and is_mount(self.mountpoint):
             run_command(["umount", self.mountpoint], "ISOUnmountFailure")
         return None
 
