@@ -11,6 +11,8 @@ import pytest
 import XenAPI
 
 from tests import daemon as _daemon
+from tests import helpers
+from tests.fixtures import own_daemon, root_xenapi
 from xapi.sm import gc, vhd
 
 MiB = 1 << 20
@@ -19,19 +21,8 @@ QEMU_IMG = shutil.which("qemu-img")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def gc_daemon():
-    d = _daemon.start(env={"XAPI_GC_DELAY": "0.2"})
-    yield d
-    _daemon.cleanup(d)
-
-
-@pytest.fixture(scope="module")
-def x(gc_daemon):
-    s = XenAPI.Session(gc_daemon.url)
-    s.xenapi.login_with_password("root", gc_daemon.password, "2.3", "pyxapi-tests")
-    yield s.xenapi
-    s.xenapi.session.logout()
+gc_daemon = own_daemon(env={"XAPI_GC_DELAY": "0.2"})
+x = root_xenapi("gc_daemon", originator="pyxapi-tests")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +31,7 @@ def host(x):
 
 
 def new_vdi(x, sr, size):
-    return x.VDI.create({"name_label": "gc", "name_description": "", "SR": sr, "virtual_size": str(size),
-                         "type": "user", "sharable": False, "read_only": False, "other_config": {}})
+    return helpers.new_vdi(x, sr, size, name="gc")
 
 
 def pattern(i: int, n: int) -> bytes:

@@ -18,43 +18,22 @@ import time
 import xmlrpc.client
 
 import pytest
-import XenAPI
 
-from tests import daemon as _daemon
+from tests.fixtures import own_daemon, root_session, xenapi_of
 from xapi import xenctrl
 from xapi.xva import checksum as xva_checksum
 
 MiB = 1 << 20
 
 
-@pytest.fixture(scope="module")
-def d():
-    daemon = _daemon.start("--request-timeout", "20", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
-    yield daemon
-    _daemon.cleanup(daemon)
-
-
-@pytest.fixture(scope="module")
-def api(d):
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password, "2.3", "xva-tests")
-    yield s
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def x(api):
-    return api.xenapi
+d = own_daemon("--request-timeout", "20", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
+api = root_session("d", originator="xva-tests")
+x = xenapi_of("api")
 
 
 @pytest.fixture(scope="module")
 def sid(api):
     return api._session
-
-
-@pytest.fixture(scope="module")
-def sr(x):
-    return x.pool.get_default_SR(x.pool.get_all()[0])
 
 
 @pytest.fixture(scope="module")
