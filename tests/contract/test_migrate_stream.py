@@ -2,16 +2,14 @@
 streams the memory image to the destination's PUT /migrate, whose xenopsd VM.receive builds the
 domain; the source domain goes only once the destination acknowledged."""
 import json
-import os
-import socket
 import time
 import urllib.error
 import urllib.request
 
 import pytest
-import XenAPI
 
 from tests import daemon as _daemon
+from tests.helpers import login, new_vm, xenopsd
 from xapi.xenops import image
 
 MIB = 1 << 20
@@ -30,55 +28,19 @@ def pair():
     _daemon.cleanup(b)
 
 
-def login(d):
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password)
-    return s
-
-
-def xenopsd(d, method, *params):
-    """One call on a daemon's xenopsd socket; the reply {"result"} or {"error"}."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(os.path.join(d.data_dir, "xenopsd"))
-        s.sendall(json.dumps({"id": 1, "method": method, "params": list(params)}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
-
-
-def ok(d, method, *params):
-    reply = xenopsd(d, method, *params)
-    assert "error" not in reply, reply
-    return reply["result"]
-
-
 def run(d, method, *params, timeout=20.0):
     """Starts a xenopsd task and waits for its end; its final state."""
-    tid = ok(d, method, *params)
+    tid = xenopsd(d, method, *params)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        st = ok(d, "TASK.wait", tid, 1.0)
+        st = xenopsd(d, "TASK.wait", tid, 1.0)
         if st["state"] != "pending":
             return st
     raise AssertionError(f"{method} still pending after {timeout}s")
 
 
 def new_running_vm(x, name, memory=256 * MIB):
-    rec = {
-        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
-        "affinity": "OpaqueRef:NULL", "memory_static_max": str(memory), "memory_dynamic_max": str(memory),
-        "memory_dynamic_min": str(memory), "memory_static_min": str(memory), "VCPUs_params": {},
-        "VCPUs_max": "2", "VCPUs_at_startup": "2", "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart", "actions_after_crash": "destroy", "PV_bootloader": "",
-        "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
-        "HVM_boot_policy": "", "HVM_boot_params": {}, "platform": {}, "PCI_bus": "",
-        "other_config": {}, "recommendations": "",
-    }
-    vm = x.VM.create(rec)
+    vm = new_vm(x, name, memory, vcpus=2, HVM_boot_policy="", HVM_boot_params={})
     x.VM.start(vm, False, False)
     return vm, x.VM.get_uuid(vm)
 
@@ -96,18 +58,18 @@ def test_live_migration_moves_the_domain(pair):
     a, b = pair
     sa, sb = login(a), login(b)
     vm, uuid = new_running_vm(sa.xenapi, "mover")
-    ok(b, "VM.add", config(uuid))
-    free_before = ok(b, "HOST.stat")["free_memory"]
+    xenopsd(b, "VM.add", config(uuid))
+    free_before = xenopsd(b, "HOST.stat")["free_memory"]
 
     st = run(a, "VM.migrate_send", uuid, migrate_url(b, uuid, sb._session), {})
     assert st["state"] == "completed", st["error"]
     assert st["progress"] == 1.0
 
-    dst = ok(b, "VM.stat", uuid)
+    dst = xenopsd(b, "VM.stat", uuid)
     assert dst["power_state"] == "Running" and dst["domid"] > 0
     assert dst["memory"] == 256 * MIB and dst["vcpus"] == 2
-    assert ok(b, "HOST.stat")["free_memory"] == free_before - 256 * MIB
-    assert ok(a, "VM.stat", uuid)["power_state"] == "Halted"
+    assert xenopsd(b, "HOST.stat")["free_memory"] == free_before - 256 * MIB
+    assert xenopsd(a, "VM.stat", uuid)["power_state"] == "Halted"
     # the source daemon's database follows its xenopsd: the VM is no longer resident there
     deadline = time.monotonic() + 5
     while sa.xenapi.VM.get_power_state(vm) != "Halted" and time.monotonic() < deadline:
@@ -121,9 +83,9 @@ def test_paused_vm_arrives_paused(pair):
     sa, sb = login(a), login(b)
     vm, uuid = new_running_vm(sa.xenapi, "paused-mover")
     sa.xenapi.VM.pause(vm)
-    ok(b, "VM.add", config(uuid))
+    xenopsd(b, "VM.add", config(uuid))
     assert run(a, "VM.migrate_send", uuid, migrate_url(b, uuid, sb._session), {})["state"] == "completed"
-    assert ok(b, "VM.stat", uuid)["power_state"] == "Paused"
+    assert xenopsd(b, "VM.stat", uuid)["power_state"] == "Paused"
     assert run(b, "VM.hard_shutdown", uuid)["state"] == "completed"
 
 
@@ -131,13 +93,13 @@ def test_refused_transfers_leave_the_vm_running_on_the_source(pair):
     a, b = pair
     sa, sb = login(a), login(b)
     vm, uuid = new_running_vm(sa.xenapi, "stayer")
-    domid = ok(a, "VM.stat", uuid)["domid"]
+    domid = xenopsd(a, "VM.stat", uuid)["domid"]
 
     # the destination doesn't know the VM (no VM.add): its xenopsd's error comes back
     st = run(a, "VM.migrate_send", uuid, migrate_url(b, uuid, sb._session), {})
     assert st["state"] == "failed" and st["error"] == ["HANDLE_INVALID", "VM", uuid]
     # no valid session on the destination: 401
-    ok(b, "VM.add", config(uuid))
+    xenopsd(b, "VM.add", config(uuid))
     st = run(a, "VM.migrate_send", uuid, migrate_url(b, uuid, "OpaqueRef:bogus"), {})
     assert st["state"] == "failed" and st["error"][0] == "VM_MIGRATE_FAILED" and "401" in st["error"][-1]
     # nobody listening
@@ -145,19 +107,19 @@ def test_refused_transfers_leave_the_vm_running_on_the_source(pair):
     assert st["state"] == "failed" and st["error"][0] == "VM_MIGRATE_FAILED"
     # not enough memory on the destination: a filler domain leaves it 512 MiB
     filler = "0b1c2d3e-0000-4000-8000-0000000000ff"
-    fill = (ok(b, "HOST.stat")["free_memory"] - 512 * MIB) // MIB * MIB
-    ok(b, "VM.add", config(filler, fill))
+    fill = (xenopsd(b, "HOST.stat")["free_memory"] - 512 * MIB) // MIB * MIB
+    xenopsd(b, "VM.add", config(filler, fill))
     assert run(b, "VM.start", filler, False)["state"] == "completed"
     big_vm, big_uuid = new_running_vm(sa.xenapi, "big", memory=1024 * MIB)
-    ok(b, "VM.add", config(big_uuid, 1024 * MIB))
+    xenopsd(b, "VM.add", config(big_uuid, 1024 * MIB))
     st = run(a, "VM.migrate_send", big_uuid, migrate_url(b, big_uuid, sb._session), {})
     assert run(b, "VM.hard_shutdown", filler)["state"] == "completed"
     assert st["state"] == "failed" and st["error"][0] == "HOST_NOT_ENOUGH_FREE_MEMORY", st["error"]
-    assert ok(a, "VM.stat", big_uuid)["power_state"] == "Running"
+    assert xenopsd(a, "VM.stat", big_uuid)["power_state"] == "Running"
 
-    after = ok(a, "VM.stat", uuid)
+    after = xenopsd(a, "VM.stat", uuid)
     assert after["power_state"] == "Running" and after["domid"] == domid     # unpaused, same domain
-    assert ok(b, "VM.stat", uuid)["power_state"] == "Halted"
+    assert xenopsd(b, "VM.stat", uuid)["power_state"] == "Halted"
     assert sa.xenapi.VM.get_power_state(vm) == "Running"
 
 
@@ -165,7 +127,7 @@ def test_corrupt_or_foreign_images_are_rejected(pair):
     a, b = pair
     sb = login(b)
     uuid = "0b1c2d3e-0000-4000-8000-000000000001"
-    ok(b, "VM.add", config(uuid))
+    xenopsd(b, "VM.add", config(uuid))
     good = image.dumps(image.ImageInfo(uuid, 256 * MIB, 2, {"paused": False}))
     other = image.dumps(image.ImageInfo("0b1c2d3e-0000-4000-8000-000000000002", 256 * MIB, 2, {}))
     flipped = bytearray(good)
@@ -178,9 +140,9 @@ def test_corrupt_or_foreign_images_are_rejected(pair):
         assert e.value.code == 500
         err = json.loads(e.value.read())
         assert err[0] == "INTERNAL_ERROR" and why in err[1], err
-    assert ok(b, "VM.stat", uuid)["power_state"] == "Halted"
+    assert xenopsd(b, "VM.stat", uuid)["power_state"] == "Halted"
     # the same image intact builds the domain
     req = urllib.request.Request(migrate_url(b, uuid, sb._session), data=good, method="PUT")
     assert urllib.request.urlopen(req, timeout=10).status == 200
-    assert ok(b, "VM.stat", uuid)["power_state"] == "Running"
+    assert xenopsd(b, "VM.stat", uuid)["power_state"] == "Running"
     assert run(b, "VM.hard_shutdown", uuid)["state"] == "completed"
