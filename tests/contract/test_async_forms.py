@@ -5,15 +5,11 @@ import time
 import xmlrpc.client
 
 import pytest
-import XenAPI
+
+from tests.fixtures import root_xenapi
 
 
-@pytest.fixture
-def x(xapi_daemon):
-    s = XenAPI.Session(xapi_daemon.url)
-    s.xenapi.login_with_password("root", xapi_daemon.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+x = root_xenapi("xapi_daemon", scope="function")
 
 
 @pytest.fixture

@@ -5,15 +5,12 @@ memory overhead; the domain type follows HVM_boot_policy when unspecified."""
 import pytest
 import XenAPI
 
+from tests.fixtures import root_xenapi
+
 NULL = "OpaqueRef:NULL"
 
 
-@pytest.fixture
-def x(xapi_daemon):
-    s = XenAPI.Session(xapi_daemon.url)
-    s.xenapi.login_with_password("root", xapi_daemon.password)
-    yield s.xenapi
-    s.xenapi.session.logout()
+x = root_xenapi("xapi_daemon", scope="function")
 
 
 def test_create_from_a_running_vms_full_record_makes_a_halted_vm(x):

@@ -8,16 +8,10 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
+from tests.fixtures import root_xenapi
 
-@pytest.fixture
-def x(xapi_daemon):
-    s = XenAPI.Session(xapi_daemon.url)
-    s.xenapi.login_with_password("root", xapi_daemon.password)
-    yield s.xenapi
-    try:
-        s.xenapi.session.logout()
-    except Exception:
-        pass
+
+x = root_xenapi("xapi_daemon", scope="function")
 
 
 def dom0(x):

@@ -2,22 +2,11 @@
 create/destroy with xapi's errors."""
 import xmlrpc.client
 
-import pytest
-import XenAPI
+from tests.fixtures import root_xenapi
+from tests.helpers import failure
 
 
-@pytest.fixture
-def x(xapi_daemon):
-    s = XenAPI.Session(xapi_daemon.url)
-    s.xenapi.login_with_password("root", xapi_daemon.password, "2.3", "pyxapi-tests")
-    yield s.xenapi
-    s.xenapi.session.logout()
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
+x = root_xenapi("xapi_daemon", scope="function", originator="pyxapi-tests")
 
 
 def test_templates_through_a_filter_expression(x):
