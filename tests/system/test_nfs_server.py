@@ -334,3 +334,49 @@ def test_iso_sr_on_a_real_server(nfs_server, d, session, x, host):
         x.SR.forget(sr)
     finally:
         shutil.rmtree(isos, ignore_errors=True)
+
+
+def _client_pid(point: str) -> int | None:
+    """The xapi-nfs-mount process serving the mount at `point`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"xapi-nfs-mount") and point.encode() in argv:
+            return int(pid)
+    return None
+
+
+def test_nfs_sr_whose_fuse_client_died(nfs_server, d, session, x, host):
+    """The FUSE client ends (killed): its mount stays in the table but answers ENOTCONN; a scan fails
+    with SM's SRUnavailable (47) instead of hanging, PBD.unplug unmounts it, PBD.plug mounts afresh and
+    the data is there."""
+    if kernel_has_nfs():
+        pytest.skip("the kernel's NFS client is used here: no FUSE client to lose")
+    export, _ = nfs_server
+    sr = x.SR.create(host, {"server": SERVER, "serverpath": export}, "0", "nfs", "", "nfs", "user", True, {})
+    uuid = x.SR.get_uuid(sr)
+    point = os.path.join(d.data_dir, "sr-mount", uuid)
+    vdi = _new_vdi(x, sr, MiB)
+    _raw(d, session, "PUT", vdi, b"kept" * 1024)
+    pid = _client_pid(point)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _mount_of(point) is not None                             # still in the table, dead
+    details = failure(x.SR.scan, sr)
+    assert details[0] == "SR_BACKEND_FAILURE_47", details
+    (pbd,) = x.SR.get_PBDs(sr)
+    _unplug(x, pbd)
+    assert _mount_of(point) is None
+    x.PBD.plug(pbd)
+    assert _client_pid(point) not in (None, pid)
+    assert _raw(d, session, "GET", vdi)[:4096] == b"kept" * 1024
+    x.VDI.destroy(vdi)
+    _unplug(x, pbd)
+    x.SR.destroy(sr)
+    assert os.listdir(export) == []
