@@ -4,13 +4,8 @@ set them (xapi's TaskHelper.assert_op_valid), checked with PAM users of two role
 import pytest
 import XenAPI
 
-from tests.contract.test_rbac import accounts, login, needs_pam, pam  # noqa: F401 - fixtures
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
+from tests.contract.pam_accounts import login, needs_pam
+from tests.helpers import failure
 
 
 def test_setters_as_root(xapi_daemon):
