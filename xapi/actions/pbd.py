@@ -49,22 +49,19 @@ def set_device_config(ctx, session, self, value):
 
 
 async def plug(ctx, session, self):
-    app = ctx.app
-    rec = rows.check(app.db, "PBD", self)
-    if rec["host"] != app.host_ref:
-        raise XapiError("OPERATION_NOT_ALLOWED", "the PBD belongs to another host")
-    await app.storage.ready()
-    await app.storage.plug(self)
-    rows.refresh_sr_and_vdis(app, rec["SR"])
-    return ""
+    return await _plug_or_unplug(ctx, self, plug=True)
 
 
 async def unplug(ctx, session, self):
+    return await _plug_or_unplug(ctx, self, plug=False)
+
+
+async def _plug_or_unplug(ctx, pbd, plug: bool):
     app = ctx.app
-    rec = rows.check(app.db, "PBD", self)
+    rec = rows.check(app.db, "PBD", pbd)
     if rec["host"] != app.host_ref:
         raise XapiError("OPERATION_NOT_ALLOWED", "the PBD belongs to another host")
     await app.storage.ready()
-    await app.storage.unplug(self)
+    await (app.storage.plug if plug else app.storage.unplug)(pbd)
     rows.refresh_sr_and_vdis(app, rec["SR"])
     return ""

@@ -184,39 +184,34 @@ async def get_supported_types(ctx, session):
 
 
 # -- setters xapi implements by hand -------------------------------------------------------------
-def set_name_label(ctx, session, sr, value):
+def _set(ctx, sr, field, value):
     _sr(ctx, sr)
-    ctx.app.db.table("SR").set_field(sr, "name_label", value)
+    ctx.app.db.table("SR").set_field(sr, field, value)
     return ""
+
+
+def set_name_label(ctx, session, sr, value):
+    return _set(ctx, sr, "name_label", value)
 
 
 def set_name_description(ctx, session, sr, value):
-    _sr(ctx, sr)
-    ctx.app.db.table("SR").set_field(sr, "name_description", value)
-    return ""
+    return _set(ctx, sr, "name_description", value)
 
 
 def set_shared(ctx, session, sr, value):
     rec = _sr(ctx, sr)
     if not value and len(rec["PBDs"]) > 1:
         raise XapiError("SR_HAS_MULTIPLE_PBDS", *rec["PBDs"])
-    ctx.app.db.table("SR").set_field(sr, "shared", value)
-    return ""
+    return _set(ctx, sr, "shared", value)
 
 
 def set_physical_size(ctx, session, self, value):
-    _sr(ctx, self)
-    ctx.app.db.table("SR").set_field(self, "physical_size", value)
-    return ""
+    return _set(ctx, self, "physical_size", value)
 
 
 def set_physical_utilisation(ctx, session, self, value):
-    _sr(ctx, self)
-    ctx.app.db.table("SR").set_field(self, "physical_utilisation", value)
-    return ""
+    return _set(ctx, self, "physical_utilisation", value)
 
 
 def set_virtual_allocation(ctx, session, self, value):
-    _sr(ctx, self)
-    ctx.app.db.table("SR").set_field(self, "virtual_allocation", value)
-    return ""
+    return _set(ctx, self, "virtual_allocation", value)
