@@ -4,7 +4,9 @@ The source and destination come from the access layer's attach information (``pa
 path, ``format`` "vhd" or "raw"); VHDs are read through their chain and written through
 ``xapi.sm.vhd``, so a thin destination only gets the blocks that hold data. With a base (VDI.copy's
 ``base_vdi``) only the blocks that differ from the base are written. At most ``WORKERS`` copies run
-at a time, each in a thread of this module's own pool.
+at a time, each in a thread of this module's own pool, which alone opens and closes the copy's
+files. A disk that fails to read or write fails the copy with VDI_COPY_FAILED [reason], as xapi's
+sparse_dd failure.
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import asyncio
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+from xapi.datamodel.errors import XapiError
+from xapi.sm.wait_out import wait_out
 
 CHUNK = 2 << 20
 WORKERS = 2
@@ -120,8 +125,10 @@ async def copy(src: dict, dst: dict, size: int, **kw) -> int:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         cancel.set()
-        try:
-            await fut
-        except (Cancelled, Exception):
-            pass
+        await wait_out(fut)         # the caller's cleanup releases the disks the thread still has open
+        raise
+    except Exception as e:
+        from xapi.sm.vhd import VHDError
+        if isinstance(e, (OSError, VHDError)):
+            raise XapiError("VDI_COPY_FAILED", str(e) or type(e).__name__) from e
         raise

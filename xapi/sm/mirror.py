@@ -52,8 +52,13 @@ async def run(fn, *args):
         raise
 
 
+class TapClosed(OSError):
+    """A write on a tap that closed (its datapath switched or deactivated): the writer looks again."""
+
+
 class Tap:
-    """One datapath's open disk. The disk is opened on first use and closed by `close`."""
+    """One datapath's open disk. The disk is opened on first use and closed by `close`; every use of
+    it is under `lock`, so a close never comes while a pool thread still uses its descriptor."""
 
     def __init__(self, dp: str, vdi_uuid: str, info: dict, size: int) -> None:
         self.dp, self.vdi_uuid, self.info, self.size = dp, vdi_uuid, dict(info), size
@@ -72,7 +77,7 @@ class Tap:
         mirrored. In a pool thread."""
         with self.lock:
             if self.closed:
-                raise OSError(f"datapath {self.dp} is closed")
+                raise TapClosed(f"datapath {self.dp} is closed")
             self._open().write(offset, data)
             m = self.mirror
             if m is not None:
@@ -107,6 +112,28 @@ class Tap:
 
 class MirrorFailed(Exception):
     pass
+
+
+class DstDisk:
+    """A mirror's destination disk on this host, written by pool threads for another host's mirror:
+    `close` waits for a write in flight, and a write after it fails instead of using a closed
+    descriptor (whose number is soon another file's or a pipe's)."""
+
+    def __init__(self, disk) -> None:
+        self.disk = disk
+        self.lock = threading.Lock()
+
+    def write(self, offset: int, data) -> None:
+        with self.lock:
+            if self.disk is None:
+                raise OSError("the mirror's destination is closed")
+            self.disk.write(offset, data)
+
+    def close(self) -> None:
+        with self.lock:
+            disk, self.disk = self.disk, None
+        if disk is not None:
+            disk.close()
 
 
 class Mirror:
@@ -145,7 +172,11 @@ class Mirror:
         with src.lock:
             if self.failed is not None:
                 raise MirrorFailed(self.failed)
-            data = src._open().read(off, n)
+            try:
+                data = src._open().read(off, n)
+            except Exception as e:  # noqa: BLE001 - the source can't be read: the mirror fails
+                self.fail(e)
+                raise MirrorFailed(self.failed) from None
             # an all-zero block needs no write: the destination's block holds zeros, or the same
             # mirrored writes as the source
             if data != bytes(n):
@@ -268,6 +299,9 @@ class Datapaths:
             await run(tap.close)
         self.taps.clear()
         self.current.clear()
+        for disk, _ in list(self.dsts.values()):       # their datapaths are released at the next start
+            await run(disk.close)
+        self.dsts.clear()
 
 
 def of(app) -> Datapaths:

@@ -17,7 +17,7 @@ Internal methods (xapi.pool.internal), each also called directly when the host i
 - ``mirror.dst_open(mdp, dst_vdi)``, ``mirror.dst_write(mdp, offset, data)`` (base64),
   ``mirror.dst_close(mdp)`` (destination): the destination disk of a mirror running on another host.
   A write of a mirror on another host waits for its reply (the guest's write is mirrored
-  synchronously, as tapdisk's).
+  synchronously, as tapdisk's). The disk failing to open or write: VDI_IO_ERROR [reason].
 - ``mirror.attach(dp, vdi, rw)``, ``mirror.activate(dp, vdi)``, ``mirror.release(dp, vdi)``: the VM's
   datapath moving with it to the host of its new VDI (attached there before the memory moves,
   released on the source after, which ends the mirror, then activated there).
@@ -57,7 +57,7 @@ async def dst_open(app, mdp: str, dst_vdi: str, generation=None):
     await access.attach(mdp, dst_vdi, True)
     try:
         info = await access.activate(mdp, dst_vdi)
-        disk = await mirror.run(sm_copy.open_disk, info, True)
+        disk = mirror.DstDisk(await _io(sm_copy.open_disk, info, True))
     except BaseException:
         await asyncio.shield(access.release(mdp, dst_vdi))
         raise
@@ -71,7 +71,7 @@ async def dst_write(app, mdp: str, offset: int, data: str):
     if entry is None:
         raise XapiError("INTERNAL_ERROR", f"no mirror destination {mdp}")
     disk = entry[0]
-    await mirror.run(lambda: disk.write(int(offset), base64.b64decode(data)))
+    await _io(disk.write, int(offset), base64.b64decode(data))
     return ""
 
 
@@ -87,6 +87,16 @@ async def dst_close(app, mdp: str):
         if vdi in app.db.table("VDI"):
             await app.storage.access.release(mdp, vdi)
     return ""
+
+
+async def _io(fn, *args):
+    """A destination disk's call in the pool; its I/O failure as xapi's VDI_IO_ERROR [reason]."""
+    from xapi.sm.vhd import VHDError
+    try:
+        return await mirror.run(fn, *args)
+    except (OSError, VHDError) as e:
+        log.error("mirror destination: %s", e)
+        raise XapiError("VDI_IO_ERROR", str(e) or type(e).__name__) from None
 
 
 class _LocalDst:
@@ -157,6 +167,10 @@ async def start(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, progress=No
     except mirror.MirrorFailed as e:
         datapaths.mirrors.pop(dp, None)
         log.error("mirror of VDI %s on %s: %s", vdi, dp, e)
+        raise XapiError("MIRROR_FAILED", vdi) from None
+    except OSError as e:        # not the disks' (the mirror reports those): still the mirror's failure
+        datapaths.mirrors.pop(dp, None)
+        log.exception("mirror of VDI %s on %s: %s", vdi, dp, e)
         raise XapiError("MIRROR_FAILED", vdi) from None
     except BaseException:
         datapaths.mirrors.pop(dp, None)

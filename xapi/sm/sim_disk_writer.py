@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
+
+log = logging.getLogger("xapi.sm.mirror")
 
 WRITE = 4096
 REGION = 16 << 20          # the writes land in the first 16 MiB (8 VHD blocks) of the disk
@@ -75,10 +78,11 @@ class Writers:
         return os.path.join(self.app.config.data_dir, "sim-disk-writer", f"{vm_uuid}.log")
 
     async def _write(self, dp: str, vm_uuid: str, period: float) -> None:
-        from xapi.sm.mirror import run
+        from xapi.sm.mirror import TapClosed, run
         path = self.log_path(vm_uuid)
         await asyncio.to_thread(os.makedirs, os.path.dirname(path), exist_ok=True)
         log_file = await asyncio.to_thread(open, path, "ab", buffering=0)
+        failed = None
         try:
             while True:
                 tap = self.datapaths.tap(dp)
@@ -92,8 +96,15 @@ class Writers:
                     log_file.write(b"%d %d %d %d\n" % (seq, off, WRITE, int(mirrored)))
                 try:
                     await run(one)
-                except OSError:
+                except TapClosed:
                     # the tap closed between the look-up and the write (a switch): look again
+                    await asyncio.sleep(period)
+                    continue
+                except OSError as e:
+                    # the guest's write failed (an I/O error on its disk): not logged as written
+                    if str(e) != failed:
+                        failed = str(e)
+                        log.error("VM %s: write on %s failed: %s", vm_uuid, dp, e)
                     await asyncio.sleep(period)
                     continue
                 self.seq[vm_uuid] = seq + 1
