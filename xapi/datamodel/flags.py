@@ -94,7 +94,9 @@ _READS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid", "
 
 def forwarding(message) -> str:
     """"emergency": answered by any host even without a coordinator; "local" (normally-local): reads
-    a member answers from its replica of the pool database; "master": the coordinator's."""
+    a member answers from its replica of the pool database; "master": the coordinator's.
+    The one place this is decided: xapi.forwarding (HOST_IS_SLAVE), xapi.pool.relay (which calls a
+    member relays) and the API reference (docs/api.md) all read it from here."""
     if message.wire_name in EMERGENCY_CALLS:
         return "emergency"
     if message.takes_session and (readonly(message) or message.name in _READS):

@@ -1,7 +1,32 @@
-"""Where a call runs. A pool member refuses coordinator-only calls with HOST_IS_SLAVE; the coordinator
-runs them locally. Reads (accessors, get_record, get_all...) are normally-local: a member answers
-them from its replica of the pool database (xapi.pool.replica), to sessions it made itself
-(session.slave_local_login_with_password, its Unix socket). Emergency calls run anywhere."""
+"""Where a call runs, by the forwarding class the datamodel gives each message
+(xapi.datamodel.flags.forwarding, the only place it is decided):
+
+- "emergency": any host runs it, even one that has lost its coordinator (xapi's emergency_calls).
+- "local" (normally-local): reads (the get_* accessors, get_record, get_all...) taking a session. A
+  member answers them from its replica of the pool database (xapi.pool.replica), to the sessions it
+  made itself (session.slave_local_login_with_password, its Unix socket).
+- "master": everything else. A member refuses it with HOST_IS_SLAVE [coordinator address]; the
+  coordinator runs it (with a redo-log, answering once its changes are on disk).
+
+The host that owns the object. xapi's coordinator forwards a side-effecting call, with a pool session,
+to the host that owns its object (message_forwarding.ml: do_op_on after a liveness check, else
+HOST_OFFLINE), and that host runs it locally: VM operations of a running or paused VM go to its
+resident host (forward_vm_op), VM.start/resume to the host chosen for it (VM.start_on to the named
+one), VBD/VIF plug and unplug to their VM's resident host, PBD.plug/unplug to the PBD's host,
+host.* calls to that host, SR/VDI operations to the host of a plugged PBD of the SR (the
+coordinator's for a shared SR, the only PBD's host for a local one: choose_pbd_for_sr). Here the
+coordinator runs every "master" call itself and reaches the owning host's resources with internal
+calls instead of forwarding the XenAPI call (xapi.pool.calls, `app.pool.call(host, ...)`):
+- VM and VBD/VIF device operations: the resident (or chosen) host's xenopsd, `app.xenops_for(host)`
+  (xapi.actions.vm.xenops_of / vm_devices.xenops_for_vm, xapi.pool.xenops);
+- SR/VDI operations: the driver runs on the host whose PBD serves the SR (xapi.sm.service.run ->
+  internal "storage.run"), disks are attached on the VM's host ("storage.attach"/"activate");
+- PBD.plug/unplug of another host's PBD and host.destroy: overrides in xapi.pool.api (internal
+  "storage.plug"/"storage.unplug" on the PBD's host; host.destroy pings the host first, HOST_IS_LIVE);
+- host.* that act on the machine itself: internal host_info.*, host.power on that host.
+A member's own writes go the other way: its storage drivers' and start-up writes run on the
+coordinator (xapi.pool.relay), and the member goes on once its replica holds them.
+"""
 from __future__ import annotations
 
 import functools
@@ -10,23 +35,14 @@ import inspect
 from xapi import datamodel as dm
 from xapi.actions import action
 from xapi.datamodel.errors import XapiError
-from xapi.datamodel.flags import forwarding, readonly
+from xapi.datamodel.flags import forwarding
 from xapi.pool import redolog
 from xapi.pool.api import MESSAGES as POOL_MESSAGES
 
 
-# explicit messages that only read (the rest of the reads are the implicit get_* accessors)
-_READS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid", "get_by_name_label",
-                    "get_all_records_where"})
-
-
-def _replica_read(message: dm.Message) -> bool:
-    return message.takes_session and (readonly(message) or message.name in _READS)
-
-
 def resolve(message: dm.Message, db):
     fn = POOL_MESSAGES.get(message.wire_name) or action(message, db)
-    if fn is None or forwarding(message) == "emergency" or _replica_read(message):
+    if fn is None or forwarding(message) != "master":
         return fn
 
     if redolog.configured():

@@ -3,10 +3,10 @@
 At start a member refreshes its own rows from the hypervisor (xapi.startup.populate: its host
 record's software version and CPU info, its memory, its control domain) in its local database, which
 the replica then overwrites with the coordinator's copy. `capture` keeps those values; once the
-replica runs, `resync` sends them to the coordinator (internal call `member.started`), which also
-marks this host's PBDs unplugged (a restarted host has nothing attached), then plugs each PBD through
-the coordinator (`PBD.plug` with the member's slave_login session), which has the member's own
-storage attach it. Retried until the coordinator answers.
+replica runs, `resync` sends them to the coordinator (`member.started`), which also marks this host's
+PBDs unplugged (a restarted host has nothing attached), then plugs each PBD through the coordinator
+(`PBD.plug`), which has the member's own storage attach it. Retried until the coordinator answers.
+Both are a member's writes (xapi.pool.relay): one path, each returning once the replica holds it.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from xapi.datamodel.errors import XapiError
-from xapi.pool.internal import method
+from xapi.pool.relay import member_write
 
 log = logging.getLogger("xapi.pool.member_start")
 
@@ -53,8 +53,7 @@ async def resync(app, local: dict) -> None:
             return                  # promoted meanwhile: its PBDs are its own business now
         try:
             await app.replica.synced.wait()
-            generation = await app.pool.coordinator_peer().call("member.started", app.host_ref, local)
-            await app.replica.caught_up(int(generation))
+            await app.pool.coordinator_api.write("member.started", local)
             await plug_all(app)
             return
         except asyncio.CancelledError:
@@ -68,23 +67,23 @@ async def resync(app, local: dict) -> None:
 
 
 async def plug_all(app) -> None:
+    """This host's PBDs not yet attached, plugged through the coordinator, which has this host's
+    storage attach them (xapi: create_storage at a member's start, or after it joined)."""
     pbds = app.db.table("PBD")
     for pbd in pbds.find("host", app.host_ref):
+        if pbd not in pbds or pbds.get_field(pbd, "currently_attached"):
+            continue
         try:
             await app.pool.coordinator_api.call("PBD.plug", pbd)
         except XapiError as e:      # one SR's failure doesn't stop the others (as at a coordinator's start)
             log.warning("could not plug PBD %s: %s", pbd, e.description)
 
 
-@method("member.started")
-def started(app, host: str, local: dict) -> int:
-    """Coordinator side: a member's own fields, and its PBDs unplugged; returns the generation."""
-    if not app.is_coordinator:
-        raise XapiError("HOST_IS_SLAVE", app.coordinator_address)
+@member_write("member.started")
+def started(app, host: str, local: dict) -> str:
+    """Coordinator side: a member's own fields, and its PBDs unplugged."""
     db = app.db
     hosts = db.table("host")
-    if type(host) is not str or host not in hosts:
-        raise XapiError("HANDLE_INVALID", "host", host)
     _update(hosts, host, local.get("host", {}), HOST_FIELDS)
     metrics = hosts.get_field(host, "metrics")
     if metrics in db.table("host_metrics"):
@@ -98,7 +97,7 @@ def started(app, host: str, local: dict) -> int:
         if pbds.get_field(pbd, "currently_attached"):
             pbds.set_field(pbd, "currently_attached", False)
     app.hub.poke()
-    return db.generation
+    return ""
 
 
 def _update(table, ref: str, values: dict, allowed) -> None:

@@ -154,22 +154,15 @@ async def join(app, master_address: str, user: str, password: str, force: bool =
 
 
 async def plug_own_pbds(app, timeout: float = 30.0) -> None:
-    """A new member's PBDs (its share of the pool's shared SRs) plugged through the coordinator, which
-    asks this host's storage to do it and records the result (xapi: create_storage at a member's start)."""
-    replica = app.replica
+    """A new member's PBDs (its share of the pool's shared SRs) plugged through the coordinator, as
+    at a member's start (xapi.pool.member_start.plug_all), once the replica is in step."""
+    from xapi.pool import member_start
     try:
-        await asyncio.wait_for(replica.synced.wait(), timeout)
+        await asyncio.wait_for(app.replica.synced.wait(), timeout)
     except asyncio.TimeoutError:
         log.warning("replica not in step after %ss: the PBDs stay unplugged", timeout)
         return
-    pbds = app.db.table("PBD")
-    for pbd in pbds.find("host", app.host_ref):
-        if pbds.get_field(pbd, "currently_attached"):
-            continue
-        try:
-            await app.pool.coordinator_api.call("PBD.plug", pbd)
-        except XapiError as e:
-            log.warning("PBD %s not plugged: %s", pbd, e.description)
+    await member_start.plug_all(app)
 
 
 # -- the coordinator's side of a join --------------------------------------------------------------

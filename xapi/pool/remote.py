@@ -1,10 +1,10 @@
-"""XenAPI calls from this host to another one's public endpoint (JSON-RPC over TLS).
+"""XenAPI calls from this host to another one's.
 
-`Remote`: for pool.join, the joining host logs in to the coordinator with the credentials it was given
+`Remote` (another host's public endpoint, JSON-RPC over TLS): for pool.join, the joining host logs in to the coordinator with the credentials it was given
 and learns the coordinator's certificate fingerprint from the handshake (pinned from then on).
-`CoordinatorApi` (`app.pool.coordinator_api`): a member's writes to the pool database, as XenAPI calls
-to its coordinator with a session.slave_login session (certificate pinned, kept-alive connections,
-calls concurrent)."""
+`CoordinatorApi` (`app.pool.coordinator_api`): a member's writes to the pool database, sent to its
+coordinator's internal endpoint (xapi.pool.relay: one round trip each, the coordinator's generation
+comes with the result)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +13,7 @@ import ssl
 import orjson
 
 from xapi.datamodel.errors import XapiError
-from xapi.pool.calls import _CONTEXT, _read_reply, fingerprint_of, watch_for_dead_peer
+from xapi.pool.calls import _CONTEXT, Peer, _read_reply, fingerprint_of, watch_for_dead_peer
 
 TIMEOUT = 30.0
 
@@ -87,77 +87,48 @@ class Remote:
 
 
 class CoordinatorApi:
-    """Calls run concurrently (a call may wait on one the coordinator makes back to this member, whose
-    drivers call the coordinator again): each takes an idle connection or opens one."""
-
-    MAX_IDLE = 8
+    """`app.pool.coordinator_api`: a member's writes to the pool database (xapi.pool.relay), each one
+    internal call to its coordinator answered with the result and the coordinator's generation. Its
+    own connections (certificate pinned, kept alive), apart from the replica's and the heartbeats':
+    calls run concurrently, and a call may wait on one the coordinator makes back to this member,
+    whose drivers write through the coordinator again."""
 
     def __init__(self, app) -> None:
         self.app = app
-        self.idle: list[Remote] = []
+        self.peer: Peer | None = None
         self.target: tuple | None = None
-        self.session: str | None = None
-        self._login = asyncio.Lock()
 
-    def _remote(self) -> Remote:
-        role = self.app.role
-        target = (role.address, role.fingerprint)
-        if target != self.target:
+    def _peer(self) -> Peer:
+        app = self.app
+        role = app.role
+        target = (role.address, role.fingerprint, app.pool_secret)
+        if self.peer is None or target != self.target:
             self.close()
+            self.peer = Peer(role.address, app.config.https_port, role.fingerprint, app.pool_secret, role.address)
             self.target = target
-        if self.idle:
-            return self.idle.pop()
-        address = target[0]
-        return Remote(address, self.app.config.https_port, target[1],
-                      offline=("HOST_OFFLINE", address), broken=("HOST_OFFLINE", address))
-
-    async def _session(self, remote: Remote, stale: str | None) -> str:
-        async with self._login:
-            if self.session is None or self.session == stale:
-                self.session = await remote.call("session.slave_login", self.app.host_ref, self.app.pool_secret)
-            return self.session
+        return self.peer
 
     async def call(self, method: str, *params):
-        """`method` on the coordinator with this member's pool session in front of `params`."""
+        """XenAPI call `method` (its parameters after the session), run by the coordinator."""
+        return await self.write("member.call", method, list(params))
+
+    async def write(self, name: str, *params):
+        """Internal write method `name` on the coordinator for this host; its result, once this
+        member's replica holds the change (when the replica is running)."""
         app = self.app
         if app.is_coordinator:
             raise XapiError("INTERNAL_ERROR", "the coordinator has no coordinator to call")
-        for fresh_try in (False, True):
-            reused = bool(self.idle) and not fresh_try
-            remote = self._remote()
-            target = self.target
-            try:
-                result = await self._call(remote, method, params)
-            except XapiError as e:
-                if e.code == "HOST_OFFLINE" and reused and remote.conn is None:
-                    self.close()            # kept connections the coordinator closed (it restarted)
-                    continue
-                self._done(remote, target)
-                raise
-            except BaseException:
-                remote.close()
-                raise
-            self._done(remote, target)
-            return result
-
-    async def _call(self, remote: Remote, method: str, params):
-        stale = None
-        for attempt in (0, 1):
-            session = await self._session(remote, stale)
-            try:
-                return await remote.call(method, session, *params)
-            except XapiError as e:
-                if e.code != "SESSION_INVALID" or attempt:
-                    raise
-                stale = session             # the coordinator restarted or changed: log in again
-
-    def _done(self, remote: Remote, target) -> None:
-        if remote.conn is not None and target == self.target and len(self.idle) < self.MAX_IDLE:
-            self.idle.append(remote)
-        else:
-            remote.close()
+        peer = self._peer()
+        try:
+            reply = await peer.call(name, app.host_ref, *params, timeout=TIMEOUT)
+        except asyncio.TimeoutError:
+            raise XapiError("HOST_OFFLINE", peer.name) from None
+        replica = getattr(app, "replica", None)
+        if replica is not None and replica.synced.is_set():
+            await replica.caught_up(int(reply["generation"]))
+        return reply["result"]
 
     def close(self) -> None:
-        for remote in self.idle:
-            remote.close()
-        self.idle, self.session = [], None
+        if self.peer is not None:
+            self.peer.close()
+        self.peer = self.target = None
