@@ -406,9 +406,10 @@ def test_our_xe_against_no_cli_server(tmp_path):
 
 
 def test_param_get_as_cli_operations(d):
-    """p_get: param-key on a map gives the key's value (a missing key is xapi's failwith), on
-    another field it is ignored; an unknown field is CLI_failed_to_find_param, shown as the raw
-    error `Missing parameter`; maps and sets render as `k: v; k2: v2` and `a; b`."""
+    """p_get: param-key on a map gives the key's value (a missing key is cli_operations' failwith,
+    a Cli_failure xe prints as `Error: ...`), on another field it is ignored; an unknown field is
+    CLI_failed_to_find_param, shown as the raw error `Missing parameter` (param-set's get_field_type
+    says `Unknown field`); maps and sets render as `k: v; k2: v2` and `a; b` (tags `a, b`)."""
     proxy, session = sdk(d)
     host = proxy.host.get_all(session)["Value"][0]
     uuid = proxy.host.get_uuid(session, host)["Value"]
@@ -420,15 +421,15 @@ def test_param_get_as_cli_operations(d):
 
     assert get("param-name=other-config", "param-key=b") == ("x,y\n", "", 0)
     assert get("param-name=other-config") == ("a: 1; b: x,y\n", "", 0)
-    assert get("param-name=tags") == ("t1; t2\n", "", 0)
+    assert get("param-name=tags") == ("t1, t2\n", "", 0)
+    assert get("param-name=capabilities") == ("; ".join(proxy.host.get_capabilities(session, host)["Value"])
+                                              + "\n", "", 0)
     assert get("param-name=name-label", "param-key=whatever") == (
         proxy.host.get_name_label(session, host)["Value"] + "\n", "", 0)
-    assert get("param-name=other-config", "param-key=nokey") == (
-        "", "The server failed to handle your request, due to an internal error. The given message may "
-            "give details useful for debugging the problem.\nmessage: Failure: Key nokey not found in map\n", 1)
+    assert get("param-name=other-config", "param-key=nokey") == ("", "Error: Key nokey not found in map\n", 1)
     assert get("param-name=nofield") == ("", "Error code: Missing parameter\nError parameters: nofield\n", 1)
     out = converse(unix(d), stock_request(["host-param-set", f"uuid={uuid}", "nofield=1"]))
-    assert shown(out) == ("", "Error code: Missing parameter\nError parameters: nofield\n", 1)
+    assert shown(out) == ("", "Error: Unknown field 'nofield'\n", 1)
     # --minimal escapes commas inside values (cli_printer.escape_commas)
     out = converse(unix(d), stock_request(["host-param-get", f"uuid={uuid}", "param-name=other-config",
                                            "param-key=b", "--minimal"]))

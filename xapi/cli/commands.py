@@ -1,11 +1,14 @@
-"""The xe commands: generated from the datamodel for every class with uuids (`<class>-list`,
-`-param-list`, `-param-get`, `-param-set`, `-param-add`, `-param-remove`, `-param-clear`), `help`, and
-the hand-written ones of xapi.cli.ops_* and xapi.cli.transfer (registered in xapi.cli.cmdtable). `Run`
-is one command's run: its arguments, the object selectors and filters, the printer. Every XenAPI call
-goes through the RPC layer's dispatch (arity, types, session, RBAC, events, audit) with the CLI session.
+"""The xe commands: the `<class>-list`, `-param-list`, `-param-get`, `-param-set`, `-param-add`,
+`-param-remove`, `-param-clear` families of every class with uuids (plus `template` and `snapshot`,
+gen_cmds' views of VMs), made from the class's xe record (xapi.cli.records) as cli_operations'
+make_param_funs does; `help`; and the hand-written commands of xapi.cli.ops_* and xapi.cli.transfer
+(registered in xapi.cli.cmdtable). `Run` is one command's run: its arguments, the object selectors and
+filters, the printer. Every XenAPI call goes through the RPC layer's dispatch (arity, types, session,
+RBAC, events, audit) with the CLI session.
 
-Filters and `params=` take a class's fields and, as xe, `<reference field>-uuid` / `-name-label`
-(vbd-list vm-uuid=...).
+The generated families filter and select by the record's xe names (`vbd-list vm-uuid=...`,
+`vm-list other-config:key=v`, `tags:contains=x`); the hand-written selectors also take a class's
+datamodel fields and `<reference field>-uuid` / `-name-label`.
 
 Output follows xapi's cli_printer: a record is its fields one a line, `name ( RO): value`, the first
 name padded on the right and the others on the left to the longest name plus four; maps print as
@@ -19,6 +22,7 @@ from xmlrpc.client import DateTime
 
 from xapi import datamodel as dm
 from xapi.cli import errors as cli_errors
+from xapi.cli import records
 from xapi.cli.cmdtable import TABLE
 from xapi.datamodel.errors import XapiError
 
@@ -72,23 +76,7 @@ CLASSES: dict[str, dm.Class] = {}        # xe prefix (vm, host, sr...) -> class
 for _c in dm.CLASSES.values():
     if "uuid" in _c.fields and "get_all_records" in _c.messages and "get_by_uuid" in _c.messages:
         CLASSES[cli_class(_c.name)] = _c
-
-# The fields `<class>-list` shows, as cli_operations.gen_cmds names them, in records.ml's order;
-# (ref field, "uuid" | "name_label") is a derived `<field>-uuid`/`<field>-name-label` column, and
-# ("PBDs", "host") is the SR's `host` column (its one PBD's host, or <shared>).
-DEFAULT_LIST = {
-    "vm": ("uuid", "name_label", "power_state"),
-    "host": ("uuid", "name_label", "name_description"),
-    "sr": ("uuid", "name_label", "name_description", ("PBDs", "host"), "type", "content_type"),
-    "vdi": ("uuid", "name_label", "name_description", ("SR", "uuid"), "virtual_size", "sharable", "read_only"),
-    "pbd": ("uuid", ("host", "uuid"), ("SR", "uuid"), "device_config", "currently_attached"),
-    "task": ("uuid", "name_label", "name_description", "status", "progress"),
-    "network": ("uuid", "name_label", "name_description", "bridge"),
-    "pif": ("uuid", "device", "currently_attached", "VLAN", ("network", "uuid")),
-    "vbd": ("uuid", ("VM", "uuid"), ("VM", "name_label"), ("VDI", "uuid"), "empty", "device"),
-    "vif": ("uuid", ("VM", "uuid"), "device", ("network", "uuid")),
-    "pool": ("uuid", "name_label", "name_description", "master", "default_SR"),
-}
+CLASSES["template"] = CLASSES["snapshot"] = dm.CLASSES["VM"]      # gen_cmds' other views of VMs
 
 # record_util's own spellings (its "intentional shadowing"): VDI types capitalised; vm_power_state
 # is lowercased (power-state: running)
@@ -102,22 +90,45 @@ GENERATED = ("list", "param-list", "param-get", "param-set", "param-add", "param
 
 
 def generated_commands() -> dict[str, tuple[tuple, tuple, str]]:
-    """name -> (required params, optional params, description) of the <class>-list/-param-* families."""
+    """name -> (required params, optional params, description) of the <class>-list/-param-* families,
+    as cli_operations.make_param_funs makes them from the class's record: -param-set only for a class
+    with settable fields, -param-add/-remove with addable ones, -param-clear with clearable ones."""
     cmds = {}
     for prefix, c in CLASSES.items():
-        name = c.name
-        cmds[f"{prefix}-list"] = ((), ("params",), f"Lists {name}s; field=value pairs filter them, params= picks "
-                                  "the fields shown (params=all: every field).")
-        cmds[f"{prefix}-param-list"] = (("uuid",), (), f"Shows every field of the {name}.")
-        cmds[f"{prefix}-param-get"] = (("uuid", "param-name"), ("param-key",), f"Shows one field of the {name} "
-                                       "(one key of a map field with param-key).")
-        cmds[f"{prefix}-param-set"] = (("uuid",), (), f"Sets writable fields of the {name}: field=value, or "
-                                       "map-field:key=value.")
-        cmds[f"{prefix}-param-add"] = (("uuid", "param-name"), ("param-key",), f"Adds to a set field of the "
-                                       f"{name} (param-key) or to a map field (key=value pairs).")
-        cmds[f"{prefix}-param-remove"] = (("uuid", "param-name", "param-key"), (), f"Removes a key from a map "
-                                          f"field or an element from a set field of the {name}.")
-        cmds[f"{prefix}-param-clear"] = (("uuid", "param-name"), (), f"Empties a field of the {name}.")
+        shown = [f for f in records.fields(prefix, c) if not f.hidden]
+        names = [f.name for f in shown]
+        settable = [f.name for f in shown if f.set is not None]
+        settable += [f.name + ":" for f in shown
+                     if f.add_to_map is not None or f.set_in_map is not None or f.set_map is not None]
+        addable = [f.name for f in shown if f.add_to_set is not None or f.add_to_map is not None]
+        clearable = [f.name for f in shown if f.set is not None or f.get_set is not None or f.get_map is not None]
+        contains = [f.name + ":contains" for f in shown if f.get_set is not None]
+        plural = "patches" if prefix == "patch" else prefix + "s"
+        cmds[f"{prefix}-list"] = ((), ("params", "database:", *names, *contains),
+                                  f"Lists all the {plural}, filtering on the optional arguments. To filter on map "
+                                  "parameters, use the syntax 'map-param:key=value'")
+        cmds[f"{prefix}-param-list"] = (("uuid",), ("database:",),
+                                        "Lists all the parameters of the object specified by the uuid.")
+        cmds[f"{prefix}-param-get"] = (("uuid", "param-name"), ("param-key", "database:"),
+                                       "Gets the parameter specified of the object. If the parameter is a map of "
+                                       "key=value pairs, use 'param-key=<key>' to get the value associated with a "
+                                       "particular key.")
+        if settable:
+            cmds[f"{prefix}-param-set"] = (("uuid",), tuple(settable),
+                                           "Sets the parameter specified. If param-value is not given, the parameter "
+                                           "is set to a null value. To set a (key,value) pair in a map parameter, use "
+                                           "the syntax 'map-param:key=value'.")
+        if addable:
+            cmds[f"{prefix}-param-add"] = (("uuid", "param-name"), ("param-key",),
+                                           "Adds to a set or map parameter. If the parameter is a set, use "
+                                           "param-key=<key to add>. If the parameter is a map, pass the values to add "
+                                           "as 'key=value' pairs.")
+            cmds[f"{prefix}-param-remove"] = (("uuid", "param-name", "param-key"), (),
+                                              "Removes a member or a key,value pair from a set/map respectively.")
+        if clearable:
+            cmds[f"{prefix}-param-clear"] = (("uuid", "param-name"), (),
+                                             "Clears the specified parameter (param-name can be "
+                                             + ",".join(clearable) + ").")
     return cmds
 
 
@@ -187,7 +198,10 @@ class Run:
             return self._uuids[ref]
         name = dm.CLASS_BY_LOWER.get(cls.lower(), cls)
         c = dm.CLASSES.get(name)
-        if c is None or "uuid" not in c.fields or "get_uuid" not in c.messages:
+        row = self.row(name, ref)
+        if row is not None and row.get("uuid"):     # as records.ml's Ref_index: no call per reference
+            v = row["uuid"]
+        elif c is None or "uuid" not in c.fields or "get_uuid" not in c.messages:
             v = ref
         else:
             try:
@@ -196,6 +210,28 @@ class Run:
                 v = "<not in database>"
         self._uuids[ref] = v
         return v
+
+    def row(self, cls: str, ref: str) -> dict | None:
+        """The database row of a reference, when this daemon holds the database (the coordinator,
+        where xe's commands run), else None."""
+        try:
+            table = self.app.db.table(cls)
+            return table.get(ref) if ref in table else None
+        except Exception:  # noqa: BLE001 - no local table: the caller asks the API
+            return None
+
+    async def name_of(self, cls: str, ref) -> str:
+        """records.ml's get_name_from_ref: the name-label of the object, <not in database> if none."""
+        if not isinstance(ref, str) or ref == NULL_REF or not ref.startswith("OpaqueRef:"):
+            return records.NID
+        name = dm.CLASS_BY_LOWER.get(cls.lower(), cls)
+        row = self.row(name, ref)
+        if row is not None and "name_label" in row:
+            return row["name_label"]
+        try:
+            return await self.call(f"{name}.get_name_label", ref)
+        except XapiError:
+            return records.NID
 
     async def fmt(self, t, v) -> str:
         kind = t.kind
@@ -281,14 +317,6 @@ class Run:
             if f.lower() == name.lower():
                 return f
         raise CliError(f"Unknown field '{cli_name}'")
-
-    def param_field(self, c: dm.Class, cli_name: str) -> str:
-        """The field a -param-* command names. xapi's field_lookup raises CLI_failed_to_find_param,
-        which xe shows as the raw error `Missing parameter` [name]."""
-        try:
-            return self.field_of(c, cli_name)
-        except CliError:
-            raise XapiError("Missing parameter", cli_name) from None
 
     async def by_uuid(self, c: dm.Class, uuid: str | None) -> str:
         if uuid is None:
@@ -438,160 +466,220 @@ class Run:
         except XapiError:
             return ""
 
-    # -- generated commands --
-    def record_order(self, c: dm.Class, fields: list) -> list:
-        """Fields in the record's order, whatever order params= named them in (xapi's select_fields
-        filters the record): uuid first, a derived column right after its reference field."""
-        order = {name: i for i, name in enumerate(c.fields)}
-        order["uuid"] = -1
-
-        def key(f):
-            if isinstance(f, tuple):
-                return (order.get(f[0], len(order)), 1 if f[1] == "uuid" else 2)
-            return (order.get(f, len(order)), 0)
-        return sorted(fields, key=key)
-
-    async def do_list(self, prefix: str, c: dm.Class, defaults: tuple | None = None) -> None:
+    # -- generated commands: cli_operations.make_param_funs over xapi.cli.records --
+    async def views(self, c: dm.Class) -> list[records.View]:
         recs = await self.call(f"{c.name}.get_all_records")
-        filters = dict(self.args)
-        if prefix == "vm":
-            if filters.get("is-a-snapshot") != "true":     # snapshots are templates too
-                filters.setdefault("is-a-template", "false")
-            filters.setdefault("is-a-snapshot", "false")
-        refs = await self.filter(c, recs, filters)
+        return [records.View(self, c.name, r, rec) for r, rec in recs.items()]
+
+    async def view(self, c: dm.Class) -> records.View:
+        ref = await self.by_uuid(c, self.args.get("uuid"))
+        return records.View(self, c.name, ref, await self.call(f"{c.name}.get_record", ref))
+
+    @staticmethod
+    async def value(f: records.Field, v: records.View) -> str:
+        """records.ml's safe_get_field: a dangling reference reads as <invalid reference>."""
+        try:
+            return await f.get(v)
+        except XapiError as e:
+            if e.code == "HANDLE_INVALID":
+                return "<invalid reference>"
+            raise
+
+    @staticmethod
+    def lookup_field(fs: list[records.Field], name: str) -> records.Field:
+        """records.ml's field_lookup: CLI_failed_to_find_param, shown as the raw `Missing parameter`."""
+        for f in fs:
+            if f.name == name:
+                return f
+        raise XapiError("Missing parameter", name)
+
+    @staticmethod
+    def field_type(fs: list[records.Field], key: str) -> tuple[str, records.Field | None]:
+        """cli_operations.get_field_type: ("normal", f), ("map", f) or ("set", f) for `name:key` (or the
+        old `name-key`, the longest map then set name first)."""
+        by_name = {f.name: f for f in fs}
+        if key in by_name:
+            return "normal", by_name[key]
+        if ":" in key:
+            f = by_name.get(key.split(":", 1)[0])
+            if f is None:
+                raise CliFailure(f"Unknown field '{key}'")
+            if f.get_set is not None:
+                return "set", f
+            if f.get_map is not None:
+                return "map", f
+            raise CliFailure(f"Field '{f.name}' is not a set or map")
+        for kind, has in (("map", lambda f: f.get_map is not None), ("set", lambda f: f.get_set is not None)):
+            for f in sorted((f for f in fs if has(f)), key=lambda f: -len(f.name)):
+                if key.startswith(f.name + "-"):
+                    return kind, f
+        raise CliFailure(f"Unknown field '{key}'")
+
+    async def filter_views(self, fs, views: list, key: str, want: str) -> list:
+        """cli_operations.filter_records_on_fields: a field's printed value; `map:key=value`;
+        `set:contains=member`. Enum values match in any case, as the datamodel's and xe's spellings
+        differ (power-state=Halted)."""
+        kind, f = self.field_type(fs, key)
+        out = []
+        for v in views:
+            if kind == "normal":
+                have = await self.value(f, v)
+                if f.case_insensitive or f.enum:
+                    ok = have.lower() == want.lower()
+                else:
+                    ok = have == want
+            elif kind == "map":
+                k = key[len(f.name) + 1:]
+                try:
+                    m = await f.get_map(v)
+                except XapiError:
+                    m = {}
+                if f.case_insensitive:
+                    m = {a.lower(): b.lower() for a, b in m.items()}
+                    k, want_ = k.lower(), want.lower()
+                else:
+                    want_ = want
+                ok = m.get(k) == want_ and k in m
+            else:
+                if key[len(f.name) + 1:] != "contains":
+                    raise CliFailure("Invalid syntax for set filtering (should be set-param:contains=key)")
+                try:
+                    have_set = await f.get_set(v)
+                except XapiError:
+                    have_set = []
+                ok = (want.lower() in [x.lower() for x in have_set]) if f.case_insensitive else want in have_set
+            if ok:
+                out.append(v)
+        return out
+
+    async def do_list(self, prefix: str, c: dm.Class) -> None:
+        fs = records.fields(prefix, c)
+        everything = await self.views(c)
+        filters = list(records.DEFAULT_FILTERS.get(prefix, {}).items()) + [
+            (k, v) for k, v in self.args.items()
+            if k not in STDPARAMS and k not in ("message-priority", "trace") and not k.startswith("database:")]
+        shown = everything
+        for k, v in filters:
+            shown = await self.filter_views(fs, shown, k, v)
+        if self.flag("all"):                    # cli_operations: --all prints every record, unfiltered
+            shown = everything
         params = self.args.get("params")
         if params == "all":
-            fields = list(c.fields)
-        elif params:
-            fields = self.record_order(c, [self.list_field(c, p.strip()) for p in params.split(",") if p.strip()])
+            names = None
+        elif params is not None:
+            names = set(params.split(","))
         else:
-            defaults = defaults or DEFAULT_LIST.get(prefix, ("uuid", "name_label", "name_description"))
-            fields = [f for f in defaults if (f[0] if isinstance(f, tuple) else f) in c.fields]
-        records = [await self.record_lines(c, recs[r], fields) for r in refs]
-        await self.print_records(records)
+            names = set(records.DEFAULT_PARAMS.get(prefix, ("uuid", "name-label", "name-description")))
+        selected = [f for f in fs if not f.hidden and (names is None or f.name in names)]
+        rows = []
+        for v in shown:
+            rows.append([(f.label, "<expensive field>" if f.expensive else await self.value(f, v))
+                         for f in selected])
+        await self.print_records(rows)
 
     async def do_param_list(self, prefix: str, c: dm.Class) -> None:
-        ref = await self.by_uuid(c, self.args.get("uuid"))
-        rec = await self.call(f"{c.name}.get_record", ref)
-        fields = ["uuid"] + [f for f in c.fields if f != "uuid"]
-        await self.print_records([await self.record_lines(c, rec, fields)])
+        v = await self.view(c)
+        fs = records.fields(prefix, c)
+        await self.print_records([[(f.label, await self.value(f, v)) for f in fs if not f.hidden]])
 
     async def do_param_get(self, prefix: str, c: dm.Class) -> None:
-        ref = await self.by_uuid(c, self.args.get("uuid"))
-        pname = self.args.get("param-name")
-        if pname is None:
-            raise ParamNotFound("param-name")
-        name = self.param_field(c, pname)
-        rec = await self.call(f"{c.name}.get_record", ref)
-        f = c.fields[name]
-        value = rec.get(name)
+        v = await self.view(c)
+        f = self.lookup_field(records.fields(prefix, c), self.need("param-name"))
         key = self.args.get("param-key")
-        if key is not None and isinstance(value, dict):     # on other fields xapi ignores param-key
-            if key not in value:
-                raise CliError(f"Key {key} not found in map")
-            await self.print_list([await self.fmt(f.type.elem, value[key])])
+        if key is not None and f.get_map is not None:       # on other fields xapi ignores param-key
+            m = await f.get_map(v)
+            if key not in m:
+                raise CliFailure(f"Key {key} not found in map")
+            await self.print_list([m[key]])
             return
-        await self.print_list([await self.fmt(f.type, value)])
-
-    async def convert(self, t, text: str):
-        kind = t.kind
-        if kind == "int":
-            try:
-                return int(text)
-            except ValueError:
-                raise CliError(f"Failed to parse parameter: expecting an integer, got '{text}'") from None
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            low = text.lower()
-            if low not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
-                raise CliError(f"Failed to parse parameter: expecting a boolean (true or false), got '{text}'")
-            return low in ("true", "yes", "1", "on")
-        if kind == "ref":
-            if text == "" or text.startswith("OpaqueRef:"):
-                return text or NULL_REF
-            name = dm.CLASS_BY_LOWER.get(t.name.lower(), t.name)
-            return await self.call(f"{name}.get_by_uuid", text)
-        if kind == "set":
-            return [await self.convert(t.elem, x.strip()) for x in text.split(",") if x.strip()]
-        if kind == "map":
-            out = {}
-            for part in text.split(";"):
-                if ":" in part:
-                    k, v = part.split(":", 1)
-                    out[k.strip()] = v.strip()
-            return out
-        return text
+        await self.print_list([await self.value(f, v)])
 
     async def do_param_set(self, prefix: str, c: dm.Class) -> None:
-        ref = await self.by_uuid(c, self.args.get("uuid"))
-        for k, v in self.args.items():
-            if k == "uuid":
+        v = await self.view(c)
+        fs = records.fields(prefix, c)
+        whole_maps: dict[str, tuple[records.Field, dict]] = {}     # fields set with set_map, at the end
+        for k, value in self.args.items():
+            if k == "uuid" or k in STDPARAMS:
                 continue
-            if ":" in k:
-                mname, key = k.split(":", 1)
-                name = self.param_field(c, mname)
-                if f"remove_from_{name}" not in c.messages or f"add_to_{name}" not in c.messages:
-                    raise CliError(f"Parameter {mname} is read-only")
-                await self.call(f"{c.name}.remove_from_{name}", ref, key)
-                await self.call(f"{c.name}.add_to_{name}", ref, key, v)
-                continue
-            name = self.param_field(c, k)
-            setter = f"set_{name}"
-            if setter not in c.messages:
-                raise CliError(f"Parameter {k} is read-only")
-            await self.call(f"{c.name}.{setter}", ref, await self.convert(c.fields[name].type, v))
+            kind, f = self.field_type(fs, k)
+            if kind == "map":
+                key = k[len(f.name) + 1:]
+                if f.set_in_map is not None:
+                    await f.set_in_map(v, key, value)
+                elif f.set_map is not None:
+                    whole_maps.setdefault(f.name, (f, {}))[1][key] = value
+                else:
+                    if f.add_to_map is None:
+                        raise CliFailure(f"Map field '{f.name}' is read-only.")
+                    if key in await f.get_map(v):
+                        await f.remove_from_map(v, key)
+                    await f.add_to_map(v, key, value)
+            elif kind == "set":
+                raise CliFailure("Cannot param-set on set fields")
+            else:
+                if f.set is None:
+                    if f.add_to_map is not None:
+                        raise CliFailure(f"Field '{k}' is a map or set. use the 'name:key=value' syntax.")
+                    raise CliFailure(f"Field '{k}' is read-only.")
+                await f.set(v, value)
+        for f, kv in whole_maps.values():
+            await f.set_map(v, kv)
 
     async def do_param_add(self, prefix: str, c: dm.Class) -> None:
-        ref = await self.by_uuid(c, self.args.get("uuid"))
-        pname = self.args.get("param-name")
-        if pname is None:
-            raise ParamNotFound("param-name")
-        name = self.param_field(c, pname)
-        t = c.fields[name].type
-        if t.kind == "map":
-            if f"add_to_{name}" not in c.messages:
-                raise CliError(f"Parameter {pname} is read-only")
-            for k, v in self.args.items():
-                if k in ("uuid", "param-name", "param-key"):
-                    continue
-                await self.call(f"{c.name}.add_to_{name}", ref, k, v)
-        elif t.kind == "set":
+        v = await self.view(c)
+        f = self.lookup_field(records.fields(prefix, c), self.need("param-name"))
+        if f.add_to_set is not None:
             key = self.args.get("param-key")
             if key is None:
-                raise ParamNotFound("param-key")
-            if f"add_{name}" not in c.messages:
-                raise CliError(f"Parameter {pname} is read-only")
-            await self.call(f"{c.name}.add_{name}", ref, await self.convert(t.elem, key))
+                raise CliFailure("When adding a key to a set, use the syntax: *-param-add param-name=<name> "
+                                 "param-key=<key>")
+            await f.add_to_set(v, key)
+        elif f.add_to_map is not None:
+            for k, value in self.args.items():
+                if k not in ("uuid", "param-name", "param-key") and k not in STDPARAMS:
+                    await f.add_to_map(v, k, value)
+        elif f.get_set is not None or f.get_map is not None:
+            raise CliFailure("Parameter is read-only")
         else:
-            raise CliError(f"Parameter {pname} is not a set or map")
+            raise CliFailure("Can only add to parameters of type Set or Map")
 
     async def do_param_remove(self, prefix: str, c: dm.Class) -> None:
-        ref = await self.by_uuid(c, self.args.get("uuid"))
-        pname = self.args.get("param-name")
-        key = self.args.get("param-key")
-        if pname is None or key is None:
-            raise ParamNotFound("param-name" if pname is None else "param-key")
-        name = self.param_field(c, pname)
-        t = c.fields[name].type
-        if t.kind == "map" and f"remove_from_{name}" in c.messages:
-            await self.call(f"{c.name}.remove_from_{name}", ref, key)
-        elif t.kind == "set" and f"remove_{name}" in c.messages:
-            await self.call(f"{c.name}.remove_{name}", ref, await self.convert(t.elem, key))
+        v = await self.view(c)
+        f = self.lookup_field(records.fields(prefix, c), self.need("param-name"))
+        key = self.need("param-key")
+        if f.get_set is not None and f.remove_from_set is not None:
+            if key not in await f.get_set(v):
+                raise CliFailure(f"Key {key} is not in the set")
+            await f.remove_from_set(v, key)
+        elif f.get_map is not None and f.remove_from_map is not None:
+            if key not in await f.get_map(v):
+                raise CliFailure(f"Key {key} is not in map")
+            await f.remove_from_map(v, key)
+        elif f.get_set is not None or f.get_map is not None:
+            raise CliFailure("Cannot remove parameters from read-only map")
         else:
-            raise CliError(f"Parameter {pname} is read-only or not a set or map")
+            raise CliFailure("Can only remove from parameters of type Set or Map")
 
     async def do_param_clear(self, prefix: str, c: dm.Class) -> None:
-        ref = await self.by_uuid(c, self.args.get("uuid"))
-        pname = self.args.get("param-name")
-        if pname is None:
-            raise ParamNotFound("param-name")
-        name = self.param_field(c, pname)
-        if f"set_{name}" not in c.messages:
-            raise CliError(f"Parameter {pname} is read-only")
-        t = c.fields[name].type
-        empty = {} if t.kind == "map" else [] if t.kind == "set" else ""
-        await self.call(f"{c.name}.set_{name}", ref, empty)
+        v = await self.view(c)
+        f = self.lookup_field(records.fields(prefix, c), self.need("param-name"))
+        if f.get_set is not None and f.remove_from_set is not None:
+            for member in await f.get_set(v):
+                await f.remove_from_set(v, member)
+        elif f.clear_map is not None:
+            await f.clear_map(v)
+        elif f.set_map is not None:
+            await f.set_map(v, {})
+        elif f.get_map is not None and f.remove_from_map is not None:
+            for key in list(await f.get_map(v)):
+                await f.remove_from_map(v, key)
+        elif f.set is not None:
+            try:
+                await f.set(v, "")
+            except (XapiError, records.RecordFailure):
+                raise CliFailure("Cannot clear this parameter") from None
+        else:
+            raise CliFailure("Can only clear RW parameters")
 
     # -- help --
     async def do_help(self) -> None:

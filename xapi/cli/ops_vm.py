@@ -361,18 +361,6 @@ async def vm_cd_list(run) -> None:
                 await _block(run, f"CD {n} VDI:", await run.record_lines(vdi_c, vdi, vdi_fields))
 
 
-@command("template-list", optn=("params",), help="Lists the templates (VMs with is-a-template=true).")
-async def template_list(run) -> None:
-    run.args["is-a-template"] = "true"
-    await run.do_list("vm", VM, ("uuid", "name_label", "name_description"))     # as gen_cmds' "template"
-
-
-@command("snapshot-list", optn=("params",), help="Lists the snapshots (VMs with is-a-snapshot=true).")
-async def snapshot_list(run) -> None:
-    run.args["is-a-snapshot"] = "true"
-    await run.do_list("vm", VM, ("uuid", "name_label", "name_description"))     # as gen_cmds' "snapshot"
-
-
 def _size_arg(run, name: str) -> str:
     from xapi.cli.commands import parse_size
     return str(parse_size(run.need(name)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import struct
 
-from xapi.cli import commands, xe
+from xapi.cli import commands, records, xe
 from xapi.datamodel.errors import XapiError
 from xapi.server import handlers
 
@@ -239,7 +239,7 @@ async def serve(request, ch: Channel, lines: list[str], given_session: str | Non
     except commands.ParamNotFound as e:
         await ch.out("stderr", f"Required parameter not found: {e}\nFor usage run: 'xe help'\n")
         return 1
-    except commands.CliFailure as e:
+    except (commands.CliFailure, records.RecordFailure) as e:
         await ch.out("stderr", f"Error: {e}\n")
         return 1
     except commands.CliError as e:        # xapi's failwith: xe shows it as an internal error
