@@ -43,6 +43,10 @@
 
 static struct nfs_context *nfs;
 static double cache_seconds;   /* attribute and entry timeout given to the kernel */
+static int v4;                 /* NFSv4: libnfs 4.0's WRITE and CREATE need the help below */
+/* libnfs 4.0 encodes an NFSv4 COMPOUND in a 4 KiB buffer: a WRITE of more than about 3.8 KiB fails
+   ("Failed to encode COMPOUND4args"), so NFSv4 writes go in pieces that fit with a largest handle */
+#define V4_WRITE_PIECE 3072
 
 #define FH(fi) ((struct nfsfh *)(uintptr_t)(fi)->fh)
 
@@ -163,9 +167,12 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct nfsfh *fh;
 	int r = nfs_create(nfs, path, fi->flags & (OPEN_FLAGS | O_EXCL), mode, &fh);
-	if (r == 0)
-		fi->fh = (uintptr_t)fh;
-	return r;
+	if (r < 0)
+		return r;
+	fi->fh = (uintptr_t)fh;
+	if (v4)                      /* libnfs 4.0's NFSv4 OPEN makes the file 0600 whatever the mode */
+		nfs_fchmod(nfs, fh, mode & 07777);
+	return 0;
 }
 
 static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
@@ -177,8 +184,19 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 static int op_write(const char *path, const char *buf, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	size_t done = 0;
 	(void)path;
-	return nfs_pwrite(nfs, FH(fi), off, size, buf);
+	while (done < size) {
+		size_t n = size - done;
+		int r;
+		if (v4 && n > V4_WRITE_PIECE)
+			n = V4_WRITE_PIECE;
+		r = nfs_pwrite(nfs, FH(fi), off + done, n, buf + done);
+		if (r <= 0)
+			return done ? (int)done : (r < 0 ? r : -EIO);
+		done += r;
+	}
+	return done;
 }
 
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
@@ -358,6 +376,7 @@ int main(int argc, char **argv)
 		return MOUNT_FAILURE;
 	}
 	nfs_set_version(nfs, o.version);
+	v4 = o.version == NFS_V4;
 	/* a soft mount's call gives up after its tries; libnfs counts whole seconds */
 	if (o.soft) {
 		long ms = o.timeo * 100 * (o.retrans + 1);
