@@ -326,3 +326,31 @@ def test_generated_help_and_families(d, x):
     assert labels(out) == ["uuid ( RO)", "name-label ( RW)", "name-description ( RW)", "is-vmss-snapshot ( RO)"]
     assert get(d, "snapshot", x.VM.get_uuid(snap), "snapshot-of") == x.VM.get_uuid(vm)
     assert x.VM.get_uuid(snap) not in ok(xe(d, "template-list", "--minimal")).split(",")
+
+
+def test_bash_completion_of_record_fields(d, x):
+    """packaging/xe-completion: param-name= offers the class's xe fields (host-cpu's, not host's),
+    uuid= the class's uuids, for classes whose prefix has a hyphen too."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def complete(words: list[str]) -> list[str]:
+        script = (f"source {shlex.quote(os.path.join(root, 'packaging', 'xe-completion'))}\n"
+                  f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)})\nCOMP_CWORD={len(words) - 1}\n"
+                  "_xe\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
+        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+                   XAPI_SOCKET=d.socket_path)
+        r = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [ln for ln in r.stdout.split("\n") if ln]
+
+    cpu = x.host_cpu.get_uuid(x.host_cpu.get_all()[0])
+    assert complete(["xe", "host-cpu-param-get", "uuid", "=", cpu[:8]]) == [cpu]
+    assert complete(["xe", "host-cpu-param-get", "uuid", "=", cpu, "param-name", "=", "mod"]) == [
+        "model", "modelname"]
+    assert complete(["xe", "vm-param-get", "uuid", "=", "x", "param-name", "=", "os-v"]) == ["os-version"]
+    assert "memory-free" in complete(["xe", "host-list", "params", "=", "memory-f"])
