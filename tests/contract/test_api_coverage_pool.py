@@ -2,21 +2,12 @@
 XenAPI SDK against a real daemon."""
 import os
 
-import pytest
-import XenAPI
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
+from tests.helpers import failure, login
 
 
 def test_ha_host_failures_to_tolerate(fresh_daemon):
     d = fresh_daemon()
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password)
-    x = s.xenapi
+    x = login(d).xenapi
     pool = x.pool.get_all()[0]
     x.pool.set_ha_host_failures_to_tolerate(pool, "2")
     assert x.pool.get_ha_host_failures_to_tolerate(pool) == "2"
@@ -29,9 +20,7 @@ def test_ha_host_failures_to_tolerate(fresh_daemon):
 def test_sync_database_writes_state_db_now(fresh_daemon):
     # a flush interval far beyond the test: only sync_database can have written the change
     d = fresh_daemon("--db-flush-interval", "3600")
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password)
-    x = s.xenapi
+    x = login(d).xenapi
     pool = x.pool.get_all()[0]
     x.pool.set_name_label(pool, "synced-pool-name")
     path = os.path.join(d.data_dir, "state.db")

@@ -14,14 +14,10 @@ import xmlrpc.client
 
 import pytest
 
-from tests import daemon as _daemon
+from tests.fixtures import own_daemon
 
 
-@pytest.fixture(scope="module")
-def d():
-    daemon = _daemon.start()
-    yield daemon
-    _daemon.cleanup(daemon)
+d = own_daemon()
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,14 @@ import pytest
 import XenAPI
 
 from tests import daemon as _daemon
+from tests.helpers import login
 from xapi.db import persist
 
 FLUSH = 0.5
 
 
 def sdk(d):
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password, "2.3", "persistence-tests")
-    return s
+    return login(d, "persistence-tests")
 
 
 @pytest.fixture

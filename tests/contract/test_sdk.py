@@ -5,6 +5,8 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
+from tests.fixtures import root_session
+
 
 def sdk(d, url=None, **kw):
     s = XenAPI.Session(url or d.url, **kw)
@@ -12,11 +14,7 @@ def sdk(d, url=None, **kw):
     return s
 
 
-@pytest.fixture
-def session(xapi_daemon):
-    s = sdk(xapi_daemon)
-    yield s
-    s.xenapi.session.logout()
+session = root_session("xapi_daemon", scope="function", originator="pyxapi-tests")
 
 
 def test_login_over_http_https_and_local_socket(xapi_daemon):

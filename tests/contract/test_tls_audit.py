@@ -14,17 +14,13 @@ import xmlrpc.client
 
 import pytest
 
-from tests import daemon as _daemon
+from tests.fixtures import own_daemon
 
 LINE = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z user=("(?:[^"\\]|\\.)*") from=(\S+) call=(\S+) '
                   r'args=(\{.*\}) result=(.+)$')
 
 
-@pytest.fixture(scope="module")
-def d():
-    daemon = _daemon.start()
-    yield daemon
-    _daemon.cleanup(daemon)
+d = own_daemon()
 
 
 def client_context(version=None) -> ssl.SSLContext:

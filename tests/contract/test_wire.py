@@ -9,8 +9,6 @@ import xmlrpc.client
 
 import pytest
 
-from tests import daemon as _daemon
-
 # A call that fails without involving passwords (failed logins are throttled per address).
 CALL = xmlrpc.client.dumps(("OpaqueRef:no-such-session",), "session.logout").encode()
 
