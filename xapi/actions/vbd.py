@@ -30,16 +30,11 @@ def _rec(db, ref) -> dict:
 
 
 # -- allowed operations ----------------------------------------------------------------------------
-def valid_operations(db, ref: str, sharing_checks: bool = True) -> dict:
+def valid_operations(db, ref: str, sharing_checks: bool = True) -> locks.Verdicts:
     """op -> the error xapi would raise for it (a list), or None."""
     rec = db.table("VBD").get(ref)
-    table: dict = {op: None for op in ALL_OPS}
-
-    def block(err: list, ops) -> None:
-        for op in ops:
-            if table[op] is None:
-                table[op] = err
-
+    table = locks.Verdicts(ALL_OPS)
+    block = table.block
     current = list((rec.get("current_operations") or {}).values())
     if current:
         block(["OTHER_OPERATION_IN_PROGRESS", "VBD", ref, current[0]],
@@ -110,11 +105,8 @@ def _sharing(db, ref: str, rec: dict, vdi: dict, block) -> None:
 
 
 def refresh_allowed_operations(db, ref: str) -> None:
-    if ref not in db.table("VBD"):
-        return
-    allowed = [op for op, err in valid_operations(db, ref, sharing_checks=False).items() if err is None]
-    if sorted(db.table("VBD").get_field(ref, "allowed_operations") or []) != sorted(allowed):
-        db.table("VBD").set_field(ref, "allowed_operations", allowed)
+    if ref in db.table("VBD"):
+        locks.store_allowed(db, "VBD", ref, valid_operations(db, ref, sharing_checks=False).allowed())
 
 
 def refresh_vm(db, vm_ref: str) -> None:
@@ -126,9 +118,7 @@ def refresh_vm(db, vm_ref: str) -> None:
 
 def _assert(db, ref: str, op: str) -> dict:
     rec = _rec(db, ref)
-    err = valid_operations(db, ref)[op]
-    if err is not None:
-        raise XapiError(*err)
+    valid_operations(db, ref).check(op)
     return rec
 
 

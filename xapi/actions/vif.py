@@ -42,15 +42,10 @@ def gen_mac(device: int, seed: str) -> str:
 
 
 # -- allowed operations ----------------------------------------------------------------------------
-def valid_operations(db, ref: str) -> dict:
+def valid_operations(db, ref: str) -> locks.Verdicts:
     rec = db.table("VIF").get(ref)
-    table: dict = {op: None for op in ALL_OPS}
-
-    def block(err: list, ops) -> None:
-        for op in ops:
-            if table[op] is None:
-                table[op] = err
-
+    table = locks.Verdicts(ALL_OPS)
+    block = table.block
     current = list((rec.get("current_operations") or {}).values())
     if current:
         block(["OTHER_OPERATION_IN_PROGRESS", "VIF", ref, current[0]], ALL_OPS)
@@ -79,11 +74,8 @@ def valid_operations(db, ref: str) -> dict:
 
 
 def refresh_allowed_operations(db, ref: str) -> None:
-    if ref not in db.table("VIF"):
-        return
-    allowed = [op for op, err in valid_operations(db, ref).items() if err is None]
-    if sorted(db.table("VIF").get_field(ref, "allowed_operations") or []) != sorted(allowed):
-        db.table("VIF").set_field(ref, "allowed_operations", allowed)
+    if ref in db.table("VIF"):
+        locks.store_allowed(db, "VIF", ref, valid_operations(db, ref).allowed())
 
 
 def refresh_vm(db, vm_ref: str) -> None:
@@ -94,9 +86,7 @@ def refresh_vm(db, vm_ref: str) -> None:
 
 def _assert(db, ref: str, op: str) -> dict:
     rec = _rec(db, ref)
-    err = valid_operations(db, ref)[op]
-    if err is not None:
-        raise XapiError(*err)
+    valid_operations(db, ref).check(op)
     return rec
 
 

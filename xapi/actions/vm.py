@@ -102,10 +102,9 @@ def refresh_allowed_operations(db, ref: str) -> None:
     if ref not in db.table("VM"):
         return
     rec = db.table("VM").get(ref)
-    allowed = [op for op in _CANDIDATES if op in _IMPLEMENTED and check_operation(rec, ref, op) is None
-               and not _lacks_feature(db, rec, op)]
-    if sorted(rec.get("allowed_operations") or []) != sorted(allowed):
-        db.table("VM").set_field(ref, "allowed_operations", allowed)
+    locks.store_allowed(db, "VM", ref, [op for op in _CANDIDATES if op in _IMPLEMENTED
+                                        and check_operation(rec, ref, op) is None
+                                        and not _lacks_feature(db, rec, op)])
 
 
 # ops a running HVM guest offers only once its agent says it can (xapi_vm_lifecycle.check_op_for_feature

@@ -14,6 +14,36 @@ import contextlib
 import uuid as uuidlib
 from typing import Any, Callable
 
+from xapi.datamodel.errors import XapiError
+
+
+class Verdicts(dict):
+    """A class's valid_operations table (xapi's *_helpers.valid_operations): op -> the error xapi
+    raises for it (a list), or None where it is allowed.  The first rule that blocks an op wins."""
+
+    def __init__(self, ops) -> None:
+        super().__init__(dict.fromkeys(ops))
+
+    def block(self, err: list, ops) -> None:
+        for op in ops:
+            if self[op] is None:
+                self[op] = err
+
+    def allowed(self) -> list:
+        return [op for op, err in self.items() if err is None]
+
+    def check(self, op: str) -> None:
+        err = self[op]
+        if err is not None:
+            raise XapiError(*err)
+
+
+def store_allowed(db, cls: str, ref: str, allowed: list) -> None:
+    """allowed_operations, written only when the set changed (each write is an event)."""
+    table = db.table(cls)
+    if sorted(table.get_field(ref, "allowed_operations") or []) != sorted(allowed):
+        table.set_field(ref, "allowed_operations", allowed)
+
 
 def current_task(app) -> str | None:
     """The ref of the task this coroutine runs as (an Async call, an HTTP handler's task), or None."""

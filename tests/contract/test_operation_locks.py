@@ -1,0 +1,71 @@
+"""The current_operations lock (xapi.forwarding.locks) seen from a client: while an XVA export
+streams, the VM holds {task ref: "export"} and refuses a start with OTHER_OPERATION_IN_PROGRESS
+[VM, ref, op, task]; when the client goes away mid-stream the entry goes and start comes back. A
+refused device operation leaves nothing behind."""
+import contextlib
+import http.client
+import os
+
+import pytest
+
+from tests.fixtures import own_daemon, root_session, xenapi_of
+from tests.helpers import MIB, failure, management_network, new_vdi, new_vm, raw_vdi, vbd_record, \
+    vif_record, wait_for
+
+d = own_daemon("--request-timeout", "20")
+api = root_session("d", originator="lock-tests")
+x = xenapi_of("api")
+
+
+@pytest.fixture(scope="module")
+def vm_with_disk(d, api, x, sr):
+    """A halted VM whose disk holds 48 MiB of random data: more than the sockets buffer, so an
+    export whose reader stops stays in progress."""
+    vm = new_vm(x, "locked")
+    vdi = new_vdi(x, sr, 48 * MIB, "locked-disk")
+    raw_vdi(d, api, "import_raw_vdi", vdi, os.urandom(48 * MIB))
+    x.VBD.create(vbd_record(vm, vdi))
+    return vm
+
+
+@contextlib.contextmanager
+def stalled_export(d, api, vm, task):
+    """GET /export whose reader takes 1 MiB and stops; leaving the block drops the connection."""
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=20)
+    try:
+        c.request("GET", f"/export?session_id={api._session}&ref={vm}&task_id={task}")
+        with c.getresponse() as r:                     # the socket goes with its last holder
+            assert r.status == 200 and r.getheader("Task-Id") == task
+            assert len(r.read(MIB)) == MIB
+            yield
+    finally:
+        c.close()
+
+
+def test_export_holds_the_vm_until_the_client_goes(d, api, x, vm_with_disk):
+    vm = vm_with_disk
+    assert x.VM.get_current_operations(vm) == {} and "start" in x.VM.get_allowed_operations(vm)
+    task = x.task.create("export", "")
+    with stalled_export(d, api, vm, task):
+        assert x.VM.get_current_operations(vm) == {task: "export"}
+        assert "start" not in x.VM.get_allowed_operations(vm)
+        assert failure(x.VM.start, vm, False, False) == ["OTHER_OPERATION_IN_PROGRESS", "VM", vm, "export", task]
+        assert x.task.get_status(task) == "pending"
+    assert wait_for(lambda: x.VM.get_current_operations(vm) == {}, 10)
+    assert wait_for(lambda: "start" in x.VM.get_allowed_operations(vm), 5)
+    assert wait_for(lambda: x.task.get_status(task) != "pending", 10)
+    x.VM.start(vm, False, False)                        # nothing left holding it
+    x.VM.hard_shutdown(vm)
+    assert x.VM.get_current_operations(vm) == {}
+
+
+def test_refused_device_operations_leave_nothing_behind(x, sr):
+    vm = new_vm(x, "devices")
+    vbd = x.VBD.create(vbd_record(vm, new_vdi(x, sr)))
+    vif = x.VIF.create(vif_record(vm, management_network(x)))
+    assert failure(x.VBD.plug, vbd) == ["VM_BAD_POWER_STATE", vm, "Running", "Halted"]
+    assert failure(x.VIF.plug, vif) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+    assert failure(x.VBD.insert, vbd, x.VBD.get_VDI(vbd)) == ["VBD_NOT_REMOVABLE_MEDIA", vbd]
+    assert failure(x.VBD.plug, "OpaqueRef:nope") == ["HANDLE_INVALID", "VBD", "OpaqueRef:nope"]
+    assert x.VBD.get_current_operations(vbd) == {} and x.VIF.get_current_operations(vif) == {}
+    assert "attach" in x.VBD.get_allowed_operations(vbd) and "attach" in x.VIF.get_allowed_operations(vif)
