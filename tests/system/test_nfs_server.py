@@ -247,6 +247,9 @@ def test_nfs_sr_on_a_real_server(nfs_server, d, session, x, host):
     path = os.path.join(folder, location + ".vhd")
     with vhd.open(path, readonly=True) as v:                        # the server's copy, read directly
         assert v.virtual_size == 4 * MiB
+    if shutil.which("qemu-img"):
+        info = subprocess.run(["qemu-img", "info", "-f", "vpc", path], capture_output=True, text=True)
+        assert info.returncode == 0 and "virtual size: 4 MiB" in info.stdout, info
     data = os.urandom(MiB) + b"\xa5" * MiB + os.urandom(123_457)
     _raw(d, session, "PUT", vdi, data)
     assert _raw(d, session, "GET", vdi) == data.ljust(4 * MiB, b"\0")
