@@ -243,8 +243,11 @@ class _Moves:
         try:
             dst = await asyncio.shield(creating)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):        # created meanwhile: it goes again
-                await _delete(self.app, await creating)
+            from xapi.sm.wait_out import wait_out
+            await wait_out(creating)                    # however often cancelled: never left running
+            if not creating.cancelled() and creating.exception() is None:
+                with contextlib.suppress(Exception):    # created meanwhile: it goes again
+                    await asyncio.shield(_delete(self.app, creating.result()))
             raise
         self.app.db.table("VDI").update(dst, {"allow_caching": src["allow_caching"], "on_boot": src["on_boot"]})
         return dst
@@ -302,11 +305,14 @@ class _Moves:
                 if str(vbd_rec["userdevice"]).isdigit() else vbd_rec["userdevice"]
             call = asyncio.ensure_future(_on(self.app, self.source, "mirror.switch", dp, vdi, dst,
                                              vbd_rec["mode"] == "RW", vm_rec["uuid"], device))
-            try:
-                await asyncio.shield(call)
-            except asyncio.CancelledError:
-                await call
-                asyncio.current_task().uncancel()
+            while True:
+                try:
+                    await asyncio.shield(call)
+                    break
+                except asyncio.CancelledError:
+                    if call.done():
+                        raise
+                    asyncio.current_task().uncancel()   # each cancel, however many: the switch ends
             self._switched(dp, vdi, dst, vbd)
 
     def _switched(self, dp, vdi, dst, vbd) -> None:

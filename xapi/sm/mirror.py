@@ -250,11 +250,13 @@ class Datapaths:
         tap = self.taps.pop((dp, uuid), None)
         if tap is None:
             return
-        if self.current.get(dp) is tap:
-            del self.current[dp]
-            await self.writers.stop(dp)
-            self.mirrors.pop(dp, None)
-        await run(tap.close)
+        try:
+            if self.current.get(dp) is tap:
+                del self.current[dp]
+                self.mirrors.pop(dp, None)
+                await self.writers.stop(dp)
+        finally:
+            await run(tap.close)            # cancelled or not: the tap is out of the table
 
     # -- the guest's side ------------------------------------------------------------------------
     def tap(self, dp: str) -> Tap | None:
