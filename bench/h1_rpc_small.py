@@ -30,7 +30,7 @@ import xmlrpc.client
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import pin, report  # noqa: E402
+from bench.common import pin, report, run_main  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "1"))
@@ -156,6 +156,11 @@ def stop(proc: subprocess.Popen, extra_pids=(), timeout: float = 5.0) -> bool:
     if proc in CHILDREN:
         CHILDREN.remove(proc)
     return clean
+
+
+def stop_children() -> None:
+    for proc in list(CHILDREN):
+        stop(proc)
 
 
 def _alive(pid: int) -> bool:
@@ -531,8 +536,7 @@ def main() -> int:
 
         summarize(results)
     finally:
-        for proc in list(CHILDREN):
-            stop(proc)
+        stop_children()
         shutil.rmtree(tmp, ignore_errors=True)
 
     if baseline_failed:
@@ -569,20 +573,9 @@ def summarize(results: dict) -> None:
                    unit="req/s", higher_is_better=True)
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
         {"limit": serve_limit, "threaded": serve_threaded}[sys.argv[2]]()
         sys.exit(0)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        for p in list(CHILDREN):
-            stop(p)
-        print("H1   interrupted", flush=True)
-        sys.exit(130)
+    run_main("H1", main, stop_children)

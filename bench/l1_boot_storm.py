@@ -15,63 +15,26 @@ Cases (VM counts via env L1_VMS, default 500, and L1_WIDTH4_VMS, default 64):
 Case c uses fewer VMs: 500 VMs at width 4 would take 125 s of build time alone; 64 VMs are 16 full
 waves of 4, so its starts/s is the steady-state rate of width 4 and is compared with d's starts/s.
 """
-import http.client
-import json
+import functools
 import os
 import pathlib
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import pin, report  # noqa: E402
-from bench.h1_rpc_small import CHILDREN, Daemon, _pin_server, stop  # noqa: E402
+from bench.common import Rpc, boot_storm, pin, report, run_main, vm_record  # noqa: E402
+from bench.h1_rpc_small import CHILDREN, Daemon, _pin_server, stop_children  # noqa: E402
 
-MIB = 1 << 20
 N_VMS = int(os.environ.get("L1_VMS", "500"))
 N_WIDTH4_VMS = int(os.environ.get("L1_WIDTH4_VMS", "64"))
 IN_FLIGHT = 64
 SUBMITTERS = 8                 # client threads issuing Async.VM.start, each with its own connection
 CLIENT_CPU = 0
 TASK_TIMEOUT = 120.0
-
-
-class Rpc:
-    """JSON-RPC v2 over one keep-alive http.client connection."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.id = 0
-
-    def __call__(self, method: str, *params):
-        self.id += 1
-        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": self.id})
-        for attempt in (0, 1):
-            try:
-                self.conn.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
-                resp = self.conn.getresponse()
-                data = resp.read()
-                break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.conn.close()
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-                if attempt:
-                    raise
-        if resp.status != 200:
-            raise RuntimeError(f"{method}: HTTP {resp.status}: {data[:200]!r}")
-        j = json.loads(data)
-        if j.get("error") is not None:
-            raise RuntimeError(f"{method}: {j['error']}")
-        return j["result"]
-
-    def close(self):
-        self.conn.close()
 
 
 class BootDaemon(Daemon):
@@ -104,126 +67,27 @@ class BootDaemon(Daemon):
         self._read_pid()
 
 
-def vm_record(name: str) -> dict:
-    m = str(64 * MIB)
-    return {
-        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
-        "affinity": "OpaqueRef:NULL", "memory_static_max": m, "memory_dynamic_max": m,
-        "memory_dynamic_min": m, "memory_static_min": m, "VCPUs_params": {},
-        "VCPUs_max": "1", "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart", "actions_after_crash": "destroy", "PV_bootloader": "",
-        "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
-        "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "cd"}, "platform": {}, "PCI_bus": "",
-        "other_config": {}, "recommendations": "",
-    }
-
-
 def run_case(tmp: pathlib.Path, label: str, n: int, workers: int, delay: float, in_flight: int) -> dict:
     (tmp / label).mkdir()
     d = BootDaemon(tmp / label, workers, delay)
     try:
         d.start()
-        main = Rpc(d.port)
+        connect = functools.partial(Rpc, "127.0.0.1", d.port, reconnect=True)
+        main = connect()
         session = main("session.login_with_password", "root", d.password, "1.0", "l1")
         t0 = time.perf_counter()
-        vms = [main("VM.create", session, vm_record(f"l1-{label}-{i}")) for i in range(n)]
+        vms = [main("VM.create", session, vm_record(f"l1-{label}-{i}", HVM_boot_policy="BIOS order",
+                                                    HVM_boot_params={"order": "cd"}))
+               for i in range(n)]
         t_create = time.perf_counter() - t0
-
-        lock = threading.Lock()
-        window = threading.Semaphore(in_flight)
-        submitted: dict[str, int] = {}        # task ref -> vm index
-        finished: dict[str, str] = {}         # task ref -> status (may arrive before the ref is known)
-        done_at: dict[str, float] = {}
-        submit_at: list[float] = [0.0] * n
-        all_done = threading.Event()
-        errors: list[str] = []
-
-        # the watcher: event.from on tasks, from a token taken before the first start
-        watch = Rpc(d.port)
-        token = watch("event.from", session, ["task"], "", 0.0)["token"]
-
-        def on_finished(ref: str, status: str, now: float) -> None:
-            # called with lock held
-            if ref in done_at:
-                return
-            finished[ref] = status
-            if ref in submitted:
-                done_at[ref] = now
-                window.release()
-                if len(done_at) == n:
-                    all_done.set()
-
-        def watcher():
-            nonlocal token
-            try:
-                while not all_done.is_set():
-                    batch = watch("event.from", session, ["task"], token, 5.0)
-                    token = batch["token"]
-                    now = time.perf_counter()
-                    with lock:
-                        for ev in batch["events"]:
-                            snap = ev.get("snapshot") or {}
-                            st = snap.get("status")
-                            if st and st != "pending":
-                                on_finished(ev["ref"], st, now)
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"watcher: {e}")
-                all_done.set()
-
-        next_vm = iter(range(n))
-        next_lock = threading.Lock()
-
-        def submitter():
-            rpc = Rpc(d.port)
-            try:
-                while not all_done.is_set():
-                    with next_lock:
-                        i = next(next_vm, None)
-                    if i is None:
-                        return
-                    window.acquire()
-                    submit_at[i] = time.perf_counter()
-                    ref = rpc("Async.VM.start", session, vms[i], False, False)
-                    with lock:
-                        submitted[ref] = i
-                        if ref in finished:
-                            on_finished_known(ref)
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"submitter: {e}")
-                all_done.set()
-            finally:
-                rpc.close()
-
-        def on_finished_known(ref):
-            # the task finished before Async.VM.start's reply was processed here
-            done_at[ref] = time.perf_counter()
-            window.release()
-            if len(done_at) == n:
-                all_done.set()
-
-        wt = threading.Thread(target=watcher, daemon=True)
-        wt.start()
-        t_start = time.perf_counter()
-        subs = [threading.Thread(target=submitter, daemon=True) for _ in range(min(SUBMITTERS, in_flight))]
-        for s in subs:
-            s.start()
-        for s in subs:
-            s.join(TASK_TIMEOUT)
-        t_issued = time.perf_counter() - t_start
-        all_done.wait(TASK_TIMEOUT)
-        t_end = max(done_at.values(), default=time.perf_counter())
-        makespan = t_end - t_start
-        if errors:
-            raise RuntimeError("; ".join(errors))
-        if len(done_at) != n:
-            raise RuntimeError(f"only {len(done_at)} of {n} start tasks finished within {TASK_TIMEOUT:.0f} s")
-        failed = [r for r in submitted if finished.get(r) != "success"]
+        storm = boot_storm(connect, session, vms, in_flight, SUBMITTERS, TASK_TIMEOUT)
+        makespan, t_issued, failed = storm.makespan, storm.t_issued, storm.failed()
         fail_info = ""
         if failed:
             fail_info = f"; first failure: {main('task.get_error_info', session, failed[0])}"
         running = main("VM.get_all_records_where", session, 'field "power_state"="Running"')
         n_running = sum(1 for r in running.values() if not r.get("is_control_domain"))
-        lat = sorted(done_at[r] - submit_at[submitted[r]] for r in done_at)
+        lat = storm.latencies()
         res = {"n": n, "makespan": makespan, "rate": n / makespan, "create": t_create, "issued": t_issued,
                "p50": lat[len(lat) // 2], "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
                "failed": len(failed), "running": n_running}
@@ -235,7 +99,6 @@ def run_case(tmp: pathlib.Path, label: str, n: int, workers: int, delay: float, 
         if n_running != n or failed:
             print(f"L1   {label}: NOT ALL VMs RUNNING", flush=True)
         main.close()
-        watch.close()
         return res
     finally:
         d.stop()
@@ -277,22 +140,10 @@ def main() -> int:
             print(f"L1   (d) makespan {dd['makespan']:.2f} s for {dd['n']} VMs at 1 s build delay, width 32:"
                   f" target <= 20 s {met}; (c) width 4: {c['n']} VMs in {c['makespan']:.2f} s", flush=True)
     finally:
-        for proc in list(CHILDREN):
-            stop(proc)
+        stop_children()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        for p in list(CHILDREN):
-            stop(p)
-        print("L1   interrupted", flush=True)
-        sys.exit(130)
+    run_main("L1", main, stop_children)

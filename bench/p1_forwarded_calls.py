@@ -17,8 +17,6 @@ alternating):
 
 Ratios are member / coordinator in calls per second (1.00x = no cost for going through the member).
 """
-import http.client
-import json
 import os
 import pathlib
 import sys
@@ -27,40 +25,11 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import report  # noqa: E402
+from bench.common import Rpc, report, vm_record  # noqa: E402
 from tests import pool as simpool  # noqa: E402
 
 SECONDS = float(os.environ.get("P1_SECONDS", "3"))
 ROUNDS = 3
-MIB = 1 << 20
-
-
-class Rpc:
-    """JSON-RPC v2 over one keep-alive connection to host:port."""
-
-    def __init__(self, host: str, port: int):
-        self.host, self.port = host, port
-        self.conn = http.client.HTTPConnection(host, port, timeout=60)
-        self.id = 0
-
-    def raw(self, method: str, *params) -> dict:
-        self.id += 1
-        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": self.id})
-        self.conn.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
-        resp = self.conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"{method}: HTTP {resp.status}: {data[:200]!r}")
-        return json.loads(data)
-
-    def __call__(self, method: str, *params):
-        j = self.raw(method, *params)
-        if j.get("error") is not None:
-            raise RuntimeError(f"{method}: {j['error']}")
-        return j["result"]
-
-    def close(self):
-        self.conn.close()
 
 
 def _round(fn) -> float:
@@ -81,19 +50,6 @@ def rates(ours, baseline) -> tuple[float, float]:
         a = max(a, _round(ours))
         b = max(b, _round(baseline))
     return a, b
-
-
-def vm_record(name: str) -> dict:
-    m = str(64 * MIB)
-    return {
-        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
-        "affinity": "OpaqueRef:NULL", "memory_static_max": m, "memory_dynamic_max": m,
-        "memory_dynamic_min": m, "memory_static_min": m, "VCPUs_params": {}, "VCPUs_max": "1",
-        "VCPUs_at_startup": "1", "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
-        "actions_after_crash": "destroy", "PV_bootloader": "", "PV_kernel": "", "PV_ramdisk": "", "PV_args": "",
-        "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "", "HVM_boot_params": {},
-        "platform": {}, "PCI_bus": "", "other_config": {}, "recommendations": "",
-    }
 
 
 def main() -> int:
