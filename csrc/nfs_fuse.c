@@ -7,8 +7,9 @@
  *
  * The arguments are mount.nfs's, so a storage driver runs it exactly as it runs mount.nfs.  Options
  * used: vers=3|4|4.x (NFSv3 by default), proto=tcp|tcp6 (libnfs has no UDP transport: refused),
- * soft|hard, timeo (tenths of a second) and retrans (a soft mount's call fails after
- * timeo * (retrans + 1)), actimeo or acdirmax (seconds the kernel may cache attributes, default 0).
+ * soft|hard, timeo (tenths of a second, default 600) and retrans (default 2): the mount, and on a soft
+ * mount every call, fails after timeo * (retrans + 1); actimeo or acdirmax (seconds the kernel may
+ * cache attributes, default 0).
  * Other mount.nfs options (nconnect, rsize, ...) tune the kernel client and are ignored.
  *
  * The export is mounted before anything else: a server that does not answer, or an export it does not
@@ -377,17 +378,18 @@ int main(int argc, char **argv)
 	}
 	nfs_set_version(nfs, o.version);
 	v4 = o.version == NFS_V4;
-	/* a soft mount's call gives up after its tries; libnfs counts whole seconds */
-	if (o.soft) {
-		long ms = o.timeo * 100 * (o.retrans + 1);
-		nfs_set_timeout(nfs, (int)((ms + 999) / 1000 * 1000));
-	}
+	/* a call gives up after its tries (libnfs counts whole seconds): the mount's always, as
+	   mount.nfs's in the foreground does; the file system's on a soft mount only */
+	long ms = o.timeo * 100 * (o.retrans + 1);
+	nfs_set_timeout(nfs, (int)((ms + 999) / 1000 * 1000));
 	nfs_set_autoreconnect(nfs, o.soft ? (int)o.retrans : -1);
 	r = nfs_mount(nfs, server, export);
 	if (r < 0) {
 		fprintf(stderr, "xapi-nfs-mount: mounting %s failed: %s\n", remote, nfs_get_error(nfs));
 		return MOUNT_FAILURE;
 	}
+	if (!o.soft)
+		nfs_set_timeout(nfs, -1);
 
 	snprintf(fsname, sizeof(fsname), "-ofsname=%s,subtype=nfs,allow_other", remote);
 	char *fargv[] = { argv[0], fsname, NULL };
