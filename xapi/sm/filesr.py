@@ -124,6 +124,22 @@ def is_mount(path: str) -> bool:
         return os.path.ismount(path)
 
 
+def live_mount(path: str, log) -> bool:
+    """path is a mount that answers; a dead one (its FUSE client ended: ENOTCONN) is unmounted."""
+    if not is_mount(path):
+        return False
+    try:
+        os.stat(path)
+        return True
+    except OSError as e:
+        log(f"{path}: {e}: unmounting the dead mount")
+        try:
+            subprocess.run(["umount", "-l", path], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        return False
+
+
 def write_json_atomic(path: str, data: dict) -> None:
     atomic.write_file(path, json.dumps(data).encode(), 0o644)
 
@@ -765,13 +781,8 @@ class NFSSR(VHDFileSR):
     def nfs_mount(self, remote: str, mountpoint: str, sr_mount: bool = True) -> None:
         options = self.mount_options(sr_mount)          # bad nfsversion: NFSVersion, nothing made
         self.test_host()
-        if is_mount(mountpoint):
-            try:
-                os.stat(mountpoint)
-                return
-            except OSError as e:                # a FUSE client that died: its mount answers ENOTCONN
-                self.log(f"{mountpoint}: {e}: unmounting the dead mount")
-                run_command(["umount", "-l", mountpoint], "NFSMount")
+        if live_mount(mountpoint, self.log):
+            return
         try:
             os.makedirs(mountpoint, exist_ok=True)
         except OSError as e:

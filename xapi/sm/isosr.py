@@ -2,10 +2,11 @@
 
 ``iso`` (SM's ISOSR): device-config ``location`` is a local folder (``/path``), an NFS export
 (``server:/path``, mounted soft over TCP by mount.nfs, or by xapi-nfs-mount where the kernel has no
-NFS) or an SMB share (``//server/share``, mounted with mount.cifs), at ``<data>/sr-mount/<sr-uuid>``; ``iso_path`` names a sub-folder. Every ``*.iso`` and
-``*.img`` there is a read-only VDI whose location is its file name (and whose uuid is the name when
-the name is ``<uuid>.iso``); a VDI created on the SR is an empty file (``sm-config:path`` or
-``<uuid>.img``) written later by an upload, writable until the next scan sees it as an image.
+NFS) or an SMB share (``//server/share``, mounted with mount.cifs), at ``<data>/sr-mount/<sr-uuid>``;
+``iso_path`` names a sub-folder. Every ``*.iso`` and ``*.img`` there is a read-only VDI whose location
+is its file name (and whose uuid is the name when the name is ``<uuid>.iso``); a VDI created on the SR
+is an empty file (``sm-config:path`` or ``<uuid>.img``) written later by an upload, writable until the
+next scan sees it as an image.
 
 ``udev``: device-config ``location`` is a folder of device nodes or links (removable drives); each
 entry is a VDI, introduced by a scan or by VDI.introduce.
@@ -17,7 +18,8 @@ import re
 import uuid as _uuid
 
 from xapi.sm.driverlib import NULL_REF, Driver, SMError, driver_info
-from xapi.sm.filesr import UUID_RE, data_dir, date_string, is_mount, nfs_mount_program, run_command, spec
+from xapi.sm.filesr import (UUID_RE, data_dir, date_string, is_mount, live_mount, nfs_mount_program,
+                            run_command, spec)
 
 IMAGE_RE = re.compile(r"\.(iso|img)$", re.I)
 UUID_FILE_RE = re.compile(r"^([0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12})\.(iso|img)$", re.I)
@@ -191,7 +193,7 @@ class ISOSR(FolderSR):
             if not os.path.isdir(path):
                 raise SMError("ISOLocalPath", path)
             return None
-        if is_mount(self.mountpoint):
+        if live_mount(self.mountpoint, self.log):
             return None
         os.makedirs(self.mountpoint, exist_ok=True)
         location = self.dconf["location"]
