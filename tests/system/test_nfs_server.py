@@ -118,6 +118,8 @@ def nfs_server():
     os.makedirs(export)
     os.makedirs(recovery)
     rpcbind = None
+    # rpcbind leaves its warm-start state in /run/rpcbind when it ends: ours is removed after
+    warm = [p for p in ("/run/rpcbind/rpcbind.xdr", "/run/rpcbind/portmap.xdr") if not os.path.exists(p)]
     if not _answers("127.0.0.1", 111):
         rpcbind = subprocess.Popen(["rpcbind", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -144,6 +146,9 @@ def nfs_server():
         _stop(ganesha)
         if rpcbind is not None:
             _stop(rpcbind)
+            for p in warm:
+                if os.path.exists(p):
+                    os.unlink(p)
         shutil.rmtree(folder, ignore_errors=True)
 
 
