@@ -9,7 +9,7 @@
 `p.hosts[i]` is host i+1 (address 127.0.0.(i+2); hosts[0] the coordinator at start): `.url`,
 `.https_url`, `.data_dir`, `.pid`, `.session()` (a logged-in XenAPI.Session), `.kill(sig)`.
 `p.stop()` ends the supervisor, which stops every daemon; `cleanup` also kills by pid any left and
-removes the folder. `start(n, netns=True)` (root) puts each host in its own network namespace at
+removes the folder (kept, with every host's daemon.log, when XAPI_TEST_KEEP_DATA=1). `start(n, netns=True)` (root) puts each host in its own network namespace at
 198.51.100.(i+2) (`xapi sim --netns`); `p.cut(host)` / `p.mend(host)` set its link on the bridge down / up.
 """
 from __future__ import annotations
