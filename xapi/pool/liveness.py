@@ -12,6 +12,7 @@ import logging
 import os
 import time
 
+from xapi.aiotask import cancel_and_wait
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.types import datetime_now
 from xapi.pool.internal import method
@@ -73,12 +74,8 @@ class Liveness:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pool liveness")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

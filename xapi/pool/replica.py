@@ -15,6 +15,7 @@ import asyncio
 import logging
 
 from xapi import datamodel as dm
+from xapi.aiotask import cancel_and_wait
 from xapi.datamodel.db_names import NOT_PERSISTED
 from xapi.datamodel.errors import XapiError
 from xapi.db import persist
@@ -158,13 +159,8 @@ class Replica:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="pool replica")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self) -> None:
         app = self.app

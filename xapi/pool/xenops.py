@@ -5,8 +5,6 @@ with its progress once a second when the caller wants progress; `run` has the me
 task too. A caller cancelled mid-wait cancels the xenopsd task and waits for its end, as Client does."""
 from __future__ import annotations
 
-import asyncio
-
 from xapi.datamodel.errors import XapiError
 from xapi.xenops.client import Client
 from xapi.xenops.server import XenopsError
@@ -24,18 +22,13 @@ class RemoteXenops(Client):
     async def call(self, method: str, *params):
         return await self.peer.call("xenops.call", method, list(params))
 
-    async def wait(self, tid: str, on_progress=None, destroy: bool = False) -> dict:
-        every = PROGRESS_EVERY if on_progress is not None else LONG_WAIT
-        try:
-            while True:
-                st = await self.peer.call("xenops.wait", tid, every, destroy)
-                if on_progress is not None:
-                    on_progress(st["progress"])
-                if st["state"] != "pending":
-                    return st
-        except asyncio.CancelledError:
-            await asyncio.shield(self._cancel_and_wait(tid))
-            raise
+    async def _wait_once(self, tid: str, want_progress: bool) -> dict:
+        # the member destroys the task once the wait sees its end
+        every = PROGRESS_EVERY if want_progress else LONG_WAIT
+        return await self.peer.call("xenops.wait", tid, every, True)
+
+    async def _destroy(self, tid: str) -> None:
+        pass                    # done by the member's wait that saw the end
 
     async def _cancel_and_wait(self, tid: str) -> None:
         try:
@@ -43,10 +36,3 @@ class RemoteXenops(Client):
             await self.peer.call("xenops.wait", tid, LONG_WAIT, True)
         except (XapiError, XenopsError):
             pass
-
-    async def run(self, method: str, *params, on_progress=None):
-        tid = await self.call(method, *params)
-        st = await self.wait(tid, on_progress, destroy=True)
-        if st["state"] == "completed":
-            return st["result"]
-        raise XenopsError(*st["error"])

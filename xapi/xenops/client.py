@@ -39,9 +39,10 @@ class Client:
         return reply.get("result")
 
     async def wait(self, tid: str, on_progress=None) -> dict:
+        """Follows task `tid` to its end; cancelled, cancels it and waits that out first."""
         try:
             while True:
-                st = await self.call("TASK.wait", tid, 1.0)
+                st = await self._wait_once(tid, on_progress is not None)
                 if on_progress is not None:
                     on_progress(st["progress"])
                 if st["state"] != "pending":
@@ -49,6 +50,13 @@ class Client:
         except asyncio.CancelledError:
             await asyncio.shield(self._cancel_and_wait(tid))
             raise
+
+    async def _wait_once(self, tid: str, want_progress: bool) -> dict:
+        """The task's state once it has ended or a second has passed."""
+        return await self.call("TASK.wait", tid, 1.0)
+
+    async def _destroy(self, tid: str) -> None:
+        await self.call("TASK.destroy", tid)
 
     async def _cancel_and_wait(self, tid: str) -> None:
         try:
@@ -61,7 +69,7 @@ class Client:
     async def run(self, method: str, *params, on_progress=None):
         tid = await self.call(method, *params)
         st = await self.wait(tid, on_progress)
-        await self.call("TASK.destroy", tid)
+        await self._destroy(tid)
         if st["state"] == "completed":
             return st["result"]
         raise XenopsError(*st["error"])
