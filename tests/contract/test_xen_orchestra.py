@@ -1,96 +1,19 @@
 """Xen Orchestra's connector (npm `xen-api` 4.7.6, under node) against the running daemon, over
 JSON-RPC and XML-RPC: it connects, loads every object, sees an SDK change within a second, and its
 write barrier on `pool.other_config` resolves. The node side is tests/js/xo_connect.mjs."""
-import json
-import os
-import queue
-import shutil
-import signal
-import subprocess
-import tempfile
-import threading
 import time
 import xmlrpc.client
-from pathlib import Path
 
 import pytest
 import XenAPI
 
-JS = Path(__file__).resolve().parents[1] / "js"
-NODE = shutil.which("node")
+from tests.contract.xo_client import HAVE_XO, WHY_NOT, XoClient
+from tests.fixtures import root_xenapi
 
-pytestmark = pytest.mark.skipif(
-    NODE is None or not (JS / "node_modules" / "xen-api").is_dir(),
-    reason="needs node and tests/js/node_modules (make test runs tools/node-deps.sh)")
+pytestmark = pytest.mark.skipif(not HAVE_XO, reason=WHY_NOT)
 
 TRANSPORTS = ["json-rpc", "xml-rpc"]
 ENDPOINT = {"json-rpc": "/jsonrpc", "xml-rpc": "/xmlrpc"}
-
-
-class XoClient:
-    """One node process running xo_connect.mjs; its JSON lines are read by a thread into a queue."""
-
-    def __init__(self, d, transport, mode="watch", password=None, max_seconds=30):
-        self.stderr = tempfile.TemporaryFile(mode="w+")
-        args = [NODE, str(JS / "xo_connect.mjs"), d.url, "root",
-                d.password if password is None else password, transport, mode, str(max_seconds)]
-        self.proc = subprocess.Popen(args, cwd=JS, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, bufsize=1)
-        self.lines = queue.Queue()
-        self.seen = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                msg = {"event": "unparsed", "line": line}
-            self.lines.put((time.monotonic(), msg))
-        self.lines.put((time.monotonic(), {"event": "eof"}))
-
-    def expect(self, event, timeout, where=lambda msg: True):
-        """The next line of this kind that `where` accepts, as (arrival time, message)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                at, msg = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no {event!r} within {timeout}s; {self.report()}") from None
-            self.seen.append(msg)
-            if msg["event"] == event and where(msg):
-                return at, msg
-            if msg["event"] in ("eof", "timeout") or (msg["event"] == "error" and event != "error"):
-                raise AssertionError(f"{msg} while waiting for {event!r}; {self.report()}")
-
-    def send(self, command):
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-
-    def report(self):
-        self.stderr.seek(0)
-        seen = "\n".join(json.dumps(m)[:400] for m in self.seen[-10:])
-        return f"lines seen:\n{seen}\nnode stderr:\n{self.stderr.read()[-3000:]}"
-
-    def close(self):
-        """`quit`, then SIGKILL by pid if it is still there after 5 s; returns the exit status."""
-        try:
-            if self.proc.poll() is None:
-                self.send("quit")
-            return self.proc.wait(5)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        finally:
-            if self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-            self.reader.join(5)
-            for f in (self.proc.stdin, self.proc.stdout, self.stderr):
-                try:
-                    f.close()
-                except OSError:
-                    pass
 
 
 @pytest.fixture
@@ -107,12 +30,7 @@ def xo(xapi_daemon):
         c.close()
 
 
-@pytest.fixture
-def sdk(xapi_daemon):
-    s = XenAPI.Session(xapi_daemon.url)
-    s.xenapi.login_with_password("root", xapi_daemon.password, "2.3", "xo-contract-tests")
-    yield s.xenapi
-    s.xenapi.session.logout()
+sdk = root_xenapi("xapi_daemon", scope="function", originator="xo-contract-tests")
 
 
 def listed_types(d):

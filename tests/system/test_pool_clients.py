@@ -7,7 +7,7 @@ import pytest
 import XenAPI
 
 from tests import pool as _pool
-from tests.contract.test_xen_orchestra import JS, NODE, XoClient
+from tests.contract.xo_client import HAVE_XO, WHY_NOT, XoClient
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,7 @@ def test_sdk_gets_host_is_slave_then_logs_in_at_the_coordinator(sim):
     coordinator.xenapi.session.logout()
 
 
-@pytest.mark.skipif(NODE is None or not (JS / "node_modules" / "xen-api").is_dir(),
-                    reason="needs node and tests/js/node_modules (make test runs tools/node-deps.sh)")
+@pytest.mark.skipif(not HAVE_XO, reason=WHY_NOT)
 def test_xen_orchestra_follows_host_is_slave(sim):
     member = sim.hosts[1]
     x = sim.coordinator.session().xenapi
@@ -45,8 +44,7 @@ def test_xen_orchestra_follows_host_is_slave(sim):
         c.close()
 
 
-@pytest.mark.skipif(NODE is None or not (JS / "node_modules" / "xen-api").is_dir(),
-                    reason="needs node and tests/js/node_modules (make test runs tools/node-deps.sh)")
+@pytest.mark.skipif(not HAVE_XO, reason=WHY_NOT)
 def test_xen_orchestra_follows_designate_new_master():
     """Xen Orchestra watching the coordinator: after pool.designate_new_master its session is gone
     (xapi's old coordinator restarts; sessions are not persisted), so its event loop logs in again,
