@@ -453,3 +453,83 @@ def test_memory_stays_flat(d, x, sid, vdi):
     del body
     grown = rss_kib(d.pid) - before
     assert grown < 24 * 1024, f"RSS grew by {grown} KiB"
+
+
+def export_exactly(d, query):
+    """An export read as a client that stops at the Content-Length (the end of the body), not at the
+    close: it may follow up while the server is still releasing the VDI."""
+    with socket.create_connection(("127.0.0.1", d.http_port), timeout=30) as s:
+        s.sendall(f"GET /export_raw_vdi?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        f = s.makefile("rb")
+        status = int(f.readline().split()[1])
+        headers = {}
+        while (line := f.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode().partition(":")
+            headers[k.strip().lower()] = v.strip()
+        body = f.read(int(headers["content-length"]))
+        return status, headers, body
+
+
+def test_follow_ups_right_after_an_export(d, x, sid, vdi):
+    """The VDI is released after the export's last byte (as xapi's): a client's next step at once
+    (an import, a resize, VDI.destroy) waits for that release instead of failing VDI_IN_USE; the
+    export's task succeeds with progress 1.0."""
+    data = data_of(8 * MiB, 6)
+    assert put(d, f"session_id={sid}&vdi={vdi}", data, {"Content-Length": str(len(data))})[0] == 200
+    for step in range(3):
+        task = x.task.create("export", "")
+        status, _, body = export_exactly(d, f"session_id={sid}&vdi={vdi}&task_id={task}")
+        assert status == 200 and body[:len(data)] == data
+        if step == 0:                         # an import of the same VDI (RW) at once
+            new = data_of(8 * MiB, 7)
+            assert put(d, f"session_id={sid}&vdi={vdi}", new, {"Content-Length": str(len(new))})[0] == 200
+            data = new
+        elif step == 1:
+            x.VDI.resize(vdi, str(SIZE + 2 * MiB))
+        else:
+            x.VDI.destroy(vdi)
+        assert wait_task(x, task) == "success" and x.task.get_progress(task) == 1.0
+        x.task.destroy(task)
+    assert vdi not in x.VDI.get_all()
+
+
+def test_an_export_in_progress_still_holds_the_vdi(d, x, sid, vdi):
+    """Only a datapath being released is waited for: while an export is still sending, VDI.destroy
+    fails VDI_IN_USE at once."""
+    data = data_of(SIZE, 2)
+    put(d, f"session_id={sid}&vdi={vdi}", data, {"Content-Length": str(SIZE)})
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=30)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.sendall(f"GET /export_raw_vdi?session_id={sid}&vdi={vdi} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")     # attached, sending; we don't read on
+        t0 = time.monotonic()
+        with pytest.raises(XenAPI.Failure) as e:
+            x.VDI.destroy(vdi)
+        assert e.value.details[:3] == ["VDI_IN_USE", vdi, "destroy"] and time.monotonic() - t0 < 5
+    finally:
+        s.close()
+
+
+def test_export_of_a_vhd_chain_with_snapshots(d, x, sid, vdi):
+    """A VDI whose data lies in a chain (snapshots on top of each other): the export reads each
+    block from the layer that holds it, parts of a block from two layers included; each snapshot
+    exports its own content."""
+    base = data_of(SIZE, 1)
+    assert put(d, f"session_id={sid}&vdi={vdi}", base, {"Content-Length": str(SIZE)})[0] == 200
+    snap1 = x.VDI.snapshot(vdi, {})
+    top1 = data_of(5 * MiB, 2) + b"\x02" * (MiB // 2)    # blocks 0-1 whole, block 2 in part
+    assert put(d, f"session_id={sid}&vdi={vdi}", top1, {"Content-Length": str(len(top1))})[0] == 200
+    snap2 = x.VDI.snapshot(vdi, {})
+    top2 = data_of(MiB, 3)                                 # block 0 in part again, on the newest layer
+    assert put(d, f"session_id={sid}&vdi={vdi}", top2, {"Content-Length": str(len(top2))})[0] == 200
+    want = bytearray(base)
+    want[:len(top1)] = top1
+    want_snap2 = bytes(want)
+    want[:len(top2)] = top2
+    for ref, expected in ((vdi, bytes(want)), (snap2, want_snap2), (snap1, base)):
+        status, headers, body = export_exactly(d, f"session_id={sid}&vdi={ref}")
+        assert status == 200 and int(headers["content-length"]) == SIZE
+        assert body == expected, ref
+    for snap in (snap2, snap1):
+        x.VDI.destroy(snap)

@@ -56,7 +56,9 @@ def _active(app, vdi, rec) -> bool:
     return app.storage.access.in_use(rec["uuid"])
 
 
-def _not_in_use(app, vdi, rec, op) -> None:
+async def _not_in_use(app, vdi, rec, op) -> None:
+    # an export that sent its last byte may still be releasing the VDI: waited for, not refused
+    await app.storage.access.wait_released(rec["uuid"])
     if _active(app, vdi, rec):
         raise XapiError("VDI_IN_USE", vdi, op)
 
@@ -136,7 +138,7 @@ async def destroy(ctx, session, self):
     if app.db.table("SR").get_field(sr, "type") == "udev":
         raise XapiError("VDI_IS_A_PHYSICAL_DEVICE", self)
     _capability(app, sr, "VDI_DELETE")
-    _not_in_use(app, self, rec, "destroy")
+    await _not_in_use(app, self, rec, "destroy")
     async with app.storage.lock(f"vdi/{rec['uuid']}"), gc_service.sr_lock(app.storage, sr):
         await app.storage.vdi_command(self, "vdi_delete")
         rows.destroy_vdi_row(app.db, self)
@@ -238,7 +240,7 @@ async def resize(ctx, session, vdi, size):
     app.storage.assert_plugged(sr)
     _managed(vdi, rec)
     _capability(app, sr, "VDI_RESIZE")
-    _not_in_use(app, vdi, rec, "resize")
+    await _not_in_use(app, vdi, rec, "resize")
     if rec["read_only"]:
         raise XapiError("VDI_READONLY", vdi)
     _assert_fits(app, sr, max(0, size - rec["virtual_size"]), thin_ok=True)
@@ -335,7 +337,7 @@ async def copy(ctx, session, vdi, sr, base_vdi=NULL_REF, into_vdi=NULL_REF):
             raise XapiError("VDI_READONLY", into)
         if dst_rec["virtual_size"] < src["virtual_size"]:
             raise XapiError("VDI_TOO_SMALL", into, src["virtual_size"])
-        _not_in_use(app, into, dst_rec, "copy")
+        await _not_in_use(app, into, dst_rec, "copy")
         target_sr = dst_rec["SR"]
     else:
         rows.check(db, "SR", sr)

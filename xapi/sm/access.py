@@ -7,11 +7,11 @@ datapaths (activated if any is, RW if any is), and is called only when that chan
 attach, the first activate, the last deactivate, the last detach. Going from RO to RW while the
 VDI is held RO is refused, as xapi's automaton refuses it.
 
-The state is kept in a small JSON file in the data folder, written atomically after every driver
-side effect, so a restarted daemon knows what is attached: it neither attaches again nor forgets
-to detach. After a restart, datapaths of operations that cannot have survived it (copies, exports,
-imports, storage motion mirrors) and the ones whose detach failed earlier ("leaked") are released,
-with one driver call each.
+The state is kept in a small JSON file in the data folder, written atomically (not synced: see
+_write) after every driver side effect, so a restarted daemon knows what is attached: it neither
+attaches again nor forgets to detach. After a restart, datapaths of operations that cannot have
+survived it (copies, exports, imports, storage motion mirrors) and the ones whose detach failed
+earlier ("leaked") are released, with one driver call each.
 
 A VDI is activated read-write on at most one host: activation checks the VDI's
 ``sm-config:host_<host>`` keys (written by the drivers, as SM's blktap layer does) and refuses
@@ -20,23 +20,25 @@ deactivating sets a fresh one, as xapi does.
 
 API: ``await attach(dp, vdi, rw)``, ``activate(dp, vdi)`` (both return the attach information:
 ``params`` is the local path, ``format`` "vhd" or "raw", ``xenstore_data``...), ``deactivate``,
-``detach``, ``release(dp, vdi)`` (whatever is needed to get back to detached), ``destroy_dp(dp)``.
+``detach``, ``release(dp, vdi)`` (whatever is needed to get back to detached), ``destroy_dp(dp)``;
+``releasing``/``released``/``wait_released`` around a release that a client may not wait for.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import uuid as _uuid
 
-from xapi import atomic
 from xapi.datamodel.errors import XapiError
 from xapi.sm import mirror
 
 log = logging.getLogger("xapi.sm.access")
 
 DETACHED = "detached"
+RELEASE_WAIT = 10.0         # seconds a caller waits for datapaths being released (wait_released)
 TRANSIENT_PREFIXES = ("copy/", "export/", "import/", "internal/", "mirror/")
 
 
@@ -114,6 +116,8 @@ class Access:
         self.vdis: dict[str, dict] = self._load()      # vdi uuid -> entry
         self._locks: dict[str, asyncio.Lock] = {}
         self._save_lock = asyncio.Lock()
+        self._releasing: dict[str, set[str]] = {}       # vdi uuid -> datapaths being released
+        self._released: dict[str, list[asyncio.Future]] = {}    # vdi uuid -> callers waiting for them
         self.closed = False
 
     # -- persistence -----------------------------------------------------------------------------
@@ -129,7 +133,23 @@ class Access:
         return {k: v for k, v in data.get("vdis", {}).items() if isinstance(v, dict)}
 
     def _write(self, text: str) -> None:
-        atomic.write_file(self.path, text.encode())
+        """Atomic (a temporary file renamed over the old one) but not synced: the state has to
+        survive the daemon, not the host (after a reboot nothing is attached), as xapi's own copy
+        lives in /var/run/nonpersistent; an fsync here cost milliseconds per driver call."""
+        tmp = f"{self.path}.{os.getpid()}.{_uuid.uuid4().hex[:8]}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                data = memoryview(text.encode())
+                while data:
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     async def _save(self) -> None:
         async with self._save_lock:
@@ -173,7 +193,57 @@ class Access:
         _, rec = self._vdi(vdi_ref)
         if rw and rec["read_only"]:
             raise XapiError("VDI_READONLY", vdi_ref)
+        if rw:                          # RO holders being released: RO -> RW would be refused
+            await self.wait_released(rec["uuid"], dp, ro_only=True)
         return await self._change(dp, vdi_ref, rec, "attach", rw)
+
+    # -- datapaths being released -------------------------------------------------------------
+    # An export is done with its VDI once its last byte is out, and is released after it, as xapi's
+    # (the client doesn't wait for the driver calls). A client that follows up at once (an import of
+    # the VDI, VDI.destroy) may meet the datapath still held: it waits for that release instead of
+    # failing, as it would have found the VDI free a moment later.
+    def releasing(self, dp: str, vdi_ref: str) -> None:
+        """`dp` is done with the VDI and about to be released (call released() after)."""
+        uuid = self._uuid_of(vdi_ref)
+        if uuid is not None:
+            self._releasing.setdefault(uuid, set()).add(dp)
+
+    def released(self, dp: str, vdi_ref: str) -> None:
+        """The release of `dp` ended (whether or not it succeeded): whoever waits looks again."""
+        uuid = self._uuid_of(vdi_ref)
+        if uuid is None:
+            return
+        going = self._releasing.get(uuid, set())
+        going.discard(dp)
+        if not going:
+            self._releasing.pop(uuid, None)
+        for fut in self._released.pop(uuid, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    def _uuid_of(self, vdi_ref: str) -> str | None:
+        try:
+            return self._vdi(vdi_ref)[1]["uuid"]
+        except XapiError:               # gone: nothing can wait for it
+            return None
+
+    async def wait_released(self, vdi_uuid: str, dp: str | None = None, ro_only: bool = False) -> None:
+        """Waits (up to RELEASE_WAIT) while every datapath holding the VDI (other than `dp`; only
+        the read-only ones with `ro_only`) is being released; returns at once when one of them
+        isn't (the caller's check then fails as before) or none holds it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELEASE_WAIT
+        while True:
+            entry = self.vdis.get(vdi_uuid)
+            held = [d for d, st in (entry["dps"].items() if entry else ())
+                    if d != dp and (not ro_only or st.endswith("RO"))]
+            going = self._releasing.get(vdi_uuid, ())
+            if not held or not all(d in going for d in held) or loop.time() >= deadline:
+                return
+            fut = loop.create_future()
+            self._released.setdefault(vdi_uuid, []).append(fut)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(fut, deadline - loop.time())
 
     async def activate(self, dp: str, vdi_ref: str) -> dict:
         if self.closed:

@@ -15,6 +15,7 @@ the signal that killed it). The server ends when the executor's end closes.
 from __future__ import annotations
 
 import array
+import gc
 import json
 import os
 import selectors
@@ -25,12 +26,28 @@ import sys
 MAX_MESSAGE = 1 << 20
 
 
+# runpy.run_path imports pkgutil and weakref on its first use: done here, not in every child
+PRELOAD = ("xapi.sm.driverlib", "xapi.sm.filesr", "xapi.sm.isosr", "xapi.sm.vhd", "runpy", "traceback",
+           "pkgutil", "weakref")
+
+
 def _preload() -> None:
-    for name in ("xapi.sm.driverlib", "xapi.sm.filesr", "xapi.sm.isosr", "xapi.sm.vhd", "runpy", "traceback"):
+    for name in PRELOAD:
         try:
             __import__(name)
         except Exception:  # noqa: BLE001 - a driver that needs it will say so itself
             pass
+    # the first request decoded and answer encoded set up expat and caches: once, here
+    try:
+        from xapi.sm import smrpc
+        smrpc.loads(smrpc.dumps_call("sr_get_driver_info", ({"command": "sr_get_driver_info", "args": []},)))
+        smrpc.loads(smrpc.dumps_response({"a": [1, "b", True]}))
+    except Exception:  # noqa: BLE001
+        pass
+    # what is loaded now stays out of the collector: a child's collection would otherwise touch
+    # (and so copy) every inherited page
+    gc.collect()
+    gc.freeze()
 
 
 def _child(sock: socket.socket, own: list, path: str, argv: list, env: dict, fds: list) -> None:

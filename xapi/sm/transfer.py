@@ -151,31 +151,46 @@ class _Attached:
         self.dp = (f"{kind}/{request.task}" if request.task else
                    f"{kind}/{request.app.db.table('VDI').get_field(vdi, 'uuid')}/{secrets.token_hex(4)}")
         self.info: dict = {}
+        self._releasing: asyncio.Future | None = None
 
     async def __aenter__(self) -> dict:
         try:
             await self.storage.attach(self.dp, self.vdi, self.rw)
             self.info = await self.storage.activate(self.dp, self.vdi) or {}
         except BaseException:
-            await self._release()
+            await self.release()
             raise
         return self.info
 
     async def __aexit__(self, *exc) -> None:
-        # a cancellation (the connection lost) must not cut the release in half
-        release = asyncio.ensure_future(self._release())
+        await self.release()
+
+    def done(self) -> None:
+        """The VDI is done with (an export's last bytes are going out): from here on, a client's
+        next step on the VDI waits for its release instead of failing (Access.wait_released)."""
+        self.storage.releasing(self.dp, self.vdi)
+
+    async def release(self) -> None:
+        """Deactivated and detached, once; a cancellation (the connection lost) doesn't cut it in
+        half."""
+        if self._releasing is None:
+            self.done()
+            self._releasing = asyncio.ensure_future(self._release())
         try:
-            await asyncio.shield(release)
+            await asyncio.shield(self._releasing)
         except asyncio.CancelledError:
             with contextlib.suppress(BaseException):
-                await asyncio.wait([release])
+                await asyncio.wait([self._releasing])
             raise
 
     async def _release(self) -> None:
         try:
-            await self.storage.deactivate(self.dp, self.vdi)
+            try:
+                await self.storage.deactivate(self.dp, self.vdi)
+            finally:
+                await self.storage.detach(self.dp, self.vdi)
         finally:
-            await self.storage.detach(self.dp, self.vdi)
+            self.storage.released(self.dp, self.vdi)
 
 
 class _Disk:
@@ -706,9 +721,9 @@ async def _import_vhd(request, disk: _Disk) -> None:
 
 # -- export -------------------------------------------------------------------------------------------
 async def _stream_out(request, response, size: int, read, before_last=None) -> None:
-    """read(off, n) in the pool, 8 MiB at a time, the next batch read while this one is sent.
-    `before_last()` is awaited before the last batch goes out (so the client sees the end only after
-    it). Each batch is a new buffer: the transport may hold on to what it hasn't sent yet."""
+    """read(off, n) in the pool, 8 MiB at a time, the next batch read while this one is sent;
+    `before_last()` is called before the last batch goes out. Each batch is a new buffer: the
+    transport may hold on to what it hasn't sent yet."""
     off = 0
     nxt = asyncio.ensure_future(_run(read, 0, min(BATCH, size))) if size else None
     try:
@@ -722,7 +737,7 @@ async def _stream_out(request, response, size: int, read, before_last=None) -> N
             if after < size:
                 nxt = asyncio.ensure_future(_run(read, after, min(BATCH, size - after)))
             elif before_last is not None:
-                await before_last()
+                before_last()
             await response.write(data)
             off = after
             request.progress(off / size)
@@ -794,11 +809,11 @@ def _sources(disk: _Disk, nblocks: int) -> list:
     return out
 
 
-async def _sendfile_out(request, response, disk: _Disk, release) -> bool:
+async def _sendfile_out(request, response, disk: _Disk, before_last=None) -> bool:
     """Raw export by sendfile of the ranges the disk holds whole in one file (a raw file; the VHD
     blocks its top layer maps whole), each run of such blocks in one call into the pool, other
-    blocks read and written; the last block is read and the VDI released before it goes out. False
-    (nothing sent) where sendfile can't be used."""
+    blocks read and written, the last block through memory (`before_last()` called before it goes
+    out). False (nothing sent) where sendfile can't be used."""
     size = disk.size
     if size < 2 * BLOCK or (disk.v is not None and (disk.v.header is None or disk.v.block_size != BLOCK)):
         return False
@@ -842,7 +857,8 @@ async def _sendfile_out(request, response, disk: _Disk, release) -> bool:
             off += BLOCK
             request.progress(off / size)
         last = await _run(disk.read_blocks, off, size - off)
-        await release()
+        if before_last is not None:
+            before_last()
         await response.write(last)
         request.progress(1.0)
     except BaseException:
@@ -854,29 +870,28 @@ async def _sendfile_out(request, response, disk: _Disk, release) -> bool:
 
 
 async def export_raw_vdi(request, response):
-    """The VDI is released before the last bytes are sent: a client that follows an export with an
-    import of the same VDI must not find it still attached read-only."""
+    """The VDI is released once the last byte is out, as xapi's export: the client doesn't wait for
+    the driver calls, the task settles after them. A client that follows up at once (an import of
+    the same VDI, VDI.destroy) finds it still being released and waits for that (_Attached.done)."""
     vdi = _find_vdi(request)
     fmt = _format(request)
     att = _Attached(request, vdi, "export", False)
     info = await att.__aenter__()
     disk = None
-    released = False
 
     async def release():
-        nonlocal released
-        if not released:
-            released = True
-            if disk is not None:
-                disk.close()
-            await att._release()
+        nonlocal disk
+        if disk is not None:
+            d, disk = disk, None
+            d.close()
+        await att.release()
     try:
         disk = _open(info, False)
         try:
             if fmt == "raw":
                 response.start(200, [("Content-Type", "application/octet-stream")], length=disk.size)
-                if request.method != "HEAD" and not await _sendfile_out(request, response, disk, release):
-                    await _stream_out(request, response, disk.size, disk.read_blocks, release)
+                if request.method != "HEAD" and not await _sendfile_out(request, response, disk, att.done):
+                    await _stream_out(request, response, disk.size, disk.read_blocks, att.done)
             else:
                 await _export_vhd(request, response, disk, release)
         except (vhd.VHDError, OSError) as e:
