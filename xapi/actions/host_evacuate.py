@@ -23,7 +23,6 @@ import os
 import signal
 
 from xapi.datamodel.errors import XapiError
-from xapi.forwarding import locks
 from xapi.pool import internal, placement
 
 log = logging.getLogger("xapi.host")
@@ -106,6 +105,7 @@ def assert_can_evacuate(ctx, session, host):
 
 async def evacuate(ctx, session, host, network="", evacuate_batch_size=0):
     from xapi.actions import vm as vm_actions
+    from xapi.forwarding import locks       # not at import: xapi.pool.api imports this module
     app = ctx.app
     _host(app, host)
     plan = compute_plan(app, host)

@@ -15,7 +15,6 @@ from xapi.actions import records, vm_devices
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert as db_insert
 from xapi.forwarding import locks
-from xapi.xenops.server import XenopsError
 
 ALL_OPS = ("attach", "eject", "unplug", "unplug_force", "insert", "plug", "pause", "unpause")
 _VDI_TYPES = ("system", "user", "ephemeral", "suspend", "crashdump", "metadata")
@@ -107,13 +106,6 @@ def _sharing(db, ref: str, rec: dict, vdi: dict, block) -> None:
 def refresh_allowed_operations(db, ref: str) -> None:
     if ref in db.table("VBD"):
         locks.store_allowed(db, "VBD", ref, valid_operations(db, ref, sharing_checks=False).allowed())
-
-
-def refresh_vm(db, vm_ref: str) -> None:
-    """allowed_operations of every VBD of a VM (its power state or guest metrics changed)."""
-    if vm_ref in db.table("VM"):
-        for ref in db.table("VM").get_field(vm_ref, "VBDs") or []:
-            refresh_allowed_operations(db, ref)
 
 
 def _assert(db, ref: str, op: str) -> dict:
@@ -239,13 +231,8 @@ def set_mode(ctx, session, self, value):
 
 
 # -- the operations on a VM's drive -----------------------------------------------------------------
-async def _operation(ctx, ref: str, op: str, body):
-    """Runs `body(rec)` with `op` in the VBD's current_operations."""
-    async with locks.operation(ctx.app, "VBD", ref, op, check=_assert, refresh=refresh_allowed_operations):
-        try:
-            return await body(ctx.app.db.table("VBD").get(ref))
-        except XenopsError as e:
-            raise XapiError(e.code, *e.params) from None
+def _operation(ctx, ref: str, op: str, body):
+    return vm_devices.device_operation(ctx, "VBD", ref, op, body, _assert, refresh_allowed_operations)
 
 
 def _vm(db, rec: dict) -> dict:

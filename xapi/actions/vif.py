@@ -78,12 +78,6 @@ def refresh_allowed_operations(db, ref: str) -> None:
         locks.store_allowed(db, "VIF", ref, valid_operations(db, ref).allowed())
 
 
-def refresh_vm(db, vm_ref: str) -> None:
-    if vm_ref in db.table("VM"):
-        for ref in db.table("VM").get_field(vm_ref, "VIFs") or []:
-            refresh_allowed_operations(db, ref)
-
-
 def _assert(db, ref: str, op: str) -> dict:
     rec = _rec(db, ref)
     valid_operations(db, ref).check(op)
@@ -143,13 +137,8 @@ def destroy(ctx, session, self):
 
 
 # -- plug / unplug ---------------------------------------------------------------------------------
-async def _operation(ctx, ref: str, op: str, body):
-    """Runs `body(rec)` with `op` in the VIF's current_operations."""
-    async with locks.operation(ctx.app, "VIF", ref, op, check=_assert, refresh=refresh_allowed_operations):
-        try:
-            return await body(ctx.app.db.table("VIF").get(ref))
-        except XenopsError as e:
-            raise XapiError(e.code, *e.params) from None
+def _operation(ctx, ref: str, op: str, body):
+    return vm_devices.device_operation(ctx, "VIF", ref, op, body, _assert, refresh_allowed_operations)
 
 
 async def plug(ctx, session, self):

@@ -19,6 +19,8 @@ import logging
 
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF
+from xapi.forwarding import locks
+from xapi.xenops.server import XenopsError
 
 log = logging.getLogger("xapi.vm_devices")
 
@@ -306,8 +308,22 @@ def holds_devices(db, vm_ref: str) -> bool:
 def refresh_operations(db, vm_ref: str) -> None:
     """allowed_operations of the VM's VBDs and VIFs (they follow its power state and PV drivers)."""
     from xapi.actions import vbd, vif
-    vbd.refresh_vm(db, vm_ref)
-    vif.refresh_vm(db, vm_ref)
+    vms = db.table("VM")
+    if vm_ref in vms:
+        for ref in vms.get_field(vm_ref, "VBDs") or []:
+            vbd.refresh_allowed_operations(db, ref)
+        for ref in vms.get_field(vm_ref, "VIFs") or []:
+            vif.refresh_allowed_operations(db, ref)
+
+
+async def device_operation(ctx, cls: str, ref: str, op: str, body, check, refresh):
+    """`body(rec)` with `op` in the VBD's or VIF's current_operations (xapi.forwarding.locks);
+    xenopsd's errors come out as xapi's."""
+    async with locks.operation(ctx.app, cls, ref, op, check=check, refresh=refresh):
+        try:
+            return await body(ctx.app.db.table(cls).get(ref))
+        except XenopsError as e:
+            raise XapiError(e.code, *e.params) from None
 
 
 def xenops_for_vm(app, vm_ref: str):
