@@ -1,5 +1,5 @@
-"""The current_operations lock, as message_forwarding.ml's with_vm_operation / with_host_operation /
-with_sr_andor_vdi: check that the operation is allowed (the class's own rules raise xapi's error:
+"""The current_operations lock, as message_forwarding.ml's with_vm_operation / with_host_operation:
+check that the operation is allowed (the class's own rules raise xapi's error:
 OTHER_OPERATION_IN_PROGRESS [class, ref, op], VM_BAD_POWER_STATE...), add {task ref: op} to the
 object's current_operations, refresh its allowed_operations, run the body, then remove the entry
 and refresh again, whether the body returned, failed or was cancelled.
