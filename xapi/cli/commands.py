@@ -569,7 +569,7 @@ class Run:
         elif params is not None:
             names = set(params.split(","))
         else:
-            names = set(records.DEFAULT_PARAMS.get(prefix, ("uuid", "name-label", "name-description")))
+            names = set(records.DEFAULT_PARAMS.get(prefix, ("uuid", "name-label", "name-description"))) or None
         selected = [f for f in fs if not f.hidden and (names is None or f.name in names)]
         rows = []
         for v in shown:

@@ -51,6 +51,7 @@ ENUM_TEXT: dict[str, dict[str, str]] = {
                            "vdi_list_changed_blocks": "VDI.list_changed_blocks", "pbd_create": "PBD.create",
                            "pbd_destroy": "PBD.destroy"},
     "domain_type": {"pv_in_pvh": "pv-in-pvh"},
+    "console_protocol": {"vt100": "VT100", "rfb": "RFB", "rdp": "RDP"},
     "tristate_type": {"yes": "true", "no": "false"},
 }
 # record_util's vm_operation_table: the operations xe knows by name; any other is "(unknown operation)"
@@ -1014,6 +1015,92 @@ def _host_cpu() -> list[Field]:
     return b.fields
 
 
+def _console() -> list[Field]:
+    b = Builder("console")
+    b.own("uuid", "uuid")
+    b.own("vm-uuid", "VM")
+    b.ref_name("vm-name-label", "VM")
+    b.own("protocol", "protocol")
+    b.own("location", "location")
+    b.own("other-config", "other_config", "MRW")
+    return b.fields
+
+
+def _bond() -> list[Field]:
+    b = Builder("Bond")
+    b.own("uuid", "uuid")
+    b.own("master", "master")
+    b.own("slaves", "slaves")
+    b.own("mode", "mode")
+    props = b.own("properties", "properties", "MRO")
+
+    async def set_property(v: View, k: str, s: str) -> None:
+        await v.call("Bond.set_property", v.ref, k, s)
+    props.set_in_map = set_property
+    b.own("primary-slave", "primary_slave")
+    b.own("links-up", "links_up")
+    b.own("auto-update-mac", "auto_update_mac")
+    return b.fields
+
+
+def _vlan() -> list[Field]:
+    b = Builder("VLAN")
+    b.own("uuid", "uuid")
+    b.own("tagged-PIF", "tagged_PIF")
+    b.own("untagged-PIF", "untagged_PIF")
+    b.own("tag", "tag")
+    return b.fields
+
+
+def _tunnel() -> list[Field]:
+    b = Builder("tunnel")
+    b.own("uuid", "uuid")
+    b.own("access-PIF", "access_PIF")
+    b.own("transport-PIF", "transport_PIF")
+    b.own("status", "status")
+    b.own("other-config", "other_config", "MRW")
+    b.own("protocol", "protocol")
+    return b.fields
+
+
+def _message() -> list[Field]:
+    b = Builder("message")
+    b.own("uuid", "uuid")
+    b.own("name", "name")
+    b.own("priority", "priority")
+    b.own("class", "cls")
+    b.own("obj-uuid", "obj_uuid")
+    b.own("timestamp", "timestamp")
+    b.own("body", "body")
+    return b.fields
+
+
+def _sm() -> list[Field]:
+    b = Builder("SM")
+    b.own("uuid", "uuid")
+    b.own("name-label", "name_label")
+    b.own("name-description", "name_description")
+    b.own("type", "type")
+    b.own("vendor", "vendor")
+    b.own("copyright", "copyright")
+    b.own("required-api-version", "required_api_version")
+    b.own("capabilities", "capabilities", deprecated=True)
+    b.own("features", "features", "MRO")
+    b.own("configuration", "configuration")
+    b.own("driver-filename", "driver_filename")
+    b.own("required-cluster-stack", "required_cluster_stack", sep=", ")
+    return b.fields
+
+
+def _host_crashdump() -> list[Field]:
+    b = Builder("host_crashdump")
+    b.own("uuid", "uuid")
+    b.own("host-uuid", "host")
+    b.own("timestamp", "timestamp")
+    b.own("size", "size")
+    return b.fields
+
+
 def from_datamodel(c: dm.Class) -> list[Field]:
     """A class records.ml has no table for here: its datamodel fields under hyphenated names, uuid
     first, kinds from the messages it has (set_, add_to_/remove_from_, add_/remove_)."""
@@ -1029,19 +1116,24 @@ def from_datamodel(c: dm.Class) -> list[Field]:
         else:
             mode = "RW" if f"set_{n}" in c.messages else "RO"
         b.own(n.replace("_", "-"), n, mode)
+    # hidden `<reference>-uuid` / `-name-label` fields, for filters such as vm-uuid=
+    for n, f in c.fields.items():
+        if f.type.kind == "ref" and n != "uuid":
+            name = n.replace("_", "-").lower()
+            if name + "-uuid" not in (x.name for x in b.fields):
+                b.own(name + "-uuid", n, hidden=True)
+                b.ref_name(name + "-name-label", n, hidden=True)
     return b.fields
 
 
-# xe prefix -> (class, default filters, default list fields) as cli_operations.gen_cmds; the list
-# fields are matched by name and shown in the record's order
+# xe prefix -> the record's table; gen_cmds' default filters and default list fields (matched by
+# name, shown in the record's order; none: every field)
 TABLES: dict[str, Callable[[], list[Field]]] = {
     "vm": _vm, "template": _vm, "snapshot": _vm, "host": _host, "sr": _sr, "vdi": _vdi, "vbd": _vbd,
     "vif": _vif, "network": _network, "pif": _pif, "pbd": _pbd, "task": _task, "pool": _pool,
-    "host-cpu": _host_cpu,
+    "host-cpu": _host_cpu, "console": _console, "bond": _bond, "vlan": _vlan, "tunnel": _tunnel,
+    "message": _message, "sm": _sm, "host-crashdump": _host_crashdump,
 }
-CLASS_OF = {"vm": "VM", "template": "VM", "snapshot": "VM", "host": "host", "sr": "SR", "vdi": "VDI",
-            "vbd": "VBD", "vif": "VIF", "network": "network", "pif": "PIF", "pbd": "PBD", "task": "task",
-            "pool": "pool", "host-cpu": "host_cpu"}
 DEFAULT_FILTERS = {"vm": {"is-a-template": "false"},
                    "template": {"is-a-template": "true", "is-a-snapshot": "false"},
                    "snapshot": {"is-a-snapshot": "true"}}
@@ -1060,6 +1152,13 @@ DEFAULT_PARAMS = {
     "sr": ("uuid", "name-label", "name-description", "host", "type", "content-type"),
     "pbd": ("uuid", "host-uuid", "sr-uuid", "device-config", "currently-attached"),
     "task": ("uuid", "name-label", "name-description", "status", "progress"),
+    "console": ("uuid", "vm-uuid", "vm-name-label", "protocol", "location"),
+    "bond": ("uuid", "master", "slaves"),
+    "vlan": ("uuid", "tagged-PIF", "untagged-PIF", "tag"),
+    "tunnel": ("uuid", "transport-PIF", "access-PIF", "status"),
+    "message": (),              # gen_cmds gives none: every field
+    "sm": ("uuid", "type", "name-label", "name-description", "vendor", "copyright", "configuration"),
+    "host-crashdump": ("uuid", "host", "timestamp", "size"),
 }
 
 _CACHE: dict[str, list[Field]] = {}
