@@ -58,7 +58,8 @@ _DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "m
 # the ops our lifecycle implements; the rest are offered once their actions exist
 _IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
                 "pause", "unpause", "destroy", "suspend", "resume", "resume_on", "pool_migrate",
-                "clone", "copy", "snapshot", "checkpoint", "revert", "provision", "migrate_send")
+                "clone", "copy", "snapshot", "checkpoint", "revert", "provision", "migrate_send",
+                "changing_VCPUs_live")
 
 
 def _rec(db, ref) -> dict:
@@ -629,3 +630,4 @@ from xapi.actions.vm_memory import (set_memory, set_memory_dynamic_max, set_memo
 from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401
 from xapi.actions.vm_storage_migrate import assert_can_migrate, migrate_send  # noqa: E402,F401
 from xapi.actions.vm_settings import *  # noqa: E402,F401,F403 - setters and queries (vm_settings.__all__)
+from xapi.actions.vm_live import *  # noqa: E402,F401,F403 - settings of a running VM (vm_live.__all__)

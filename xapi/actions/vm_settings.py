@@ -14,7 +14,7 @@ xapi_vm_helpers.ml, xapi_vm_lifecycle.ml's power states, memory_check.ml, xenops
 * what xapi itself does not implement answers as xapi does after its power check: send_sysrq,
   send_trigger, query_services (NOT_IMPLEMENTED [name]); set_memory_target_live is a no-op in xapi.
 
-Live vCPU hotplug and the live shadow multiplier need xenopsd calls ours lacks: they stay unimplemented.
+Live vCPU hotplug and the live shadow multiplier are in vm_live.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ Hypervisor calls go through `_xc`: in place for the simulator, in a bounded pool
 xc backend (libxenctrl may block), so that none runs on the event loop.
 Devices of a running domain: VBD.plug/unplug/set_media, VIF.plug/unplug/move and
 VIF.set_ip_configuration (a static address for the guest agent, xapi's VIF.configure_ipv4/6).
+Live settings: VM.set_vcpus (vCPU hotplug), VM.set_shadow_multiplier and VM.request_rdp.
 
 Wire: one JSON object per line. {"id", "method", "params": [...]} -> {"id", "result"} or
 {"id", "error": [code, params...]} (codes are xapi's where one exists, e.g. VM_BAD_POWER_STATE).
@@ -351,6 +352,7 @@ class Xenopsd:
                     "start_time": 0.0}
         return {"power_state": self._power(info), "domid": vm.domid, "hvm": bool(vm.config.get("hvm")),
                 "memory": int(info.get("tot_pages", 0)) * 4096,
+                "memory_target": int(info.get("max_pages", 0)) * 4096,
                 "vcpus": int(vm.config.get("vcpus", info.get("nr_online_vcpus", 1))),
                 "cpu_time": int(info.get("cpu_time", 0)), "start_time": vm.start_time,
                 "guest_agent": self._guest_agent_data(vm.domid)}
@@ -408,6 +410,9 @@ class Xenopsd:
         vm.domid = domid
         try:
             await self._xc(self.hv.domain_setmaxmem, domid, kib)
+            if self.store is not None and int(c.get("vcpus", 1)) < int(c.get("vcpus_max", c.get("vcpus", 1))):
+                # the simulated guest brings up VCPUs_at_startup of its vcpus_max (hotplug adds more)
+                await self._xc(self.hv.domain_max_vcpus, domid, int(c.get("vcpus", 1)))
             task.set_progress(lo + (hi - lo) * 0.1)
             steps = 10
             for i in range(steps):                  # the build delay, in steps that report progress
@@ -709,6 +714,51 @@ class Xenopsd:
                 self._agent_vif(vm, devid, True)
         self._update(vm.id)
 
+    async def vm_set_vcpus(self, vm_id: str, n: int) -> None:
+        """vCPU hotplug (xenopsd's VM.set_vcpus): 1..vcpus_max or INVALID_VCPUS [vcpus_max]; each
+        cpu/<i>/availability is written online or offline for the guest to follow, which the
+        simulated guest does at once (its online count)."""
+        vm = self._running(vm_id)
+        n, top = int(n), int(vm.config.get("vcpus_max", vm.config.get("vcpus", 1)))
+        if not 1 <= n <= top:
+            raise XenopsError("INVALID_VCPUS", top)
+        async with vm.lock:
+            vm.config["vcpus"] = n
+            if self.store is not None:
+                for i in range(top):
+                    self.store.write(f"/local/domain/{vm.domid}/cpu/{i}/availability",
+                                     "online" if i < n else "offline")
+                await self._xc(self.hv.domain_max_vcpus, vm.domid, n)
+        self._update(vm.id)
+
+    async def vm_set_shadow_multiplier(self, vm_id: str, multiplier: float) -> float:
+        """The shadow multiplier of a running HVM domain (xenopsd's VM.set_shadow_multiplier): PV
+        domains have none (UNIMPLEMENTED); a larger allocation must fit in free memory
+        (HOST_NOT_ENOUGH_FREE_MEMORY [needed, free]). Answers the multiplier in effect."""
+        vm = self._running(vm_id)
+        if not vm.config.get("hvm"):
+            raise XenopsError("UNIMPLEMENTED", "shadow_multiplier for PV domains")
+        c = vm.config
+        static_mib = -(-int(c.get("memory_kib", 256 * KIB)) // KIB)
+        vcpus = int(c.get("vcpus_max", c.get("vcpus", 1)))
+
+        def shadow_mib(m: float) -> int:        # memory.ml HVM.shadow_mib
+            return int(-(-((static_mib + vcpus * 256) * m) // 256)) if m > 0 else 0
+        async with vm.lock:
+            need = (shadow_mib(float(multiplier)) - shadow_mib(float(c.get("shadow_multiplier", 1.0)))) * KIB * KIB
+            free = (await self._xc(self.host_stat))["free_memory"]
+            if need > free:
+                raise XenopsError("HOST_NOT_ENOUGH_FREE_MEMORY", need, free)
+            c["shadow_multiplier"] = float(multiplier)
+        self._update(vm.id)
+        return float(multiplier)
+
+    async def vm_request_rdp(self, vm_id: str, enabled: bool) -> None:
+        """xenopsd's VM.request_rdp: control/ts asks the guest agent to turn RDP on or off."""
+        vm = self._running(vm_id)
+        if self.store is not None:
+            self.store.write(f"/local/domain/{vm.domid}/control/ts", "1" if enabled else "0")
+
     async def vif_unplug(self, vm_id: str, devid: int, force: bool = False) -> None:
         vm = self._running(vm_id)
         async with vm.lock:
@@ -971,4 +1021,7 @@ _METHODS = {
     "VIF.unplug": Xenopsd.vif_unplug,
     "VIF.move": Xenopsd.vif_move,
     "VIF.set_ip_configuration": Xenopsd.vif_set_ip_configuration,
+    "VM.set_vcpus": Xenopsd.vm_set_vcpus,
+    "VM.set_shadow_multiplier": Xenopsd.vm_set_shadow_multiplier,
+    "VM.request_rdp": Xenopsd.vm_request_rdp,
 }
