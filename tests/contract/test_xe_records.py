@@ -392,3 +392,15 @@ def test_datamodel_records_for_other_classes(d, x):
     assert "host-uuid ( RO)" not in got
     assert uuid in ok(xe(d, "certificate-list", f"host-uuid={host}", "--minimal")).split(",")
     assert ok(xe(d, "certificate-param-get", f"uuid={uuid}", "param-name=host-uuid")) == host
+
+
+def test_selectors_take_record_fields(d, x, running):
+    """The hand-written commands' selectors filter on the xe record too (select_vms over vm_record):
+    dom-id= (the datamodel's domid), memory-actual= (from VM_metrics)."""
+    vif = x.VIF.get_uuid(x.VM.get_VIFs(running)[0])
+    domid = x.VM.get_domid(running)
+    assert ok(xe(d, "vm-vif-list", f"dom-id={domid}", "params=uuid", "--minimal")) == vif
+    assert ok(xe(d, "vm-vif-list", f"dom-id={domid}", "memory-actual=" + x.VM_metrics.get_memory_actual(
+        x.VM.get_metrics(running)), "params=uuid", "--minimal")) == vif
+    r = xe(d, "vm-vif-list", "dom-id=999999", "params=uuid")
+    assert r.returncode == 1 and "No matching VMs found" in r.stderr

@@ -411,25 +411,29 @@ class Run:
         return True
 
     async def filter(self, c: dm.Class, recs: dict, filters: dict) -> list[str]:
-        """The refs whose printed fields equal the filters. Besides the class's own fields, xe takes
-        `<reference field>-uuid` and `<reference field>-name-label` (vbd-list vm-uuid=..., vdi-list
-        sr-name-label=...), matched against the object the field points at."""
+        """The refs whose printed fields equal the filters: a field of the class's xe record by its xe
+        name (resident-on=, dom-id=, os-version... as select_vms filters vm_record), else a datamodel
+        field, or `<reference field>-uuid` / `-name-label` matched against the object the field points at."""
+        by_name = {f.name: f for f in records.fields(cli_class(c.name), c)}
         wanted = []
         for k, v in filters.items():
             if k in STDPARAMS or ":" in k:
                 continue
-            wanted.append((*self.filter_field(c, k), v))
+            wanted.append((by_name[k], None, v) if k in by_name else (*self.filter_field(c, k), v))
         out = []
         for ref, rec in recs.items():
             ok = True
             for name, via, v in wanted:
-                t = c.fields[name].type
-                if via is None:
-                    have = await self.fmt(t, rec.get(name))
+                if isinstance(name, records.Field):
+                    have = await self.value(name, records.View(self, c.name, ref, rec))
+                    lenient = name.enum or name.case_insensitive
+                    raw = have
                 else:
-                    have = await self.via(t, rec.get(name), via)
-                if have != v and not (t.kind == "enum" and (have.lower() == v.lower()       # type=disk
-                                                            or str(rec.get(name)).lower() == v.lower())):
+                    t = c.fields[name].type
+                    have = await self.fmt(t, rec.get(name)) if via is None else await self.via(t, rec.get(name), via)
+                    lenient = t.kind == "enum"
+                    raw = str(rec.get(name))
+                if have != v and not (lenient and (have.lower() == v.lower() or raw.lower() == v.lower())):
                     ok = False
                     break
             if ok:
