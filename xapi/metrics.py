@@ -1,6 +1,7 @@
 """Periodic live metrics of the pool's hosts and their VMs (what xapi gets from xcp-rrdd every few seconds):
 VM_metrics (VCPUs_utilisation, VCPUs_number, memory_actual, state, last_updated), host_metrics
-(memory_free, memory_total, last_updated) and host_cpu.utilisation.
+(memory_free, memory_total, last_updated) and host_cpu.utilisation; the latest sample of each host stays
+in app.metrics_samples for the values the database has no field for (xapi.actions.data_sources).
 
 One xenopsd call per host and period (HOST.stats: every domain's CPU time, memory and state at once), so the
 cost does not depend on the number of requests, and rows are written only for running VMs; a
@@ -59,6 +60,7 @@ async def run(app, period: float) -> None:
             prev[host] = now
         for gone in prev.keys() - set(hosts):
             del prev[gone]
+        app.metrics_samples = dict(prev)      # the latest sample of each host (data sources read it)
 
 
 async def _stats(app, host: str) -> dict | None:

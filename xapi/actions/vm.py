@@ -631,3 +631,7 @@ from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401
 from xapi.actions.vm_storage_migrate import assert_can_migrate, migrate_send  # noqa: E402,F401
 from xapi.actions.vm_settings import *  # noqa: E402,F401,F403 - setters and queries (vm_settings.__all__)
 from xapi.actions.vm_live import *  # noqa: E402,F401,F403 - settings of a running VM (vm_live.__all__)
+from xapi.actions.data_sources import (  # noqa: E402,F401 - rrdd's data sources of a VM
+    vm_get_data_sources as get_data_sources, vm_query_data_source as query_data_source,
+    vm_record_data_source as record_data_source,
+    vm_forget_data_source_archives as forget_data_source_archives)

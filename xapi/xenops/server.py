@@ -381,6 +381,7 @@ class Xenopsd:
                 vms[vm.id] = {"domid": vm.domid, "cpu_time": int(info.get("cpu_time", 0)),
                               "vcpus": int(info.get("nr_online_vcpus", 1)),
                               "memory": int(info.get("tot_pages", 0)) * 4096,
+                              "memory_target": int(info.get("max_pages", 0)) * 4096,
                               "paused": bool(info.get("paused")), "blocked": bool(info.get("blocked"))}
         return {"time_ns": time.monotonic_ns(), "total_memory": p["total_pages"] * 4096,
                 "free_memory": p["free_pages"] * 4096, "cpus": p["nr_cpus"], "cpu_time": total_cpu, "vms": vms}
