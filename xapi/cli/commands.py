@@ -22,7 +22,7 @@ from xmlrpc.client import DateTime
 
 from xapi import datamodel as dm
 from xapi.cli import errors as cli_errors
-from xapi.cli import records
+from xapi.cli import record_tables, records
 from xapi.cli.cmdtable import TABLE
 from xapi.datamodel.errors import XapiError
 
@@ -559,7 +559,7 @@ class Run:
     async def do_list(self, prefix: str, c: dm.Class) -> None:
         fs = records.fields(prefix, c)
         everything = await self.views(c)
-        filters = list(records.DEFAULT_FILTERS.get(prefix, {}).items()) + [
+        filters = list(record_tables.DEFAULT_FILTERS.get(prefix, {}).items()) + [
             (k, v) for k, v in self.args.items()
             if k not in STDPARAMS and k not in ("message-priority", "trace") and not k.startswith("database:")]
         shown = everything
@@ -573,7 +573,7 @@ class Run:
         elif params is not None:
             names = set(params.split(","))
         else:
-            names = set(records.DEFAULT_PARAMS.get(prefix, ("uuid", "name-label", "name-description"))) or None
+            names = set(record_tables.DEFAULT_PARAMS.get(prefix, ("uuid", "name-label", "name-description"))) or None
         selected = [f for f in fs if not f.hidden and (names is None or f.name in names)]
         rows = []
         for v in shown:
