@@ -4214,8 +4214,8 @@ class PIFApi:
         """Lowest role: pool-operator. Errors: HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN, VIF_IN_USE, PIF_DOES_NOT_ALLOW_UNPLUG, PIF_HAS_FCOE_SR_IN_USE."""
     def forget(self, self_: PIFRef, /) -> None:
         """Lowest role: pool-operator. Errors: PIF_TUNNEL_STILL_EXISTS, CLUSTERING_ENABLED."""
-    def introduce(self, host: HostRef, MAC: str, device: str, managed: bool, /) -> PIFRef:
-        """Lowest role: pool-operator."""
+    def introduce(self, host: HostRef, MAC: str, device: str, managed: bool = ..., /) -> PIFRef:
+        """Defaults: managed=True. Lowest role: pool-operator."""
     def scan(self, host: HostRef, /) -> None:
         """Lowest role: pool-operator."""
     def set_primary_address_type(self, self_: PIFRef, primary_address_type: PrimaryAddressType, /) -> None:
@@ -4327,8 +4327,8 @@ class AsyncPIFApi:
         """Lowest role: pool-operator. Errors: HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN, VIF_IN_USE, PIF_DOES_NOT_ALLOW_UNPLUG, PIF_HAS_FCOE_SR_IN_USE."""
     def forget(self, self_: PIFRef, /) -> TaskRef:
         """Lowest role: pool-operator. Errors: PIF_TUNNEL_STILL_EXISTS, CLUSTERING_ENABLED."""
-    def introduce(self, host: HostRef, MAC: str, device: str, managed: bool, /) -> TaskRef:
-        """Lowest role: pool-operator."""
+    def introduce(self, host: HostRef, MAC: str, device: str, managed: bool = ..., /) -> TaskRef:
+        """Defaults: managed=True. Lowest role: pool-operator."""
     def scan(self, host: HostRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
     def set_primary_address_type(self, self_: PIFRef, primary_address_type: PrimaryAddressType, /) -> TaskRef:
@@ -4399,8 +4399,8 @@ class BondApi:
         """Lowest role: pool-operator."""
     def destroy(self, self_: BondRef, /) -> None:
         """Lowest role: pool-operator."""
-    def create(self, network: NetworkRef, members: list[PIFRef], MAC: str, mode: BondMode, properties: dict[str, str], /) -> BondRef:
-        """Lowest role: pool-operator."""
+    def create(self, network: NetworkRef, members: list[PIFRef], MAC: str, mode: BondMode = ..., properties: dict[str, str] = ..., /) -> BondRef:
+        """Defaults: mode='balance-slb', properties={}. Lowest role: pool-operator."""
     def remove_from_other_config(self, self_: BondRef, key: str, /) -> None:
         """Lowest role: pool-operator."""
     def add_to_other_config(self, self_: BondRef, key: str, value: str, /) -> None:
@@ -4440,8 +4440,8 @@ class AsyncBondApi:
         """Lowest role: pool-operator."""
     def destroy(self, self_: BondRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def create(self, network: NetworkRef, members: list[PIFRef], MAC: str, mode: BondMode, properties: dict[str, str], /) -> TaskRef:
-        """Lowest role: pool-operator."""
+    def create(self, network: NetworkRef, members: list[PIFRef], MAC: str, mode: BondMode = ..., properties: dict[str, str] = ..., /) -> TaskRef:
+        """Defaults: mode='balance-slb', properties={}. Lowest role: pool-operator."""
 
 class VLANApi:
     """xenapi.VLAN"""
@@ -5373,8 +5373,8 @@ class TunnelApi:
         """Lowest role: read-only."""
     def destroy(self, self_: TunnelRef, /) -> None:
         """Lowest role: pool-operator."""
-    def create(self, transport_PIF: PIFRef, network: NetworkRef, protocol: TunnelProtocol, /) -> TunnelRef:
-        """Lowest role: pool-operator. Errors: OPENVSWITCH_NOT_ACTIVE, TRANSPORT_PIF_NOT_CONFIGURED, IS_TUNNEL_ACCESS_PIF."""
+    def create(self, transport_PIF: PIFRef, network: NetworkRef, protocol: TunnelProtocol = ..., /) -> TunnelRef:
+        """Defaults: protocol='gre'. Lowest role: pool-operator. Errors: OPENVSWITCH_NOT_ACTIVE, TRANSPORT_PIF_NOT_CONFIGURED, IS_TUNNEL_ACCESS_PIF."""
     def set_protocol(self, self_: TunnelRef, value: TunnelProtocol, /) -> None:
         """Lowest role: pool-operator."""
     def remove_from_other_config(self, self_: TunnelRef, key: str, /) -> None:
@@ -5412,8 +5412,8 @@ class AsyncTunnelApi:
     """xenapi.Async.tunnel: each call starts a task and answers with its ref."""
     def destroy(self, self_: TunnelRef, /) -> TaskRef:
         """Lowest role: pool-operator."""
-    def create(self, transport_PIF: PIFRef, network: NetworkRef, protocol: TunnelProtocol, /) -> TaskRef:
-        """Lowest role: pool-operator. Errors: OPENVSWITCH_NOT_ACTIVE, TRANSPORT_PIF_NOT_CONFIGURED, IS_TUNNEL_ACCESS_PIF."""
+    def create(self, transport_PIF: PIFRef, network: NetworkRef, protocol: TunnelProtocol = ..., /) -> TaskRef:
+        """Defaults: protocol='gre'. Lowest role: pool-operator. Errors: OPENVSWITCH_NOT_ACTIVE, TRANSPORT_PIF_NOT_CONFIGURED, IS_TUNNEL_ACCESS_PIF."""
 
 class NetworkSriovApi:
     """xenapi.network_sriov"""

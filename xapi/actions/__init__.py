@@ -26,6 +26,9 @@ MODULES = {
     "network": "xapi.actions.network",
     "message": "xapi.actions.message",
     "PIF": "xapi.actions.pif",
+    "VLAN": "xapi.actions.vlan",
+    "Bond": "xapi.actions.bond",
+    "tunnel": "xapi.actions.tunnel",
 }
 
 

@@ -8,19 +8,29 @@ with xapi_pif.ml's checks in its order and its errors:
 * unplug: not the management PIF, no VIF of a VM running on its host attached to its network
   (VIF_IN_USE [network, vif]), disallow_unplug unset (PIF_DOES_NOT_ALLOW_UNPLUG); plug: not a bond slave;
 * set_property: only "gro" = on|off (INVALID_VALUE ["properties", "name = value"]), only physical PIFs
-  and bond masters (CANNOT_CHANGE_PIF_PROPERTIES); forget: not the management PIF, no bond, VLAN or tunnel.
+  and bond masters (CANNOT_CHANGE_PIF_PROPERTIES); forget: not the management PIF, no bond, VLAN or tunnel;
+* scan: a PIF for each of the host's NICs (xapi.actions.host_nics) that has none, physical MACs refreshed;
+  introduce(host, MAC, device, managed): MAC empty (the device's) or valid (MAC_INVALID), no physical PIF
+  with that device yet (DUPLICATE_PIF_DEVICE_NAME), the NIC there
+  (COULD_NOT_FIND_NETWORK_INTERFACE_WITH_SPECIFIED_DEVICE_NAME_AND_MAC_ADDRESS [device, MAC]); a new
+  NIC's PIF joins the network of bridge xenbr<N> for eth<N> (br<device> otherwise), made when missing;
+* create_VLAN and destroy: the deprecated forms of VLAN.create (on the host's untagged PIF of the
+  device, else INVALID_VALUE ["device", device]) and VLAN.destroy (not on a physical PIF: PIF_IS_PHYSICAL).
 
 The hosts' network interfaces are the simulated ones: there is no network daemon to reconfigure, so
-plugging a PIF is its currently_attached; device discovery (scan, introduce) is left unimplemented.
+plugging a PIF is its currently_attached (xapi.actions.pif_links.bring_up).
 """
 from __future__ import annotations
 
 import ipaddress
+import re
 
+from xapi.actions import host_nics, pif_links as links
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert
 
 PROPERTIES = {"gro": ("on", "off")}
+PROPERTY_DEFAULTS = {"gro": "on"}      # a new NIC's PIF
 
 
 def _rec(db, ref) -> dict:
@@ -35,15 +45,7 @@ def _managed(rec: dict, ref: str) -> None:
         raise XapiError("PIF_UNMANAGED", ref)
 
 
-def _no_protection(db, rec: dict) -> None:
-    """While the PIF is attached, HA and the redo-log forbid reconfiguring it."""
-    if rec["currently_attached"]:
-        pools = db.table("pool")
-        for pool in pools.refs():
-            if pools.get_field(pool, "ha_enabled"):
-                raise XapiError("HA_IS_ENABLED")
-            if pools.get_field(pool, "redo_log_enabled"):
-                raise XapiError("REDO_LOG_IS_ENABLED")
+_no_protection = links.assert_no_protection
 
 
 def _valid_ip(kind, field: str, value: str) -> None:
@@ -191,12 +193,13 @@ def plug(ctx, session, self):
     for tunnel in rec["tunnel_access_PIF_of"]:      # a tunnel needs its transport up and configured
         if tunnel in tunnels:
             transport = tunnels.get_field(tunnel, "transport_PIF")
-            if _rec(db, transport)["ip_configuration_mode"] == "None":
+            trec = _rec(db, transport)
+            if trec["ip_configuration_mode"] == "None" and trec["ipv6_configuration_mode"] == "None":
                 raise XapiError("TRANSPORT_PIF_NOT_CONFIGURED", transport)
             plug(ctx, session, transport)
     if rec["bond_slave_of"] != NULL_REF:
         raise XapiError("CANNOT_PLUG_BOND_SLAVE", self)
-    db.table("PIF").set_field(self, "currently_attached", True)
+    links.bring_up(db, self)
     return ""
 
 
@@ -250,3 +253,97 @@ def db_forget(ctx, session, self):
     _rec(db, self)
     db.table("PIF").remove(self)
     return ""
+
+
+# -- the host's NICs -------------------------------------------------------------------------------
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def _bridge_of(device: str) -> str:
+    """xapi's bridge naming convention: eth<N> -> xenbr<N>, anything else -> br<device>."""
+    return "xenbr" + device[3:] if device.startswith("eth") else "br" + device
+
+
+def _network_for(db, device: str) -> str:
+    """The network of the device's bridge, made (as xapi names it) unless exactly one is there."""
+    bridge = _bridge_of(device)
+    nets = db.table("network")
+    found = [n for n in nets.refs() if nets.get_field(n, "bridge") == bridge]
+    if len(found) == 1:
+        return found[0]
+    return insert(db, "network", name_label=f"Pool-wide network associated with {device}", name_description="",
+                  MTU=1500, bridge=bridge, managed=True)
+
+
+def _physical_devices(db, host: str) -> set:
+    pifs = db.table("PIF")
+    return {pifs.get_field(p, "device") for p in pifs.find("host", host) if pifs.get_field(p, "physical")}
+
+
+def _introduce(db, host: str, nic, managed: bool, disallow_unplug: bool = False) -> str:
+    metrics = insert(db, "PIF_metrics", **nic.metrics)
+    return insert(db, "PIF", device=nic.device, network=_network_for(db, nic.device), host=host, MAC=nic.MAC,
+                  MTU=nic.MTU, VLAN=-1, metrics=metrics, physical=True, currently_attached=False,
+                  ip_configuration_mode="None", bond_slave_of=NULL_REF, VLAN_master_of=NULL_REF,
+                  management=False, disallow_unplug=disallow_unplug, ipv6_configuration_mode="None", IPv6=[],
+                  primary_address_type="IPv4", managed=bool(managed), properties=dict(PROPERTY_DEFAULTS),
+                  capabilities=[])
+
+
+def introduce(ctx, session, host, MAC, device, managed):  # noqa: N803 - the API's names
+    app = ctx.app
+    db = app.db
+    links.record(db, "host", host)
+    mac = MAC.lower()
+    found = host_nics.nics(app, host)
+    if mac == "":
+        mac = found[device].MAC if device in found else ""
+    if not _MAC.fullmatch(mac):
+        raise XapiError("MAC_INVALID", mac)
+    if device in _physical_devices(db, host):
+        raise XapiError("DUPLICATE_PIF_DEVICE_NAME", device)
+    nic = found.get(device)
+    if nic is None or nic.MAC != mac:
+        raise XapiError("COULD_NOT_FIND_NETWORK_INTERFACE_WITH_SPECIFIED_DEVICE_NAME_AND_MAC_ADDRESS", device, mac)
+    return _introduce(db, host, nic, managed)
+
+
+def scan(ctx, session, host):
+    app = ctx.app
+    db = app.db
+    links.record(db, "host", host)
+    found = host_nics.nics(app, host)
+    pifs = db.table("PIF")
+    for pif in pifs.find("host", host):         # refresh_all: a physical PIF follows its NIC's MAC
+        if pifs.get_field(pif, "physical"):
+            nic = found.get(pifs.get_field(pif, "device"))
+            if nic is not None and pifs.get_field(pif, "MAC") != nic.MAC:
+                pifs.set_field(pif, "MAC", nic.MAC)
+    known = _physical_devices(db, host)
+    for device, nic in found.items():
+        if device not in known:
+            _introduce(db, host, nic, managed=True)
+    return ""
+
+
+# -- the deprecated VLAN calls ---------------------------------------------------------------------
+def create_VLAN(ctx, session, device, network, host, VLAN):  # noqa: N802,N803 - the API's names
+    from xapi.actions import vlan as vlan_actions
+    db = ctx.app.db
+    hrec = links.record(db, "host", host)
+    pifs = db.table("PIF")
+    base = [p for p in hrec["PIFs"] if p in pifs and pifs.get_field(p, "device") == device
+            and pifs.get_field(p, "VLAN") == -1]
+    if not base:
+        raise XapiError("INVALID_VALUE", "device", device)
+    vlan = vlan_actions.create(ctx, session, base[0], VLAN, network)
+    return db.table("VLAN").get_field(vlan, "untagged_PIF")
+
+
+def destroy(ctx, session, self):
+    from xapi.actions import vlan as vlan_actions
+    db = ctx.app.db
+    rec = _rec(db, self)
+    if rec["VLAN"] < 0:
+        raise XapiError("PIF_IS_PHYSICAL")
+    return vlan_actions.destroy(ctx, session, rec["VLAN_master_of"])

@@ -22,4 +22,7 @@ PARAM_DEFAULTS: dict[str, tuple[tuple[str, object], ...]] = {
     "pool.create_new_blob": (("public", False),),
     "pool.disable_external_auth": (("config", {}),),
     "pool.sync_updates": (("token", ""), ("token_id", "")),
+    "Bond.create": (("mode", "balance-slb"), ("properties", {})),   # Xen Orchestra sends four
+    "tunnel.create": (("protocol", "gre"),),
+    "PIF.introduce": (("managed", True),),
 }
