@@ -22,7 +22,6 @@ session = root_session("host")
 x = xenapi_of("session")
 
 
-
 def vm_with_disk(host, session, x, sr, name, data=b"original"):
     vm = new_vm(x, name)
     x.VM.set_other_config(vm, {"keep": "me", "default_template": "true"})

@@ -23,7 +23,6 @@ session = root_session("host")
 x = xenapi_of("session")
 
 
-
 def running_vm_with_disk(x, sr, name):
     vm = new_vm(x, name)
     vbd = x.VBD.create(vbd_record(vm, new_vdi(x, sr)))

@@ -1,59 +1,18 @@
-"""Helpers for the pool VM tests (test_pool_vms.py, test_migration.py): VMs made through the SDK,
-calls straight to a host's xenopsd socket, waiting, failures."""
+"""Helpers for the pool VM tests (test_pool_vms.py, test_migration.py, ...): PV VMs made through the SDK,
+the pool's hosts in address order, waiting for a task; the generic ones (failure, eventually, the raw
+xenopsd reply as `xenopsd`) come from tests/helpers.py."""
 from __future__ import annotations
 
-import json
-import os
-import socket
 import time
 
-import pytest
-import XenAPI
-
-MIB = 1 << 20
+from tests import helpers
+from tests.helpers import MIB, eventually, failure  # noqa: F401 - the pool modules' names
+from tests.helpers import xenopsd_reply as xenopsd  # noqa: F401 - its reply: {"result"} or {"error"}
 
 
 def new_vm(x, name="vm", memory=256 * MIB, vcpus=1):
-    rec = {
-        "name_label": name, "name_description": "", "user_version": "1", "is_a_template": False,
-        "affinity": "OpaqueRef:NULL", "memory_static_max": str(memory), "memory_dynamic_max": str(memory),
-        "memory_dynamic_min": str(memory), "memory_static_min": str(memory), "VCPUs_params": {},
-        "VCPUs_max": str(vcpus), "VCPUs_at_startup": str(vcpus), "actions_after_shutdown": "destroy",
-        "actions_after_reboot": "restart", "actions_after_crash": "destroy", "PV_bootloader": "",
-        "PV_kernel": "", "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "",
-        "HVM_boot_policy": "", "HVM_boot_params": {}, "platform": {}, "PCI_bus": "",
-        "other_config": {}, "recommendations": "",
-    }
-    return x.VM.create(rec)
-
-
-def xenopsd(host, method, *params):
-    """One call on a pool host's xenopsd socket: the reply {"result"} or {"error"}."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(os.path.join(host.data_dir, "xenopsd"))
-        s.sendall(json.dumps({"id": 1, "method": method, "params": list(params)}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
-
-
-def failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
-
-
-def eventually(fn, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+    """A halted PV VM without devices."""
+    return helpers.new_vm(x, name, memory, vcpus, HVM_boot_policy="", HVM_boot_params={})
 
 
 def wait_task(x, task, timeout: float = 30.0) -> dict:

@@ -3,24 +3,13 @@ hosts' xenopsds, resident_on and events follow, xapi's checks, progress and canc
 that fails leaves the VM running on the source, and 20 VMs ping-ponging at once."""
 from __future__ import annotations
 
-import pytest
-
-from tests import pool as _pool
-from tests.system.pool_vms import MIB, eventually, failure, hosts_by_address, new_vm, wait_task, xenopsd
-
-
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2)
-    yield p
-    _pool.cleanup(p)
+from tests.fixtures import own_pool
+from tests.helpers import MIB, eventually, failure
+from tests.helpers import xenopsd_reply as xenopsd
+from tests.system.pool_vms import hosts_by_address, new_vm, wait_task
 
 
-@pytest.fixture
-def x(sim):
-    s = sim.coordinator.session()
-    yield s.xenapi
-    s.xenapi.session.logout()
+sim = own_pool(2)
 
 
 def _sim_host(sim, x, host):

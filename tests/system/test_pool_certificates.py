@@ -4,19 +4,13 @@ whose replica keeps following)."""
 from __future__ import annotations
 
 import ssl
-import time
 
-import pytest
-
-from tests import pool as _pool
+from tests.fixtures import own_pool
+from tests.helpers import eventually
 from xapi.server import tls
 
 
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2)
-    yield p
-    _pool.cleanup(p)
+sim = own_pool(2)
 
 
 def _presented(host) -> str:
@@ -26,15 +20,6 @@ def _presented(host) -> str:
 def _recorded(x, host_ref) -> str:
     return next(x.Certificate.get_fingerprint(c) for c in x.host.get_certificates(host_ref)
                 if x.Certificate.get_type(c) == "host")
-
-
-def _eventually(fn, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def test_member_certificate_reset_through_the_coordinator(sim):
@@ -59,5 +44,5 @@ def test_coordinator_certificate_reset_keeps_members_following(sim):
     pool = x.pool.get_all()[0]
     x.pool.set_name_label(pool, "after the coordinator's new certificate")
     local = sim.hosts[1].local_session()
-    assert _eventually(lambda: local.xenapi.pool.get_name_label(pool) == "after the coordinator's new certificate")
+    assert eventually(lambda: local.xenapi.pool.get_name_label(pool) == "after the coordinator's new certificate")
     assert "fingerprint:" + after in open(f"{sim.hosts[1].data_dir}/pool.conf").read()

@@ -8,13 +8,10 @@ import XenAPI
 
 from tests import pool as _pool
 from tests.contract.xo_client import HAVE_XO, WHY_NOT, XoClient
+from tests.fixtures import own_pool
 
 
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2)
-    yield p
-    _pool.cleanup(p)
+sim = own_pool(2)
 
 
 def test_sdk_gets_host_is_slave_then_logs_in_at_the_coordinator(sim):

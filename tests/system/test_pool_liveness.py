@@ -6,29 +6,17 @@ import time
 
 import pytest
 
-from tests import pool as _pool
+from tests.fixtures import own_pool
+from tests.helpers import eventually
 
 FAST = {"XAPI_HOST_HEARTBEAT_INTERVAL": "0.2", "XAPI_HOST_ASSUMED_DEAD": "1.5"}
 
 
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(3, env=FAST)
-    yield p
-    _pool.cleanup(p)
+sim = own_pool(3, env=FAST)
 
 
 def _live(x) -> dict:
     return {r["address"]: x.host_metrics.get_live(r["metrics"]) for r in x.host.get_all_records().values()}
-
-
-def _eventually(fn, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def test_all_live_and_disable_enable(sim):
@@ -39,7 +27,7 @@ def test_all_live_and_disable_enable(sim):
     x.host.disable(member)
     assert x.host.get_enabled(member) is False
     local = sim.hosts[1].local_session()      # the member's replica sees it too
-    assert _eventually(lambda: local.xenapi.host.get_enabled(member) is False)
+    assert eventually(lambda: local.xenapi.host.get_enabled(member) is False)
     x.host.enable(member)
     assert x.host.get_enabled(member) is True
 
@@ -47,7 +35,7 @@ def test_all_live_and_disable_enable(sim):
 def test_killed_member_goes_not_live(sim):
     x = sim.coordinator.session().xenapi
     sim.hosts[2].kill()
-    assert _eventually(lambda: _live(x) == {"127.0.0.2": True, "127.0.0.3": True, "127.0.0.4": False})
+    assert eventually(lambda: _live(x) == {"127.0.0.2": True, "127.0.0.3": True, "127.0.0.4": False})
     time.sleep(0.5)
     assert _live(x)["127.0.0.3"] is True
 

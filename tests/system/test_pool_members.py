@@ -16,7 +16,8 @@ import pytest
 import XenAPI
 
 from tests import pool as _pool
-from tests.system.pool_vms import MIB, eventually, failure, hosts_by_address, new_vm, wait_task
+from tests.helpers import MIB, eventually, failure
+from tests.system.pool_vms import hosts_by_address, new_vm, wait_task
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +30,6 @@ def sim():
             proc.kill()
             proc.wait()
     _pool.cleanup(p)
-
-
-@pytest.fixture
-def x(sim):
-    s = sim.coordinator.session()
-    yield s.xenapi
-    try:
-        s.xenapi.session.logout()
-    except XenAPI.Failure:
-        pass
 
 
 def _gone(pid: int) -> bool:

@@ -2,34 +2,13 @@
 and eject errors. One 3-host pool for the module; the tests run in order on it."""
 from __future__ import annotations
 
-import time
-
-import pytest
 import XenAPI
 
-from tests import pool as _pool
+from tests.fixtures import own_pool
+from tests.helpers import eventually, failure
 
 
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(3)
-    yield p
-    _pool.cleanup(p)
-
-
-def _failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
-
-
-def _eventually(fn, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+sim = own_pool(3)
 
 
 def test_pool_formed_with_shared_sr(sim):
@@ -57,10 +36,10 @@ def test_pool_formed_with_shared_sr(sim):
 def test_members_answer_host_is_slave(sim):
     for member in sim.hosts[1:]:
         s = XenAPI.Session(member.url)
-        assert _failure(s.xenapi.login_with_password, "root", member.password, "1.0", "t") == \
+        assert failure(s.xenapi.login_with_password, "root", member.password, "1.0", "t") == \
             ["HOST_IS_SLAVE", "127.0.0.2"]
         local = member.local_session()
-        assert _failure(local.xenapi.VM.create, {}) [:1] == ["HOST_IS_SLAVE"]
+        assert failure(local.xenapi.VM.create, {}) [:1] == ["HOST_IS_SLAVE"]
         assert local.xenapi.host.is_in_emergency_mode() is False
         local.xenapi.session.local_logout()
 
@@ -71,7 +50,7 @@ def test_member_replica_follows_writes(sim):
     s.xenapi.pool.set_name_label(pool, "replicated")
     for member in sim.hosts[1:]:
         local = member.local_session()
-        assert _eventually(lambda: local.xenapi.pool.get_name_label(pool) == "replicated")
+        assert eventually(lambda: local.xenapi.pool.get_name_label(pool) == "replicated")
         assert len(local.xenapi.host.get_all()) == 3
         local.xenapi.session.local_logout()
     s.xenapi.session.logout()
@@ -81,8 +60,8 @@ def test_eject_checks(sim):
     s = sim.coordinator.session()
     x = s.xenapi
     me = x.pool.get_master(x.pool.get_all()[0])
-    assert _failure(x.pool.eject, me)[0] == "OPERATION_NOT_ALLOWED"
-    assert _failure(x.pool.eject, "OpaqueRef:nope")[:2] == ["HANDLE_INVALID", "host"]
+    assert failure(x.pool.eject, me)[0] == "OPERATION_NOT_ALLOWED"
+    assert failure(x.pool.eject, "OpaqueRef:nope")[:2] == ["HANDLE_INVALID", "host"]
     s.xenapi.session.logout()
 
 
@@ -95,24 +74,24 @@ def test_eject_then_join_errors_then_join(sim):
     assert all(x.PBD.get_host(p) != third for p in x.PBD.get_all())
     # host 3 is a standalone pool again: password logins, one host, its own local SR
     h3 = sim.hosts[2]
-    alone = _eventually(lambda: _try_login(h3))
+    alone = eventually(lambda: _try_login(h3))
     assert alone is not None
     y = alone.xenapi
     assert len(y.host.get_all()) == 1
     assert y.pool.get_master(y.pool.get_all()[0]) == y.host.get_all()[0]
     assert [r["name_label"] for r in y.SR.get_all_records().values() if not r["shared"]] == ["Local storage"]
     # xapi's join errors
-    assert _failure(y.pool.join, "127.0.0.2", "root", "wrong")[0] == "SESSION_AUTHENTICATION_FAILED"
-    assert _failure(y.pool.join, "127.0.0.3", "root", h3.password) == ["HOST_IS_SLAVE", "127.0.0.2"]
-    assert _failure(y.pool.join, "127.0.0.99", "root", h3.password)[0] == "JOINING_HOST_CONNECTION_FAILED"
-    assert _failure(x.pool.join, "127.0.0.4", "root", h3.password)[0] == \
+    assert failure(y.pool.join, "127.0.0.2", "root", "wrong")[0] == "SESSION_AUTHENTICATION_FAILED"
+    assert failure(y.pool.join, "127.0.0.3", "root", h3.password) == ["HOST_IS_SLAVE", "127.0.0.2"]
+    assert failure(y.pool.join, "127.0.0.99", "root", h3.password)[0] == "JOINING_HOST_CONNECTION_FAILED"
+    assert failure(x.pool.join, "127.0.0.4", "root", h3.password)[0] == \
         "JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS"
     # and in again: it gets a PBD on the pool's shared SR, plugged through the coordinator
     y.pool.join("127.0.0.2", "root", h3.password)
     assert len(x.host.get_all()) == 3
     shared = next(sr for sr, r in x.SR.get_all_records().items() if r["shared"])
-    assert _eventually(lambda: [x.PBD.get_currently_attached(p) for p in x.SR.get_PBDs(shared)] == [True] * 3)
-    assert _failure(XenAPI.Session(h3.url).xenapi.login_with_password, "root", h3.password, "1.0", "t") == \
+    assert eventually(lambda: [x.PBD.get_currently_attached(p) for p in x.SR.get_PBDs(shared)] == [True] * 3)
+    assert failure(XenAPI.Session(h3.url).xenapi.login_with_password, "root", h3.password, "1.0", "t") == \
         ["HOST_IS_SLAVE", "127.0.0.2"]
     s.xenapi.session.logout()
 
@@ -123,13 +102,13 @@ def test_eject_then_join_force(sim):
     x = s.xenapi
     third = next(h for h, r in x.host.get_all_records().items() if r["address"] == "127.0.0.4")
     x.pool.eject(third)
-    alone = _eventually(lambda: _try_login(sim.hosts[2]))
+    alone = eventually(lambda: _try_login(sim.hosts[2]))
     assert alone is not None and len(alone.xenapi.host.get_all()) == 1
-    assert _failure(alone.xenapi.pool.join_force, "127.0.0.2", "root", "wrong")[0] == \
+    assert failure(alone.xenapi.pool.join_force, "127.0.0.2", "root", "wrong")[0] == \
         "SESSION_AUTHENTICATION_FAILED"
     alone.xenapi.pool.join_force("127.0.0.2", "root", sim.hosts[2].password)
     assert len(x.host.get_all()) == 3
-    assert _failure(XenAPI.Session(sim.hosts[2].url).xenapi.login_with_password, "root",
+    assert failure(XenAPI.Session(sim.hosts[2].url).xenapi.login_with_password, "root",
                     sim.hosts[2].password, "1.0", "t") == ["HOST_IS_SLAVE", "127.0.0.2"]
     s.xenapi.session.logout()
 
@@ -158,15 +137,15 @@ def test_join_refused_with_running_vm_or_shared_sr(sim, tmp_path):
     third = next(h for h, r in x.host.get_all_records().items() if r["address"] == "127.0.0.4")
     x.pool.eject(third)
     h3 = sim.hosts[2]
-    y = _eventually(lambda: _try_login(h3)).xenapi
+    y = eventually(lambda: _try_login(h3)).xenapi
     vm = _new_vm(y)
     y.VM.start(vm, False, False)
-    assert _failure(y.pool.join, "127.0.0.2", "root", h3.password) == ["JOINING_HOST_CANNOT_HAVE_RUNNING_VMS"]
+    assert failure(y.pool.join, "127.0.0.2", "root", h3.password) == ["JOINING_HOST_CANNOT_HAVE_RUNNING_VMS"]
     y.VM.hard_shutdown(vm)
     y.VM.destroy(vm)
     sr = y.SR.create(y.host.get_all()[0], {"path": str(tmp_path)}, "0", "other pool's shared SR", "", "nfs",
                      "user", True, {})
-    assert _failure(y.pool.join, "127.0.0.2", "root", h3.password) == ["JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS"]
+    assert failure(y.pool.join, "127.0.0.2", "root", h3.password) == ["JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS"]
     for pbd in y.SR.get_PBDs(sr):
         y.PBD.unplug(pbd)
     y.SR.forget(sr)

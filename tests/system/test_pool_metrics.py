@@ -2,17 +2,12 @@
 host_metrics, host_cpu and its VMs' VM_metrics current from the member's xenopsd."""
 from __future__ import annotations
 
-import pytest
+from tests.fixtures import own_pool
+from tests.helpers import MIB, eventually
+from tests.system.pool_vms import hosts_by_address, new_vm
 
-from tests import pool as _pool
-from tests.system.pool_vms import MIB, eventually, hosts_by_address, new_vm
 
-
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2, env={"XAPI_METRICS_INTERVAL": "0.2"})
-    yield p
-    _pool.cleanup(p)
+sim = own_pool(2, env={"XAPI_METRICS_INTERVAL": "0.2"})
 
 
 def test_member_metrics_reach_the_coordinator(sim):

@@ -14,6 +14,7 @@ import pytest
 import XenAPI
 
 from tests import pool as _pool
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -21,12 +22,7 @@ FAST = {"XAPI_HOST_HEARTBEAT_INTERVAL": "0.2", "XAPI_HOST_ASSUMED_DEAD": "1.5"}
 
 
 def _eventually(fn, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
+    return eventually(fn, timeout, interval=0.1)
 
 
 def _live(x) -> dict:

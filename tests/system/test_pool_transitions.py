@@ -5,35 +5,18 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import XenAPI
 
 from tests import pool as _pool
+from tests.fixtures import own_pool
+from tests.helpers import eventually, failure
 
 
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(3)
-    yield p
-    _pool.cleanup(p)
-
-
-def _failure(fn, *args) -> list:
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
+sim = own_pool(3)
 
 
 def _eventually(fn, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = fn()
-        except (XenAPI.Failure, OSError):
-            value = None
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+    return eventually(fn, timeout, ignore=(XenAPI.Failure, OSError))     # hosts come and go meanwhile
 
 
 def _login_error(host) -> list | None:
@@ -51,11 +34,11 @@ def test_designate_new_master(sim):
     target = next(h for h, r in x.host.get_all_records().items() if r["address"] == h2.address)
     pool = x.pool.get_all()[0]
     x.pool.set_name_label(pool, "before handover")
-    assert _failure(x.pool.designate_new_master, "OpaqueRef:nope")[:2] == ["HANDLE_INVALID", "host"]
+    assert failure(x.pool.designate_new_master, "OpaqueRef:nope")[:2] == ["HANDLE_INVALID", "host"]
     x.pool.designate_new_master(target)
     # the old coordinator's sessions are gone (xapi restarts it): the SDK logs in again on
     # SESSION_INVALID and gets HOST_IS_SLAVE naming the new one, and so does the other member
-    assert _failure(x.pool.set_name_label, pool, "too late") == ["HOST_IS_SLAVE", h2.address]
+    assert failure(x.pool.set_name_label, pool, "too late") == ["HOST_IS_SLAVE", h2.address]
     assert _eventually(lambda: _login_error(h3) == ["HOST_IS_SLAVE", h2.address])
     assert _login_error(h1) == ["HOST_IS_SLAVE", h2.address]
     y = h2.session().xenapi
@@ -97,7 +80,7 @@ def test_emergency_reset_master_does_not_contact_the_address(sim):
     h1, h2, h3 = sim.hosts
     local = h1.local_session()
     x = local.xenapi
-    assert _failure(x.pool.emergency_reset_master, "no-such-host.invalid") == [
+    assert failure(x.pool.emergency_reset_master, "no-such-host.invalid") == [
         "INTERNAL_ERROR", "Couldn't resolve hostname: no-such-host.invalid"]
     x.pool.emergency_reset_master(h2.address)                     # h2 was killed: no HOST_OFFLINE
     assert _login_error(h1) == ["HOST_IS_SLAVE", h2.address]

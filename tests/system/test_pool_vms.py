@@ -13,7 +13,9 @@ import pytest
 import XenAPI
 
 from tests import pool as _pool
-from tests.system.pool_vms import MIB, eventually, failure, hosts_by_address, new_vm, xenopsd
+from tests.helpers import MIB, eventually, failure
+from tests.helpers import xenopsd_reply as xenopsd
+from tests.system.pool_vms import hosts_by_address, new_vm
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +28,6 @@ def sim():
             proc.kill()
             proc.wait()
     _pool.cleanup(p)
-
-
-@pytest.fixture
-def x(sim):
-    s = sim.coordinator.session()
-    yield s.xenapi
-    try:
-        s.xenapi.session.logout()
-    except Exception:
-        pass
 
 
 def _member(sim):

@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
-import pytest
-
-from tests import pool as _pool
+from tests import helpers
 from tests.contract.xe_client import XE
+from tests.fixtures import own_pool
 
 
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(3)
-    yield p
-    _pool.cleanup(p)
+sim = own_pool(3)
 
 
 def xe(host, *args, local: bool = False, tls: bool = False) -> subprocess.CompletedProcess:
@@ -35,12 +29,7 @@ def ok(r) -> str:
 
 
 def eventually(fn, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
+    return helpers.eventually(fn, timeout, interval=0.1)
 
 
 def host_uuid(via, address: str) -> str:
