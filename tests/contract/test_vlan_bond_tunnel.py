@@ -3,6 +3,7 @@ xapi makes and links both ways, its checks and errors, and event.from seeing the
 import pytest
 
 from tests.fixtures import own_daemon, root_xenapi
+from tests.contract.xe_client import ok, xe
 from tests.helpers import failure
 
 host = own_daemon("--request-timeout", "10")
@@ -226,3 +227,15 @@ def test_tunnel_checks(x, nics):
     assert failure(x.tunnel.create, "OpaqueRef:nope", n) == ["HANDLE_INVALID", "PIF", "OpaqueRef:nope"]
     assert failure(x.tunnel.destroy, "OpaqueRef:nope") == ["HANDLE_INVALID", "tunnel", "OpaqueRef:nope"]
     assert x.tunnel.get_all() == [] and x.PIF.get_tunnel_transport_PIF_of(nics["eth0"]) == []
+
+
+def test_xe_pif_scan_finds_a_forgotten_nic(x, nics, host):
+    me = x.host.get_all()[0]
+    eth3 = nics["eth3"]
+    mac, network = x.PIF.get_MAC(eth3), x.PIF.get_network(eth3)
+    x.PIF.forget(eth3)
+    ok(xe(host, "pif-scan", f"host-uuid={x.host.get_uuid(me)}"))
+    again = pif_of(x, "eth3")
+    assert again != eth3 and x.PIF.get_MAC(again) == mac and x.PIF.get_network(again) == network
+    r = xe(host, "pif-scan", "host-uuid=00000000-0000-0000-0000-000000000000")
+    assert r.returncode != 0 and "The uuid you supplied was invalid." in r.stdout + r.stderr
