@@ -7,21 +7,16 @@ import http.client
 import os
 import xmlrpc.client
 
-import pytest
 import XenAPI
 
-from tests import daemon as _daemon
+from tests.fixtures import own_daemon
 from xapi.datamodel.errors import XapiError
 from xapi.pool.calls import Peer
 from xapi.pool.xenops import RemoteXenops
 from xapi.server import tls
 
 
-@pytest.fixture(scope="module")
-def host():
-    d = _daemon.start()
-    yield d
-    _daemon.cleanup(d)
+host = own_daemon()
 
 
 def _secret(d) -> str:

@@ -8,20 +8,14 @@ import shlex
 import subprocess
 import sys
 
-import pytest
-
-from tests import daemon
+from tests.fixtures import own_daemon
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "packaging", "xe-completion")
 BIN = os.path.dirname(sys.executable)          # where the .venv's `xe` is
 
 
-@pytest.fixture(scope="module")
-def d():
-    dm = daemon.start()
-    yield dm
-    daemon.cleanup(dm)
+d = own_daemon()
 
 
 def complete(d, words: list[str], cword: int | None = None, socket: bool = True) -> list[str]:
