@@ -21,7 +21,8 @@ Hypervisor calls go through `_xc`: in place for the simulator, in a bounded pool
 xc backend (libxenctrl may block), so that none runs on the event loop.
 Devices of a running domain: VBD.plug/unplug/set_media, VIF.plug/unplug/move and
 VIF.set_ip_configuration (a static address for the guest agent, xapi's VIF.configure_ipv4/6).
-Live settings: VM.set_vcpus (vCPU hotplug), VM.set_shadow_multiplier and VM.request_rdp.
+Live settings: VM.set_vcpus (vCPU hotplug), VM.set_shadow_multiplier and VM.request_rdp;
+HOST.update_guest_agent_features for the pool's guest agent configuration.
 
 Wire: one JSON object per line. {"id", "method", "params": [...]} -> {"id", "result"} or
 {"id", "error": [code, params...]} (codes are xapi's where one exists, e.g. VM_BAD_POWER_STATE).
@@ -754,6 +755,18 @@ class Xenopsd:
         self._update(vm.id)
         return float(multiplier)
 
+    def host_update_guest_agent_features(self, features: dict) -> None:
+        """xenopsd's HOST.update_guest_agent_features: /guest_agent_features/<name>/licensed and
+        enabled ("1"/"0") and its parameters/<key>, which guest agents read (the pool's guest_agent_config)."""
+        if self.store is None:
+            return
+        for name, f in features.items():
+            base = f"/guest_agent_features/{name}"
+            self.store.write(f"{base}/licensed", "1" if f.get("licensed", True) else "0")
+            self.store.write(f"{base}/enabled", "1" if f.get("enabled") else "0")
+            for k, v in (f.get("parameters") or {}).items():
+                self.store.write(f"{base}/parameters/{k}", str(v))
+
     async def vm_request_rdp(self, vm_id: str, enabled: bool) -> None:
         """xenopsd's VM.request_rdp: control/ts asks the guest agent to turn RDP on or off."""
         vm = self._running(vm_id)
@@ -1025,4 +1038,5 @@ _METHODS = {
     "VM.set_vcpus": Xenopsd.vm_set_vcpus,
     "VM.set_shadow_multiplier": Xenopsd.vm_set_shadow_multiplier,
     "VM.request_rdp": Xenopsd.vm_request_rdp,
+    "HOST.update_guest_agent_features": Xenopsd.host_update_guest_agent_features,
 }
