@@ -1,10 +1,12 @@
 """PIF.scan/introduce/forget, VLAN, Bond and tunnel through the XenAPI SDK on a real daemon: the rows
-xapi makes and links both ways, its checks and errors, and event.from seeing the new rows."""
+xapi makes and links both ways, its checks and errors, event.from seeing the new rows, xe pif-scan,
+and a bond carrying the management interface across a restart."""
 import pytest
 
-from tests.fixtures import own_daemon, root_xenapi
+from tests import daemon as _daemon
 from tests.contract.xe_client import ok, xe
-from tests.helpers import failure
+from tests.fixtures import own_daemon, root_xenapi
+from tests.helpers import failure, login, new_vm, vif_record
 
 host = own_daemon("--request-timeout", "10")
 x = root_xenapi("host")
@@ -139,6 +141,8 @@ def test_bond_create_links_moves_and_destroy(x, nics):
     bonded = net(x, "bonded")
     n20 = net(x, "vlan20")
     vlan = x.VLAN.create(eth1, "20", n20)                   # moves up onto the bond, and down again
+    vm = new_vm(x, "on-eth2")                               # a VM that can start only here: its VIF moves too
+    vif = x.VIF.create(vif_record(vm, x.PIF.get_network(eth2)))
     token = x.event_from(["Bond", "PIF"], "", 0.0)["token"]
     bond = x.Bond.create(bonded, [eth1, eth2, eth1], "", "active-backup")   # Xen Orchestra's four arguments
     rec = x.Bond.get_record(bond)
@@ -158,6 +162,7 @@ def test_bond_create_links_moves_and_destroy(x, nics):
     assert failure(x.VLAN.get_record, vlan)[0] == "HANDLE_INVALID"
     assert x.PIF.get_device(x.VLAN.get_untagged_PIF(moved[0])) == "bond0"
     assert x.PIF.get_network(x.VLAN.get_untagged_PIF(moved[0])) == n20
+    assert x.VIF.get_network(vif) == bonded and x.network.get_VIFs(bonded) == [vif]
 
     other = net(x, "other-bond")
     assert failure(x.Bond.create, other, [eth1, nics["eth3"]], "", "balance-slb", {}) == ["PIF_ALREADY_BONDED", eth1]
@@ -192,7 +197,9 @@ def test_bond_create_links_moves_and_destroy(x, nics):
     assert len(back) == 1 and x.VLAN.get_tag(back[0]) == "20" and x.PIF.get_network(
         x.VLAN.get_untagged_PIF(back[0])) == n20
     assert x.network.get_PIFs(bonded) == []
+    assert x.VIF.get_network(vif) == x.PIF.get_network(eth1)   # down onto the primary member's network
     x.VLAN.destroy(back[0])
+    x.VM.destroy(vm)
     assert failure(x.Bond.destroy, bond) == ["HANDLE_INVALID", "Bond", bond]
 
 
@@ -239,3 +246,31 @@ def test_xe_pif_scan_finds_a_forgotten_nic(x, nics, host):
     assert again != eth3 and x.PIF.get_MAC(again) == mac and x.PIF.get_network(again) == network
     r = xe(host, "pif-scan", "host-uuid=00000000-0000-0000-0000-000000000000")
     assert r.returncode != 0 and "The uuid you supplied was invalid." in r.stdout + r.stderr
+
+
+def test_bond_and_vlan_survive_a_restart():
+    d = _daemon.start()
+    try:
+        s = login(d)
+        x = s.xenapi
+        me = x.host.get_all()[0]
+        x.PIF.scan(me)
+        eth0, eth1 = pif_of(x, "eth0"), pif_of(x, "eth1")
+        bond = x.Bond.create(net(x, "management-bond"), [eth0, eth1], "", "active-backup", {})
+        master = x.Bond.get_master(bond)
+        vlan = x.VLAN.create(master, "42", net(x, "vlan42"))
+        s.xenapi.session.logout()
+        assert d.stop() == 0
+        d = _daemon.start(data_dir=d.data_dir)
+        s = login(d)
+        x = s.xenapi
+        assert x.host.get_management_interface(me) == master and x.PIF.get_currently_attached(master) is True
+        assert sorted(x.Bond.get_slaves(bond)) == sorted([eth0, eth1]) and x.PIF.get_bond_master_of(master) == [bond]
+        assert x.PIF.get_bond_slave_of(eth0) == bond and x.PIF.get_management(eth0) is False
+        assert x.PIF.get_VLAN_slave_of(master) == [vlan] and x.VLAN.get_tag(vlan) == "42"
+        x.VLAN.destroy(vlan)
+        x.Bond.destroy(bond)
+        assert x.host.get_management_interface(me) == eth0
+        s.xenapi.session.logout()
+    finally:
+        _daemon.cleanup(d)
