@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
 from tests.helpers import MIB, failure, management_network, new_vdi, new_vm, raw_vdi, vbd_record, \
-    vif_record, wait_for
+    vif_record, wait_for, xenopsd
 
 d = own_daemon("--request-timeout", "20")
 api = root_session("d", originator="lock-tests")
@@ -69,3 +69,39 @@ def test_refused_device_operations_leave_nothing_behind(x, sr):
     assert failure(x.VBD.plug, "OpaqueRef:nope") == ["HANDLE_INVALID", "VBD", "OpaqueRef:nope"]
     assert x.VBD.get_current_operations(vbd) == {} and x.VIF.get_current_operations(vif) == {}
     assert "attach" in x.VBD.get_allowed_operations(vbd) and "attach" in x.VIF.get_allowed_operations(vif)
+
+
+def test_copies_of_one_vm_run_alongside_each_other(d, api, x, vm_with_disk):
+    """xapi_vm_lifecycle.is_allowed_concurrently: clone, copy and export of one VM may overlap; a
+    start may not."""
+    vm = vm_with_disk
+    task = x.task.create("export", "")
+    with stalled_export(d, api, vm, task):
+        allowed = set(x.VM.get_allowed_operations(vm))
+        assert {"clone", "copy", "export"} <= allowed and "start" not in allowed and "destroy" not in allowed
+        clone = x.VM.clone(vm, "clone-during-export")
+        assert x.VM.get_current_operations(vm) == {task: "export"}
+        assert failure(x.VM.destroy, vm) == ["OTHER_OPERATION_IN_PROGRESS", "VM", vm, "export", task]
+    assert wait_for(lambda: x.VM.get_current_operations(vm) == {}, 10)
+    assert x.VM.get_power_state(clone) == "Halted" and len(x.VM.get_VBDs(clone)) == 1
+    x.VM.destroy(clone)
+
+
+def test_hard_shutdown_interrupts_a_clean_shutdown(d, x):
+    """message_forwarding.ml: hard_shutdown may run while a clean shutdown is in progress (not
+    beside another hard_shutdown) and cancels it first."""
+    vm = new_vm(x, "stubborn", HVM_boot_policy="", HVM_boot_params={})
+    x.VM.start(vm, False, False)
+    xenopsd(d, "DEBUG.set", "shutdown_delay", 5.0)
+    try:
+        task = x.Async.VM.clean_shutdown(vm)
+        assert wait_for(lambda: x.VM.get_current_operations(vm) == {task: "clean_shutdown"}, 5)
+        allowed = set(x.VM.get_allowed_operations(vm))
+        assert "hard_shutdown" in allowed and "hard_reboot" in allowed and "clean_reboot" not in allowed
+        assert failure(x.VM.pause, vm) == ["OTHER_OPERATION_IN_PROGRESS", "VM", vm, "clean_shutdown", task]
+        x.VM.hard_shutdown(vm)
+        assert x.task.get_status(task) == "cancelled"
+    finally:
+        xenopsd(d, "DEBUG.set", "shutdown_delay", 0.1)
+    assert x.VM.get_power_state(vm) == "Halted" and x.VM.get_current_operations(vm) == {}
+    assert "start" in x.VM.get_allowed_operations(vm)

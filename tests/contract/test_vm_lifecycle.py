@@ -7,11 +7,9 @@ import XenAPI
 
 from tests import daemon as _daemon
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, new_vm, wait_for, xenopsd
-from xapi import xenctrl
+from tests.helpers import failure, needs_domains, new_vm, wait_for, xenopsd
 
-pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                                reason="the xenctrl shim has no domain operations yet")
+pytestmark = needs_domains
 
 MIB = 1 << 20
 
@@ -24,7 +22,7 @@ def test_start_pause_shutdown_reboot(x):
     assert x.VM.get_power_state(vm) == "Halted"
     # (migrate_send, allowed for a halted VM in xapi, appears once storage migration is offered)
     assert set(x.VM.get_allowed_operations(vm)) - {"migrate_send"} == {
-        "start", "start_on", "destroy", "clone", "copy", "snapshot"}
+        "start", "start_on", "destroy", "clone", "copy", "snapshot", "export"}
     x.VM.start(vm, False, False)
     rec = x.VM.get_record(vm)
     assert rec["power_state"] == "Running" and int(rec["domid"]) > 0

@@ -59,7 +59,7 @@ _DOM0_OK = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "m
 _IMPLEMENTED = ("start", "start_on", "clean_shutdown", "clean_reboot", "hard_shutdown", "hard_reboot",
                 "pause", "unpause", "destroy", "suspend", "resume", "resume_on", "pool_migrate",
                 "clone", "copy", "snapshot", "checkpoint", "revert", "provision", "migrate_send",
-                "changing_VCPUs_live")
+                "changing_VCPUs_live", "export")
 
 
 def _rec(db, ref) -> dict:
@@ -67,6 +67,25 @@ def _rec(db, ref) -> dict:
         return db.table("VM").get(ref)
     except (KeyError, TypeError):
         raise XapiError("HANDLE_INVALID", "VM", ref) from None
+
+
+# xapi_vm_lifecycle.is_allowed_concurrently: ops of one of these sets run alongside each other...
+_CONCURRENT_SETS = (("clone", "copy", "export"), ("snapshot", "checkpoint"), ("get_boot_record",))
+# ...an op may join exactly this set of running ops...
+_CONCURRENT_AFTER = {("snapshot_with_quiesce",): ("snapshot",),
+                     ("migrate_send",): ("metadata_export", "clean_shutdown", "clean_reboot", "start", "start_on")}
+
+
+def allowed_concurrently(op: str, running: list) -> bool:
+    """...and hard_shutdown runs alongside anything but another hard_shutdown, hard_reboot alongside
+    anything but a hard_shutdown or hard_reboot (they cancel what they interrupt: hard_stop)."""
+    if op == "hard_shutdown":
+        return "hard_shutdown" not in running
+    if op == "hard_reboot":
+        return not any(o in ("hard_shutdown", "hard_reboot") for o in running)
+    if any(op in ops and all(o in ops for o in running) for ops in _CONCURRENT_SETS):
+        return True
+    return op in _CONCURRENT_AFTER.get(tuple(running), ())
 
 
 def check_operation(rec: dict, ref: str, op: str):
@@ -81,7 +100,7 @@ def check_operation(rec: dict, ref: str, op: str):
     if power not in allowed:
         return ["VM_BAD_POWER_STATE", ref, ", ".join(p.lower() for p in allowed), power.lower()]
     current = rec.get("current_operations") or {}
-    if current:
+    if current and not allowed_concurrently(op, list(current.values())):
         task, cop = next(iter(current.items()))
         return ["OTHER_OPERATION_IN_PROGRESS", "VM", ref, cop, task]
     if rec["is_a_template"] and not rec.get("is_a_snapshot"):
@@ -429,11 +448,35 @@ async def start_on(ctx, session, vm, host, start_paused=False, force=False):
     return ""
 
 
+# what a hard shutdown / hard reboot cancels first (message_forwarding.ml's VM.hard_shutdown/hard_reboot)
+_INTERRUPTS = {"hard_shutdown": ("clean_shutdown", "clean_reboot", "hard_reboot", "pool_migrate", "call_plugin",
+                                 "suspend"),
+               "hard_reboot": ("clean_shutdown", "clean_reboot", "pool_migrate", "call_plugin", "suspend")}
+
+
+async def _cancel_interrupted(app, session, vm: str, op: str) -> bool:
+    """Cancels the VM's running tasks that `op` interrupts and waits (bounded) until they ended;
+    whether there were any."""
+    ops = _INTERRUPTS.get(op, ())
+    victims = []
+    for task, cop in list((app.db.table("VM").get_field(vm, "current_operations") or {}).items()):
+        running = app.tasks.running.get(task)
+        if cop in ops and running is not None and running is not asyncio.current_task():
+            with contextlib.suppress(XapiError):
+                app.tasks.cancel(task, getattr(session, "ref", ""))
+            victims.append(running)
+    if victims:
+        await asyncio.wait(victims, timeout=60.0)
+    return bool(victims)
+
+
 def _simple(op: str, method: str, *extra):
     async def call(ctx, session, vm):
         app = ctx.app
 
         async def body(rec, progress):
+            if await _cancel_interrupted(app, session, vm, op):
+                rec = app.db.table("VM").get(vm)     # where the interrupted op left it
             xenops = xenops_of(app, home(app, rec))
             await xenops.call("VM.add", _config(rec))
             await xenops.run(method, rec["uuid"], *extra, on_progress=progress)
