@@ -149,6 +149,7 @@ def test_bond_create_links_moves_and_destroy(x, nics):
     master = rec["master"]
     assert sorted(rec["slaves"]) == sorted([eth1, eth2]) and rec["primary_slave"] == eth1
     assert rec["mode"] == "active-backup" and rec["properties"] == {} and rec["auto_update_mac"] is True
+    assert rec["links_up"] == "2"                            # both simulated NICs have a carrier
     m = x.PIF.get_record(master)
     assert m["bond_master_of"] == [bond] and m["device"] == "bond0" and m["host"] == me
     assert m["network"] == bonded and m["MAC"] == x.PIF.get_MAC(eth1) and m["physical"] is False
@@ -226,7 +227,9 @@ def test_bond_takes_the_management_interface(x, nics):
 def test_tunnel_checks(x, nics):
     n = net(x, "tunnelled")
     eth1, eth2 = nics["eth1"], nics["eth2"]
-    bond = x.Bond.create(net(x, "tunnel-bond"), [eth1, eth2], "", "balance-slb", {})
+    bond = x.Bond.create(net(x, "tunnel-bond"), [eth1, eth2], "02:11:22:33:44:55", "balance-slb", {})
+    assert x.PIF.get_MAC(x.Bond.get_master(bond)) == "02:11:22:33:44:55"   # a MAC given is kept
+    assert x.Bond.get_auto_update_mac(bond) is False
     assert failure(x.tunnel.create, eth1, n, "gre") == ["CANNOT_ADD_TUNNEL_TO_BOND_SLAVE", eth1]
     x.Bond.destroy(bond)
     # the simulated host reports software_version network_backend=bridge, as xapi without openvswitch

@@ -119,6 +119,13 @@ def _move_tunnel(db, host: str, new_transport: str, tunnel: str) -> None:
         links.bring_up(db, new_access)
 
 
+def _links_up(db, members) -> int:
+    """The members with a carrier, as xapi's monitor counts them (the simulated NICs report theirs)."""
+    pifs, metrics = db.table("PIF"), db.table("PIF_metrics")
+    return sum(1 for m in members
+               if pifs.get_field(m, "metrics") in metrics and metrics.get_field(pifs.get_field(m, "metrics"), "carrier"))
+
+
 def _vlans_of(db, pif_refs) -> list[str]:
     pifs, vlans = db.table("PIF"), db.table("VLAN")
     return [v for p in pif_refs for v in pifs.get_field(p, "VLAN_slave_of") if v in vlans]
@@ -185,7 +192,7 @@ def create(ctx, session, network, members, MAC, mode, properties):  # noqa: N803
     master = links.new_pif(db, device=_device_name(db, host), network=network, host=host, MAC=mac, MTU=-1,
                            VLAN=-1, metrics=links.new_metrics(db), properties=dict(pif_properties))
     bond = insert(db, "Bond", master=master, primary_slave=primary, mode=mode, properties=properties,
-                  links_up=0, auto_update_mac=MAC == "")
+                  links_up=_links_up(db, members), auto_update_mac=MAC == "")
     links.link(db, "PIF", master, "bond_master_of", bond)
     pifs = db.table("PIF")
     for m in members:
