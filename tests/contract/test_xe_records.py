@@ -404,3 +404,15 @@ def test_selectors_take_record_fields(d, x, running):
         x.VM.get_metrics(running)), "params=uuid", "--minimal")) == vif
     r = xe(d, "vm-vif-list", "dom-id=999999", "params=uuid")
     assert r.returncode == 1 and "No matching VMs found" in r.stderr
+
+
+def test_disk_and_vif_lists_show_records(d, x, running):
+    """vm-disk-list and vm-vif-list print the VBD's, VDI's and VIF's xe records (select_fields: the
+    named fields in the record's order, all of them for `all`)."""
+    from xapi.cli import commands, records
+    out = ok(xe(d, "vm-disk-list", "vm=records", "vbd-params=all", "vdi-params=sr-name-label,uuid"))
+    vbd_part, vdi_part = out.split("Disk 0 VDI:")
+    assert labels(vbd_part) == [f.label for f in records.fields("vbd", commands.CLASSES["vbd"])]
+    assert labels(vdi_part) == ["uuid ( RO)", "sr-name-label ( RO)"] and "Local storage" in vdi_part
+    out = ok(xe(d, "vm-vif-list", "vm=records", "params=network-name-label,MAC,vm-uuid"))
+    assert labels(out) == ["vm-uuid ( RO)", "MAC ( RO)", "network-name-label ( RO)"]

@@ -18,7 +18,6 @@ comma-joined line (commas in values escaped).
 from __future__ import annotations
 
 import inspect
-from xmlrpc.client import DateTime
 
 from xapi import datamodel as dm
 from xapi.cli import errors as cli_errors
@@ -77,14 +76,6 @@ for _c in dm.CLASSES.values():
     if "uuid" in _c.fields and "get_all_records" in _c.messages and "get_by_uuid" in _c.messages:
         CLASSES[cli_class(_c.name)] = _c
 CLASSES["template"] = CLASSES["snapshot"] = dm.CLASSES["VM"]      # gen_cmds' other views of VMs
-
-# record_util's own spellings (its "intentional shadowing"): VDI types capitalised; vm_power_state
-# is lowercased (power-state: running)
-ENUM_TEXT = {
-    "vdi_type": {"system": "System", "user": "User", "ephemeral": "Ephemeral", "suspend": "Suspend",
-                 "crashdump": "Crashdump", "ha_statefile": "HA statefile", "metadata": "Metadata",
-                 "redo_log": "Redo log", "rrd": "rrd", "pvs_cache": "PVS cache", "cbt_metadata": "CBT metadata"},
-}
 
 GENERATED = ("list", "param-list", "param-get", "param-set", "param-add", "param-remove", "param-clear")
 
@@ -152,21 +143,7 @@ STDPARAMS = {"server", "port", "username", "password", "minimal", "multiple", "f
              "database", "progress", "_topic"}
 
 
-# -- marker and values ------------------------------------------------------------------------------
-def marker(f: dm.Field, c: dm.Class | None = None) -> str:
-    writable = f.qualifier == "RW" or (c is not None and (
-        f"set_{f.name}" in c.messages or f"add_to_{f.name}" in c.messages or f"add_{f.name}" in c.messages))
-    rw = "W" if writable else "O"
-    kind = f.type.kind
-    if kind == "option":
-        kind = f.type.elem.kind
-    if kind == "map":
-        return f"(MR{rw})"
-    if kind == "set":
-        return f"(SR{rw})"
-    return f"( R{rw})"
-
-
+# -- values ------------------------------------------------------------------------------------------
 def escape_commas(s: str) -> str:
     return s.replace("\\", "\\\\").replace(",", "\\,")
 
@@ -234,60 +211,8 @@ class Run:
             return records.NID
 
     async def fmt(self, t, v) -> str:
-        kind = t.kind
-        if kind == "option":
-            return "" if v is None else await self.fmt(t.elem, v)
-        if kind == "map":
-            if not isinstance(v, dict):
-                return str(v)
-            parts = [f"{await self.fmt(t.key, k)}: {await self.fmt(t.elem, x)}" for k, x in v.items()]
-            return "; ".join(parts)
-        if kind == "set":
-            if not isinstance(v, (list, tuple)):
-                return str(v)
-            return "; ".join([await self.fmt(t.elem, x) for x in v])
-        if kind == "ref":
-            return await self.uuid_of(t.name, v)
-        if kind == "bool":
-            return "true" if v else "false"
-        if kind == "enum" and isinstance(v, str):
-            # records.ml prints an enum as the datamodel spells it (VBD type Disk/CD, mode RW/RO,
-            # IP modes DHCP/Static), except the ones record_util spells its own way
-            return ENUM_TEXT.get(t.name, {}).get(v, v.lower() if t.name == "vm_power_state" else v)
-        if isinstance(v, DateTime):
-            return v.value
-        if v is None:
-            return ""
-        return str(v)
-
-    async def record_lines(self, c: dm.Class, rec: dict, fields) -> list[tuple[str, str]]:
-        """`name (RO): value` rows; a field may be (reference field, "uuid" | "name_label"), shown as
-        `<field>-uuid ( RO)` with the value of the object it points at."""
-        rows = []
-        for name in fields:
-            if name == ("PBDs", "host"):        # records.ml's SR `host`
-                pbds = rec.get("PBDs") or []
-                if len(pbds) > 1:
-                    value = "<shared>"
-                else:
-                    value = "<not in database>"     # records.ml's nid for no single host
-                    try:
-                        if pbds:
-                            value = await self.call("host.get_name_label",
-                                                    await self.call("PBD.get_host", pbds[0]))
-                    except XapiError:
-                        pass
-                rows.append(("host ( RO)", value))
-                continue
-            if isinstance(name, tuple):
-                ref_field, via = name
-                f = c.fields[ref_field]
-                value = await self.via(f.type, rec.get(ref_field), via)
-                rows.append((f"{hyphen(ref_field).lower()}-{hyphen(via)} ( RO)", value))
-                continue
-            f = c.fields[name]
-            rows.append((f"{hyphen(name)} {marker(f, c)}", await self.fmt(f.type, rec.get(name))))
-        return rows
+        """A datamodel-typed value as xe prints it (xapi.cli.records.text)."""
+        return await records.text(self, t, v)
 
     async def print_list(self, values: list[str]) -> None:
         """cli_printer's PList: a line each, or one comma-joined line (commas escaped) with --minimal."""
@@ -440,10 +365,6 @@ class Run:
                 out.append(ref)
         return out
 
-    def list_field(self, c: dm.Class, key: str):
-        name, via = self.filter_field(c, key)
-        return name if via is None else (name, via)
-
     def filter_field(self, c: dm.Class, key: str) -> tuple[str, str | None]:
         """(field, None) for a field of c; (reference field, "uuid" | "name_label") for a derived one."""
         try:
@@ -555,6 +476,15 @@ class Run:
             if ok:
                 out.append(v)
         return out
+
+    async def record_rows(self, prefix: str, ref: str, rec: dict, spec: str | None, default: str) -> list:
+        """One object's `name (kind)`/value rows for the fields spec (or default) names, in the record's
+        order, every field for `all` (cli_operations.select_fields, as vm-disk-list uses it)."""
+        c = CLASSES[prefix]
+        names = None if spec == "all" else set((spec or default).split(","))
+        v = records.View(self, c.name, ref, rec)
+        return [(f.label, await self.value(f, v)) for f in records.fields(prefix, c)
+                if names is None or f.name in names]
 
     async def do_list(self, prefix: str, c: dm.Class) -> None:
         fs = records.fields(prefix, c)

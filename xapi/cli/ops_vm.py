@@ -274,10 +274,8 @@ def rewrite_disks(text: str, sr_uuid: str) -> str:
          help="Lists the disks of the selected VMs: each VBD, then its VDI (vbd-params=/vdi-params= pick "
               "the fields).")
 async def vm_disk_list(run) -> None:
-    vbd_c, vdi_c = dm.CLASSES["VBD"], dm.CLASSES["VDI"]
-    # xe's default columns
-    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), "uuid,vm-name-label,userdevice")
-    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), "uuid,name-label,sr-name-label,virtual-size")
+    # the VBD's and the VDI's xe records, with xe's default fields
+    vbd_spec, vdi_spec = run.args.get("vbd-params"), run.args.get("vdi-params")
     run.flags.add("multiple")
     for vm in await run.select(VM, "vm", ("vbd-params", "vdi-params")):
         n = 0
@@ -285,18 +283,13 @@ async def vm_disk_list(run) -> None:
             rec = await run.call("VBD.get_record", vbd)
             if rec["type"] != "Disk":
                 continue
-            await _block(run, f"Disk {n} VBD:", await run.record_lines(vbd_c, rec, vbd_fields))
+            await _block(run, f"Disk {n} VBD:", await run.record_rows(
+                "vbd", vbd, rec, vbd_spec, "uuid,vm-name-label,userdevice"))
             if rec["VDI"] != NULL:
                 vdi = await run.call("VDI.get_record", rec["VDI"])
-                await _block(run, f"Disk {n} VDI:", await run.record_lines(vdi_c, vdi, vdi_fields))
+                await _block(run, f"Disk {n} VDI:", await run.record_rows(
+                    "vdi", rec["VDI"], vdi, vdi_spec, "uuid,name-label,sr-name-label,virtual-size"))
             n += 1
-
-
-def _fields(run, c, spec: str | None, default) -> list:
-    """The fields a vbd-params=/vdi-params= list names (derived ones like vm-name-label included)."""
-    if spec == "all":
-        return list(c.fields)
-    return [run.list_field(c, p.strip()) for p in (spec or default).split(",") if p.strip()]
 
 
 async def _block(run, title: str, rows) -> None:
@@ -349,16 +342,16 @@ async def vm_cd_eject(run) -> None:
 
 @command("vm-cd-list", optn=("vbd-params", "vdi-params", *SEL), help="Lists the CD drives of the selected VMs.")
 async def vm_cd_list(run) -> None:
-    vbd_c, vdi_c = dm.CLASSES["VBD"], dm.CLASSES["VDI"]
-    vbd_fields = _fields(run, vbd_c, run.args.get("vbd-params"), "uuid,vm-name-label,userdevice,empty")
-    vdi_fields = _fields(run, vdi_c, run.args.get("vdi-params"), "uuid,name-label")
+    vbd_spec, vdi_spec = run.args.get("vbd-params"), run.args.get("vdi-params")
     run.flags.add("multiple")
     for vm in await run.select(VM, "vm", ("vbd-params", "vdi-params")):
-        for n, (_, rec) in enumerate(await _cd_vbds(run, vm)):
-            await _block(run, f"CD {n} VBD:", await run.record_lines(vbd_c, rec, vbd_fields))
+        for n, (vbd, rec) in enumerate(await _cd_vbds(run, vm)):
+            await _block(run, f"CD {n} VBD:", await run.record_rows(
+                "vbd", vbd, rec, vbd_spec, "uuid,vm-name-label,vdi-name-label,userdevice,empty"))
             if rec["VDI"] != NULL:
                 vdi = await run.call("VDI.get_record", rec["VDI"])
-                await _block(run, f"CD {n} VDI:", await run.record_lines(vdi_c, vdi, vdi_fields))
+                await _block(run, f"CD {n} VDI:", await run.record_rows(
+                    "vdi", rec["VDI"], vdi, vdi_spec, "uuid,name-label,sr-name-label,virtual-size"))
 
 
 def _size_arg(run, name: str) -> str:
@@ -399,26 +392,24 @@ async def vm_memory_set(run) -> None:
 
 @command("vm-vif-list", optn=("params", *SEL), help="Lists the network devices of the selected VMs.")
 async def vm_vif_list(run) -> None:
-    vif_c = dm.CLASSES["VIF"]
-    fields = _fields(run, vif_c, run.args.get("params"), "uuid,device,MAC,network-uuid,network-name-label,"
-                                                         "vm-name-label")
     run.flags.add("multiple")
     rows = []
     for vm in await run.select(VM, "vm", ("params",)):
         for vif in await run.call("VM.get_VIFs", vm):
-            rows.append(await run.record_lines(vif_c, await run.call("VIF.get_record", vif), fields))
+            rows.append(await run.record_rows("vif", vif, await run.call("VIF.get_record", vif),
+                                              run.args.get("params"),
+                                              "uuid,device,MAC,network-uuid,network-name-label,vm-name-label"))
     await run.print_records(rows)
 
 
 @command("cd-list", optn=("params",), help="Lists the CDs: the disks of the ISO libraries (content-type iso).")
 async def cd_list(run) -> None:
-    vdi_c = dm.CLASSES["VDI"]
-    fields = _fields(run, vdi_c, run.args.get("params"), "name-label,uuid")
     rows = []
     for sr, rec in (await run.call("SR.get_all_records")).items():
         if rec["content_type"] == "iso":
             for vdi in rec["VDIs"]:
-                rows.append(await run.record_lines(vdi_c, await run.call("VDI.get_record", vdi), fields))
+                rows.append(await run.record_rows("vdi", vdi, await run.call("VDI.get_record", vdi),
+                                                  run.args.get("params"), "name-label,uuid"))
     await run.print_records(rows)
 
 
