@@ -135,7 +135,7 @@ def test_deprecated_pif_vlan_calls(x, nics):
     assert x.PIF.get_VLAN_slave_of(nics["eth2"]) == []
 
 
-def test_bond_create_links_moves_and_destroy(x, nics):
+def test_bond_create_links_moves_and_destroy(x, nics, host):
     me = x.host.get_all()[0]
     eth1, eth2 = nics["eth1"], nics["eth2"]
     bonded = net(x, "bonded")
@@ -164,6 +164,10 @@ def test_bond_create_links_moves_and_destroy(x, nics):
     assert x.PIF.get_device(x.VLAN.get_untagged_PIF(moved[0])) == "bond0"
     assert x.PIF.get_network(x.VLAN.get_untagged_PIF(moved[0])) == n20
     assert x.VIF.get_network(vif) == bonded and x.network.get_VIFs(bonded) == [vif]
+    listed = ok(xe(host, "bond-list", "params=uuid,master,slaves"))   # xe's generic lists see the rows
+    assert x.Bond.get_uuid(bond) in listed and x.PIF.get_uuid(master) in listed and x.PIF.get_uuid(eth2) in listed
+    listed = ok(xe(host, "vlan-list", f"tagged-PIF={x.PIF.get_uuid(master)}", "params=uuid,tag"))
+    assert x.VLAN.get_uuid(moved[0]) in listed and "20" in listed
 
     other = net(x, "other-bond")
     assert failure(x.Bond.create, other, [eth1, nics["eth3"]], "", "balance-slb", {}) == ["PIF_ALREADY_BONDED", eth1]
