@@ -548,3 +548,52 @@ def test_a_dead_fork_server(ex):
     (code, status, _, _), after = run(go())
     assert code == "SR_BACKEND_FAILURE" and status == "received signal: sigkill"
     assert after["method"] == "sr_probe" and ex._forks.broken
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_calls_one_after_another_run_in_warm_spares(tmp_path):
+    """The fork server keeps one child forked and warmed ahead of the next request (a spare): calls
+    one after another are each still a new process leading its own session, with their own request,
+    environment and empty stdin; spares that never ran anything are not reported as drivers' ends,
+    and the server's end takes its spare with it."""
+    _write(tmp_path / "pidSR", PID_DRIVER)
+    e = Executor(str(tmp_path), socket_path="/run/spare.sock", timeout=10)
+
+    async def go():
+        seen = []
+        for i in range(4):
+            seen.append(await e.call(str(tmp_path / "pidSR"), Call("sr_probe", args=[str(i)]), needs_session=False))
+            await asyncio.sleep(0.2)        # time for the next spare to be forked and warmed
+        return seen, dict(e._forks._early), dict(e._forks._exits), e._forks.proc.pid
+    try:
+        seen, early, exits, server = run(go())
+        spares = _children(server)
+        assert len(spares) == 1             # the next one, waiting
+    finally:
+        e.close()
+    assert len({v["pid"] for v in seen}) == 4 and server not in {v["pid"] for v in seen}
+    assert all(v["sid"] == v["pid"] and v["argv"] and v["env"] == "/run/spare.sock" and v["stdin"] == ""
+               for v in seen)
+    assert early == {} and exits == {}
+    assert _gone(spares[0]), f"the spare {spares[0]} outlived its server"
+
+
+def _gone(pid, timeout=10.0):
+    """Whether the process ends (or is a zombie) within the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.05)
+    return False
