@@ -5,6 +5,7 @@ refused device operation leaves nothing behind."""
 import contextlib
 import http.client
 import os
+import socket
 
 import pytest
 
@@ -105,3 +106,33 @@ def test_hard_shutdown_interrupts_a_clean_shutdown(d, x):
         xenopsd(d, "DEBUG.set", "shutdown_delay", 0.1)
     assert x.VM.get_power_state(vm) == "Halted" and x.VM.get_current_operations(vm) == {}
     assert "start" in x.VM.get_allowed_operations(vm)
+
+
+def test_an_import_holds_its_new_vm_until_it_completes(d, api, x, sr, vm_with_disk):
+    """The VM an XVA import creates holds {task: import} until the import ends; a client that goes
+    away mid-stream leaves no VM behind."""
+    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=30)
+    try:
+        c.request("GET", f"/export?session_id={api._session}&ref={vm_with_disk}")
+        with c.getresponse() as r:
+            assert r.status == 200
+            archive = r.read()
+    finally:
+        c.close()
+    task = x.task.create("import", "")
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=30)
+    try:
+        s.sendall(f"PUT /import?session_id={api._session}&task_id={task}&sr_id={sr} HTTP/1.1\r\n"
+                  f"Host: x\r\nContent-Length: {len(archive)}\r\n\r\n".encode() + archive[:4 * MIB])
+
+        def importing():
+            return [v for v, r in x.VM.get_all_records().items()
+                    if r["other_config"].get("import_task") == task]
+        assert wait_for(lambda: importing() and x.VM.get_current_operations(importing()[0]), 10)
+        new = importing()[0]
+        assert x.VM.get_current_operations(new) == {task: "import"}
+        assert failure(x.VM.start, new, False, False) == ["OTHER_OPERATION_IN_PROGRESS", "VM", new, "import", task]
+    finally:
+        s.close()
+    assert wait_for(lambda: new not in x.VM.get_all(), 10)
+    assert wait_for(lambda: x.task.get_status(task) != "pending", 10)

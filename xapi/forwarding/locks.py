@@ -54,6 +54,32 @@ def current_task(app) -> str | None:
     return None
 
 
+def hold(app, cls: str, ref: str, op: str, *, check: Callable[[Any, str, str], Any] | None,
+         refresh: Callable[[Any, str], None] | None = None, key: str | None = None) -> tuple[str, Any]:
+    """The first half of `operation`, for a hold that spans more than one block (an import: from
+    its VM's creation to complete/undo): (the entry's key, what check returned). `release` ends it."""
+    db = app.db
+    checked = check(db, ref, op) if check is not None else None
+    key = key or current_task(app) or f"OpaqueRef:{uuidlib.uuid4()}"
+    table = db.table(cls)
+    table.set_field(ref, "current_operations", {**(table.get_field(ref, "current_operations") or {}), key: op})
+    if refresh is not None:
+        refresh(db, ref)
+    return key, checked
+
+
+def release(app, cls: str, ref: str, key: str, refresh: Callable[[Any, str], None] | None = None) -> None:
+    """Removes `hold`'s entry (if a reset did not clear it already, or the ref went) and refreshes."""
+    db = app.db
+    table = db.table(cls)
+    if ref in table:
+        ops = dict(table.get_field(ref, "current_operations") or {})
+        if ops.pop(key, None) is not None:      # a reset (power_state_reset...) may have cleared it
+            table.set_field(ref, "current_operations", ops)
+    if refresh is not None:
+        refresh(db, ref)
+
+
 @contextlib.asynccontextmanager
 async def operation(app, cls: str, ref: str, op: str, *,
                     check: Callable[[Any, str, str], Any] | None,
@@ -64,19 +90,8 @@ async def operation(app, cls: str, ref: str, op: str, *,
     that is not there); what it returns is what the `async with` gives.  `refresh(db, ref)` recomputes
     allowed_operations (it must cope with a ref the body destroyed).  `key` defaults to the task ref.
     """
-    db = app.db
-    checked = check(db, ref, op) if check is not None else None
-    key = key or current_task(app) or f"OpaqueRef:{uuidlib.uuid4()}"
-    table = db.table(cls)
-    table.set_field(ref, "current_operations", {**(table.get_field(ref, "current_operations") or {}), key: op})
-    if refresh is not None:
-        refresh(db, ref)
+    key, checked = hold(app, cls, ref, op, check=check, refresh=refresh, key=key)
     try:
         yield checked
     finally:
-        if ref in table:
-            ops = dict(table.get_field(ref, "current_operations") or {})
-            if ops.pop(key, None) is not None:      # a reset (power_state_reset...) may have cleared it
-                table.set_field(ref, "current_operations", ops)
-        if refresh is not None:
-            refresh(db, ref)
+        release(app, cls, ref, key, refresh)

@@ -27,6 +27,7 @@ from xapi.actions import vif as vif_actions
 from xapi.actions import vm as vm_actions
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert
+from xapi.forwarding import locks
 from xapi.dispatch.convert import converter
 from xapi.xva.export import XAPI_VERSION
 from xapi.xva.ovaxml import Header
@@ -82,6 +83,7 @@ class Importer:
         self.cleanup: list = []                  # undo actions, newest last
         self.vms: list[str] = []                 # the task's result
         self.created: set[str] = set()           # the VMs made here (their VBDs and VIFs follow)
+        self.held: list[tuple[str, str]] = []    # (VM, key) of the `import` entries (xapi.forwarding.locks)
 
     # -- helpers -------------------------------------------------------------------------------------
     def _ctor(self, cls: str, snap: dict, **override) -> dict:
@@ -257,10 +259,14 @@ class Importer:
         suspend = self._ref(snap.get("suspend_VDI"))
         if snap.get("power_state") == "Suspended" and suspend != NULL:
             extra.update(power_state="Suspended", suspend_VDI=suspend)
-        if not self.force:
-            extra["current_operations"] = {self.task: "import"}
         vms.update(ref, {k: v for k, v in extra.items() if k in fields})
-        vm_actions.refresh_allowed_operations(self.db, ref)
+        if not self.force:      # `import` until complete/undo (xapi.forwarding.locks)
+            key, _ = locks.hold(self.app, "VM", ref, "import", check=None,
+                                refresh=vm_actions.refresh_allowed_operations,
+                                key=self.task if self.task != NULL else None)
+            self.held.append((ref, key))
+        else:
+            vm_actions.refresh_allowed_operations(self.db, ref)
         self.table[o.id] = ref
         self.vms.append(ref)
         self.created.add(ref)
@@ -350,20 +356,20 @@ class Importer:
     # -- the end ---------------------------------------------------------------------------------------
     def complete(self) -> None:
         """complete_import: the VMs are no longer being imported."""
-        vms = self.db.table("VM")
-        for vm in self.vms:
-            if vm in vms:
-                ops = dict(vms.get_field(vm, "current_operations"))
-                if ops.pop(self.task, None) is not None:
-                    vms.set_field(vm, "current_operations", ops)
-                vm_actions.refresh_allowed_operations(self.db, vm)
+        self._release()
         self.app.hub.poke()
+
+    def _release(self) -> None:
+        while self.held:
+            vm, key = self.held.pop()
+            locks.release(self.app, "VM", vm, key, vm_actions.refresh_allowed_operations)
 
     async def undo(self) -> None:
         vms = self.db.table("VM")
         for vm in self.vms:
             if vm in vms:
-                vms.update(vm, {"current_operations": {}, "power_state": "Halted"})
+                vms.update(vm, {"power_state": "Halted"})
+        self._release()
         while self.cleanup:
             action = self.cleanup.pop()
             try:
