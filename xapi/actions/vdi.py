@@ -287,7 +287,7 @@ async def _snapshot_or_clone(ctx, vdi, driver_params, *, snapshot: bool):
         "other_config": {**original["other_config"], "content_id": content_id},
         "xenstore_data": dict(original["xenstore_data"]), "on_boot": original["on_boot"],
         "allow_caching": original["allow_caching"], "snapshot_time": datetime_now(),
-        "is_a_snapshot": snapshot})
+        "is_a_snapshot": snapshot, "cbt_enabled": snapshot and original["cbt_enabled"]})  # SM copies the CBT log
     rows.set_ref(db, "VDI", new, "snapshot_of", vdi if snapshot else NULL_REF)
     rows.refresh_sr_and_vdis(app, sr)
     gc_service.kick(app, sr)
@@ -483,3 +483,5 @@ def set_metadata_latest(ctx, session, self, value):
 
 # VDI.pool_migrate: storage motion of the VM using the VDI
 from xapi.actions.vm_storage_migrate import vdi_pool_migrate as pool_migrate  # noqa: E402,F401
+from xapi.actions.vdi_cbt import (  # noqa: E402,F401 - changed block tracking and NBD (vdi_cbt)
+    data_destroy, disable_cbt, enable_cbt, get_nbd_info, list_changed_blocks)
