@@ -280,6 +280,14 @@ def test_editing_through_xe_names(d, x):
                                            "integer\n"),
     (("vm-param-set", "memory-static-max=12XB"), "Error: Failed to parse field 'memory-static-max': Unknown "
                                                  "suffix: 'XB' (try KiB, MiB, GiB or TiB)\n"),
+    (("vm-param-set", "actions-after-crash=bogus"), "Error: Expected 'destroy', 'coredump_and_destroy','restart', "
+                                                    "'coredump_and_restart', 'preserve' or 'rename_restart', got "
+                                                    "bogus\n"),
+    (("vm-param-set", "domain-type=bogus"), "Error: Invalid domain type. Got bogus\n"),
+    (("vm-param-set", "is-a-template=maybe"), "Error: Failed to parse parameter 'is-a-template': expecting a "
+                                              "boolean (true or false)\n"),
+    (("vm-param-set", "blocked-operations:no_such_op=x"), "The value given is invalid\nfield: blocked_operation\n"
+                                                          "value: no_such_op\n"),
     (("vm-param-set", "VCPUs-params:foo=1"), "Error: Failed to add parameter 'foo': expecting 'weight','cap' "
                                              "or 'mask'\n"),
     (("vm-param-add", "param-name=name-label", "param-key=x"), "Error: Can only add to parameters of type Set "

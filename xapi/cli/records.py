@@ -87,7 +87,24 @@ def enum_value(t, text: str) -> str:
             return wire
     if t.name == "vm_operations":       # record_util.string_to_vm_operation
         raise XapiError("INVALID_VALUE", "blocked_operation", text)
+    if t.name in PARSE_ERRORS:
+        raise RecordFailure(PARSE_ERRORS[t.name] + text)
     return text
+
+
+# record_util's words for an enum value it can't parse (string_to_*), before the value typed
+PARSE_ERRORS = {
+    "on_normal_exit": "Expected 'destroy' or 'restart', got ",
+    "on_crash_behaviour": "Expected 'destroy', 'coredump_and_destroy','restart', 'coredump_and_restart', "
+                          "'preserve' or 'rename_restart', got ",
+    "on_boot": "Expected 'persist' or 'reset', got ",
+    "vbd_mode": "Expected 'RO' or 'RW', got ",
+    "vbd_type": "Expected 'CD' or 'Disk', got ",
+    "vif_locking_mode": "Expected 'network_default', 'locked', 'unlocked', 'disabled', got ",
+    "network_default_locking_mode": "Expected 'unlocked' or 'disabled', got ",
+    "domain_type": "Invalid domain type. Got ",
+    "network_purpose": "Expected a network purpose string; got ",
+}
 
 
 # -- the object being shown ----------------------------------------------------------------------------
