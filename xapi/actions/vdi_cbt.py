@@ -21,11 +21,9 @@
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
-import secrets
 
+from xapi.actions import vdi_read
 from xapi.datamodel.errors import XapiError
 
 CHUNK = 64 * 1024                   # the granularity of CBT bitmaps
@@ -33,7 +31,6 @@ SECTOR = 512
 NBD_PORT = 10809
 _CBT_TYPES = ("user", "system")
 _VHD_SR_TYPES = ("ext", "nfs")
-_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vdi-cbt")
 
 
 def _rec(db, vdi) -> dict:
@@ -124,20 +121,10 @@ def _bitmap(size: int, chunks: set[int]) -> str:
 
 
 async def _vhd_layers(app, vdi: str) -> tuple[int, dict]:
-    storage = app.storage.access
-    dp = f"cbt/{app.db.table('VDI').get_field(vdi, 'uuid')}/{secrets.token_hex(4)}"
-    try:
-        await storage.attach(dp, vdi, False)
-        info = await storage.activate(dp, vdi) or {}
-        if info.get("format", "vhd") != "vhd" or not info.get("params"):
+    async with vdi_read.attached_readonly(app, vdi, "cbt") as info:
+        if info.get("format", "vhd") != "vhd":
             raise XapiError("SR_OPERATION_NOT_SUPPORTED", app.db.table("VDI").get_field(vdi, "SR"))
-        return await asyncio.get_running_loop().run_in_executor(_pool, _layers, info["params"])
-    finally:
-        try:
-            await storage.deactivate(dp, vdi)
-        finally:
-            await storage.detach(dp, vdi)
-            storage.released(dp, vdi)
+        return await vdi_read.in_worker(_layers, info["params"])
 
 
 async def list_changed_blocks(ctx, session, vdi_from, vdi_to):

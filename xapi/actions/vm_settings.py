@@ -11,6 +11,7 @@ xapi_vm_helpers.ml, xapi_vm_lifecycle.ml's power states, memory_check.ml, xenops
   set_has_vendor_device (Halted; raises hardware_platform_version to 2);
 * queries: get_allowed_VBD_devices, get_allowed_VIF_devices, get_boot_record, get_cooperative,
   compute_memory_overhead, maximise_memory, assert_agile, get_SRs_required_for_recovery;
+* set_suspend_VDI: a suspended VM's image moved to an identical VDI (same MD5 of the content);
 * what xapi itself does not implement answers as xapi does after its power check: send_sysrq,
   send_trigger, query_services (NOT_IMPLEMENTED [name]); set_memory_target_live is a no-op in xapi.
 
@@ -18,6 +19,7 @@ Live vCPU hotplug and the live shadow multiplier are in vm_live.
 """
 from __future__ import annotations
 
+import asyncio
 
 from xapi.actions import vm as vm_mod
 from xapi.datamodel.errors import XapiError
@@ -414,10 +416,47 @@ def query_services(ctx, session, self):
 
 
 # the messages (xapi.actions.vm imports these, where dispatch looks them up)
+# -- suspend image ---------------------------------------------------------------------------------
+async def set_suspend_VDI(ctx, session, self, value):  # noqa: N802 - the API's name
+    """A suspended VM's image moved to another VDI (xapi_vm.ml): Suspended only, not a cbt_metadata
+    VDI (VDI_INCOMPATIBLE_TYPE [vm, "cbt_metadata"], as xapi names the VM), some host must see the
+    SRs of all the VM's disks and the new one (VM_REQUIRES_SR), and both VDIs must hold the same bytes
+    (SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL ["uuid : md5", "uuid : md5"])."""
+    from xapi.actions import vdi_read
+    from xapi.pool import placement
+    app = ctx.app
+    db = app.db
+    rec = vm_mod._rec(db, self)
+    _power_is(rec, self, "Suspended")
+    vdis = db.table("VDI")
+    if type(value) is not str or value not in vdis:
+        raise XapiError("HANDLE_INVALID", "VDI", value)
+    if vdis.get_field(value, "type") == "cbt_metadata":
+        raise XapiError("VDI_INCOMPATIBLE_TYPE", self, "cbt_metadata")
+    src = rec["suspend_VDI"]
+    if src == value:
+        return ""
+    vbds = db.table("VBD")
+    disks = [vbds.get_field(b, "VDI") for b in rec["VBDs"] or [] if b in vbds and not vbds.get_field(b, "empty")]
+    required = [vdis.get_field(v, "SR") for v in [value, *disks] if v in vdis]
+    hosts = db.table("host").refs()
+    if not any(all(placement.sr_available(db, sr, h) for sr in required) for h in hosts):
+        missing = next(sr for sr in required if not placement.sr_available(db, sr, app.host_ref))
+        raise XapiError("VM_REQUIRES_SR", self, missing)
+    if src not in vdis:
+        raise XapiError("HANDLE_INVALID", "VDI", src)
+    src_sum, dst_sum = await asyncio.gather(vdi_read.checksum(app, src), vdi_read.checksum(app, value))
+    if src_sum != dst_sum:
+        raise XapiError("SUSPEND_VDI_REPLACEMENT_IS_NOT_IDENTICAL", f"{vdis.get_field(src, 'uuid')} : {src_sum}",
+                        f"{vdis.get_field(value, 'uuid')} : {dst_sum}")
+    _table(ctx).set_field(self, "suspend_VDI", value)
+    return ""
+
+
 __all__ = ["compute_memory_overhead", "maximise_memory", "set_VCPUs_max", "set_VCPUs_at_startup", "set_domain_type",
            "set_HVM_boot_policy", "set_HVM_shadow_multiplier", "set_memory_target_live", "set_order",
            "set_start_delay", "set_shutdown_delay", "set_ha_restart_priority", "set_ha_always_run",
            "set_appliance", "set_bios_strings", "copy_bios_strings", "set_NVRAM", "add_to_NVRAM",
            "remove_from_NVRAM", "set_has_vendor_device", "get_allowed_VBD_devices", "get_allowed_VIF_devices",
            "get_boot_record", "get_cooperative", "assert_agile", "get_SRs_required_for_recovery", "send_sysrq",
-           "send_trigger", "query_services"]
+           "send_trigger", "query_services", "set_suspend_VDI"]
