@@ -8,9 +8,11 @@ on any target, the error pool_migrate itself would give, and HOST_NOT_ENOUGH_FRE
 the memory binpack (largest VMs first, each on the target with the most memory left) finds no room.
 `evacuate` raises the first error of the plan, else migrates the VMs live (at most `batch` at once,
 evacuation-batch-size 10 as xapi.conf when 0 is given), skipping VMs that stopped meanwhile, with the
-host's current_operations holding `evacuate` (placement avoids it) and progress on the task.
+host's current_operations holding `evacuate` (placement avoids it; xapi.actions.host_operations has
+the rules) and progress on the task.
 
-shutdown and reboot need the host disabled (HOST_NOT_DISABLED) and without running guests
+shutdown and reboot (held in current_operations as well) need the host disabled (HOST_NOT_DISABLED)
+and without running guests
 (HOST_IN_USE [host, "vm", vm]: xapi's "bacon mode"). The host's daemon then stops (shutdown: its
 host_metrics say not live) or restarts in place (reboot: the same process image again, as a host
 comes back from a reboot, enabled).
@@ -38,14 +40,19 @@ def _host(app, host) -> dict:
 
 
 def enable(ctx, session, host):
+    from xapi.actions import host_operations    # not at import: xapi.pool.api imports this module
     _host(ctx.app, host)
+    host_operations.assert_valid(ctx.app.db, host, "enable")
     ctx.app.db.table("host").set_field(host, "enabled", True)
+    host_operations.refresh(ctx.app.db, host)
     return ""
 
 
 def disable(ctx, session, host):
+    from xapi.actions import host_operations
     _host(ctx.app, host)
     ctx.app.db.table("host").set_field(host, "enabled", False)
+    host_operations.refresh(ctx.app.db, host)
     return ""
 
 
@@ -104,10 +111,12 @@ def assert_can_evacuate(ctx, session, host):
 
 
 async def evacuate(ctx, session, host, network="", evacuate_batch_size=0):
+    from xapi.actions import host_operations
     from xapi.actions import vm as vm_actions
     from xapi.forwarding import locks       # not at import: xapi.pool.api imports this module
     app = ctx.app
     _host(app, host)
+    host_operations.assert_valid(app.db, host, "evacuate")
     plan = compute_plan(app, host)
     for kind, detail in plan.values():
         if kind == "error":
@@ -127,8 +136,7 @@ async def evacuate(ctx, session, host, network="", evacuate_batch_size=0):
             if task is not None and task in app.db.table("task"):
                 app.db.table("task").set_field(task, "progress", done[0] / max(1, len(plan)))
 
-    # the plan above is the check; host allowed_operations are not kept here
-    async with locks.operation(app, "host", host, "evacuate", check=None):
+    async with host_operations.operation(app, host, "evacuate"):
         moves = [asyncio.ensure_future(move(v, t)) for v, (_, t) in plan.items()]
         if moves:
             results = await asyncio.gather(*moves, return_exceptions=True)
@@ -153,15 +161,18 @@ def _assert_maintenance(app, host: str) -> None:
 
 
 async def _power(ctx, host: str, action: str) -> None:
+    from xapi.actions import host_operations
     app = ctx.app
-    _assert_maintenance(app, host)
-    if action == "shutdown":
-        hm = app.db.table("host").get_field(host, "metrics")
-        if hm in app.db.table("host_metrics"):
-            app.db.table("host_metrics").set_field(hm, "live", False)
-    else:
-        app.db.table("host").set_field(host, "enabled", True)    # it comes back enabled
-    await app.pool.call(host, "host.power", action)
+    _host(app, host)
+    async with host_operations.operation(app, host, action):
+        _assert_maintenance(app, host)
+        if action == "shutdown":
+            hm = app.db.table("host").get_field(host, "metrics")
+            if hm in app.db.table("host_metrics"):
+                app.db.table("host_metrics").set_field(hm, "live", False)
+        else:
+            app.db.table("host").set_field(host, "enabled", True)    # it comes back enabled
+        await app.pool.call(host, "host.power", action)
 
 
 async def shutdown(ctx, session, host):

@@ -558,6 +558,7 @@ async def watch(app) -> None:
     its internal endpoint), so VMs that changed by themselves reach the database. Hosts that join
     are picked up within a second; a member does nothing (the coordinator writes for it)."""
     from xapi import metrics
+    from xapi.actions import host_operations
     metrics.start(app)          # this host's live VM/host metrics, for as long as the watcher runs
     storage = getattr(app, "storage", None)
     if storage is not None:     # the resync releases the disks of domains gone: it needs the drivers
@@ -571,6 +572,7 @@ async def watch(app) -> None:
                 if h not in hosts or watchers[h].done():
                     watchers.pop(h).cancel()
             for h in hosts - watchers.keys():
+                host_operations.refresh(app.db, h)     # a host this coordinator sees anew
                 watchers[h] = loop.create_task(_watch_host(app, h))
             await asyncio.sleep(1.0)
     finally:
