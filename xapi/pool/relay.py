@@ -43,9 +43,12 @@ def member_write(name: str):
                 raise XapiError("HOST_IS_SLAVE", app.coordinator_address)
             if type(host) is not str or host not in app.db.table("host"):
                 raise XapiError("HANDLE_INVALID", "host", host)
-            result = fn(app, host, *params)
-            if inspect.isawaitable(result):
-                result = await result
+            try:
+                result = fn(app, host, *params)
+                if inspect.isawaitable(result):
+                    result = await result
+            finally:
+                app.hub.poke()      # the waiters of what it wrote (the member's replica among them)
             return {"result": result, "generation": app.db.generation}
         run.__name__ = fn.__name__
         method(name)(run)

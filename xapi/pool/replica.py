@@ -147,13 +147,17 @@ class Replica:
 
     async def caught_up(self, generation: int, timeout: float = 10.0) -> None:
         """Returns once the coordinator's writes up to `generation` are here (the coordinator passes
-        its generation with calls that read what it just wrote)."""
+        its generation with calls that read what it just wrote). Woken by the poke of this host's
+        event hub after each batch applied (`run`), not by a polling interval: a member's write
+        (xapi.pool.relay) waits about one replica round trip."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.generation < generation:
-            if loop.time() > deadline:
+            left = deadline - loop.time()
+            if left <= 0:
                 raise XapiError("HOST_OFFLINE", self.app.host_ref)
-            await asyncio.sleep(0.02)
+            # a batch without replicated changes moves the generation without a poke: seen within a slice
+            await self.app.hub.wait("replica catch-up", _EVERYTHING, min(left, POLL_SLICE))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="pool replica")
