@@ -29,13 +29,12 @@ NULL_REF = "OpaqueRef:NULL"
 
 
 class CliError(Exception):
-    """A failure the CLI reports in its own words (xapi's Cli_failure)."""
+    """A failure the CLI reports in its own words, printed as `Error: <message>`: cli_operations.ml
+    makes its failwith raise Cli_util.Cli_failure, which xapi_cli prints that way."""
 
 
 class CliFailure(CliError):
-    """A failure xe words itself, printed as `Error: <message>` (xapi's Cli_util.Cli_failure). A
-    plain CliError is what xapi's commands raise with failwith: xe prints it as an INTERNAL_ERROR whose
-    message is `Failure: <message>`."""
+    """The same failure, named as xapi's Cli_util.Cli_failure."""
 
 
 class MultipleFailure(Exception):

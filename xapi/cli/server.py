@@ -239,11 +239,10 @@ async def serve(request, ch: Channel, lines: list[str], given_session: str | Non
     except commands.ParamNotFound as e:
         await ch.out("stderr", f"Required parameter not found: {e}\nFor usage run: 'xe help'\n")
         return 1
-    except (commands.CliFailure, records.RecordFailure) as e:
+    except (commands.CliError, records.RecordFailure) as e:
+        # cli_operations' failwith is Cli_failure, records' Record_failure: both `Error: <message>`
         await ch.out("stderr", f"Error: {e}\n")
         return 1
-    except commands.CliError as e:        # xapi's failwith: xe shows it as an internal error
-        return await report(ch, XapiError("INTERNAL_ERROR", f"Failure: {e}"))
     except commands.MultipleFailure as e:
         for uuid, message in e.failures:
             await ch.out("print", f"operation failed on {uuid}: {message}")
