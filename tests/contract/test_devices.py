@@ -11,12 +11,10 @@ import XenAPI
 
 from tests import daemon as _daemon
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import (datapaths, failure, management_network, needs_xs, new_vdi, new_vm, vbd_record,
-                           vif_record, wait_for, xenopsd, xs, xs_read)
-from xapi import xenctrl
+from tests.helpers import (datapaths, failure, management_network, needs_domains, needs_xs, new_vdi, new_vm,
+                           vbd_record, vif_record, wait_for, xenopsd, xs, xs_read)
 
-pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                                reason="the xenctrl shim has no domain operations yet")
+pytestmark = needs_domains
 
 NULL = "OpaqueRef:NULL"
 

@@ -4,16 +4,13 @@ host_metrics and host_cpu updates."""
 import shutil
 import time
 
-import pytest
 import XenAPI
 
 from tests import daemon as _daemon
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, management_network, new_vm, vif_record, wait_for, xs, xs_read
-from xapi import xenctrl
+from tests.helpers import failure, management_network, needs_domains, new_vm, vif_record, wait_for, xs, xs_read
 
-pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                                reason="the xenctrl shim has no domain operations yet")
+pytestmark = needs_domains
 MIB = 1 << 20
 
 

@@ -5,7 +5,6 @@ import XenAPI
 
 from tests import helpers
 from tests.fixtures import own_daemon, root_xenapi
-from xapi import xenctrl
 
 MIB = 1 << 20
 
@@ -33,8 +32,7 @@ def test_a_detached_vbd_goes_with_the_vdi(x):
     x.VM.destroy(vm)
 
 
-@pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                    reason="the xenctrl shim has no domain operations")
+@helpers.needs_domains
 def test_an_attached_vbd_holds_the_vdi(x):
     vm = new_vm(x)
     vdi, vbd = new_disk(x, vm)

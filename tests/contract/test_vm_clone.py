@@ -3,15 +3,12 @@ through the SR (differencing VHDs for clone and snapshot, byte copies for copy, 
 data back over /export_raw_vdi), records carry what xapi copies and resets, snapshot trees link up."""
 import tempfile
 
-import pytest
-
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import failure, management_network, new_vdi, new_vm, raw_vdi, vbd_record, vif_record
-from xapi import xenctrl
+from tests.helpers import (failure, management_network, needs_domains, new_vdi, new_vm, raw_vdi, vbd_record,
+                           vif_record)
 from xapi.actions.vif import gen_mac
 
-pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                                reason="the xenctrl shim has no domain operations yet")
+pytestmark = needs_domains
 MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
 

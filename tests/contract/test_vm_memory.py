@@ -1,13 +1,9 @@
 """VM.create's checks and the memory setters against a real daemon with the XenAPI SDK: missing
 mandatory fields, MEMORY_CONSTRAINT_VIOLATION where xapi raises it, the power states they need."""
-import pytest
-
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, new_vm
-from xapi import xenctrl
+from tests.helpers import failure, needs_domains, new_vm
 
-pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                                reason="the xenctrl shim has no domain operations yet")
+pytestmark = needs_domains
 MIB = 1 << 20
 ORDER = "Memory limits must satisfy: static_min \u2264 dynamic_min \u2264 dynamic_max \u2264 static_max"
 

@@ -1,14 +1,10 @@
 """VM.provision against a real daemon with the XenAPI SDK: the disks of a template's other_config:disks
 made in the named SR or the pool's default one, VBDs as xapi makes them, the template turned into a VM,
 the request removed, and failures cleaned up."""
-import pytest
-
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, new_vm
-from xapi import xenctrl
+from tests.helpers import failure, needs_domains, new_vm
 
-pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                                reason="the xenctrl shim has no domain operations yet")
+pytestmark = needs_domains
 GIB = 1 << 30
 NULL = "OpaqueRef:NULL"
 

@@ -4,15 +4,12 @@ disks are released and re-attached, damage and cancellation leave the VM as it w
 import io
 import time
 
-import pytest
-
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import datapaths, failure, new_vdi, new_vm, raw_vdi, vbd_record, wait_for, xenopsd
-from xapi import xenctrl
+from tests.helpers import (datapaths, failure, needs_domains, new_vdi, new_vm, raw_vdi, vbd_record, wait_for,
+                           xenopsd)
 from xapi.xenops import image
 
-pytestmark = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
-                                reason="the xenctrl shim has no domain operations yet")
+pytestmark = needs_domains
 MIB = 1 << 20
 NULL = "OpaqueRef:NULL"
 

@@ -20,6 +20,7 @@ import xmlrpc.client
 import pytest
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
+from tests.helpers import new_vdi
 from xapi import xenctrl
 from xapi.xva import checksum as xva_checksum
 
@@ -57,11 +58,6 @@ def vm_record(name):
         "HVM_boot_params": {"order": "cd"}, "platform": {"acpi": "1"}, "PCI_bus": "",
         "other_config": {"purpose": "xva-test"}, "recommendations": "",
     }
-
-
-def new_vdi(x, sr, size, name):
-    return x.VDI.create({"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size),
-                         "type": "user", "sharable": False, "read_only": False, "other_config": {}})
 
 
 def put_raw(d, sid, vdi, data):

@@ -4,7 +4,6 @@ domain, is reached again at once (no stale kept connection), and ends with its P
 "dirty", sizes, VDIs found by the scan) reach the pool database through the coordinator."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import pytest
 import XenAPI
 
 from tests import pool as _pool
-from tests.helpers import MIB, eventually, failure
+from tests.helpers import MIB, eventually, failure, raw_vdi
 from tests.system.pool_vms import hosts_by_address, new_vm, wait_task
 
 
@@ -109,20 +108,6 @@ def _copy_a_disk(x, h1, coordinator, member, member_sr, new_uuid) -> None:
     x.VDI.destroy(vdi)
 
 
-def _raw(host, session, method, vdi, body=None) -> bytes:
-    """/import_raw_vdi or /export_raw_vdi on `host` (a member: its own storage serves its local SR)."""
-    c = http.client.HTTPConnection(host.address, host.http_port, timeout=30)
-    try:
-        c.request("PUT" if body is not None else "GET",
-                  f"/{method}?session_id={session._session}&vdi={vdi}&format=raw", body=body)
-        r = c.getresponse()
-        data = r.read()
-        assert r.status == 200, (r.status, data[:200])
-        return data
-    finally:
-        c.close()
-
-
 def _disk(x, sr, name, size=4 * MIB):
     return x.VDI.create({"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size),
                          "type": "user", "sharable": False, "read_only": False, "other_config": {},
@@ -152,7 +137,7 @@ def test_vm_on_a_members_local_disk_runs_there_with_its_storage(sim, x):
     uuid_ = x.VDI.get_uuid(vdi)
     local = member.local_session()
     data = b"written on host 2".ljust(MIB, b"\0")
-    _raw(member, local, "import_raw_vdi", vdi, data)
+    raw_vdi(member, local, "import_raw_vdi", vdi, data)
     vm = new_vm(x, "on-member-disk", memory=64 * MIB)
     vbd = _vbd(x, vm, vdi)
     assert failure(x.VM.start_on, vm, h1, False, False) == ["VM_REQUIRES_SR", vm, local_sr]
@@ -165,7 +150,7 @@ def test_vm_on_a_members_local_disk_runs_there_with_its_storage(sim, x):
     assert not x.VBD.get_currently_attached(vbd) and not _held(member, uuid_)
     assert f"host_{h2}" not in x.VDI.get_sm_config(vdi)
     assert x.VDI.get_other_config(vdi).get("content_id")          # a fresh one once deactivated
-    assert _raw(member, local, "export_raw_vdi", vdi)[:MIB] == data
+    assert raw_vdi(member, local, "export_raw_vdi", vdi)[:MIB] == data
     x.VM.destroy(vm)
     path = os.path.join(member.data_dir, "sr", x.SR.get_uuid(local_sr), x.VDI.get_location(vdi) + ".vhd")
     x.VDI.destroy(vdi)                             # by the member's driver too
