@@ -25,11 +25,17 @@ def own_daemon(*args: str, env: dict | None = None):
 
 
 def own_pool(n: int, *serve_args: str, env: dict | None = None):
-    """A module-scoped fixture: the module's own `xapi sim` pool of `n` hosts, removed after."""
+    """A module-scoped fixture: the module's own `xapi sim` pool of `n` hosts, removed after. A test that
+    starts a member's daemon again itself appends its Popen to `restarted`: stopped by pid too."""
     @pytest.fixture(scope="module")
     def pool():
         p = _pool.start(n, *serve_args, env=env)
+        p.restarted = []
         yield p
+        for proc in p.restarted:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         _pool.cleanup(p)
     return pool
 

@@ -9,25 +9,15 @@ import signal
 import subprocess
 import time
 
-import pytest
 import XenAPI
 
-from tests import pool as _pool
+from tests.fixtures import own_pool
 from tests.helpers import MIB, eventually, failure
 from tests.helpers import xenopsd_reply as xenopsd
 from tests.system.pool_vms import hosts_by_address, new_vm
 
 
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2)
-    p.restarted = []                # daemons this module started again itself: stopped by pid
-    yield p
-    for proc in p.restarted:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    _pool.cleanup(p)
+sim = own_pool(2)
 
 
 def _member(sim):
