@@ -411,7 +411,14 @@ def test_selectors_take_record_fields(d, x, running):
     assert ok(xe(d, "vm-vif-list", f"dom-id={domid}", "memory-actual=" + x.VM_metrics.get_memory_actual(
         x.VM.get_metrics(running)), "params=uuid", "--minimal")) == vif
     r = xe(d, "vm-vif-list", "dom-id=999999", "params=uuid")
-    assert r.returncode == 1 and "No matching VMs found" in r.stderr
+    assert (r.returncode, r.stderr) == (1, "Error: No matching VMs found\n")
+    # map:key= and set:contains= select too
+    x.VM.add_to_other_config(running, "xe-select", "yes")
+    x.VM.add_tags(running, "xe-select-tag")
+    assert ok(xe(d, "vm-vif-list", "other-config:xe-select=yes", "params=uuid", "--minimal")) == vif
+    assert ok(xe(d, "vm-vif-list", "tags:contains=xe-select-tag", "params=uuid", "--minimal")) == vif
+    r = xe(d, "vm-vif-list", "other-config:xe-select=no", "params=uuid")
+    assert (r.returncode, r.stderr) == (1, "Error: No matching VMs found\n")
 
 
 def test_disk_and_vif_lists_show_records(d, x, running):

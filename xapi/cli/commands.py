@@ -261,6 +261,15 @@ class Run:
             if not include_control:
                 filters.setdefault("is-control-domain", "false")
         refs = await self.filter(c, recs, filters)
+        # map:key=value and set:contains=x select on the xe record (select_vms: any stem not the command's)
+        by_record = {k: v for k, v in self.args.items()
+                     if ":" in k and k.split(":", 1)[0] not in own and k.split(":", 1)[0] not in STDPARAMS}
+        if by_record:
+            fs = records.fields(cli_class(c.name), c)
+            views = [records.View(self, c.name, r, recs[r]) for r in refs]
+            for k, v in by_record.items():
+                views = await self.filter_views(fs, views, k, v)
+            refs = [v.ref for v in views]
         if prefix in self.args:
             v = self.args[prefix]
             names = ("uuid", "name_label", "hostname") if prefix == "host" else ("uuid", "name_label")
