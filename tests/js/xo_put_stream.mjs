@@ -6,29 +6,13 @@
 //
 //   node xo_put_stream.mjs <url> <user> <password> <path> <query as JSON> <file>
 import { createReadStream } from 'node:fs'
-import { createClient } from 'xen-api'
+import { runOnce } from './xo_once.mjs'
 
 const [url, user, password, pathname, query, file] = process.argv.slice(2)
 
-// stdout carries only our line: the package's own messages (its "missing length" warning) go to stderr
-console.log = console.info = console.debug = console.warn = console.error
-const out = obj => new Promise(resolve => process.stdout.write(JSON.stringify(obj) + '\n', resolve))
-
-setTimeout(async () => {
-  await out({ event: 'error', stage: 'timeout' })
-  process.exit(3)
-}, 60e3).unref()
-
-const xapi = createClient({ url, auth: { user, password }, allowUnauthorized: true })
-let stage = 'connect'
-try {
-  await xapi.connect()
-  stage = 'put'
+await runOnce({ url, user, password, seconds: 60 }, async (xapi, stage) => {
+  stage('put')
   const body = createReadStream(file)       // no body.length: the length is unknown to the client
   const result = await xapi.putResource(body, pathname, { query: JSON.parse(query), task: true })
-  await out({ event: 'done', result })
-  process.exit(0)
-} catch (error) {
-  await out({ event: 'error', stage, code: error?.code, params: error?.params, message: String(error?.message ?? error) })
-  process.exit(1)
-}
+  return { result }
+})

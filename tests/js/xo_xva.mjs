@@ -7,34 +7,18 @@
 //   node xo_xva.mjs <url> <user> <password> <vm ref> <sr ref> <file> [use_compression]
 import { createReadStream, createWriteStream, statSync } from 'node:fs'
 import { pipeline } from 'node:stream/promises'
-import { createClient } from 'xen-api'
+import { runOnce } from './xo_once.mjs'
 
 const [url, user, password, vm, sr, file, compression = 'false'] = process.argv.slice(2)
 
-// stdout carries only our line: the package's own messages go to stderr
-console.log = console.info = console.debug = console.warn = console.error
-const out = obj => new Promise(resolve => process.stdout.write(JSON.stringify(obj) + '\n', resolve))
-
-setTimeout(async () => {
-  await out({ event: 'error', stage: 'timeout' })
-  process.exit(3)
-}, 60e3).unref()
-
-const xapi = createClient({ url, auth: { user, password }, allowUnauthorized: true })
-let stage = 'connect'
-try {
-  await xapi.connect()
-  stage = 'export'
+await runOnce({ url, user, password, seconds: 60 }, async (xapi, stage) => {
+  stage('export')
   const response = await xapi.getResource('/export/', { query: { ref: vm, use_compression: compression }, task: true })
   await pipeline(response.body, createWriteStream(file))
   const exported = await response.task
-  stage = 'import'
+  stage('import')
   const body = createReadStream(file)
   body.length = statSync(file).size       // as XO sets it on uploads of a known size
   const imported = await xapi.putResource(body, '/import/', { query: { sr_id: sr }, task: true })
-  await out({ event: 'done', exported, imported })
-  process.exit(0)
-} catch (error) {
-  await out({ event: 'error', stage, code: error?.code, params: error?.params, message: String(error?.message ?? error) })
-  process.exit(1)
-}
+  return { exported, imported }
+})
