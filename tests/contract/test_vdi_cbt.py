@@ -2,11 +2,12 @@
 through /import_raw_vdi between snapshots shows up in list_changed_blocks' bitmap, block for block;
 xapi's checks for enable_cbt, data_destroy, list_changed_blocks and get_nbd_info."""
 import base64
+import time
 
 import pytest
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import failure, new_vdi, new_vm, raw_vdi, vbd_record
+from tests.helpers import failure, new_vdi, new_vm, raw_vdi, vbd_record, wait_for
 
 MIB = 1 << 20
 CHUNK = 64 * 1024
@@ -77,3 +78,19 @@ def test_cbt_checks(x, sr, disk):
         x.VM.destroy(vm)
     # no network has an NBD purpose: no NBD servers to offer
     assert x.VDI.get_nbd_info(disk) == []
+
+
+def test_changes_survive_the_gc_coalescing_the_chain(x, host, session, disk):
+    raw_vdi(host, session, "import_raw_vdi", disk, b"\x11" * (2 * MIB))
+    x.VDI.enable_cbt(disk)
+    s1 = x.VDI.snapshot(disk, {})
+    time.sleep(1.1)                          # later than the snapshot's whole second
+    raw_vdi(host, session, "import_raw_vdi", disk, bytes(2 * MIB) + b"\x22" * (2 * MIB))
+    s2 = x.VDI.snapshot(disk, {})
+    parent = x.VDI.get_sm_config(disk).get("vhd-parent")
+    x.VDI.destroy(s2)                        # its base now has one child: the GC coalesces it
+    assert wait_for(lambda: x.VDI.get_sm_config(disk).get("vhd-parent") != parent, 20)
+    raw_vdi(host, session, "import_raw_vdi", disk, bytes(4 * MIB) + b"\x33" * (2 * MIB))
+    got = _chunks(x.VDI.list_changed_blocks(s1, disk), 8 * MIB)
+    assert set(range(32, 96)) <= got and not got & set(range(96, 128))
+    assert raw_vdi(host, session, "export_raw_vdi", s1)[:4 * MIB] == b"\x11" * (2 * MIB) + bytes(2 * MIB)

@@ -10,7 +10,8 @@
   made between two points of a disk's history lives in a VHD layer that one chain has and the other
   lacks; the blocks are the sectors allocated in those layers (both disks attached read-only through
   the storage access layer, the VHDs read in a worker thread). It is exact at 64 KiB granularity for
-  what was written, and conservative (a rewrite of the same bytes counts as a change);
+  what was written, and conservative (a rewrite of the same bytes counts as a change; a shared layer
+  the GC coalesced a later layer into after the older snapshot counts as changed as a whole);
 * data_destroy: a snapshot (else OPERATION_NOT_ALLOWED) with cbt_enabled (else VDI_NO_CBT_METADATA),
   not attached (VDI_IN_USE): its type becomes cbt_metadata; its own VHD layer stays, as the position in
   the chain that list_changed_blocks compares against;
@@ -22,6 +23,9 @@
 from __future__ import annotations
 
 import base64
+import calendar
+import os
+import time
 
 from xapi.actions import vdi_read
 from xapi.datamodel.errors import XapiError
@@ -86,14 +90,15 @@ def data_destroy(ctx, session, self):
 
 
 # -- list_changed_blocks ---------------------------------------------------------------------------
-def _layers(path: str) -> tuple[int, dict]:
-    """The disk's virtual size and, per VHD layer uuid of its chain, the 64 KiB chunks it has data in."""
+def _layers(path: str) -> tuple[int, dict, dict]:
+    """The disk's virtual size and, per VHD layer uuid of its chain, the 64 KiB chunks it has data in
+    and its file's modification time."""
     from xapi.sm import vhd
     per_block = vhd.BLOCK_SIZE // CHUNK
     bytes_per_chunk = CHUNK // SECTOR // 8
     top = vhd.open(path, readonly=True)
     try:
-        out = {}
+        out, mtimes = {}, {}
         for layer in top.chain():
             chunks: set[int] = set()
             for b in layer.blocks():
@@ -105,7 +110,8 @@ def _layers(path: str) -> tuple[int, dict]:
                     if any(bm[i * bytes_per_chunk:(i + 1) * bytes_per_chunk]):
                         chunks.add(b * per_block + i)
             out[layer.uuid] = chunks
-        return top.virtual_size, out
+            mtimes[layer.uuid] = os.stat(layer.path).st_mtime
+        return top.virtual_size, out, mtimes
     finally:
         for layer in top.chain():
             layer.close()
@@ -120,7 +126,7 @@ def _bitmap(size: int, chunks: set[int]) -> str:
     return base64.b64encode(bytes(bits)).decode()
 
 
-async def _vhd_layers(app, vdi: str) -> tuple[int, dict]:
+async def _vhd_layers(app, vdi: str) -> tuple[int, dict, dict]:
     async with vdi_read.attached_readonly(app, vdi, "cbt") as info:
         if info.get("format", "vhd") != "vhd":
             raise XapiError("SR_OPERATION_NOT_SUPPORTED", app.db.table("VDI").get_field(vdi, "SR"))
@@ -139,12 +145,24 @@ async def list_changed_blocks(ctx, session, vdi_from, vdi_to):
         srs = db.table("SR")
         if srs.get_field(rec["SR"], "type") not in _VHD_SR_TYPES:
             raise XapiError("SR_OPERATION_NOT_SUPPORTED", rec["SR"])
-    size_to, to_layers = await _vhd_layers(app, vdi_to)
-    _, from_layers = await _vhd_layers(app, vdi_from)
+    size_to, to_layers, mtimes = await _vhd_layers(app, vdi_to)
+    _, from_layers, _ = await _vhd_layers(app, vdi_from)
     changed: set[int] = set()
     for uuid in to_layers.keys() ^ from_layers.keys():
         changed |= to_layers.get(uuid) or from_layers.get(uuid) or set()
+    # A shared (hidden, read-only) layer is written again only when the GC coalesces a later layer into
+    # it: then it holds writes made after the older snapshot, and all its blocks count as changed.
+    taken = [_epoch(r["snapshot_time"]) for r in recs.values() if r["is_a_snapshot"]]
+    if taken:
+        since = min(taken) + 1.0            # snapshot_time has whole seconds
+        for uuid in to_layers.keys() & from_layers.keys():
+            if mtimes[uuid] > since:
+                changed |= to_layers[uuid]
     return _bitmap(size_to, changed)
+
+
+def _epoch(stamp) -> float:
+    return calendar.timegm(time.strptime(str(stamp).rstrip("Z"), "%Y%m%dT%H:%M:%S"))
 
 
 # -- NBD -------------------------------------------------------------------------------------------
