@@ -116,6 +116,7 @@ def test_member_call_answers_result_and_generation(sim, x):
     # the result as the coordinator's JSON-RPC endpoint encodes it (a datetime as xapi's string)
     vm = next(v for v in x.VM.get_all() if x.VM.get_is_control_domain(v))
     stamp = _internal(coordinator, "member.call", h2, "VM.get_snapshot_time", [vm])["result"]
+    assert isinstance(stamp, str) and stamp.endswith("Z")
     s = coordinator.session()
     try:
         assert stamp == _jsonrpc(coordinator, "VM.get_snapshot_time", [s._session, vm])["result"]
