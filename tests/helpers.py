@@ -18,6 +18,7 @@ import XenAPI
 from xapi import xenctrl
 
 MIB = 1 << 20
+NULL = "OpaqueRef:NULL"
 
 # the simulated hypervisor's xenctrl shim builds domains; without it no VM can start
 needs_domains = pytest.mark.skipif(not hasattr(xenctrl.Interface, "domain_create"),
@@ -97,12 +98,13 @@ def management_network(x):
     return next(n for n, r in x.network.get_all_records().items() if r["bridge"] == "xenbr0")
 
 
-def raw_vdi(d, session, method, vdi, body=None) -> bytes:
+def raw_vdi(d, session, method, vdi, body=None, timeout=60) -> bytes:
     """GET /export_raw_vdi, or PUT /import_raw_vdi with `body`, of a VDI in raw format on the daemon or
-    pool host `d`: the reply's body."""
-    c = http.client.HTTPConnection(urllib.parse.urlsplit(d.url).hostname, d.http_port, timeout=30)
+    pool host `d`, in `session` (a XenAPI.Session or a session ref): the reply's body."""
+    sid = getattr(session, "_session", session)
+    c = http.client.HTTPConnection(urllib.parse.urlsplit(d.url).hostname, d.http_port, timeout=timeout)
     try:
-        path = f"/{method}?session_id={session._session}&vdi={vdi}&format=raw"
+        path = f"/{method}?session_id={sid}&vdi={vdi}&format=raw"
         c.request("PUT" if body is not None else "GET", path, body=body)
         r = c.getresponse()
         data = r.read()

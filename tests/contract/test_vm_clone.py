@@ -4,13 +4,11 @@ data back over /export_raw_vdi), records carry what xapi copies and resets, snap
 import tempfile
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import (failure, management_network, needs_domains, new_vdi, new_vm, raw_vdi, vbd_record,
-                           vif_record)
+from tests.helpers import (MIB, NULL, failure, management_network, needs_domains, new_vdi, new_vm, raw_vdi,
+                           vbd_record, vif_record)
 from xapi.actions.vif import gen_mac
 
 pytestmark = needs_domains
-MIB = 1 << 20
-NULL = "OpaqueRef:NULL"
 
 
 host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",

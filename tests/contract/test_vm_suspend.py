@@ -5,13 +5,11 @@ import io
 import time
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import (datapaths, failure, needs_domains, new_vdi, new_vm, raw_vdi, vbd_record, wait_for,
-                           xenopsd)
+from tests.helpers import (MIB, NULL, datapaths, failure, needs_domains, new_vdi, new_vm, raw_vdi, vbd_record,
+                           wait_for, xenopsd)
 from xapi.xenops import image
 
 pytestmark = needs_domains
-MIB = 1 << 20
-NULL = "OpaqueRef:NULL"
 
 
 host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",

@@ -20,7 +20,7 @@ import xmlrpc.client
 import pytest
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import new_vdi
+from tests.helpers import new_vdi, raw_vdi
 from xapi import xenctrl
 from xapi.xva import checksum as xva_checksum
 
@@ -60,30 +60,6 @@ def vm_record(name):
     }
 
 
-def put_raw(d, sid, vdi, data):
-    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
-    try:
-        c.request("PUT", f"/import_raw_vdi?session_id={sid}&vdi={vdi}&format=raw", body=data,
-                  headers={"Content-Length": str(len(data))})
-        r = c.getresponse()
-        r.read()
-        assert r.status == 200
-    finally:
-        c.close()
-
-
-def get_raw(d, sid, vdi):
-    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
-    try:
-        c.request("GET", f"/export_raw_vdi?session_id={sid}&vdi={vdi}&format=raw")
-        r = c.getresponse()
-        body = r.read()
-        assert r.status == 200
-        return body
-    finally:
-        c.close()
-
-
 def disk_data(nchunks, present):
     """A disk of nchunks MiB where only the chunks in `present` hold (distinct) data."""
     out = bytearray(nchunks * MiB)
@@ -104,7 +80,7 @@ def vm(d, x, sid, sr):
     for dev, (n, present) in enumerate((DISK_A, DISK_B)):
         vdi = new_vdi(x, sr, n * MiB, f"disk{dev}")
         data = disk_data(n, present)
-        put_raw(d, sid, vdi, data)
+        raw_vdi(d, sid, "import_raw_vdi", vdi, data)
         x.VBD.create({"VM": ref, "VDI": vdi, "userdevice": str(dev), "bootable": dev == 0, "mode": "RW",
                       "type": "Disk", "empty": False, "other_config": {}, "qos_algorithm_type": "",
                       "qos_algorithm_params": {}})
@@ -244,7 +220,7 @@ def _check_imported(x, d, sid, new, src, disks, sr):
         vdi = x.VBD.get_VDI(vbd)
         assert x.VDI.get_SR(vdi) == sr
         assert int(x.VDI.get_virtual_size(vdi)) == len(data)
-        assert get_raw(d, sid, vdi) == data
+        assert raw_vdi(d, sid, "export_raw_vdi", vdi) == data
     vifs = a["VIFs"]
     assert len(vifs) == 1 and x.VIF.get_MAC(vifs[0]) == "aa:bb:cc:00:11:22"
     assert x.VIF.get_network(vifs[0]) == x.VIF.get_network(b["VIFs"][0])
@@ -511,7 +487,7 @@ def test_suspended_vm_backup_and_restore(d, x, sid, sr, tmp_path):
     uuid = x.VM.get_uuid(ref)
     x.VM.start(ref, False, False)
     x.VM.suspend(ref)
-    image = get_raw(d, sid, x.VM.get_suspend_VDI(ref))
+    image = raw_vdi(d, sid, "export_raw_vdi", x.VM.get_suspend_VDI(ref))
     path = tmp_path / "s.xva"
     try:
         status, _ = export(d, f"session_id={sid}&ref={ref}&preserve_power_state=true", path)
@@ -530,7 +506,7 @@ def test_suspended_vm_backup_and_restore(d, x, sid, sr, tmp_path):
     (new,) = result_refs(result)
     try:
         assert x.VM.get_uuid(new) == uuid and x.VM.get_power_state(new) == "Suspended"
-        assert get_raw(d, sid, x.VM.get_suspend_VDI(new)) == image
+        assert raw_vdi(d, sid, "export_raw_vdi", x.VM.get_suspend_VDI(new)) == image
         x.VM.resume(new, False, False)
         assert x.VM.get_power_state(new) == "Running"
     finally:
@@ -655,7 +631,7 @@ def test_xcp_ng_archive_imports(d, x, sid, sr):
         assert x.VBD.get_userdevice(vbd) == "0" and x.VBD.get_bootable(vbd) is True
         vdi = x.VBD.get_VDI(vbd)
         assert x.VDI.get_name_label(vdi) == "xcp-disk"
-        got = get_raw(d, sid, vdi)      # the SR rounds 5 MiB up to whole 2 MiB VHD blocks
+        got = raw_vdi(d, sid, "export_raw_vdi", vdi)      # the SR rounds 5 MiB up to whole 2 MiB VHD blocks
         assert got[:len(disk)] == disk and not any(got[len(disk):])
         (vif,) = [v for v in rec["VIFs"] if x.VIF.get_device(v) == "0"]
         assert x.VIF.get_MAC(vif) == "12:34:56:78:9a:bc"
@@ -743,7 +719,7 @@ def test_memory_stays_bounded(d, x, sid, sr, tmp_path):
         assert after_export - base < 64 * 1024, (base, after_export)
         assert after_import - base < 64 * 1024, (base, after_import)
         new_vdi_ref = x.VBD.get_VDI(x.VM.get_VBDs(new)[0])
-        got = get_raw(d, sid, new_vdi_ref)
+        got = raw_vdi(d, sid, "export_raw_vdi", new_vdi_ref)
         assert got == block * (size // MiB)
     finally:
         _destroy_vm(x, new)
