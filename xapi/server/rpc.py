@@ -85,7 +85,18 @@ class Endpoints:
         """One call made in process (the xe server's commands), checked, audited and waking event
         waiters as a call over HTTP: its result, or a coroutine for an asynchronous action; every
         failure is a XapiError."""
-        return self._call(ctx, method, params)[1]
+        entry, result = self._call(ctx, method, params)
+        if entry.is_async and not entry.readonly:
+            return self._poke_later(result)
+        return result
+
+    async def _poke_later(self, pending):
+        """An asynchronous action's writes happen while it runs: wake event waiters once it is done
+        (as the HTTP transports do), not at the next unrelated call."""
+        try:
+            return await pending
+        finally:
+            self.poke()
 
     # -- XML-RPC --------------------------------------------------------------------------------
     def xml(self, ctx, body: bytes):
