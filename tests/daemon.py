@@ -19,8 +19,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Endpoint:
+    """How tests reach a daemon (one of ours, or a pool host): its URLs and the pid in its data folder."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.http_port}/"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self.address}:{self.https_port}/"
+
+    @property
+    def pid(self) -> int:
+        return int(open(os.path.join(self.data_dir, "xapi.pid")).read())
+
+
 @dataclass
-class Daemon:
+class Daemon(Endpoint):
+    address = "127.0.0.1"                 # not a field: every test daemon listens there
     data_dir: str
     http_port: int
     https_port: int
@@ -30,20 +47,8 @@ class Daemon:
     extra_args: list = field(default_factory=list)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/"
-
-    @property
-    def https_url(self) -> str:
-        return f"https://127.0.0.1:{self.https_port}/"
-
-    @property
     def socket_path(self) -> str:
         return os.path.join(self.data_dir, "xapi")
-
-    @property
-    def pid(self) -> int:
-        return int(open(os.path.join(self.data_dir, "xapi.pid")).read())
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:

@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.parse
 
 import pytest
 import XenAPI
@@ -102,7 +101,7 @@ def raw_vdi(d, session, method, vdi, body=None, timeout=60) -> bytes:
     """GET /export_raw_vdi, or PUT /import_raw_vdi with `body`, of a VDI in raw format on the daemon or
     pool host `d`, in `session` (a XenAPI.Session or a session ref): the reply's body."""
     sid = getattr(session, "_session", session)
-    c = http.client.HTTPConnection(urllib.parse.urlsplit(d.url).hostname, d.http_port, timeout=timeout)
+    c = http.client.HTTPConnection(d.address, d.http_port, timeout=timeout)
     try:
         path = f"/{method}?session_id={sid}&vdi={vdi}&format=raw"
         c.request("PUT" if body is not None else "GET", path, body=body)

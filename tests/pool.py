@@ -32,7 +32,7 @@ PASSWORD = "pool-password"
 
 
 @dataclass
-class Host:
+class Host(_daemon.Endpoint):
     address: str
     http_port: int
     https_port: int
@@ -40,18 +40,6 @@ class Host:
     password: str
     namespace: str | None = None          # with netns: its namespace and its link on the bridge
     link: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}:{self.http_port}/"
-
-    @property
-    def https_url(self) -> str:
-        return f"https://{self.address}:{self.https_port}/"
-
-    @property
-    def pid(self) -> int:
-        return int(open(os.path.join(self.data_dir, "xapi.pid")).read())
 
     def session(self) -> XenAPI.Session:
         s = XenAPI.Session(self.url)
