@@ -6,10 +6,8 @@ import time
 import urllib.request
 import xmlrpc.client
 
-import XenAPI
-
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import failure, new_vm
+from tests.helpers import failure, login, new_vm
 
 
 host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
@@ -113,15 +111,13 @@ def test_lifecycle_raises_xapis_messages(x):
 
 def test_messages_survive_a_restart(fresh_daemon):
     d = fresh_daemon()
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password)
+    s = login(d)
     host_uuid = s.xenapi.host.get_uuid(s.xenapi.host.get_all()[0])
     ref = s.xenapi.message.create("KEPT", "2", "Host", host_uuid, "<body> & more")
     rec = s.xenapi.message.get_record(ref)
     d.stop()
     d2 = fresh_daemon(data_dir=d.data_dir)
-    s2 = XenAPI.Session(d2.url)
-    s2.xenapi.login_with_password("root", d2.password)
+    s2 = login(d2)
     assert s2.xenapi.message.get_record(ref) == rec
     s2.xenapi.message.destroy(ref)
     assert s2.xenapi.message.get_all() == []

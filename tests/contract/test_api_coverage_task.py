@@ -2,15 +2,14 @@
 reports land in the record and raise events; only the task's owner or a holder of task.destroy/any may
 set them (xapi's TaskHelper.assert_op_valid), checked with PAM users of two roles."""
 import pytest
-import XenAPI
 
+from tests import helpers
 from tests.contract.pam_accounts import login, needs_pam
 from tests.helpers import failure
 
 
 def test_setters_as_root(xapi_daemon):
-    s = XenAPI.Session(xapi_daemon.url)
-    s.xenapi.login_with_password("root", xapi_daemon.password)
+    s = helpers.login(xapi_daemon)
     x = s.xenapi
     try:
         task = x.task.create("import", "driven by the client")

@@ -7,11 +7,10 @@ import shutil
 import time
 
 import pytest
-import XenAPI
 
 from tests import daemon as _daemon
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import (datapaths, failure, management_network, needs_domains, needs_xs, new_vdi, new_vm,
+from tests.helpers import (datapaths, failure, login, management_network, needs_domains, needs_xs, new_vdi, new_vm,
                            vbd_record, vif_record, wait_for, xenopsd, xs, xs_read)
 
 pytestmark = needs_domains
@@ -287,8 +286,7 @@ def test_a_restart_with_a_running_vm_neither_leaks_nor_repeats_attaches(how):
     by this host; the next start attaches it again, once."""
     d = _daemon.start("--db-flush-interval", "0.2", env={"XAPI_GUEST_AGENT_DELAY": "0.1"})
     try:
-        s = XenAPI.Session(d.url)
-        s.xenapi.login_with_password("root", d.password)
+        s = login(d)
         x = s.xenapi
         sr = x.pool.get_default_SR(x.pool.get_all()[0])
         vm = new_vm(x, "restart-disk")
@@ -307,8 +305,7 @@ def test_a_restart_with_a_running_vm_neither_leaks_nor_repeats_attaches(how):
             d.proc.wait(10)
         d2 = _daemon.start(data_dir=d.data_dir)
         try:
-            s = XenAPI.Session(d2.url)
-            s.xenapi.login_with_password("root", d2.password)
+            s = login(d2)
             x = s.xenapi
             assert wait_for(lambda: x.VM.get_power_state(vm) == "Halted", 10)
             assert wait_for(lambda: not x.VBD.get_currently_attached(vbd), 5)

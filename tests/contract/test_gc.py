@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-import XenAPI
 
 from tests import daemon as _daemon
 from tests import helpers
@@ -146,8 +145,7 @@ def test_an_interrupted_step_is_finished_before_the_next_operation(x, host, tmp_
 def test_a_step_cut_by_a_shutdown_is_finished_at_the_next_start(fresh_daemon, tmp_path):
     # the collector's steps are slowed down (a pause at each of its points) so the daemon stops inside one
     d = fresh_daemon(env={"XAPI_GC_DELAY": "0", "XAPI_GC_PAUSE": "0.3"})
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password)
+    s = helpers.login(d)
     x = s.xenapi
     folder = str(tmp_path / "sr")
     sr = x.SR.create(x.host.get_all()[0], {"path": folder}, "0", "gc", "", "ext", "user", False, {})
@@ -163,8 +161,7 @@ def test_a_step_cut_by_a_shutdown_is_finished_at_the_next_start(fresh_daemon, tm
     assert gc.pending(folder)                                            # killed inside the step
     d2 = _daemon.start(data_dir=d.data_dir, env={"XAPI_GC_DELAY": "0"})
     try:
-        s2 = XenAPI.Session(d2.url)
-        s2.xenapi.login_with_password("root", d2.password)
+        s2 = helpers.login(d2)
         x2 = s2.xenapi
         wait_for(lambda: vhds(folder) == [loc + ".vhd"] and not gc.pending(folder)
                  and x2.SR.get_VDIs(sr) == [v], what="the step to be finished and the collection to end")

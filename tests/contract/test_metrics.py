@@ -4,11 +4,10 @@ host_metrics and host_cpu updates."""
 import shutil
 import time
 
-import XenAPI
-
 from tests import daemon as _daemon
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, management_network, needs_domains, new_vm, vif_record, wait_for, xs, xs_read
+from tests.helpers import (failure, login, management_network, needs_domains, new_vm, vif_record, wait_for, xs,
+                           xs_read)
 
 pytestmark = needs_domains
 MIB = 1 << 20
@@ -135,8 +134,7 @@ def test_hypervisor_calls_through_the_bounded_pool():
                                                        "XAPI_METRICS_INTERVAL": "0.2",
                                                        "XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})
     try:
-        s = XenAPI.Session(d.url)
-        s.xenapi.login_with_password("root", d.password)
+        s = login(d)
         x = s.xenapi
         vms = [new_vm(x, f"pooled-{i}") for i in range(4)]
         tasks = [x.Async.VM.start(vm, False, False) for vm in vms]

@@ -10,6 +10,7 @@ import xmlrpc.client
 
 import XenAPI
 
+from tests import helpers
 from tests.contract.pam_accounts import login, needs_pam
 from tests.helpers import failure
 
@@ -17,8 +18,7 @@ VM_OP_ROLES = "pool-admin, pool-operator, vm-power-admin, vm-admin, vm-operator"
 
 
 def test_roles_and_permissions_are_role_rows(xapi_daemon):
-    s = XenAPI.Session(xapi_daemon.url)
-    s.xenapi.login_with_password("root", xapi_daemon.password)
+    s = helpers.login(xapi_daemon)
     x = s.xenapi
     try:
         records = x.role.get_all_records()

@@ -7,7 +7,7 @@ import XenAPI
 
 from tests import daemon as _daemon
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, needs_domains, new_vm, wait_for, xenopsd
+from tests.helpers import failure, login, needs_domains, new_vm, wait_for, xenopsd
 
 pytestmark = needs_domains
 
@@ -155,8 +155,7 @@ def test_event_watcher_sees_power_state(host, x):
     done = threading.Event()
 
     def watch():
-        s = XenAPI.Session(host.url)
-        s.xenapi.login_with_password("root", host.password)
+        s = login(host)
         tok = token
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not done.is_set():
@@ -259,16 +258,14 @@ def test_restart_leaves_running_vms_halted():
     """state.db keeps Running, but the domains went with the daemon: the VM comes back Halted."""
     d = _daemon.start()
     try:
-        s = XenAPI.Session(d.url)
-        s.xenapi.login_with_password("root", d.password)
+        s = login(d)
         vm = new_vm(s.xenapi, "restart")
         s.xenapi.VM.start(vm, False, False)
         assert s.xenapi.VM.get_power_state(vm) == "Running"
         d.stop()
         d2 = _daemon.start(data_dir=d.data_dir)
         try:
-            s = XenAPI.Session(d2.url)
-            s.xenapi.login_with_password("root", d2.password)
+            s = login(d2)
             assert wait_for(lambda: s.xenapi.VM.get_power_state(vm) == "Halted", 5)
             assert "start" in s.xenapi.VM.get_allowed_operations(vm)
             s.xenapi.VM.start(vm, False, False)
