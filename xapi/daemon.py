@@ -75,7 +75,8 @@ class Daemon:
         # --
         inventory = startup.read_inventory(cfg.data_dir)
         address = "127.0.0.1" if cfg.address in ("", "0.0.0.0", "::") else cfg.address
-        self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address)
+        self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address,
+                                                        cfg.backend, cfg.data_dir)
         ensure_roles(self.db)                    # the static roles and permissions (xapi.auth.roles)
         self.coordinator_address = address
         self.sessions = Sessions(self.db, self.host_ref)

@@ -1,6 +1,13 @@
 """What a host puts in the database when it starts, as xapi's first boot and dbsync do: the pool, the
 host with its metrics and CPUs, the control domain with its metrics and consoles, the management
-network and its PIF, the default templates and the storage drivers.
+network and its PIF, the default templates and the storage drivers. At first boot the host's other
+NICs get their PIFs too, unplugged, on the pool-wide network of their bridge (a real host's firstboot
+runs PIF.scan).
+
+The host's software_version names its network backend as xapi does (network_backend: "openvswitch" or
+"bridge", what xcp-networkd runs, from the first word of network.conf): a real host's is
+/etc/xensource/network.conf; a simulated host's is <data dir>/network.conf, openvswitch (XCP-ng's
+default) when there is none.
 
 `populate` is idempotent: on a database loaded from disk it finds the rows already there (the host by
 INSTALLATION_UUID, dom0 by CONTROL_DOMAIN_UUID, the pool, the management PIF and its network, the
@@ -22,6 +29,8 @@ from xapi.sm import local_sr
 PAGE = 4096
 MANAGEMENT_DEVICE = "eth0"
 MANAGEMENT_BRIDGE = "xenbr0"
+NETWORK_CONF = "/etc/xensource/network.conf"
+OVS_DB_SOCKETS = ("/run/openvswitch/db.sock", "/var/run/openvswitch/db.sock")
 # xapi gives the control domain one console per protocol
 DOM0_CONSOLES = ("rfb", "vt100")
 
@@ -43,6 +52,29 @@ def read_inventory(data_dir: str) -> dict[str, str]:
     if changed:
         atomic.write_file(path, "".join(f"{k}='{v}'\n" for k, v in sorted(inv.items())).encode(), 0o644)
     return inv
+
+
+def network_backend(backend: str = "sim", data_dir: str | None = None) -> str:
+    """"openvswitch" or "bridge", as xcp-networkd reads network.conf ("vswitch" is openvswitch too).
+    A real host without the file: openvswitch when its database socket is there, else bridge."""
+    if backend == "sim":
+        path = os.path.join(data_dir, "network.conf") if data_dir else None
+    else:
+        path = NETWORK_CONF
+    kind = ""
+    if path is not None:
+        try:
+            with open(path) as f:
+                kind = f.read().strip().lower()
+        except OSError:
+            pass
+    if kind in ("openvswitch", "vswitch"):
+        return "openvswitch"
+    if kind == "bridge":
+        return "bridge"
+    if backend == "sim":
+        return "openvswitch"
+    return "openvswitch" if any(os.path.exists(p) for p in OVS_DB_SOCKETS) else "bridge"
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -75,20 +107,24 @@ def _url_host(address: str) -> str:
 
 
 # -- populate ----------------------------------------------------------------------------------------
-def populate(db, inventory: dict[str, str], hv, address: str) -> tuple[str, str]:
-    """Creates this host's rows, or refreshes them when they are already there; returns (pool, host)."""
+def populate(db, inventory: dict[str, str], hv, address: str, backend: str = "sim",
+             data_dir: str | None = None) -> tuple[str, str]:
+    """Creates this host's rows, or refreshes them when they are already there; returns (pool, host).
+    `backend` is the hypervisor's ("sim" or "xc"), `data_dir` the daemon's (the simulator's network.conf)."""
     info = hv.physinfo()
     dom0 = next(d for d in hv.domain_list() if d["domid"] == 0)
     hostname = socket.gethostname()
     now = datetime_now()
 
     first_boot = _one(db, "host", "uuid", inventory["INSTALLATION_UUID"]) is None
-    host = _host(db, inventory, info, hostname, address, now)
+    host = _host(db, inventory, info, hostname, address, now, network_backend(backend, data_dir))
     pool = _pool(db, inventory, host)
     _host_cpus(db, host, info)
     dom0_ref = _control_domain(db, inventory, host, hostname, dom0, now)
     _dom0_consoles(db, dom0_ref, address)
     _management_interface(db, inventory, host, address, now)
+    if first_boot:
+        _scan_nics(db, host, backend, inventory["INSTALLATION_UUID"])
     _templates(db)
     _storage_drivers(db)
     if first_boot:
@@ -96,7 +132,7 @@ def populate(db, inventory: dict[str, str], hv, address: str) -> tuple[str, str]
     return pool, host
 
 
-def _host(db, inventory, info, hostname, address, now) -> str:
+def _host(db, inventory, info, hostname, address, now, network_kind) -> str:
     hosts = db.table("host")
     total = info["total_pages"] * PAGE
     free = info["free_pages"] * PAGE
@@ -107,7 +143,7 @@ def _host(db, inventory, info, hostname, address, now) -> str:
         "software_version": {"product_brand": "pyxapi", "product_version": __version__,
                              "platform_version": "3.4.0", "xapi": __version__, "xapi_build": __version__,
                              "xen": "4.17.0", "build_number": __version__, "hostname": hostname,
-                             "network_backend": "bridge", "db_schema": "5.602"},
+                             "network_backend": network_kind, "db_schema": "5.602"},
         "cpu_info": {"cpu_count": str(info["nr_cpus"]), "socket_count": str(max(1, info["nr_nodes"])),
                      "speed": f"{info['cpu_khz'] / 1000:.3f}", "vendor": "GenuineIntel",
                      "modelname": "Simulated CPU"},
@@ -238,6 +274,15 @@ def _management_interface(db, inventory, host, address, now) -> tuple[str, str]:
         if other != pif and pifs.get_field(other, "management"):
             pifs.set_field(other, "management", False)
     return network, pif
+
+
+def _scan_nics(db, host, backend, host_uuid) -> None:
+    """PIF.scan at first boot: a PIF for each NIC that has none (the management one has)."""
+    from xapi.actions import host_nics, pif
+    known = pif._physical_devices(db, host)
+    for device, nic in host_nics.local(backend, host_uuid).items():
+        if device not in known:
+            pif._introduce(db, host, nic, managed=True)
 
 
 def _templates(db) -> None:

@@ -46,7 +46,12 @@ def test_network_pif_and_storage_drivers(x):
     (pif_ref, pif), = pifs.items()
     assert pif["device"] == "eth0" and pif["host"] == host and pif["VLAN"] == "-1"
     assert pif["IP"] == hrec["address"] and pif["currently_attached"] is True and pif["physical"] is True
-    assert hrec["PIFs"] == [pif_ref]
+    # the first boot scanned the host's other NICs too: unplugged PIFs on their bridges' networks
+    others = {x.PIF.get_device(p): p for p in hrec["PIFs"] if p != pif_ref}
+    assert sorted(others) == ["eth1", "eth2", "eth3"]
+    for device, p in others.items():
+        assert x.PIF.get_currently_attached(p) is False and x.PIF.get_management(p) is False
+        assert x.network.get_bridge(x.PIF.get_network(p)) == "xenbr" + device[3:]
     net = x.network.get_record(pif["network"])
     assert net["bridge"] == "xenbr0" and net["name_label"] == "Pool-wide network associated with eth0"
     assert pif_ref in net["PIFs"]

@@ -58,9 +58,14 @@ def test_scan_finds_the_simulated_nics(x):
     assert network["bridge"] == "xenbr1" and network["name_label"] == "Pool-wide network associated with eth1"
     assert ref in network["PIFs"] and ref in x.host.get_PIFs(me)
     assert x.PIF_metrics.get_carrier(eth1["metrics"]) is True
-    seen = changes(x, ["PIF", "network"], token)
-    assert ("pif", "add", ref) in seen and ("network", "add", eth1["network"]) in seen
-    x.PIF.scan(me)                                          # nothing new the second time
+    # the first boot scanned every NIC already: this scan added nothing
+    assert not [e for e in changes(x, ["PIF", "network"], token) if e[1] == "add"]
+    x.PIF.forget(ref)
+    token = x.event_from(["PIF", "network"], "", 0.0)["token"]
+    x.PIF.scan(me)                                          # the forgotten NIC comes back
+    again = pif_of(x, "eth1")
+    assert again != ref and x.PIF.get_network(again) == eth1["network"] and x.PIF.get_MAC(again) == eth1["MAC"]
+    assert ("pif", "add", again) in changes(x, ["PIF", "network"], token)
     assert len([r for r in x.PIF.get_all_records().values() if r["physical"]]) == 4
     assert failure(x.PIF.scan, "OpaqueRef:nope") == ["HANDLE_INVALID", "host", "OpaqueRef:nope"]
 
@@ -236,8 +241,8 @@ def test_tunnel_checks(x, nics):
     assert x.Bond.get_auto_update_mac(bond) is False
     assert failure(x.tunnel.create, eth1, n, "gre") == ["CANNOT_ADD_TUNNEL_TO_BOND_SLAVE", eth1]
     x.Bond.destroy(bond)
-    # the simulated host reports software_version network_backend=bridge, as xapi without openvswitch
-    assert failure(x.tunnel.create, nics["eth0"], n) == ["OPENVSWITCH_NOT_ACTIVE"]
+    # an unconfigured transport: TRANSPORT_PIF_NOT_CONFIGURED from the plug, and nothing stays
+    assert failure(x.tunnel.create, eth2, n, "gre") == ["TRANSPORT_PIF_NOT_CONFIGURED", eth2]
     assert failure(x.tunnel.create, "OpaqueRef:nope", n) == ["HANDLE_INVALID", "PIF", "OpaqueRef:nope"]
     assert failure(x.tunnel.destroy, "OpaqueRef:nope") == ["HANDLE_INVALID", "tunnel", "OpaqueRef:nope"]
     assert x.tunnel.get_all() == [] and x.PIF.get_tunnel_transport_PIF_of(nics["eth0"]) == []
@@ -278,6 +283,57 @@ def test_bond_and_vlan_survive_a_restart():
         x.VLAN.destroy(vlan)
         x.Bond.destroy(bond)
         assert x.host.get_management_interface(me) == eth0
+        s.xenapi.session.logout()
+    finally:
+        _daemon.cleanup(d)
+
+
+def test_tunnel_create_and_destroy(x, nics):
+    """The simulated host runs openvswitch (XCP-ng's default network backend), so tunnels work."""
+    me = x.host.get_all()[0]
+    assert x.host.get_software_version(me)["network_backend"] == "openvswitch"
+    eth1 = nics["eth1"]
+    x.PIF.reconfigure_ip(eth1, "Static", "192.0.2.41", "255.255.255.0", "", "")
+    n = net(x, "overlay")
+    try:
+        tunnel = x.tunnel.create(eth1, n, "vxlan")
+        access = x.tunnel.get_access_PIF(tunnel)
+        rec = x.PIF.get_record(access)
+        assert rec["device"] == "tunnel0" and rec["host"] == me and rec["network"] == n
+        assert rec["currently_attached"] is True and rec["physical"] is False and rec["MTU"] == "1500"  # its bridge's
+        assert rec["tunnel_access_PIF_of"] == [tunnel] and x.PIF.get_tunnel_transport_PIF_of(eth1) == [tunnel]
+        assert x.tunnel.get_transport_PIF(tunnel) == eth1 and x.tunnel.get_protocol(tunnel) == "vxlan"
+        assert x.tunnel.get_status(tunnel) == {"active": "false"}
+        assert x.network.get_PIFs(n) == [access]
+        assert failure(x.tunnel.create, eth1, n, "gre") == ["NETWORK_ALREADY_CONNECTED", me, access]
+        assert failure(x.tunnel.create, access, net(x, "inner"), "gre") == ["IS_TUNNEL_ACCESS_PIF", access]
+        # the transport going down takes the tunnel with it
+        x.PIF.unplug(eth1)
+        assert x.PIF.get_currently_attached(access) is False
+        x.tunnel.destroy(tunnel)
+        assert x.tunnel.get_all() == [] and access not in x.PIF.get_all()
+        assert x.PIF.get_tunnel_transport_PIF_of(eth1) == [] and x.network.get_PIFs(n) == []
+    finally:
+        x.PIF.reconfigure_ip(eth1, "None", "", "", "", "")
+
+
+def test_bridge_backend_refuses_tunnels_and_igmp_snooping():
+    """A host whose network.conf says bridge reports network_backend=bridge, as xapi without
+    openvswitch: tunnel.create and enabling IGMP snooping are refused (OPENVSWITCH_NOT_ACTIVE)."""
+    data_dir = _daemon.data_folder()
+    with open(f"{data_dir}/network.conf", "w") as f:
+        f.write("bridge\n")
+    d = _daemon.start(data_dir=data_dir)
+    try:
+        s = login(d)
+        x = s.xenapi
+        me = x.host.get_all()[0]
+        pool = x.pool.get_all()[0]
+        assert x.host.get_software_version(me)["network_backend"] == "bridge"
+        eth0 = pif_of(x, "eth0")
+        assert failure(x.tunnel.create, eth0, net(x, "no-ovs")) == ["OPENVSWITCH_NOT_ACTIVE"]
+        assert failure(x.pool.set_igmp_snooping_enabled, pool, True) == ["OPENVSWITCH_NOT_ACTIVE"]
+        assert x.tunnel.get_all() == [] and x.pool.get_igmp_snooping_enabled(pool) is False
         s.xenapi.session.logout()
     finally:
         _daemon.cleanup(d)

@@ -28,8 +28,12 @@ def test_pool_formed_with_shared_sr(sim):
         assert len(local) == 1
         assert any(x.VM.get_is_control_domain(v) for v in rec["resident_VMs"])
         assert any(x.PIF.get_management(p) for p in rec["PIFs"])
+    # every host's first boot scanned its NICs eth0..eth3: one pool-wide network per bridge, a PIF
+    # of each host on each
     networks = {x.PIF.get_network(p) for rec in hosts.values() for p in rec["PIFs"]}
-    assert len(networks) == 1                  # one pool network for the management bridge
+    assert sorted(x.network.get_bridge(n) for n in networks) == ["xenbr0", "xenbr1", "xenbr2", "xenbr3"]
+    for n in networks:
+        assert sorted(x.PIF.get_host(p) for p in x.network.get_PIFs(n)) == sorted(hosts)
     s.xenapi.session.logout()
 
 

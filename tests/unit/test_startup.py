@@ -67,10 +67,15 @@ def test_control_domain(fresh):
         assert c["VM"] == dom0 and c["location"] == f"https://192.0.2.10/console?ref={dom0}"
 
 
+def management(db):
+    (pif_ref, pif), = [(r, p) for r, p in records(db, "PIF").items() if p["management"]]
+    return pif_ref, pif
+
+
 def test_management_network_and_pif(fresh):
     db, pool, host = fresh
-    (net_ref, net), = records(db, "network").items()
-    (pif_ref, pif), = records(db, "PIF").items()
+    pif_ref, pif = management(db)
+    net_ref, net = pif["network"], records(db, "network")[pif["network"]]
     assert net["bridge"] == "xenbr0" and net["name_label"] == "Pool-wide network associated with eth0"
     assert net["MTU"] == 1500 and net["PIFs"] == [pif_ref]
     assert pif["device"] == "eth0" and pif["network"] == net_ref and pif["host"] == host
@@ -78,7 +83,32 @@ def test_management_network_and_pif(fresh):
     assert pif["VLAN"] == -1 and pif["IP"] == "192.0.2.10" and pif["ip_configuration_mode"] == "Static"
     assert len(pif["MAC"].split(":")) == 6 and int(pif["MAC"][:2], 16) & 3 == 2   # local, unicast
     assert pif["metrics"] in records(db, "PIF_metrics")
-    assert records(db, "host")[host]["PIFs"] == [pif_ref]
+    assert pif_ref in records(db, "host")[host]["PIFs"]
+
+
+def test_first_boot_scans_every_nic(fresh):
+    """eth0 is the management PIF; eth1..eth3 have theirs too, unplugged, on the pool-wide network
+    of their bridge, with the simulated NICs' MACs (what a later PIF.scan finds again)."""
+    from xapi.actions import host_nics
+    db, pool, host = fresh
+    pifs = {p["device"]: p for p in records(db, "PIF").values()}
+    nics = host_nics.local("sim", INV["INSTALLATION_UUID"])
+    assert sorted(pifs) == sorted(nics) == ["eth0", "eth1", "eth2", "eth3"]
+    nets = records(db, "network")
+    for device, p in pifs.items():
+        assert p["MAC"] == nics[device].MAC and p["physical"] and p["host"] == host and p["VLAN"] == -1
+        assert nets[p["network"]]["bridge"] == "xenbr" + device[3:]
+        assert p["management"] == p["currently_attached"] == (device == "eth0")
+    assert len(nets) == 4
+    assert records(db, "host")[host]["software_version"]["network_backend"] == "openvswitch"
+
+
+def test_network_backend_from_network_conf(tmp_path):
+    assert startup.network_backend("sim", str(tmp_path)) == "openvswitch"      # XCP-ng's default
+    (tmp_path / "network.conf").write_text("bridge\n")
+    assert startup.network_backend("sim", str(tmp_path)) == "bridge"
+    (tmp_path / "network.conf").write_text("vswitch\n")
+    assert startup.network_backend("sim", str(tmp_path)) == "openvswitch"
 
 
 def test_default_templates(fresh):
@@ -170,8 +200,7 @@ def test_populate_refreshes_live_facts(fresh, hv):
     assert row["address"] == "198.51.100.7" and row["name_label"] == "renamed by the user"
     assert row["software_version"]["product_version"] != "0.0.0"
     assert db.table("host_metrics").get_field(row["metrics"], "memory_total") == 8192 << 20
-    (pif,) = records(db, "PIF").values()
-    assert pif["IP"] == "198.51.100.7"
+    assert management(db)[1]["IP"] == "198.51.100.7"
     for c in records(db, "console").values():
         assert c["location"].startswith("https://198.51.100.7/console?ref=")
     assert db.table("VM").get_field(tpl, "name_description") == "edited"   # templates are left alone

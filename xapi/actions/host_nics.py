@@ -58,6 +58,11 @@ def _sysfs() -> dict[str, Nic]:
     return nics
 
 
+def local(backend: str, host_uuid: str) -> dict[str, Nic]:
+    """device -> Nic of this daemon's own host (its first boot scans them)."""
+    return _simulated(host_uuid) if backend == "sim" else _sysfs()
+
+
 def nics(app, host: str) -> dict[str, Nic]:
     """device -> Nic of the host's physical interfaces."""
     if app.config.backend == "sim":

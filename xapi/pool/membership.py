@@ -318,7 +318,8 @@ async def reset_standalone(app) -> str:
         for ref in t.refs():
             t.remove(ref)
     address = app.own_address
-    app.pool_ref, app.host_ref = startup.populate(db, inventory, app.hypervisor, address)
+    app.pool_ref, app.host_ref = startup.populate(db, inventory, app.hypervisor, address,
+                                                  app.config.backend, data_dir)
     app.sessions.host_ref = app.host_ref
     ensure_roles(db)
     host_actions.sync_certificate(app)
