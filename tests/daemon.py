@@ -58,15 +58,19 @@ class Daemon(Endpoint):
         return self.proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM by pid, then SIGKILL if it doesn't go; returns the exit status."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
+
+
+def terminate(proc: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM by pid, then SIGKILL if it doesn't go; returns the exit status."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
 
 
 def data_folder() -> str:

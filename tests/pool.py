@@ -82,13 +82,7 @@ class Pool:
         subprocess.run(["ip", "link", "set", host.link, "up"], check=True)
 
     def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        _daemon.terminate(self.proc, timeout)
         for pid in self.pids:                   # daemons the supervisor could not stop
             try:
                 os.kill(pid, signal.SIGKILL)
