@@ -136,3 +136,65 @@ def test_an_import_holds_its_new_vm_until_it_completes(d, api, x, sr, vm_with_di
         s.close()
     assert wait_for(lambda: new not in x.VM.get_all(), 10)
     assert wait_for(lambda: x.task.get_status(task) != "pending", 10)
+
+
+def test_vdi_copy_marks_the_vdi(x, sr, vm_with_disk):
+    """VDI.copy holds {task: copy} on its VDI (message_forwarding.ml's with_sr_andor_vdi): a copy
+    blocks no other operation by itself but a snapshot (OPERATION_NOT_ALLOWED, xapi_vdi.ml)."""
+    (vbd,) = x.VM.get_VBDs(vm_with_disk)
+    vdi = x.VBD.get_VDI(vbd)
+    assert x.VDI.get_current_operations(vdi) == {} and "snapshot" in x.VDI.get_allowed_operations(vdi)
+    seen_vdi, refused = [], None
+    task = x.Async.VDI.copy(vdi, sr)
+    while x.task.get_status(task) == "pending":
+        ops = x.VDI.get_current_operations(vdi)
+        if ops:
+            seen_vdi.append((ops, x.VDI.get_allowed_operations(vdi)))
+            if refused is None:
+                refused = failure(x.VDI.snapshot, vdi, {})
+    assert x.task.get_status(task) == "success", x.task.get_error_info(task)
+    assert seen_vdi and all(ops == {task: "copy"} for ops, _ in seen_vdi)
+    assert all("snapshot" not in allowed and {"copy", "clone"} <= set(allowed) for _, allowed in seen_vdi)
+    assert refused == ["OPERATION_NOT_ALLOWED", "Snapshot operation not allowed during copy."]
+    assert x.VDI.get_current_operations(vdi) == {} and "snapshot" in x.VDI.get_allowed_operations(vdi)
+    assert x.SR.get_current_operations(sr) == {}
+    x.VDI.destroy(x.task.get_result(task).split("<value>")[1].split("</value>")[0])
+
+
+def test_sr_operations_wait_for_each_other(x, sr):
+    """An SR runs one operation at a time (xapi_sr_operations.ml); a caller refused with
+    OTHER_OPERATION_IN_PROGRESS waits and tries again (retry_with_global_lock), so concurrent VDI
+    creations all succeed, one after the other, each holding {task: vdi_create} on the SR."""
+    tasks = [x.Async.VDI.create({"name_label": f"together{i}", "SR": sr, "virtual_size": str(MIB), "type": "user",
+                                 "sharable": False, "read_only": False, "other_config": {}}) for i in range(4)]
+    seen = []
+    while any(x.task.get_status(t) == "pending" for t in tasks):
+        ops = x.SR.get_current_operations(sr)
+        if ops:
+            seen.append(ops)
+    assert seen and all(len(ops) == 1 and list(ops.values()) == ["vdi_create"] and set(ops) <= set(tasks)
+                        for ops in seen)
+    assert [x.task.get_status(t) for t in tasks] == ["success"] * 4, [x.task.get_error_info(t) for t in tasks]
+    made = [x.task.get_result(t).split("<value>")[1].split("</value>")[0] for t in tasks]
+    assert sorted(x.VDI.get_name_label(v) for v in made) == [f"together{i}" for i in range(4)]
+    assert x.SR.get_current_operations(sr) == {}
+    for v in made:
+        x.VDI.destroy(v)
+
+
+def test_sr_and_vdi_allowed_operations(d, api, x, sr, vm_with_disk):
+    """SR allowed_operations follow the driver's features and the PBDs (ext: no vdi_introduce; no
+    destroy/forget while plugged); a VDI whose datapath is in use (an export streams it) refuses the
+    operations that can't run live with VDI_IN_USE [vdi, op]."""
+    allowed = set(x.SR.get_allowed_operations(sr))
+    assert {"scan", "vdi_create", "vdi_destroy", "vdi_clone", "vdi_snapshot", "vdi_resize", "update"} <= allowed
+    assert not allowed & {"vdi_introduce", "destroy", "forget"}
+    (vbd,) = x.VM.get_VBDs(vm_with_disk)
+    vdi = x.VBD.get_VDI(vbd)
+    assert {"destroy", "resize", "snapshot", "clone", "copy"} <= set(x.VDI.get_allowed_operations(vdi))
+    task = x.task.create("export", "")
+    with stalled_export(d, api, vm_with_disk, task):
+        assert failure(x.VDI.destroy, vdi) == ["VDI_IN_USE", vdi, "destroy"]
+        assert failure(x.VDI.resize, vdi, str(64 * MIB)) == ["VDI_IN_USE", vdi, "resize"]
+    assert wait_for(lambda: x.task.get_status(task) != "pending", 10)
+    assert x.VDI.get_current_operations(vdi) == {}

@@ -141,6 +141,15 @@ def destroy_sr(x, sr):
     x.SR.destroy(sr)
 
 
+def forget_sr(x, sr):
+    """An SR that still lists VDIs (an ISO library): destroy is refused, forget leaves the files."""
+    for pbd in x.SR.get_PBDs(sr):
+        x.PBD.unplug(pbd)
+    assert failure(x.SR.destroy, sr) == ["SR_NOT_EMPTY"]
+    assert "destroy" not in x.SR.get_allowed_operations(sr) and "forget" in x.SR.get_allowed_operations(sr)
+    x.SR.forget(sr)
+
+
 # -- the fresh host --------------------------------------------------------------------------------
 def test_fresh_host_has_a_local_sr_as_pool_default(storage_daemon, x, host):
     pool = x.pool.get_all()[0]
@@ -397,9 +406,9 @@ def test_copy_across_srs(x, host, tmp):
 
 
 def test_vdi_forget_introduce_and_setters(x, host, tmp):
-    """VDI.forget drops the record only (xapi's Db.VDI.destroy: the file stays); VDI.introduce brings
-    the file back through the driver's vdi_introduce with its sizes, under the given uuid and names;
-    the setters write what they name, set_on_boot only where the SR has VDI_RESET_ON_BOOT."""
+    """VDI.forget drops the record only (xapi's Db.VDI.destroy: the file stays); VDI.introduce is
+    refused where the driver lacks VDI_INTRODUCE, and a scan brings the file back with its sizes under
+    its uuid; the setters write what they name, set_on_boot only where the SR has VDI_RESET_ON_BOOT."""
     folder = os.path.join(tmp, "ext")
     sr = x.SR.create(host, {"path": folder}, "0", "ext", "", "ext", "user", False, {})
     v = new_vdi(x, sr, 6 * MiB)
@@ -413,12 +422,15 @@ def test_vdi_forget_introduce_and_setters(x, host, tmp):
     assert failure(x.VDI.get_record, v) == ["HANDLE_INVALID", "VDI", v]
     assert v not in x.SR.get_VDIs(sr) and os.path.exists(path)
 
-    back = x.VDI.introduce(rec["uuid"], "back", "introduced", sr, "user", False, False, {"k": "v"},
-                           rec["location"], {}, {}, True, "0", "0", "OpaqueRef:NULL", False,
-                           xmlrpc.client.DateTime("19700101T00:00:00Z"), "OpaqueRef:NULL")
+    # ext lacks VDI_INTRODUCE: xapi_sr_operations refuses vdi_introduce; a scan finds the file again
+    assert failure(x.VDI.introduce, rec["uuid"], "back", "introduced", sr, "user", False, False, {"k": "v"},
+                   rec["location"], {}, {}, True, "0", "0", "OpaqueRef:NULL", False,
+                   xmlrpc.client.DateTime("19700101T00:00:00Z"), "OpaqueRef:NULL") == ["SR_OPERATION_NOT_SUPPORTED", sr]
+    assert "vdi_introduce" not in x.SR.get_allowed_operations(sr)
+    x.SR.scan(sr)
+    back = x.VDI.get_by_uuid(rec["uuid"])
     brec = x.VDI.get_record(back)
     assert (brec["uuid"], brec["location"], brec["SR"]) == (rec["uuid"], rec["location"], sr)
-    assert (brec["name_label"], brec["name_description"], brec["other_config"]) == ("back", "introduced", {"k": "v"})
     assert brec["virtual_size"] == str(6 * MiB) and int(brec["physical_utilisation"]) == os.path.getsize(path)
     assert back in x.SR.get_VDIs(sr)
     with vhd.open(path, readonly=True) as h:
@@ -448,7 +460,7 @@ def test_vdi_forget_introduce_and_setters(x, host, tmp):
     (cd,) = x.SR.get_VDIs(iso)
     assert failure(x.VDI.set_on_boot, cd, "reset") == ["SR_OPERATION_NOT_SUPPORTED", iso]
     destroy_sr(x, sr)
-    destroy_sr(x, iso)
+    forget_sr(x, iso)
 
 
 # -- nfs (a folder every host sees) --------------------------------------------------------------------
@@ -648,7 +660,7 @@ def test_iso_sr(x, host, tmp):
     assert sorted(x.VDI.get_location(v) for v in x.SR.get_VDIs(sr)) == [named, "upload.iso"]
     x.VDI.destroy(up)
     assert not os.path.exists(os.path.join(lib, "upload.iso"))
-    destroy_sr(x, sr)
+    forget_sr(x, sr)                # SR_NOT_EMPTY for destroy while it lists images (xapi_sr_operations)
     assert sorted(os.listdir(lib)) == ["README.txt", named]                # the images stay
 
 

@@ -10,10 +10,13 @@ from xapi.actions import accessors
 from xapi import datamodel as dm
 from xapi.datamodel.errors import XapiError
 from xapi.sm import rows
+from xapi.sm.operations import locked, sr_of
 
 _generic_create = None
 
 
+# each marks its SR as message_forwarding.ml does (xapi.sm.operations)
+@locked("pbd_create", target=lambda app, args: (args.get("SR") if isinstance(args, dict) else None, None))
 def create(ctx, session, args):
     global _generic_create
     db = ctx.app.db
@@ -31,6 +34,7 @@ def create(ctx, session, args):
     return ref
 
 
+@locked("pbd_destroy", target=sr_of("PBD"))
 def destroy(ctx, session, self):
     db = ctx.app.db
     rec = rows.check(db, "PBD", self)
@@ -48,10 +52,12 @@ def set_device_config(ctx, session, self, value):
     return ""
 
 
+@locked("plug", target=sr_of("PBD"))
 async def plug(ctx, session, self):
     return await _plug_or_unplug(ctx, self, plug=True)
 
 
+@locked("unplug", target=sr_of("PBD"))
 async def unplug(ctx, session, self):
     return await _plug_or_unplug(ctx, self, plug=False)
 

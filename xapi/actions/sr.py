@@ -15,6 +15,7 @@ import re
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, new_uuid
 from xapi.sm import gc_service, rows
+from xapi.sm.operations import locked
 from xapi.sm.exec import Call, NotImplementedInBackend
 
 log = logging.getLogger("xapi.sr")
@@ -88,6 +89,7 @@ def _attached_pbds(db, sr) -> list[str]:
     return [p for p in db.table("SR").get_field(sr, "PBDs") if p in pbds and pbds.get_field(p, "currently_attached")]
 
 
+@locked("forget", target=lambda app, sr: (sr, None))
 async def forget(ctx, session, sr):
     app = ctx.app
     _sr(ctx, sr)
@@ -112,6 +114,7 @@ def _forget_rows(db, sr) -> None:
                     table.set_field(ref, f, NULL_REF)
 
 
+@locked("destroy", target=lambda app, sr: (sr, None))
 async def destroy(ctx, session, sr):
     app = ctx.app
     storage = app.storage
@@ -140,6 +143,8 @@ async def destroy(ctx, session, sr):
     return ""
 
 
+# marked as message_forwarding.ml does (xapi.sm.operations)
+@locked("scan", target=lambda app, sr: (sr, None))
 async def scan(ctx, session, sr):
     app = ctx.app
     _sr(ctx, sr)
@@ -150,6 +155,7 @@ async def scan(ctx, session, sr):
     return ""
 
 
+@locked("update", target=lambda app, sr: (sr, None))
 async def update(ctx, session, sr):
     app = ctx.app
     _sr(ctx, sr)

@@ -23,6 +23,7 @@ from xapi.datamodel.types import datetime_now
 from xapi.db.schema import NULL_REF, new_uuid
 from xapi.dispatch.convert import converter
 from xapi.sm import copy as sm_copy, gc_service, rows
+from xapi.sm.operations import locked
 
 log = logging.getLogger("xapi.vdi")
 
@@ -105,6 +106,8 @@ def _record_fields(record: dict) -> dict:
     return out
 
 
+# each marks the SR and/or the VDI as message_forwarding.ml does (xapi.sm.operations)
+@locked("vdi_create", target=lambda app, args: (args.get("SR") if isinstance(args, dict) else None, None))
 async def create(ctx, session, args):
     app = ctx.app
     f = _record_fields(args)
@@ -128,6 +131,7 @@ async def create(ctx, session, args):
     return ref
 
 
+@locked("vdi_destroy", "destroy")
 async def destroy(ctx, session, self):
     app = ctx.app
     rec = _vdi(ctx, self)
@@ -147,6 +151,7 @@ async def destroy(ctx, session, self):
     return ""
 
 
+@locked(None, "forget")
 def forget(ctx, session, vdi):
     app = ctx.app
     rec = _vdi(ctx, vdi)
@@ -196,6 +201,7 @@ def db_forget(ctx, session, vdi):
     return ""
 
 
+@locked("vdi_introduce", target=lambda app, uuid, name_label, name_description, SR, *a, **k: (SR, None))
 async def introduce(ctx, session, uuid, name_label, name_description, SR, type, sharable, read_only,
                     other_config, location, xenstore_data, sm_config, managed, virtual_size,
                     physical_utilisation, metadata_of_pool, is_a_snapshot, snapshot_time, snapshot_of):
@@ -220,6 +226,7 @@ async def introduce(ctx, session, uuid, name_label, name_description, SR, type, 
     return ref
 
 
+@locked(None, "update")
 async def update(ctx, session, vdi):
     app = ctx.app
     rec = _vdi(ctx, vdi)
@@ -232,6 +239,7 @@ async def update(ctx, session, vdi):
 
 
 # -- resize --------------------------------------------------------------------------------------
+@locked("vdi_resize", "resize")
 async def resize(ctx, session, vdi, size):
     app = ctx.app
     rec = _vdi(ctx, vdi)
@@ -294,10 +302,12 @@ async def _snapshot_or_clone(ctx, vdi, driver_params, *, snapshot: bool):
     return new
 
 
+@locked("vdi_snapshot", "snapshot")
 async def snapshot(ctx, session, vdi, driver_params):
     return await _snapshot_or_clone(ctx, vdi, driver_params, snapshot=True)
 
 
+@locked("vdi_clone", "clone")
 async def clone(ctx, session, vdi, driver_params):
     return await _snapshot_or_clone(ctx, vdi, driver_params, snapshot=False)
 
@@ -322,6 +332,7 @@ def _chain_bytes(db, vdi: str) -> int:
     return total
 
 
+@locked(None, "copy")
 async def copy(ctx, session, vdi, sr, base_vdi=NULL_REF, into_vdi=NULL_REF):
     app = ctx.app
     db = app.db
@@ -425,6 +436,7 @@ def set_sharable(ctx, session, self, value):
     return ""
 
 
+@locked("vdi_set_on_boot", "set_on_boot")
 def set_on_boot(ctx, session, self, value):
     rec = _vdi(ctx, self)
     _capability(ctx.app, rec["SR"], "VDI_RESET_ON_BOOT")

@@ -69,7 +69,8 @@ def hold(app, cls: str, ref: str, op: str, *, check: Callable[[Any, str, str], A
 
 
 def release(app, cls: str, ref: str, key: str, refresh: Callable[[Any, str], None] | None = None) -> None:
-    """Removes `hold`'s entry (if a reset did not clear it already, or the ref went) and refreshes."""
+    """Removes `hold`'s entry (if a reset did not clear it already, or the ref went), refreshes,
+    and wakes whoever waits for that object (`wait_released`)."""
     db = app.db
     table = db.table(cls)
     if ref in table:
@@ -78,6 +79,24 @@ def release(app, cls: str, ref: str, key: str, refresh: Callable[[Any, str], Non
             table.set_field(ref, "current_operations", ops)
     if refresh is not None:
         refresh(db, ref)
+    waiters = _waiters.pop((id(db), cls, ref), None)
+    if waiters is not None:
+        waiters.set()
+
+
+# Helpers.Early_wakeup: a caller refused with OTHER_OPERATION_IN_PROGRESS waits for the object's
+# next release (or its backoff delay) before it checks again
+_waiters: dict[tuple, asyncio.Event] = {}
+
+
+async def wait_released(app, cls: str, ref: str, timeout: float) -> None:
+    """Until an operation on `cls` `ref` ends, or `timeout` seconds."""
+    key = (id(app.db), cls, ref)
+    event = _waiters.get(key)
+    if event is None:
+        event = _waiters[key] = asyncio.Event()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
 
 
 @contextlib.asynccontextmanager
