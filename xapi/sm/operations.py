@@ -18,7 +18,8 @@ for a snapshot during a copy or a copy of an HA statefile / redo log). Unmanaged
 refuses). Refused with OTHER_OPERATION_IN_PROGRESS, it waits and checks again as xapi's
 retry_with_global_lock does with its standard policy (woken early when the object's op ends, 1-20 s
 otherwise); every other error is raised at once. Operations of the caller's own task on the object
-don't count, so an action may call another on the same object.
+don't count, so an action may call another on the same object. PBD.unplug also waits while a VDI of
+the SR has an operation under way (with_unplug_locks).
 """
 from __future__ import annotations
 
@@ -168,6 +169,12 @@ def _check(app, cls: str, ref: str, op: str, own: str | None) -> None:
 def _mark(app, cls: str, ref: str, op: str, own: str | None) -> str:
     """Checks and adds the entry; its key is the task's, or a fresh ref when the task already has one there."""
     _check(app, cls, ref, op, own)
+    if cls == "SR" and op == "unplug":
+        # message_forwarding.ml's with_unplug_locks: no VDI of the SR may have an operation under way
+        vdis = app.db.table("VDI")
+        for v in app.db.table("SR").get_field(ref, "VDIs"):
+            if v in vdis and _others(vdis.get(v), own):
+                raise XapiError("OTHER_OPERATION_IN_PROGRESS", "VDI", v)
     held = app.db.table(cls).get_field(ref, "current_operations") or {}
     key = own if own is not None and own not in held else f"OpaqueRef:{uuidlib.uuid4()}"
     refresh = (lambda db, r: refresh_sr(app, r)) if cls == "SR" else (lambda db, r: refresh_vdi(app, r))
