@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from xapi.datamodel.errors import XapiError
+from xapi.pool import network_sync
 from xapi.pool.relay import member_write
 
 log = logging.getLogger("xapi.pool.member_start")
@@ -96,6 +97,7 @@ def started(app, host: str, local: dict) -> str:
     for pbd in pbds.find("host", host):
         if pbds.get_field(pbd, "currently_attached"):
             pbds.set_field(pbd, "currently_attached", False)
+    network_sync.copy_from_coordinator(app, host)   # xapi's sync_networking at a member's start
     app.hub.poke()
     return ""
 

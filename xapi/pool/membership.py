@@ -22,7 +22,7 @@ import orjson
 from xapi import atomic, startup
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert
-from xapi.pool import replica, role as pool_role, secret
+from xapi.pool import network_sync, replica, role as pool_role, secret
 from xapi.pool.internal import method
 from xapi.pool.remote import Remote
 from xapi.server.handlers import HttpError
@@ -72,8 +72,15 @@ def _export(db, host: str) -> dict:
 
 
 # -- pool.join (on the joining host) ------------------------------------------------------------
+def _management_pif(db, host: str):
+    pifs = db.table("PIF")
+    return next((p for p in pifs.find("host", host) if pifs.get_field(p, "management")), None)
+
+
 def _local_checks(app) -> None:
     db = app.db
+    if _management_pif(db, app.host_ref) is None:
+        raise XapiError("HOST_STILL_BOOTING")   # no management interface yet
     if len(db.table("host")) > 1:
         raise XapiError("JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS")
     srs = db.table("SR")
@@ -87,16 +94,43 @@ def _local_checks(app) -> None:
             raise XapiError("JOINING_HOST_CANNOT_HAVE_RUNNING_VMS")
         if row["current_operations"]:
             raise XapiError("JOINING_HOST_CANNOT_HAVE_VMS_WITH_CURRENT_OPERATIONS")
+    _network_checks(db)
+
+
+def _network_checks(db) -> None:
+    """The joining host brings no bonds, tunnels or VLANs but a management one (it gets the pool's
+    own through xapi.pool.network_sync once it is in)."""
+    if len(db.table("Bond")):
+        raise XapiError("POOL_JOINING_HOST_HAS_BONDS")
+    if len(db.table("tunnel")):
+        raise XapiError("POOL_JOINING_HOST_HAS_TUNNELS")
+    pifs = db.table("PIF")
+    for row in db.table("VLAN").all_records().values():
+        untagged = row["untagged_PIF"]
+        if untagged not in pifs or not pifs.get_field(untagged, "management"):
+            raise XapiError("POOL_JOINING_HOST_HAS_NON_MANAGEMENT_VLANS")
 
 
 def _same(a, b, field: str) -> bool:
     return (a.get("software_version") or {}).get(field) == (b.get("software_version") or {}).get(field)
 
 
-def _remote_checks(app, me: dict, master: dict, force: bool) -> None:
+def _remote_checks(app, me: dict, master: dict, force: bool, master_management: dict) -> None:
+    """xapi's pre-join checks against the coordinator, in its order; `master_management` is the record
+    of the coordinator's management PIF."""
+    mine = app.db.table("PIF").get(_management_pif(app.db, app.host_ref))
+    if str(mine["VLAN"]) != str(master_management["VLAN"]):
+        raise XapiError("POOL_JOINING_HOST_MANAGEMENT_VLAN_DOES_NOT_MATCH", str(mine["VLAN"]),
+                        str(master_management["VLAN"]))
     if (me.get("external_auth_type"), me.get("external_auth_service_name")) != \
             (master.get("external_auth_type"), master.get("external_auth_service_name")):
         raise XapiError("POOL_JOINING_EXTERNAL_AUTH_MISMATCH")
+    # a host without the key runs the bridge backend, as xapi reads it
+    backends = [(h.get("software_version") or {}).get("network_backend", "bridge") for h in (me, master)]
+    if backends[0] != backends[1]:
+        raise XapiError("OPERATION_NOT_ALLOWED", "Network backends differ")
+    if mine["primary_address_type"] != master_management["primary_address_type"]:
+        raise XapiError("OPERATION_NOT_ALLOWED", "Primary address type differs")
     if force:
         return
     if (str(me["API_version_major"]), str(me["API_version_minor"])) != \
@@ -123,8 +157,11 @@ async def join(app, master_address: str, user: str, password: str, force: bool =
             pools = await remote.call("pool.get_all", session)
             master = await remote.call("pool.get_master", session, pools[0])
             master_rec = await remote.call("host.get_record", session, master)
+            master_management = await remote.call("PIF.get_record", session,
+                                                   await remote.call("host.get_management_interface",
+                                                                     session, master))
             me = app.db.table("host").get(app.host_ref)
-            _remote_checks(app, me, master_rec, force)
+            _remote_checks(app, me, master_rec, force, master_management)
             body = orjson.dumps({"rows": _export(app.db, app.host_ref), "host": app.host_ref})
             status, data = await remote.request("POST", f"{JOIN_PATH}?session_id={session}", body)
             reply = orjson.loads(data) if status == 200 else {"error": ["JOINING_HOST_SERVICE_FAILED"]}
@@ -230,6 +267,7 @@ def admit(app, rows: dict) -> None:
             continue
         config = {k: v for k, v in pbds.get_field(existing[0], "device_config").items() if k != "SRmaster"}
         insert(db, "PBD", host=new_host, SR=sr, device_config=config, other_config={}, currently_attached=False)
+    network_sync.copy_from_coordinator(app, new_host)      # the pool's bonds, VLANs and tunnels on its NICs
     log.info("host %s (%s) joined the pool", new_host, row.get("address"))
 
 
