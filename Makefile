@@ -59,4 +59,5 @@ rpm: $(VENV)/.stamp-deps
 	cp packaging/*.sh packaging/xapi.conf packaging/xe-completion packaging/logrotate-xapi packaging/systemd/* $(RPM_TOP)/SOURCES/
 	cp packaging/pam.d/xapi.dom0 $(RPM_TOP)/SOURCES/pam.d-xapi
 	rpmbuild -bb --nodeps --define "_topdir $(RPM_TOP)" --define "__python3 $(CURDIR)/$(PY)" \
-		--define "pyxapi_version $(RPM_VERSION)" packaging/xapi.spec
+		--define "pyxapi_version $(RPM_VERSION)" \
+		$(if $(shell pkg-config --exists libnfs fuse3 2>/dev/null && echo y),,--without nfs_fuse) packaging/xapi.spec

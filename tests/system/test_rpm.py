@@ -65,6 +65,25 @@ def test_file_list(rpm_file):
     assert not [f for f in files if f.endswith((".pyx", ".pxd"))]
 
 
+def _nfs_fuse_buildable() -> bool:
+    return shutil.which("pkg-config") is not None and \
+        subprocess.run(["pkg-config", "--exists", "libnfs", "fuse3"]).returncode == 0
+
+
+@pytest.mark.skipif(not _nfs_fuse_buildable(),
+                    reason="no libnfs/fuse3 development files: `make rpm` builds without xapi-nfs-mount")
+def test_ships_the_userspace_nfs_client(rpm_file, payload):
+    """xapi-nfs-mount (csrc/nfs_fuse.c), on PATH where the storage drivers look for it, runs from the
+    payload, and the package requires the libraries it links (rpm's automatic ELF requirements)."""
+    assert "/usr/bin/xapi-nfs-mount" in set(rpm_q("-qlp", rpm_file).split())
+    binary = payload / "usr/bin/xapi-nfs-mount"
+    assert os.access(binary, os.X_OK)
+    r = subprocess.run([str(binary)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "usage: xapi-nfs-mount SERVER:/PATH MOUNTPOINT" in r.stdout + r.stderr
+    requires = rpm_q("-qp", "--requires", rpm_file)
+    assert "libnfs.so" in requires and "libfuse3.so" in requires, requires
+
+
 def test_scriptlets_are_systemd(rpm_file):
     scripts = rpm_q("-qp", "--scripts", rpm_file)
     for section in ("postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet"):
