@@ -4,8 +4,8 @@ pool.join runs on the joining host: its own checks (xapi's pre-join checks and e
 the coordinator with the credentials given, the coordinator's checks (versions, external auth), then
 `POST /internal/join` on the coordinator with that session: the coordinator adds the joining host's
 own rows (host, metrics, CPUs, control domain, PIFs, local SRs with their PBDs and VDIs, certificate)
-with their refs unchanged, its PIFs on the pool network of the same bridge, and answers the pool
-secret. The joining host keeps it, records the coordinator in pool.conf, answers HOST_IS_SLAVE from
+with their refs unchanged, its PIFs on the pool network of the same bridge, copies the coordinator's
+bonds, VLANs and tunnels onto its NICs (xapi.pool.network_sync), and answers the pool secret. The joining host keeps it, records the coordinator in pool.conf, answers HOST_IS_SLAVE from
 then on and replaces its database with a replica of the coordinator's.
 
 pool.eject runs on the coordinator: xapi's checks, then the member resets itself to a fresh
