@@ -5,7 +5,9 @@ object's current_operations, refresh its allowed_operations, run the body, then 
 and refresh again, whether the body returned, failed or was cancelled.
 
 The key is the task ref of the call, as xapi's Context.get_task_id; a call that runs outside a
-task gets a fresh ref of its own so that two such calls never share an entry.
+task gets a fresh ref of its own so that two such calls never share an entry. `hold`/`release` are
+the two halves for a hold that outlives one block (an XVA import; with_sr_andor_vdi in
+xapi.sm.operations, whose callers wait for `wait_released` as xapi's retry_with_global_lock does).
 """
 from __future__ import annotations
 
