@@ -5,8 +5,9 @@ the coordinator with the credentials given, the coordinator's checks (versions, 
 `POST /internal/join` on the coordinator with that session: the coordinator adds the joining host's
 own rows (host, metrics, CPUs, control domain, PIFs, local SRs with their PBDs and VDIs, certificate)
 with their refs unchanged, its PIFs on the pool network of the same bridge, copies the coordinator's
-bonds, VLANs and tunnels onto its NICs (xapi.pool.network_sync), and answers the pool secret. The joining host keeps it, records the coordinator in pool.conf, answers HOST_IS_SLAVE from
-then on and replaces its database with a replica of the coordinator's.
+bonds, VLANs and tunnels onto its NICs (xapi.pool.network_sync), and answers the pool secret. The
+joining host keeps it, records the coordinator in pool.conf, answers HOST_IS_SLAVE from then on and
+replaces its database with a replica of the coordinator's.
 
 pool.eject runs on the coordinator: xapi's checks, then the member resets itself to a fresh
 standalone pool (new pool, new secret, its host uuid kept) and its rows leave the pool database.
