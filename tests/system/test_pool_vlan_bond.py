@@ -95,6 +95,9 @@ def test_join_refusals_then_the_pools_networking_on_the_new_member(sim):
     vlan = x.VLAN.create(mine["eth1"], "7", tagged)
     vlan_on_bond = x.VLAN.create(x.Bond.get_master(bond), "8", tagged_bond)
     tunnel = x.tunnel.create(mine["eth0"], overlay, "vxlan")
+    x.PIF.reconfigure_ip(mine["eth1"], "Static", "192.0.2.51", "255.255.255.0", "", "")
+    overlay2 = _net(x, "j-tun2")
+    tunnel2 = x.tunnel.create(mine["eth1"], overlay2, "gre")       # the member's eth1 has no IP
 
     x.pool.eject(member)
     h2 = sim.hosts[1]
@@ -133,11 +136,17 @@ def test_join_refusals_then_the_pools_networking_on_the_new_member(sim):
     assert x.PIF.get_network(x.VLAN.get_untagged_PIF(vlans["7"])) == tagged
     assert x.PIF.get_network(x.VLAN.get_untagged_PIF(vlans["8"])) == tagged_bond
     # the tunnel: over the member's management NIC, plugged (it has an IP), the same protocol
-    (copied,) = [t for t in x.tunnel.get_all() if t != tunnel]
-    assert x.tunnel.get_transport_PIF(copied) == theirs["eth0"] and x.tunnel.get_protocol(copied) == "vxlan"
-    access = x.tunnel.get_access_PIF(copied)
-    assert x.PIF.get_network(access) == overlay and x.PIF.get_currently_attached(access) is True
-    for n in (bonded, tagged, tagged_bond, overlay):                 # one PIF of each host on each
+    copied = {x.PIF.get_network(x.tunnel.get_access_PIF(t)): t for t in x.tunnel.get_all()
+              if t not in (tunnel, tunnel2)}
+    assert sorted(copied) == sorted([overlay, overlay2])
+    assert x.tunnel.get_transport_PIF(copied[overlay]) == theirs["eth0"]
+    assert x.tunnel.get_protocol(copied[overlay]) == "vxlan"
+    assert x.PIF.get_currently_attached(x.tunnel.get_access_PIF(copied[overlay])) is True
+    # over a transport without an IP the tunnel is there, unplugged, as xapi leaves it
+    assert x.tunnel.get_transport_PIF(copied[overlay2]) == theirs["eth1"]
+    assert x.tunnel.get_protocol(copied[overlay2]) == "gre"
+    assert x.PIF.get_currently_attached(x.tunnel.get_access_PIF(copied[overlay2])) is False
+    for n in (bonded, tagged, tagged_bond, overlay, overlay2):       # one PIF of each host on each
         assert sorted(x.PIF.get_host(p) for p in x.network.get_PIFs(n)) == sorted([coordinator, member])
 
     for t in x.tunnel.get_all():
@@ -146,6 +155,7 @@ def test_join_refusals_then_the_pools_networking_on_the_new_member(sim):
         x.VLAN.destroy(v)
     for b in x.Bond.get_all():
         x.Bond.destroy(b)
+    x.PIF.reconfigure_ip(_physical(x, coordinator)["eth1"], "None", "", "", "", "")
     s.xenapi.session.logout()
 
 
