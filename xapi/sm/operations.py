@@ -190,7 +190,8 @@ def _unmark(app, cls: str, ref: str, key: str) -> None:
 @contextlib.asynccontextmanager
 async def with_sr_andor_vdi(app, *, sr: tuple[str, str] | None = None, vdi: tuple[str, str] | None = None):
     """Holds (sr ref, storage op) and/or (vdi ref, vdi op) for the body of the `async with`."""
-    own = locks.current_task(app)
+    # outside a task: a key of this coroutine's own, so that its nested calls still see their entries
+    own = locks.current_task(app) or f"OpaqueRef:{uuidlib.uuid5(uuidlib.NAMESPACE_OID, str(id(asyncio.current_task())))}"
     storage = getattr(app, "storage", None)
     vdis = app.db.table("VDI")
     if vdi is not None and storage is not None and type(vdi[0]) is str and vdi[0] in vdis:
