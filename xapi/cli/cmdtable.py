@@ -2,8 +2,8 @@
 lists them, which the bash completion reads), a one-line description, and the coroutine that runs it
 (`async def fn(run)`, with `run` the xapi.cli.commands.Run of the request).
 
-Parameter names follow xapi's cli_frontend.ml; `<vm-selectors>` / `<host-selectors>` mark commands that
-pick their objects by `vm=`/`host=` (name or uuid), `uuid=` or any field filter.
+Parameter names follow xapi's cli_frontend.ml; `<vm-selectors>` / `<host-selectors>` / `<sr-selectors>` mark commands that
+pick their objects by `vm=`/`host=`/`sr=` (name or uuid), `uuid=` or any field filter.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 VM_SELECTORS = "<vm-selectors>"
 HOST_SELECTORS = "<host-selectors>"
+SR_SELECTORS = "<sr-selectors>"
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,86 @@ async def pool_recover_slaves(run) -> None:
     uuids = [await run.uuid_of("host", h) for h in hosts]
     if uuids:
         await run.out("print", "\n".join(uuids))
+
+
+# -- host and pool settings (cli_operations.ml host_set_power_on_mode, host_declare_dead...) --
+@command("host-set-power-on-mode", reqd=("power-on-mode",), optn=("power-on-config:", *SEL),
+         help="Sets how the selected hosts are powered on remotely (\"\", wake-on-lan, iLO, DRAC or a custom "
+              "script) with power-on-config:key=value settings.")
+async def host_set_power_on_mode(run) -> None:
+    mode, config = run.args["power-on-mode"], run.map_arg("power-on-config")
+    await each_host(run, ("power-on-mode", "power-on-config"),
+                    lambda h: run.call("host.set_power_on_mode", h, mode, config))
+
+
+@command("host-declare-dead", reqd=("uuid",), optn=("force",),
+         help="Declares the host dead without contacting it (asks first unless --force): its VMs are marked "
+              "halted. Dangerous if the host is in fact alive.")
+async def host_declare_dead(run) -> None:
+    host = await run.call("host.get_by_uuid", run.args["uuid"])
+    if not run.flag("force"):
+        warning = ("WARNING: A host should only be declared dead if it is verified offline.\n"
+                   "WARNING: Performing this operation if the host is still online and has any\n"
+                   "WARNING: running VMs may lead to possible data loss and/or corruption.")
+        if not await run.prompt_yes(warning):
+            return
+    await run.call("host.declare_dead", host)
+
+
+async def _display(run, method: str) -> None:
+    host = await run.call("host.get_by_uuid", run.args["uuid"])
+    await run.out("print", await run.call(method, host))
+
+
+@command("host-enable-display", reqd=("uuid",), help="Enables the host's console display; prints its state.")
+async def host_enable_display(run) -> None:
+    await _display(run, "host.enable_display")
+
+
+@command("host-disable-display", reqd=("uuid",), help="Disables the host's console display; prints its state.")
+async def host_disable_display(run) -> None:
+    await _display(run, "host.disable_display")
+
+
+async def _print_each(run, method: str) -> None:
+    async def op(h):
+        await run.out("print", str(await run.call(method, h)))
+    await each_host(run, (), op)
+
+
+@command("host-compute-free-memory", optn=(HOST_SELECTORS,), help="Prints the host's free memory (bytes).")
+async def host_compute_free_memory(run) -> None:
+    await _print_each(run, "host.compute_free_memory")
+
+
+@command("host-compute-memory-overhead", optn=(HOST_SELECTORS,),
+         help="Prints the host's virtualization memory overhead (bytes).")
+async def host_compute_memory_overhead(run) -> None:
+    await _print_each(run, "host.compute_memory_overhead")
+
+
+@command("host-get-server-certificate", optn=(HOST_SELECTORS,), help="Prints the host's TLS server certificate.")
+async def host_get_server_certificate(run) -> None:
+    await _print_each(run, "host.get_server_certificate")
+
+
+@command("host-set-hostname-live", reqd=("host-uuid", "host-name"), optn=(HOST_SELECTORS,),
+         help="Sets the host's name, in the API and in the control domain.")
+async def host_set_hostname_live(run) -> None:
+    host = await run.call("host.get_by_uuid", run.args["host-uuid"])
+    await run.call("host.set_hostname_live", host, run.args["host-name"])
+
+
+@command("pool-sync-database", help="Copies the pool database to every member now.")
+async def pool_sync_database(run) -> None:
+    await run.call("pool.sync_database")
+
+
+@command("pool-disable-ssl-legacy", optn=("uuid",), help="Deprecated: legacy SSL is no longer supported.")
+async def pool_disable_ssl_legacy(run) -> None:
+    """cli_operations.pool_disable_ssl_legacy does nothing but log: legacy SSL is gone."""
+
+
+@command("pool-secret-rotate", help="Changes the pool secret the members authenticate with.")
+async def pool_secret_rotate(run) -> None:
+    await run.call("pool.rotate_secret")

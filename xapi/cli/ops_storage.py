@@ -201,3 +201,46 @@ async def vbd_insert(run) -> None:
 @command("vbd-eject", reqd=("uuid",), help="Ejects the CD from the drive.")
 async def vbd_eject(run) -> None:
     await run.call("VBD.eject", await run.call("VBD.get_by_uuid", run.args["uuid"]))
+
+
+# -- changed block tracking and record refreshes (cli_operations.ml vdi_*_cbt, vdi_update...) --
+async def _vdi(run) -> str:
+    return await run.call("VDI.get_by_uuid", run.args["uuid"])
+
+
+@command("vdi-enable-cbt", reqd=("uuid",), help="Enables changed block tracking on a VDI.")
+async def vdi_enable_cbt(run) -> None:
+    await run.call("VDI.enable_cbt", await _vdi(run))
+
+
+@command("vdi-disable-cbt", reqd=("uuid",), help="Disables changed block tracking on a VDI.")
+async def vdi_disable_cbt(run) -> None:
+    await run.call("VDI.disable_cbt", await _vdi(run))
+
+
+@command("vdi-data-destroy", reqd=("uuid",),
+         help="Deletes the data of a VDI (a snapshot with CBT enabled), keeping its changed block tracking "
+              "metadata.")
+async def vdi_data_destroy(run) -> None:
+    await run.call("VDI.data_destroy", await _vdi(run))
+
+
+@command("vdi-list-changed-blocks", reqd=("vdi-from-uuid", "vdi-to-uuid"),
+         help="Prints the blocks changed between the two VDIs as a base64-encoded bitmap.")
+async def vdi_list_changed_blocks(run) -> None:
+    vdi_from = await run.call("VDI.get_by_uuid", run.args["vdi-from-uuid"])
+    vdi_to = await run.call("VDI.get_by_uuid", run.args["vdi-to-uuid"])
+    await run.out("print", await run.call("VDI.list_changed_blocks", vdi_from, vdi_to))
+
+
+@command("vdi-update", reqd=("uuid",), help="Refreshes the fields of the VDI's record from its storage.")
+async def vdi_update(run) -> None:
+    await run.call("VDI.update", await _vdi(run))
+
+
+@command("vdi-pool-migrate", reqd=("uuid", "sr-uuid"),
+         help="Moves a VDI attached to a running VM to another SR; prints the new VDI's uuid.")
+async def vdi_pool_migrate(run) -> None:
+    sr = await run.call("SR.get_by_uuid", run.args["sr-uuid"])
+    new = await run.call("VDI.pool_migrate", await _vdi(run), sr, {})
+    await run.out("print", await run.uuid_of("VDI", new))

@@ -428,3 +428,63 @@ async def vm_create(run) -> None:
         "PV_ramdisk": "", "PV_args": "", "PV_bootloader_args": "", "PV_legacy_args": "", "HVM_boot_policy": "",
         "HVM_boot_params": {}, "platform": {}, "PCI_bus": "", "other_config": {}, "recommendations": ""})
     await run.out("print", await run.uuid_of("VM", ref))
+
+
+# -- live settings and per-VM computations (cli_operations.ml vm_vcpu_hotplug, vm_memory_target_set...) --
+@command("vm-vcpu-hotplug", reqd=("new-vcpus",), optn=SEL,
+         help="Changes the number of VCPUs of the selected running VMs (up to VCPUs-max).")
+async def vm_vcpu_hotplug(run) -> None:
+    try:
+        n = str(int(run.args["new-vcpus"]))
+    except ValueError:
+        raise CliError("Failed to parse parameter 'new-vcpus': expecting an integer") from None
+    await each_vm(run, ("new-vcpus",), lambda ref: run.call("VM.set_VCPUs_number_live", ref, n))
+
+
+@command("vm-memory-shadow-multiplier-set", reqd=("multiplier",), optn=SEL,
+         help="Sets the shadow memory multiplier of the selected VMs, which may be running.")
+async def vm_memory_shadow_multiplier_set(run) -> None:
+    try:
+        multiplier = float(run.args["multiplier"])
+    except ValueError:
+        raise CliError("Failed to parse parameter 'multiplier': expecting a float") from None
+    await each_vm(run, ("multiplier",), lambda ref: run.call("VM.set_shadow_multiplier_live", ref, multiplier))
+
+
+@command("vm-memory-target-set", reqd=("target",), optn=SEL,
+         help="Sets the memory target of the selected VMs: both ends of the dynamic range set to it.")
+async def vm_memory_target_set(run) -> None:
+    target = _size_arg(run, "target")
+    await each_vm(run, ("target",), lambda ref: run.call("VM.set_memory_dynamic_range", ref, target, target),
+                  include_control=True)
+
+
+@command("vm-memory-target-wait", optn=SEL, help="Waits until the selected running VMs reach their memory target.")
+async def vm_memory_target_wait(run) -> None:
+    await each_vm(run, (), lambda ref: run.call("VM.wait_memory_target_live", ref), include_control=True)
+
+
+@command("vm-compute-memory-overhead", optn=SEL, help="Prints the virtualization memory overhead of the VMs.")
+async def vm_compute_memory_overhead(run) -> None:
+    async def op(ref):
+        await run.out("print", str(await run.call("VM.compute_memory_overhead", ref)))
+    await each_vm(run, (), op, include_control=True)
+
+
+@command("vm-copy-bios-strings", reqd=("host-uuid",), optn=SEL,
+         help="Copies the BIOS strings of the given host to the selected halted VMs.")
+async def vm_copy_bios_strings(run) -> None:
+    host = await run.call("host.get_by_uuid", run.args["host-uuid"])
+    await each_vm(run, ("host-uuid",), lambda ref: run.call("VM.copy_bios_strings", ref, host))
+
+
+@command("vm-call-plugin", reqd=("vm-uuid", "plugin", "fn"), optn=("args:",),
+         help="Calls the function fn of the plugin in the VM's guest agent with args:key=value arguments; "
+              "prints its result.")
+async def vm_call_plugin(run) -> None:
+    vm = await run.call("VM.get_by_uuid", run.args["vm-uuid"])
+    args = run.map_arg("args")
+    for key in args:
+        if key.endswith(":file"):           # xe reads these from the client's disk: no such channel here
+            raise CliError(f"args:{key}= (a file on the client) is not supported; pass args:key=value")
+    await run.out("print", await run.call("VM.call_plugin", vm, run.args["plugin"], run.args["fn"], args))
