@@ -402,6 +402,25 @@ def test_datamodel_records_for_other_classes(d, x):
     assert ok(xe(d, "certificate-param-get", f"uuid={uuid}", "param-name=host-uuid")) == host
 
 
+def test_generated_families_take_stock_prefixes(d, x):
+    """gen_cmds' prefixes where they differ from the class name: appliance, drtask, patch, update."""
+    names = ok(xe(d, "help", "--all", "--minimal")).split(",")
+    for prefix in ("appliance", "drtask", "patch", "update"):
+        assert f"{prefix}-list" in names and f"{prefix}-param-list" in names
+    for old in ("vm-appliance-list", "dr-task-list", "pool-patch-list", "pool-update-list"):
+        assert old not in names
+    ref = x.VM_appliance.create({"name_label": "xe-appliance", "name_description": "d"})
+    try:
+        uuid = x.VM_appliance.get_uuid(ref)
+        assert ok(xe(d, "appliance-list", "name-label=xe-appliance", "--minimal")) == uuid
+        ok(xe(d, "appliance-param-set", f"uuid={uuid}", "name-description=changed"))
+        assert x.VM_appliance.get_name_description(ref) == "changed"
+        gone = xe(d, "vm-appliance-list")
+        assert gone.returncode != 0 and "Unknown command" in gone.stdout + gone.stderr
+    finally:
+        x.VM_appliance.destroy(ref)
+
+
 def test_selectors_take_record_fields(d, x, running):
     """The hand-written commands' selectors filter on the xe record too (select_vms over vm_record):
     dom-id= (the datamodel's domid), memory-actual= (from VM_metrics)."""

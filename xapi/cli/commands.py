@@ -70,10 +70,13 @@ def cli_class(cls: str) -> str:
     return hyphen(cls.lower())
 
 
+# gen_cmds' own prefixes where they are not the class name hyphenated (cli_operations.ml)
+STOCK_PREFIX = {"pool_patch": "patch", "pool_update": "update", "VM_appliance": "appliance", "DR_task": "drtask"}
+
 CLASSES: dict[str, dm.Class] = {}        # xe prefix (vm, host, sr...) -> class
 for _c in dm.CLASSES.values():
     if "uuid" in _c.fields and "get_all_records" in _c.messages and "get_by_uuid" in _c.messages:
-        CLASSES[cli_class(_c.name)] = _c
+        CLASSES[STOCK_PREFIX.get(_c.name, cli_class(_c.name))] = _c
 CLASSES["template"] = CLASSES["snapshot"] = dm.CLASSES["VM"]      # gen_cmds' other views of VMs
 
 GENERATED = ("list", "param-list", "param-get", "param-set", "param-add", "param-remove", "param-clear")
