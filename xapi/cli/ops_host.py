@@ -197,3 +197,9 @@ async def pool_disable_ssl_legacy(run) -> None:
 @command("pool-secret-rotate", help="Changes the pool secret the members authenticate with.")
 async def pool_secret_rotate(run) -> None:
     await run.call("pool.rotate_secret")
+
+
+@command("host-reset-server-certificate", optn=(HOST_SELECTORS,),
+         help="Replaces the host's TLS server certificate with a new self-signed one.")
+async def host_reset_server_certificate(run) -> None:
+    await each_host(run, (), lambda h: run.call("host.reset_server_certificate", h))

@@ -232,3 +232,25 @@ async def pif_set_primary_address_type(run) -> None:
 async def vif_move(run) -> None:
     vif = await run.call("VIF.get_by_uuid", run.args["uuid"])
     await run.call("VIF.move", vif, await run.call("network.get_by_uuid", run.args["network-uuid"]))
+
+
+async def _vif_configure(run, method: str) -> None:
+    modes = {"none": "None", "static": "Static"}
+    mode = modes.get(run.args["mode"].lower())
+    if mode is None:
+        raise CliError(f"Expected 'none' or 'static', got {run.args['mode']}")
+    vif = await run.call("VIF.get_by_uuid", run.args["uuid"])
+    await run.call(method, vif, mode, run.args.get("address", ""), run.args.get("gateway", ""))
+
+
+@command("vif-configure-ipv4", reqd=("uuid", "mode"), optn=("address", "gateway"),
+         help="Sets the IPv4 address the VM's guest uses on the VIF: mode=static (address=a.b.c.d/n, "
+              "gateway=) or none.")
+async def vif_configure_ipv4(run) -> None:
+    await _vif_configure(run, "VIF.configure_ipv4")
+
+
+@command("vif-configure-ipv6", reqd=("uuid", "mode"), optn=("address", "gateway"),
+         help="Sets the IPv6 address the VM's guest uses on the VIF: mode=static (address=, gateway=) or none.")
+async def vif_configure_ipv6(run) -> None:
+    await _vif_configure(run, "VIF.configure_ipv6")

@@ -244,3 +244,32 @@ async def vdi_pool_migrate(run) -> None:
     sr = await run.call("SR.get_by_uuid", run.args["sr-uuid"])
     new = await run.call("VDI.pool_migrate", await _vdi(run), sr, {})
     await run.out("print", await run.uuid_of("VDI", new))
+
+
+@command("sr-introduce", reqd=("name-label", "type", "uuid"), optn=("shared", "content-type", "sm-config:"),
+         help="Records an existing SR with this uuid (no PBD is made); prints its uuid.")
+async def sr_introduce(run) -> None:
+    uuid = run.args["uuid"]
+    await run.call("SR.introduce", uuid, run.args["name-label"], "", run.args["type"],
+                   run.args.get("content-type", ""), _bool(run, "shared"), run.map_arg("sm-config"))
+    await run.out("print", uuid)
+
+
+VDI_TYPES = ("system", "user", "suspend", "crashdump")
+
+
+@command("vdi-introduce", reqd=("uuid", "sr-uuid", "type", "location"),
+         optn=("name-description", "sharable", "read-only", "managed", "other-config:", "xenstore-data:",
+               "sm-config:", "name-label"),
+         help="Records an existing disk of the SR, at location, as a VDI with this uuid; prints its uuid.")
+async def vdi_introduce(run) -> None:
+    kind = run.args["type"]
+    if kind not in VDI_TYPES:
+        raise CliError(f"Unknown vdi type: {kind}")
+    sr = await run.call("SR.get_by_uuid", run.args["sr-uuid"])
+    vdi = await run.call("VDI.introduce", run.args["uuid"], run.args.get("name-label", ""),
+                         run.args.get("name-description", ""), sr, kind, _bool(run, "sharable"),
+                         _bool(run, "read-only"), run.map_arg("other-config"), run.args["location"],
+                         run.map_arg("xenstore-data"), run.map_arg("sm-config"), _bool(run, "managed"),
+                         "0", "0", NULL, False, "19700101T00:00:00Z", NULL)
+    await run.out("print", await run.uuid_of("VDI", vdi))

@@ -488,3 +488,15 @@ async def vm_call_plugin(run) -> None:
         if key.endswith(":file"):           # xe reads these from the client's disk: no such channel here
             raise CliError(f"args:{key}= (a file on the client) is not supported; pass args:key=value")
     await run.out("print", await run.call("VM.call_plugin", vm, run.args["plugin"], run.args["fn"], args))
+
+
+@command("vm-compute-maximum-memory", reqd=("total",), optn=("approximate", *SEL),
+         help="Prints the largest memory the selected VMs could have within total bytes (approximate=true "
+              "allows some slack).")
+async def vm_compute_maximum_memory(run) -> None:
+    total = _size_arg(run, "total")
+    approximate = run.flag("approximate")
+
+    async def op(ref):
+        await run.out("print", str(await run.call("VM.maximise_memory", ref, total, approximate)))
+    await each_vm(run, ("total", "approximate"), op)
