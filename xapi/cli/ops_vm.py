@@ -195,15 +195,25 @@ async def _label(run, cls: str, ref: str) -> str:
          help="Destroys the selected VMs and their disks (asks first unless --force).")
 async def vm_uninstall(run) -> None:
     vms = await run.select(VM, "vm", ())
+    vms += [s for vm in vms for s in await run.call("VM.get_snapshots", vm)]   # cli_operations: and snapshots
+    await uninstall(run, vms)
+
+
+async def uninstall(run, vms: list[str]) -> None:
+    """cli_operations' vm_uninstall_common: list the VMs and their disks, ask unless --force, then halt
+    what runs and destroy them."""
     plan = [(vm, await _owned_vdis(run, vm)) for vm in vms]
-    if not run.flag("force"):
-        lines = ["The following items are about to be destroyed"]
-        for vm, vdis in plan:
-            lines.append(f"VM : {await _label(run, 'VM', vm)}")
-            lines.extend([f"VDI: {await _label(run, 'VDI', v)}" for v in vdis])
-        if not await run.prompt_yes("\n".join(lines)):
-            return
+    lines = ["The following items are about to be destroyed"]
     for vm, vdis in plan:
+        lines.append(f"VM : {await _label(run, 'VM', vm)}")
+        lines.extend([f"VDI: {await _label(run, 'VDI', v)}" for v in vdis])
+    if run.flag("force"):           # the list is printed either way; --force only skips the question
+        await run.out("print", "\n".join(lines))
+    elif not await run.prompt_yes("\n".join(lines)):
+        return
+    for vm, vdis in plan:
+        if await run.call("VM.get_power_state", vm) != "Halted":
+            await run.call("VM.hard_shutdown", vm)
         vbds = await run.call("VM.get_VBDs", vm)
         await run.call("VM.destroy", vm)
         for vbd in vbds:        # xapi's VM.destroy takes the VM's VBDs with it; ours may leave them
