@@ -32,6 +32,23 @@ MODULES = {
 }
 
 
+# more modules of explicit messages for a class, each with its <CLASS>_MESSAGES table (name -> fn)
+EXTRA_MODULES = {
+    "host": ("xapi.actions.host_mgmt", "xapi.actions.host_agent", "xapi.actions.host_console",
+             "xapi.actions.host_plugins"),
+    "pool": ("xapi.actions.host_mgmt", "xapi.actions.pool_vlan"),
+}
+
+
+def _extra(message: dm.Message):
+    for module in EXTRA_MODULES.get(message.cls, ()):
+        mod = importlib.import_module(module)
+        table = getattr(mod, message.cls.upper() + "_MESSAGES", None)
+        if table and message.name in table:
+            return table[message.name]
+    return None
+
+
 # Messages xapi implements by hand (messages live outside its database) that are plain reads here.
 _EXPLICIT_ACCESSORS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid"})
 
@@ -46,6 +63,9 @@ def action(message: dm.Message, db):
         fn = getattr(mod, message.name, None) or getattr(mod, message.name + "_", None)  # from_: a keyword
         if fn is not None:
             return fn
+    fn = _extra(message)
+    if fn is not None:
+        return fn
     if message.implicit or message.name in _EXPLICIT_ACCESSORS:
         return accessor(message, db)
     return None

@@ -5,7 +5,8 @@
 * compute_free_memory (what placement counts free: host_metrics free less the memory held for builds
   in progress), compute_memory_overhead (the host's memory_overhead);
 * get_management_interface: the host's PIF with management set (xapi: Not_found otherwise);
-* get_uncooperative_resident_VMs: deprecated, always empty; has_extension: no extensions here;
+* get_uncooperative_resident_VMs: deprecated, always empty; get_system_status_capabilities: the XML list
+  xen-bugtool --capabilities prints;
 * set_hostname_live: xapi's hostname rules (HOST_NAME_INVALID), then the hostname field and the control
   domain's name follow; on a real Xen host the system hostname is set too (`hostname`);
 * dmesg_clear, get_log and list_methods answer NOT_IMPLEMENTED as xapi does (with its parameters).
@@ -77,9 +78,38 @@ def get_uncooperative_resident_VMs(ctx, session, self):  # noqa: N802 - the API'
     return []
 
 
-def has_extension(ctx, session, host, name):
+# has_extension: xapi.actions.host_plugins (the host's extension folders)
+
+
+# -- what a status report (xen-bugtool) can collect ------------------------------------------------
+# (key, content type, checked by default, max size, PII) as xen-bugtool --capabilities lists them
+_CAPABILITIES = (
+    ("blobs", "text/plain", "yes", 5 << 20, "no"),
+    ("disk-info", "text/plain", "yes", 128 << 10, "maybe"),
+    ("hardware-info", "text/plain", "yes", 2 << 20, "maybe"),
+    ("high-availability", "text/plain", "yes", 5 << 20, "maybe"),
+    ("host-crashdump-logs", "text/plain", "no", -1, "maybe"),
+    ("kernel-info", "text/plain", "yes", 256 << 10, "maybe"),
+    ("multipath", "text/plain", "yes", 128 << 10, "maybe"),
+    ("network-status", "text/plain", "yes", 128 << 10, "yes"),
+    ("system-logs", "text/plain", "yes", 50 << 20, "maybe"),
+    ("system-services", "text/plain", "yes", 128 << 10, "no"),
+    ("xen-info", "text/plain", "yes", 128 << 10, "maybe"),
+    ("xenserver-config", "text/plain", "yes", 256 << 10, "maybe"),
+    ("xenserver-databases", "text/plain", "yes", 10 << 20, "yes"),
+    ("xenserver-logs", "text/plain", "yes", 50 << 20, "maybe"),
+)
+
+
+def get_system_status_capabilities(ctx, session, host):
+    """The XML document xen-bugtool --capabilities prints: one <capability> per kind of data."""
     _host(ctx, host)
-    return False
+    lines = ['<?xml version="1.0" ?>', "<system-status-capabilities>"]
+    for key, ctype, checked, max_size, pii in _CAPABILITIES:
+        lines.append(f'  <capability content-type="{ctype}" default-checked="{checked}" key="{key}" '
+                     f'max-size="{max_size}" max-time="-1" min-size="-1" min-time="-1" pii="{pii}" />')
+    lines.append("</system-status-capabilities>")
+    return "\n".join(lines) + "\n"
 
 
 # -- hostname --------------------------------------------------------------------------------------
@@ -137,5 +167,6 @@ def list_methods(ctx, session):
 
 
 __all__ = ["get_servertime", "get_server_localtime", "compute_free_memory", "compute_memory_overhead",
-           "get_management_interface", "get_uncooperative_resident_VMs", "has_extension", "set_hostname_live",
+           "get_management_interface", "get_uncooperative_resident_VMs", "get_system_status_capabilities",
+           "set_hostname_live",
            "dmesg_clear", "get_log", "list_methods"]
