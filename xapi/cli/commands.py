@@ -756,4 +756,5 @@ def ref_names(app, values) -> dict[str, str]:
 
 # the hand-written commands register themselves in cmdtable.TABLE
 from xapi.cli import (  # noqa: E402,F401
-    ops_data_sources, ops_host, ops_misc, ops_network, ops_objects, ops_snapshot, ops_storage, ops_vm, transfer)
+    ops_data_sources, ops_host, ops_misc, ops_network, ops_objects, ops_snapshot, ops_storage, ops_vm,
+    ops_vm_devices, transfer)
