@@ -37,10 +37,11 @@ from xapi.actions import action
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.flags import forwarding
 from xapi.pool import redolog
-from xapi.pool.api import MESSAGES as POOL_MESSAGES
 
 
 def resolve(message: dm.Message, db):
+    # imported here: the pool's actions import the action modules, which use xapi.forwarding.locks
+    from xapi.pool.api import MESSAGES as POOL_MESSAGES
     fn = POOL_MESSAGES.get(message.wire_name) or action(message, db)
     if fn is None or forwarding(message) != "master":
         return fn
