@@ -597,3 +597,25 @@ def _gone(pid, timeout=10.0):
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.mark.parametrize("mode, code", [("echo", 0), ("crash", 3), ("signal", -9)])
+def test_a_drivers_exit_code_on_its_status_pipe_agrees_with_the_server(drivers, mode, code):
+    """A forked driver writes its exit code on its status pipe as it exits (the executor needn't wait
+    for the exit's teardown and the server's report); the server's report, which a driver killed by
+    a signal leaves as the only one, says the same."""
+    e = Executor(str(drivers), socket_path="/nonexistent", timeout=10)
+    path = str(drivers / "testSR")
+    request = Call("sr_probe", device_config={"mode": mode}).request()
+
+    async def go():
+        proc = await e._forks.spawn(path, [sys.executable, path, request], e._env())
+        await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+        first = await asyncio.wait_for(proc.wait(), 10)
+        server = await asyncio.wait_for(asyncio.shield(proc._done), 10)
+        return first, server
+    try:
+        first, server = run(go())
+    finally:
+        e.close()
+    assert first == server == code

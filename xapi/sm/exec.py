@@ -178,15 +178,58 @@ def is_python(path: str) -> bool:
 
 
 class _Forked:
-    """A driver process started by the fork server, with what _exec uses of asyncio's Process."""
+    """A driver process started by the fork server, with what _exec uses of asyncio's Process. Its
+    exit code comes on its status pipe as it exits ("<code>\\n", written once its output is
+    closed), which spares waiting for the exit's teardown and the server's report of it; a driver
+    that dies without writing it (a signal) is known by the server's report."""
 
-    def __init__(self, pid: int, stdout, stderr, done: asyncio.Future) -> None:
+    def __init__(self, pid: int, stdout, stderr, done: asyncio.Future, status: int = -1) -> None:
         self.pid, self.stdout, self.stderr, self._done = pid, stdout, stderr, done
         self.returncode: int | None = None
+        self._status = status
 
     async def wait(self) -> int:
+        if self._status >= 0:
+            fd, self._status = self._status, -1
+            text = await _read_line(fd)
+            if text.endswith(b"\n") and text[:-1].isdigit():
+                self.returncode = int(text)
+                return self.returncode
         self.returncode = await asyncio.shield(self._done)
         return self.returncode
+
+    def __del__(self) -> None:
+        if self._status >= 0:               # never waited for (its caller cancelled first)
+            os.close(self._status)
+            self._status = -1
+
+
+async def _read_line(fd: int) -> bytes:
+    """Reads the non-blocking pipe `fd` up to a newline or EOF (a grandchild may hold its write end
+    open longer), then closes it."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    got = bytearray()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        got.extend(data)
+        if (not data or b"\n" in data) and not done.done():
+            done.set_result(None)
+    try:
+        loop.add_reader(fd, readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
+    return bytes(got[:got.find(b"\n") + 1]) if b"\n" in got else bytes(got)
 
 
 class _ForkServer:
@@ -282,28 +325,30 @@ class _ForkServer:
         loop = asyncio.get_running_loop()
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        st_r, st_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)     # the exit code, as the driver exits
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self._next += 1
         rid = self._next
         reply = self._replies[rid] = loop.create_future()
         try:
             msg = json.dumps({"id": rid, "path": path, "argv": argv, "env": env}).encode()
-            self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [null, out_w, err_w]))])
+            self.sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                       array.array("i", [null, out_w, err_w, st_w]))])
         except OSError as e:
             self._replies.pop(rid, None)
-            for fd in (out_r, err_r):
+            for fd in (out_r, err_r, st_r):
                 os.close(fd)
             self._fail(e)
             raise
         finally:
-            for fd in (null, out_w, err_w):
+            for fd in (null, out_w, err_w, st_w):
                 os.close(fd)
         try:
             m = await reply
             if "error" in m:
                 raise OSError(m["error"])
         except BaseException:
-            for fd in (out_r, err_r):
+            for fd in (out_r, err_r, st_r):
                 os.close(fd)
             raise
         pid = m["pid"]
@@ -312,7 +357,7 @@ class _ForkServer:
             done.set_result(self._early.pop(pid))
         else:
             self._exits[pid] = done
-        return _Forked(pid, _PipeReader(out_r), _PipeReader(err_r), done)
+        return _Forked(pid, _PipeReader(out_r), _PipeReader(err_r), done, st_r)
 
     def close(self) -> None:
         """No more drivers; the server ends (it sees EOF) once the running ones have been reported."""

@@ -10,9 +10,11 @@ request is handed to it over its own channel, and a spare whose server ends ends
 
 The executor (xapi.sm.exec) runs ``python -m xapi.sm.forkserver FD``, FD one end of a
 SOCK_SEQPACKET socket pair. Each request is one JSON message ``{"id", "path", "argv", "env"}`` with
-three descriptors (stdin, stdout, stderr) passed along (SCM_RIGHTS); the answer is ``{"id", "pid"}``
-(or ``{"id", "error"}``), and when a driver ends, ``{"pid", "status"}`` (the exit code, or minus
-the signal that killed it). The server ends when the executor's end closes.
+three descriptors (stdin, stdout, stderr) passed along (SCM_RIGHTS), and optionally a fourth, a pipe
+on which the driver writes its exit code (``"<code>\\n"``) as it exits, once its output is closed;
+the answer is ``{"id", "pid"}`` (or ``{"id", "error"}``), and when a driver ends, ``{"pid",
+"status"}`` (the exit code, or minus the signal that killed it). The server ends when the
+executor's end closes.
 """
 from __future__ import annotations
 
@@ -65,8 +67,11 @@ def _detach(own: list) -> None:
 def _run_driver(path: str, argv: list, env: dict, fds: list) -> None:
     """In the forked child: become the driver process; never returns."""
     code = 1
+    status = fds[3] if len(fds) > 3 else -1
     try:
-        for i, fd in enumerate(fds):
+        if status >= 0:
+            os.set_inheritable(status, False)     # the driver's own children don't get it
+        for i, fd in enumerate(fds[:3]):
             os.dup2(fd, i)
             os.close(fd)
         os.environ.clear()
@@ -93,10 +98,16 @@ def _run_driver(path: str, argv: list, env: dict, fds: list) -> None:
                 f.flush()
             except Exception:  # noqa: BLE001
                 pass
-        # the output ends now, not after the exit has unmapped the process's memory
+        # the output ends, and the exit code goes out, now: not after the exit has unmapped the
+        # process's memory and the server has been told
         for fd in (1, 2):
             try:
                 os.close(fd)
+            except OSError:
+                pass
+        if status >= 0:
+            try:
+                os.write(status, b"%d\n" % (code & 0xFF))
             except OSError:
                 pass
     finally:
@@ -123,7 +134,7 @@ def _warm() -> None:
 
 
 def _receive(chan: socket.socket, fd_size: int) -> tuple[bytes, list]:
-    msg, anc, _flags, _addr = chan.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(3 * fd_size))
+    msg, anc, _flags, _addr = chan.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(4 * fd_size))
     fds: list = []
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -159,7 +170,7 @@ def _fork_spare(own: list, fd_size: int) -> tuple[int, socket.socket] | None:
                 except InterruptedError:
                     continue
             theirs.close()
-            if msg and len(fds) == 3:
+            if msg and len(fds) in (3, 4):
                 req = json.loads(msg)
                 _run_driver(req["path"], req["argv"], req["env"], fds)
         finally:
@@ -208,8 +219,8 @@ def serve(fd: int) -> None:
             req = None
             try:
                 req = json.loads(msg)
-                if len(fds) != 3:
-                    raise ValueError(f"3 descriptors expected, {len(fds)} given")
+                if len(fds) not in (3, 4):
+                    raise ValueError(f"3 or 4 descriptors expected, {len(fds)} given")
                 pid = None
                 if spare is not None:
                     spid, chan = spare
