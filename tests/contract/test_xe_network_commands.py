@@ -120,3 +120,15 @@ def test_help_lists_the_commands(host):
         assert cmd in names
     text = ok(xe(host, "help", "bond-create"))
     assert "reqd params     : network-uuid, pif-uuids" in text and "mac, mode, properties:" in text
+
+
+def test_pif_db_forget_then_scan(host, x, nics):
+    me = x.host.get_all()[0]
+    pif = nics["eth3"]
+    mac = x.PIF.get_MAC(pif)
+    ok(xe(host, "pif-db-forget", f"uuid={x.PIF.get_uuid(pif)}"))
+    assert pif not in x.PIF.get_all() and pif not in x.host.get_PIFs(me)
+    ok(xe(host, "pif-scan", f"host-uuid={x.host.get_uuid(me)}"))      # the NIC is found again
+    again = [p for p in x.host.get_PIFs(me) if x.PIF.get_device(p) == "eth3"]
+    assert len(again) == 1 and x.PIF.get_MAC(again[0]) == mac
+    nics["eth3"] = again[0]

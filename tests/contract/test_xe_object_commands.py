@@ -40,6 +40,14 @@ def test_message_create(host, x):
         assert bad.stderr == "Error: Priority field should be an integer\n"
         none = xe(host, "message-create", "name=XE_NOTE", "priority=1", "body=x")
         assert none.stderr == "Error: Need one of: vm-uuid, host-uuid, sr-uuid or pool-uuid\n"
+        ok(xe(host, "message-create", "name=XE_NOTE", "priority=4", "body=again", f"vm-uuid={vm_uuid}"))
+        notes = [r for r, m in x.message.get_all_records().items() if m["name"] == "XE_NOTE"]
+        uuids = [x.message.get_record(r)["uuid"] for r in notes]
+        both = xe(host, "message-destroy", f"uuid={uuids[0]}", f"uuids={uuids[1]}")
+        assert both.stderr == "Error: Ambiguous arguments; need one of uuid, uuids\n"
+        assert xe(host, "message-destroy").stderr == "Error: Need one of uuid, uuids\n"
+        ok(xe(host, "message-destroy", "uuids=" + ",".join(uuids)))
+        assert not [m for m in x.message.get_all_records().values() if m["name"] == "XE_NOTE"]
     finally:
         x.VM.destroy(vm)
 

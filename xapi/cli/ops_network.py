@@ -203,6 +203,11 @@ async def pif_forget(run) -> None:
     await run.call("PIF.forget", await run.call("PIF.get_by_uuid", run.args["uuid"]))
 
 
+@command("pif-db-forget", reqd=("uuid",), help="Removes a PIF's database record only (no checks on the host).")
+async def pif_db_forget(run) -> None:
+    await run.call("PIF.db_forget", await run.call("PIF.get_by_uuid", run.args["uuid"]))
+
+
 @command("pif-reconfigure-ipv6", reqd=("uuid", "mode"), optn=("IPv6", "gateway", "DNS"),
          help="Sets the interface's IPv6 configuration: mode=dhcp, static (with IPv6=, gateway=, DNS=), "
               "autoconf or none.")

@@ -47,6 +47,17 @@ async def message_create(run) -> None:
     raise CliFailure("Need one of: vm-uuid, host-uuid, sr-uuid or pool-uuid")
 
 
+@command("message-destroy", optn=("uuid", "uuids"), help="Destroys one message (uuid=) or many (uuids=a,b,...).")
+async def message_destroy(run) -> None:
+    uuid, uuids = run.args.get("uuid"), run.args.get("uuids")
+    if uuid is not None and uuids is not None:
+        raise CliFailure("Ambiguous arguments; need one of uuid, uuids")
+    if uuid is None and uuids is None:
+        raise CliFailure("Need one of uuid, uuids")
+    wanted = [uuid] if uuid is not None else uuids.split(",")
+    await run.call("message.destroy_many", [await run.call("message.get_by_uuid", u) for u in wanted])
+
+
 @command("session-subject-identifier-list",
          help="Lists the subject identifiers of the users with externally authenticated sessions.")
 async def session_subject_identifier_list(run) -> None:
