@@ -5,17 +5,11 @@ evacuation and the rest through; reboot and shutdown need the host disabled; pow
 power-on-host plugin, which is not there."""
 from __future__ import annotations
 
-import pytest
+from tests.fixtures import own_pool
+from tests.helpers import eventually, failure, xenopsd_reply
+from tests.system.pool_vms import hosts_by_address, new_vm, wait_task
 
-from tests import pool as _pool
-from tests.system.pool_vms import eventually, failure, hosts_by_address, new_vm, wait_task, xenopsd
-
-
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2)
-    yield p
-    _pool.cleanup(p)
+sim = own_pool(2)
 
 
 def test_enabled_hosts_offer_no_reboot_or_shutdown(sim, x):
@@ -38,7 +32,7 @@ def test_evacuate_holds_its_host(sim, x):
     h1, h2 = hosts_by_address(x)
     vm = new_vm(x, "moved")
     x.VM.start_on(vm, h2, False, False)
-    xenopsd(sim.hosts[1], "DEBUG.set", "migrate_delay", 2.0)
+    xenopsd_reply(sim.hosts[1], "DEBUG.set", "migrate_delay", 2.0)
     try:
         task = x.Async.host.evacuate(h2)
         assert eventually(lambda: x.host.get_current_operations(h2) == {task: "evacuate"}, 5)
@@ -48,7 +42,7 @@ def test_evacuate_holds_its_host(sim, x):
         assert x.host.get_current_operations(h1) == {}
         rec = wait_task(x, task)
     finally:
-        xenopsd(sim.hosts[1], "DEBUG.set", "migrate_delay", 0.0)
+        xenopsd_reply(sim.hosts[1], "DEBUG.set", "migrate_delay", 0.0)
     assert rec["status"] == "success", rec
     assert x.VM.get_resident_on(vm) == h1
     assert x.host.get_current_operations(h2) == {}
