@@ -1,0 +1,118 @@
+"""host.* calls aimed at a member of a 2-host `xapi sim` pool run on that member (its plugin folder, its
+console ring, its inventory, its daemon), and the pool-wide calls reach every host:
+pool.create_VLAN(_from_PIF) and pool.management_reconfigure; a member keeps its management
+interface (SLAVE_REQUIRES_MANAGEMENT_INTERFACE)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.fixtures import own_pool
+from tests.helpers import eventually, failure
+from tests.system.pool_vms import hosts_by_address
+
+PLUGIN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins", "echo")
+
+sim = own_pool(2)
+
+
+@pytest.fixture(scope="module")
+def x(sim):
+    s = sim.coordinator.session()
+    yield s.xenapi
+    try:
+        s.xenapi.session.logout()
+    except Exception:
+        pass
+
+
+def _pif(x, host, device, vlan=-1):
+    return next(p for p in x.host.get_PIFs(host)
+                if x.PIF.get_device(p) == device and int(x.PIF.get_VLAN(p)) == vlan)
+
+
+def _inventory(data_dir) -> dict:
+    inv = {}
+    for line in open(os.path.join(data_dir, "inventory")):
+        k, _, v = line.strip().partition("=")
+        inv[k] = v.strip("'")
+    return inv
+
+
+def test_plugin_runs_on_the_named_host(sim, x):
+    coordinator, member = hosts_by_address(x)
+    folder = os.path.join(sim.hosts[1].data_dir, "plugins")
+    os.makedirs(folder, exist_ok=True)
+    shutil.copy(PLUGIN, os.path.join(folder, "echo"))
+    assert x.host.call_plugin(member, "echo", "echo", {"on": "member"}) == "on=member"
+    assert failure(x.host.call_plugin, coordinator, "echo", "echo", {}) == ["XENAPI_MISSING_PLUGIN", "echo"]
+
+
+def test_member_console(sim, x):
+    coordinator, member = hosts_by_address(x)
+    x.host.send_debug_keys(member, "r")
+    assert "'r' pressed" in x.host.dmesg(member)
+    assert "'r' pressed" not in x.host.dmesg(coordinator)
+
+
+def test_pool_vlans_on_every_host(x):
+    hosts = hosts_by_address(x)
+    for h in hosts:
+        x.PIF.scan(h)
+    net = x.network.create({"name_label": "v11", "name_description": "", "MTU": 1500, "other_config": {}})
+    pifs = x.pool.create_VLAN("eth1", net, 11)
+    assert sorted(x.PIF.get_host(p) for p in pifs) == sorted(hosts)
+    assert all(int(x.PIF.get_VLAN(p)) == 11 and x.PIF.get_currently_attached(p) for p in pifs)
+    for p in pifs:
+        x.PIF.destroy(p)
+    net2 = x.network.create({"name_label": "v12", "name_description": "", "MTU": 1500, "other_config": {}})
+    pifs = x.pool.create_VLAN_from_PIF(_pif(x, hosts[0], "eth2"), net2, 12)
+    assert sorted(x.PIF.get_host(p) for p in pifs) == sorted(hosts)
+    assert {x.PIF.get_device(p) for p in pifs} == {"eth2"}
+    for p in pifs:
+        x.VLAN.destroy(x.PIF.get_VLAN_master_of(p))
+    x.network.destroy(net)
+    x.network.destroy(net2)
+
+
+def test_pool_management_reconfigure(sim, x):
+    hosts = hosts_by_address(x)
+    addresses = {h: x.host.get_address(h) for h in hosts}
+    eth1 = {h: _pif(x, h, "eth1") for h in hosts}
+    network = x.PIF.get_network(eth1[hosts[0]])
+    assert failure(x.pool.management_reconfigure, network)[0] == "PIF_HAS_NO_NETWORK_CONFIGURATION"
+    for h in hosts:                   # each host keeps its address, now on eth1
+        x.PIF.reconfigure_ip(eth1[h], "Static", addresses[h], "255.0.0.0", "", "")
+    x.pool.management_reconfigure(network)
+    for h in hosts:
+        assert [p for p in x.host.get_PIFs(h) if x.PIF.get_management(p)] == [eth1[h]]
+        assert x.host.get_address(h) == addresses[h]
+    bridge = x.network.get_bridge(network)
+    assert _inventory(sim.hosts[1].data_dir)["MANAGEMENT_INTERFACE"] == bridge
+    # the member still answers the coordinator
+    assert "Xen version" in x.host.dmesg(hosts[1])
+    x.pool.management_reconfigure(x.PIF.get_network(_pif(x, hosts[0], "eth0")))
+    for h in hosts:
+        assert x.PIF.get_management(_pif(x, h, "eth0")) is True
+    assert _inventory(sim.hosts[1].data_dir)["MANAGEMENT_INTERFACE"] == "xenbr0"
+
+
+def test_member_keeps_its_management_interface(sim):
+    s = sim.hosts[1].local_session()
+    try:
+        assert failure(s.xenapi.host.management_disable) == ["SLAVE_REQUIRES_MANAGEMENT_INTERFACE"]
+    finally:
+        s.xenapi.session.logout()
+
+
+def test_restart_agent_of_a_member(sim, x):
+    member = hosts_by_address(x)[1]
+    pid = sim.hosts[1].pid
+    x.host.restart_agent(member)
+    # the member goes and comes back (the same process: an exec) and answers internal calls again, its
+    # console ring a new one (the debug key of test_member_console is gone with the old process)
+    assert eventually(lambda: "'r' pressed" not in x.host.dmesg(member), 60, 0.3, ignore=(Exception,))
+    assert "Xen version" in x.host.dmesg(member)
+    assert eventually(lambda: sim.hosts[1].pid == pid, 10, ignore=(OSError, ValueError))
