@@ -6,23 +6,11 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
-
 from tests.fixtures import own_pool
 from tests.helpers import eventually, failure
 from tests.system.pool_vms import hosts_by_address, new_vm
 
 sim = own_pool(2, env={"XAPI_HOST_HEARTBEAT_INTERVAL": "0.2", "XAPI_HOST_ASSUMED_DEAD": "2"})
-
-
-@pytest.fixture
-def x(sim):
-    s = sim.coordinator.session()
-    yield s.xenapi
-    try:
-        s.xenapi.session.logout()
-    except Exception:
-        pass
 
 
 def _secret(host) -> str:
