@@ -1,11 +1,13 @@
 """host.* calls aimed at a member of a 2-host `xapi sim` pool run on that member (its plugin folder, its
 console ring, its inventory, its daemon), and the pool-wide calls reach every host:
 pool.create_VLAN(_from_PIF) and pool.management_reconfigure; a member keeps its management
-interface (SLAVE_REQUIRES_MANAGEMENT_INTERFACE)."""
+interface (SLAVE_REQUIRES_MANAGEMENT_INTERFACE); host.power_on of a dead member runs the coordinator's
+power-on-host plugin."""
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 
 import pytest
 
@@ -15,7 +17,7 @@ from tests.system.pool_vms import hosts_by_address
 
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins", "echo")
 
-sim = own_pool(2)
+sim = own_pool(2, env={"XAPI_HOST_HEARTBEAT_INTERVAL": "0.2", "XAPI_HOST_ASSUMED_DEAD": "1.5"})
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +118,35 @@ def test_restart_agent_of_a_member(sim, x):
     assert eventually(lambda: "'r' pressed" not in x.host.dmesg(member), 60, 0.3, ignore=(Exception,))
     assert "Xen version" in x.host.dmesg(member)
     assert eventually(lambda: sim.hosts[1].pid == pid, 10, ignore=(OSError, ValueError))
+
+
+def _power_on_plugin(folder: str, result: str) -> str:
+    """A power-on-host plugin that notes what it was asked and answers `result`."""
+    os.makedirs(folder, exist_ok=True)
+    path, marker = os.path.join(folder, "power-on-host"), os.path.join(folder, "asked")
+    with open(path, "w") as f:
+        f.write("#!/usr/bin/env python3\n"
+                "import sys, xmlrpc.client\n"
+                "params, fn = xmlrpc.client.loads(sys.argv[1])\n"
+                f"open({marker!r}, 'w').write(fn + ' ' + params[1]['remote_host_uuid'])\n"
+                f"print(xmlrpc.client.dumps(({{'Status': 'Success', 'Value': {result!r}}},), methodresponse=True))\n")
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+    return marker
+
+
+def test_power_on_a_dead_member(sim, x):
+    member = hosts_by_address(x)[1]
+    assert failure(x.host.power_on, member) == ["HOST_IS_LIVE", member]
+    sim.hosts[1].kill()
+    metrics = x.host.get_metrics(member)
+    assert eventually(lambda: x.host_metrics.get_live(metrics) is False, 20)
+    assert failure(x.host.power_on, member) == ["HOST_POWER_ON_MODE_DISABLED"]
+    x.host.set_power_on_mode(member, "wake-on-lan", {})
+    assert failure(x.host.power_on, member) == ["XENAPI_MISSING_PLUGIN", "power-on-host"]
+    folder = os.path.join(sim.coordinator.data_dir, "plugins")
+    marker = _power_on_plugin(folder, "False")
+    assert failure(x.host.power_on, member) == ["INTERNAL_ERROR", "The host failed to power on."]
+    _power_on_plugin(folder, "True")
+    x.host.power_on(member)
+    with open(marker) as f:
+        assert f.read() == "main " + x.host.get_uuid(member)
