@@ -10,33 +10,16 @@ import json
 import os
 import urllib.request
 
-import pytest
-import XenAPI
-
-from tests import pool as _pool
-from tests.system.pool_vms import eventually, hosts_by_address
+from tests.fixtures import own_pool
+from tests.helpers import eventually
+from tests.system.pool_vms import hosts_by_address
 from xapi import datamodel as dm
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.flags import forwarding
 from xapi.pool.calls import Peer
 from xapi.server import tls
 
-
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2)
-    yield p
-    _pool.cleanup(p)
-
-
-@pytest.fixture
-def x(sim):
-    s = sim.coordinator.session()
-    yield s.xenapi
-    try:
-        s.xenapi.session.logout()
-    except XenAPI.Failure:
-        pass
+sim = own_pool(2)
 
 
 def _jsonrpc(host, method: str, params: list) -> dict:
