@@ -106,8 +106,7 @@ async def management_reconfigure(ctx, session, pif):
             raise XapiError("PIF_INCOMPATIBLE_PRIMARY_ADDRESS_TYPE")
     if rec["management"]:
         return ""
-    nets = db.table("network")
-    bridge = nets.get_field(rec["network"], "bridge") if rec["network"] in nets else ""
+    bridge = links.record(db, "network", rec["network"])["bridge"]    # a dangling PIF: HANDLE_INVALID
     links.bring_up(db, pif)                       # Xapi_network.attach_internal
     await app.pool.call(host, "host_mgmt.set_interface", bridge, address_type)
     update_management_flags(db, host, bridge)
