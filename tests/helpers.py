@@ -62,6 +62,15 @@ def eventually(fn, timeout: float = 10.0, interval: float = 0.05, ignore: tuple 
         time.sleep(interval)
 
 
+def process_gone(pid: int) -> bool:
+    """Whether process `pid` has exited: no longer there, or a zombie its parent reaps later."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def new_vm(x, name="vm", memory=256 * MIB, vcpus=1, **fields):
     """A halted HVM VM without devices; `fields` override the record's."""
     rec = {

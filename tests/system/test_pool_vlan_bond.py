@@ -13,7 +13,7 @@ import XenAPI
 
 from tests import daemon as _daemon
 from tests.fixtures import own_pool
-from tests.helpers import eventually, failure, login
+from tests.helpers import eventually, failure, login, process_gone
 from tests.system.pool_vms import hosts_by_address
 
 sim = own_pool(2)
@@ -23,56 +23,49 @@ def _physical(x, host):
     return {x.PIF.get_device(p): p for p in x.host.get_PIFs(host) if x.PIF.get_physical(p)}
 
 
-def test_member_networking(sim):
-    s = sim.coordinator.session()
-    x = s.xenapi
-    try:
-        coordinator, member = hosts_by_address(x)[:2]
-        x.PIF.scan(coordinator)
-        x.PIF.scan(member)
-        mine, theirs = _physical(x, coordinator), _physical(x, member)
-        assert sorted(theirs) == ["eth0", "eth1", "eth2", "eth3"]
-        assert all(x.PIF.get_host(p) == member for p in theirs.values())
-        assert not {x.PIF.get_MAC(p) for p in theirs.values()} & {x.PIF.get_MAC(p) for p in mine.values()}
-        for device in ("eth1", "eth2", "eth3"):                 # one pool-wide network per bridge
-            assert x.PIF.get_network(theirs[device]) == x.PIF.get_network(mine[device])
-
-        n = x.network.create({"name_label": "vlan5", "name_description": "", "MTU": "1500",
-                              "other_config": {}, "bridge": "", "tags": []})
-        on_coordinator = x.VLAN.create(mine["eth1"], "5", n)
-        on_member = x.VLAN.create(theirs["eth1"], "5", n)      # the same network on another host is fine
-        untagged = x.VLAN.get_untagged_PIF(on_member)
-        assert x.PIF.get_host(untagged) == member and x.PIF.get_VLAN_slave_of(theirs["eth1"]) == [on_member]
-        assert sorted(x.network.get_PIFs(n)) == sorted([untagged, x.VLAN.get_untagged_PIF(on_coordinator)])
-        assert failure(x.VLAN.create, theirs["eth2"], "6", n) == ["NETWORK_ALREADY_CONNECTED", member, untagged]
-
-        bonded = x.network.create({"name_label": "bonded", "name_description": "", "MTU": "1500",
-                                   "other_config": {}, "bridge": "", "tags": []})
-        assert failure(x.Bond.create, bonded, [theirs["eth2"], mine["eth3"]], "", "balance-slb", {}) == \
-            ["PIF_CANNOT_BOND_CROSS_HOST"]
-        bond = x.Bond.create(bonded, [theirs["eth2"], theirs["eth3"]], "", "balance-slb", {})
-        master = x.Bond.get_master(bond)
-        assert x.PIF.get_host(master) == member and x.PIF.get_device(master) == "bond0"
-
-        # the member's own replica holds the new rows (its local session reads from it)
-        ls = sim.hosts[1].local_session()
-        try:
-            assert eventually(lambda: ls.xenapi.Bond.get_master(bond) == master, ignore=(Exception,))
-            assert ls.xenapi.PIF.get_bond_slave_of(theirs["eth3"]) == bond
-        finally:
-            ls.xenapi.session.logout()
-
-        x.Bond.destroy(bond)
-        x.VLAN.destroy(on_member)
-        x.VLAN.destroy(on_coordinator)
-        assert x.network.get_PIFs(n) == [] and x.network.get_PIFs(bonded) == []
-    finally:
-        s.xenapi.session.logout()
-
-
 def _net(x, name):
     return x.network.create({"name_label": name, "name_description": "", "MTU": "1500", "other_config": {},
                              "bridge": "", "tags": []})
+
+
+def test_member_networking(sim, x):
+    coordinator, member = hosts_by_address(x)[:2]
+    x.PIF.scan(coordinator)
+    x.PIF.scan(member)
+    mine, theirs = _physical(x, coordinator), _physical(x, member)
+    assert sorted(theirs) == ["eth0", "eth1", "eth2", "eth3"]
+    assert all(x.PIF.get_host(p) == member for p in theirs.values())
+    assert not {x.PIF.get_MAC(p) for p in theirs.values()} & {x.PIF.get_MAC(p) for p in mine.values()}
+    for device in ("eth1", "eth2", "eth3"):                 # one pool-wide network per bridge
+        assert x.PIF.get_network(theirs[device]) == x.PIF.get_network(mine[device])
+
+    n = _net(x, "vlan5")
+    on_coordinator = x.VLAN.create(mine["eth1"], "5", n)
+    on_member = x.VLAN.create(theirs["eth1"], "5", n)      # the same network on another host is fine
+    untagged = x.VLAN.get_untagged_PIF(on_member)
+    assert x.PIF.get_host(untagged) == member and x.PIF.get_VLAN_slave_of(theirs["eth1"]) == [on_member]
+    assert sorted(x.network.get_PIFs(n)) == sorted([untagged, x.VLAN.get_untagged_PIF(on_coordinator)])
+    assert failure(x.VLAN.create, theirs["eth2"], "6", n) == ["NETWORK_ALREADY_CONNECTED", member, untagged]
+
+    bonded = _net(x, "bonded")
+    assert failure(x.Bond.create, bonded, [theirs["eth2"], mine["eth3"]], "", "balance-slb", {}) == \
+        ["PIF_CANNOT_BOND_CROSS_HOST"]
+    bond = x.Bond.create(bonded, [theirs["eth2"], theirs["eth3"]], "", "balance-slb", {})
+    master = x.Bond.get_master(bond)
+    assert x.PIF.get_host(master) == member and x.PIF.get_device(master) == "bond0"
+
+    # the member's own replica holds the new rows (its local session reads from it)
+    ls = sim.hosts[1].local_session()
+    try:
+        assert eventually(lambda: ls.xenapi.Bond.get_master(bond) == master, ignore=(Exception,))
+        assert ls.xenapi.PIF.get_bond_slave_of(theirs["eth3"]) == bond
+    finally:
+        ls.xenapi.session.logout()
+
+    x.Bond.destroy(bond)
+    x.VLAN.destroy(on_member)
+    x.VLAN.destroy(on_coordinator)
+    assert x.network.get_PIFs(n) == [] and x.network.get_PIFs(bonded) == []
 
 
 def _standalone(host):
@@ -84,9 +77,7 @@ def _standalone(host):
     return eventually(attempt)
 
 
-def test_join_refusals_then_the_pools_networking_on_the_new_member(sim):
-    s = sim.coordinator.session()
-    x = s.xenapi
+def test_join_refusals_then_the_pools_networking_on_the_new_member(sim, x):
     coordinator, member = hosts_by_address(x)[:2]
     mine = _physical(x, coordinator)
     # the pool's networking: a bond, a VLAN on a NIC, a VLAN on the bond, a tunnel over management
@@ -156,7 +147,6 @@ def test_join_refusals_then_the_pools_networking_on_the_new_member(sim):
     for b in x.Bond.get_all():
         x.Bond.destroy(b)
     x.PIF.reconfigure_ip(_physical(x, coordinator)["eth1"], "None", "", "", "", "")
-    s.xenapi.session.logout()
 
 
 def test_join_refused_across_network_backends(sim):
@@ -176,26 +166,16 @@ def test_join_refused_across_network_backends(sim):
         _daemon.cleanup(d)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"      # reaped later by the supervisor
-    except OSError:
-        return True
-
-
-def test_restarted_member_gets_what_the_pool_made_meanwhile(sim):
+def test_restarted_member_gets_what_the_pool_made_meanwhile(sim, x):
     """A member's start copies the coordinator's networking too (xapi's sync_networking): a VLAN made
     while it was down is on its NIC once it is back."""
-    s = sim.coordinator.session()
-    x = s.xenapi
     coordinator, member = hosts_by_address(x)[:2]
     host = sim.hosts[1]
     pid = host.pid
     cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
     cwd = os.readlink(f"/proc/{pid}/cwd")
     host.kill(signal.SIGTERM)
-    assert eventually(lambda: _gone(pid), 20)
+    assert eventually(lambda: process_gone(pid), 20)
     tagged = _net(x, "made-meanwhile")
     vlan = x.VLAN.create(_physical(x, coordinator)["eth1"], "11", tagged)
     env = dict(os.environ, XAPI_ROOT_PASSWORD=host.password)
@@ -210,4 +190,3 @@ def test_restarted_member_gets_what_the_pool_made_meanwhile(sim):
     assert x.PIF.get_network(x.VLAN.get_untagged_PIF(theirs)) == tagged
     x.VLAN.destroy(theirs)
     x.VLAN.destroy(vlan)
-    s.xenapi.session.logout()
