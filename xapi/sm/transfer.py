@@ -8,7 +8,9 @@ the task, as xapi), `session_id`, `task_id` (the framework authenticates, checks
 the VDI ref; errors fail it, and answer 500 when the answer hasn't gone out yet).
 
 The VDI is attached and activated through the access layer on the datapath `import/<task or vdi
-uuid>/<random>` (RW) or `export/<...>` (RO), and deactivated and detached afterwards whatever happens.
+uuid>/<random>` (RW) or `export/<...>` (RO), and deactivated and detached afterwards whatever happens;
+an export's reply ends with its last byte and the release follows it, as xapi's (the task settles
+after it; a client's next step on the VDI meanwhile waits for it: Access.wait_released).
 Nothing holds the disk in memory: the body is taken 8 MiB (four 2 MiB blocks) at a time, read
 straight into one of two reused buffers (plus the framework's 1 MiB read buffer), and the disk I/O
 runs in a small thread pool of our own (never on the event loop), one batch being written while the
