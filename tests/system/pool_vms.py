@@ -1,13 +1,11 @@
-"""Helpers for the pool VM tests (test_pool_vms.py, test_migration.py, ...): PV VMs made through the SDK,
-the pool's hosts in address order, waiting for a task; the generic ones (failure, eventually, the raw
-xenopsd reply as `xenopsd`) come from tests/helpers.py."""
+"""Helpers for the pool tests (test_pool_vms.py, test_migration.py, ...): PV VMs made through the SDK,
+the pool's hosts in address order, waiting for a task; the generic ones are in tests/helpers.py."""
 from __future__ import annotations
 
 import time
 
 from tests import helpers
-from tests.helpers import MIB, eventually, failure  # noqa: F401 - the pool modules' names
-from tests.helpers import xenopsd_reply as xenopsd  # noqa: F401 - its reply: {"result"} or {"error"}
+from tests.helpers import MIB
 
 
 def new_vm(x, name="vm", memory=256 * MIB, vcpus=1):

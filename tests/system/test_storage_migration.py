@@ -5,7 +5,6 @@ read by qemu-img, holds exactly the base plus every write the guest logged. A ca
 leaves the VM on its disk with nothing left behind; xapi's checks and errors."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -15,26 +14,16 @@ import time
 import pytest
 
 from tests import pool as _pool
-from tests.system.pool_vms import MIB, eventually, failure, hosts_by_address, new_vm, wait_task, xenopsd
+from tests.fixtures import own_pool
+from tests.helpers import MIB, eventually, failure, new_vdi, raw_vdi, vbd_record, xenopsd_reply, xs
+from tests.system.pool_vms import hosts_by_address, new_vm, wait_task
 from xapi.sm import sim_disk_writer
 
 QEMU_IMG = shutil.which("qemu-img")
 SIZE = 32 * MIB
 BLOCK_DELAY = 0.04          # the mirror's base copy takes ~0.6 s: the writer (every 2 ms) overlaps it
 
-
-@pytest.fixture(scope="module")
-def sim():
-    p = _pool.start(2, env={"XAPI_SIM_MIRROR_BLOCK_DELAY": str(BLOCK_DELAY)})
-    yield p
-    _pool.cleanup(p)
-
-
-@pytest.fixture
-def x(sim):
-    s = sim.coordinator.session()
-    yield s.xenapi
-    s.xenapi.session.logout()
+sim = own_pool(2, env={"XAPI_SIM_MIRROR_BLOCK_DELAY": str(BLOCK_DELAY)})
 
 
 def base_data() -> bytes:
@@ -64,33 +53,32 @@ def vhd_files(folder: str) -> set[str]:
     return {os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs if f.endswith(".vhd")}
 
 
-def import_raw(sim, x, vdi, data: bytes) -> None:
+def import_raw(sim, vdi, data: bytes) -> None:
     host = sim.coordinator
     session = host.session()
-    sid = session._session
-    c = http.client.HTTPConnection(host.address, host.http_port, timeout=30)
     try:
-        c.request("PUT", f"/import_raw_vdi?session_id={sid}&vdi={vdi}&format=raw", body=data,
-                  headers={"Content-Length": str(len(data))})
-        r = c.getresponse()
-        r.read()
-        assert r.status == 200
+        raw_vdi(host, session, "import_raw_vdi", vdi, data, timeout=30)
     finally:
-        c.close()
         session.xenapi.session.logout()
+
+
+def disk_vbd(vm, vdi) -> dict:
+    """The VM's boot disk, not unpluggable."""
+    return {**vbd_record(vm, vdi), "unpluggable": False}
+
+
+def network_to(x, host):
+    """A network with a PIF on `host` (what migrate_receive is given)."""
+    return next(n for n in x.network.get_all() if any(x.PIF.get_host(p) == host for p in x.network.get_PIFs(n)))
 
 
 def writer_vm(sim, x, host, sr, name):
     """A VM with the disk writer, its disk filled with base_data(), started on `host`."""
     vm = new_vm(x, name, memory=64 * MIB)
     x.VM.set_other_config(vm, {"sim_disk_writer": "true", "sim_disk_writer_ms": "2"})
-    vdi = x.VDI.create({"name_label": f"{name} disk", "name_description": "", "SR": sr,
-                        "virtual_size": str(SIZE), "type": "user", "sharable": False, "read_only": False,
-                        "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": []})
-    import_raw(sim, x, vdi, base_data())
-    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
-                        "type": "Disk", "empty": False, "unpluggable": False, "other_config": {},
-                        "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    vdi = new_vdi(x, sr, SIZE, f"{name} disk")
+    import_raw(sim, vdi, base_data())
+    vbd = x.VBD.create(disk_vbd(vm, vdi))
     x.VM.start_on(vm, host, False, False)
     return vm, vdi, vbd
 
@@ -163,11 +151,7 @@ def backend_params(host, domid: str) -> str | None:
     xenstore-read; None when xenstore-utils is missing."""
     if not shutil.which("xenstore-read"):
         return None
-    env = dict(os.environ, XENSTORED_PATH=os.path.join(host.data_dir, "xenstored", "socket"))
-    env.pop("XENSTORED_RUNDIR", None)
-    p = subprocess.run(["xenstore-read", f"/local/domain/0/backend/vbd/{domid}/51712/params"], env=env,
-                       capture_output=True, text=True, timeout=20, check=True)
-    return p.stdout.strip()
+    return xs(host, "xenstore-read", f"/local/domain/0/backend/vbd/{domid}/51712/params").stdout.strip()
 
 
 def test_pool_migrate_local_to_nfs_and_back_while_writing(sim, x):
@@ -243,7 +227,7 @@ def test_guest_halting_during_the_mirror(sim, x):
     deadline = time.monotonic() + 10
     while float(x.task.get_progress(task)) < 0.2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert xenopsd(sim.coordinator, "DEBUG.trigger", x.VM.get_uuid(vm), "poweroff").get("error") is None
+    assert xenopsd_reply(sim.coordinator, "DEBUG.trigger", x.VM.get_uuid(vm), "poweroff").get("error") is None
     rec = wait_task(x, task)
     if rec["status"] == "success":
         disk = x.VBD.get_VDI(vbd)
@@ -263,8 +247,7 @@ def test_migrate_send_moves_disk_and_domain_to_the_other_host(sim, x):
     h1, h2 = hosts_by_address(x)
     local, nfs = local_sr(x, h1), nfs_sr(x)
     vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-send")
-    net = next(n for n in x.network.get_all()
-               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    net = network_to(x, h2)
     dest = x.host.migrate_receive(h2, net, {})
     assert set(dest) >= {"SM", "host", "xenops", "session_id", "master"} and dest["host"] == h2
     assert dest["xenops"].endswith("/services/xenops?session_id=" + dest["session_id"])
@@ -301,19 +284,14 @@ def test_migrate_send_moves_disk_and_domain_to_the_other_host(sim, x):
 def test_checks(sim, x):
     h1, h2 = hosts_by_address(x)
     local, nfs = local_sr(x, h1), nfs_sr(x)
-    vdi = x.VDI.create({"name_label": "loose", "name_description": "", "SR": local, "virtual_size": str(4 * MIB),
-                        "type": "user", "sharable": False, "read_only": False, "other_config": {},
-                        "xenstore_data": {}, "sm_config": {}, "tags": []})
+    vdi = new_vdi(x, local, 4 * MIB, "loose")
     assert failure(x.VDI.pool_migrate, vdi, nfs, {}) == ["VDI_NEEDS_VM_FOR_MIGRATE", vdi]
     vm = new_vm(x, "halted", memory=64 * MIB)
-    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
-                  "empty": False, "unpluggable": False, "other_config": {}, "qos_algorithm_type": "",
-                  "qos_algorithm_params": {}})
+    x.VBD.create(disk_vbd(vm, vdi))
     assert failure(x.VDI.pool_migrate, vdi, nfs, {}) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
     assert failure(x.VDI.pool_migrate, vdi, "OpaqueRef:nope", {})[:2] == ["HANDLE_INVALID", "SR"]
     x.VM.start_on(vm, h1, False, False)
-    net = next(n for n in x.network.get_all()
-               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    net = network_to(x, h2)
     assert failure(x.host.migrate_receive, "OpaqueRef:nope", net, {})[:2] == ["HANDLE_INVALID", "host"]
     dest = x.host.migrate_receive(h2, net, {})
     assert failure(x.VM.migrate_send, vm, dest, True, {}, {}, {}) == ["VDI_NOT_IN_MAP", vdi]
@@ -330,8 +308,7 @@ def test_migrate_send_local_sr_to_local_sr_across_hosts(sim, x):
     h1, h2 = hosts_by_address(x)
     local1, local2 = local_sr(x, h1), local_sr(x, h2)
     vm, vdi, vbd = writer_vm(sim, x, h2, local2, "sxm-local")
-    net = next(n for n in x.network.get_all()
-               if any(x.PIF.get_host(p) == h1 for p in x.network.get_PIFs(n)))
+    net = network_to(x, h1)
     dest = x.host.migrate_receive(h1, net, {})
     time.sleep(0.1)
     assert failure(x.VM.migrate_send, vm, dest, True, {vdi: local2}, {}, {}) == ["VM_REQUIRES_SR", vm, local2]
@@ -358,8 +335,7 @@ def test_migrate_send_of_a_halted_vm_copies_its_disk(sim, x):
     local, nfs = local_sr(x, h1), nfs_sr(x)
     vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-halted")
     x.VM.hard_shutdown(vm)
-    net = next(n for n in x.network.get_all()
-               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    net = network_to(x, h2)
     dest = x.host.migrate_receive(h2, net, {})
     assert "migrate_send" in x.VM.get_allowed_operations(vm)
     assert x.VM.migrate_send(vm, dest, False, {vdi: nfs}, {}, {}) == vm
@@ -384,8 +360,7 @@ def test_xen_orchestra_storage_motion(sim, x):
     h1, h2 = hosts_by_address(x)
     local, nfs = local_sr(x, h1), nfs_sr(x)
     vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-xo")
-    net = next(n for n in x.network.get_all()
-               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    net = network_to(x, h2)
     host = sim.coordinator
     p = subprocess.run(["node", os.path.join(JS, "xo_migrate.mjs"), host.url, "root", host.password, vm, vbd,
                         h2, net, nfs, local], cwd=JS, capture_output=True, text=True, timeout=90)
@@ -412,8 +387,7 @@ def test_xen_orchestra_assert_can_migrate_with_six_parameters(sim, x):
     h1, h2 = hosts_by_address(x)
     local, nfs = local_sr(x, h1), nfs_sr(x)
     vm, vdi, vbd = writer_vm(sim, x, h1, local, "sxm-xo-assert")
-    net = next(n for n in x.network.get_all()
-               if any(x.PIF.get_host(p) == h2 for p in x.network.get_PIFs(n)))
+    net = network_to(x, h2)
     host = sim.coordinator
     try:
         p = subprocess.run(["node", os.path.join(JS, "xo_assert_can_migrate.mjs"), host.url, "root", host.password,
@@ -500,8 +474,7 @@ def test_migrate_send_member_local_sr_to_member_local_sr(sim3):
         _, h2, h3 = hosts_by_address(x)
         local2, local3 = local_sr(x, h2), local_sr(x, h3)
         vm, vdi, vbd = writer_vm(sim3, x, h2, local2, "sxm-members")
-        net = next(n for n in x.network.get_all()
-                   if any(x.PIF.get_host(p) == h3 for p in x.network.get_PIFs(n)))
+        net = network_to(x, h3)
         time.sleep(0.1)
         task = x.Async.VM.migrate_send(vm, x.host.migrate_receive(h3, net, {}), True, {vdi: local3}, {}, {})
         seen = set()
@@ -537,8 +510,7 @@ def test_cancelled_migrate_send_between_members_leaves_nothing(sim3):
         _, h2, h3 = hosts_by_address(x)
         local2, local3 = local_sr(x, h2), local_sr(x, h3)
         vm, vdi, vbd = writer_vm(sim3, x, h2, local2, "sxm-members-cancel")
-        net = next(n for n in x.network.get_all()
-                   if any(x.PIF.get_host(p) == h3 for p in x.network.get_PIFs(n)))
+        net = network_to(x, h3)
         before = set(x.SR.get_VDIs(local3))
         task = x.Async.VM.migrate_send(vm, x.host.migrate_receive(h3, net, {}), True, {vdi: local3}, {}, {})
         deadline = time.monotonic() + 20
