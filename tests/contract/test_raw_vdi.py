@@ -12,32 +12,16 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
-from tests import daemon as _daemon
+from tests.fixtures import own_daemon, root_session, xenapi_of
+from tests.helpers import MIB, new_vdi
 from xapi.sm import vhd
 
-MiB = 1 << 20
-SIZE = 64 * MiB
+SIZE = 64 * MIB
 QEMU_IMG = shutil.which("qemu-img")
 
-
-@pytest.fixture(scope="module")
-def d():
-    daemon = _daemon.start()
-    yield daemon
-    _daemon.cleanup(daemon)
-
-
-@pytest.fixture(scope="module")
-def api(d):
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password, "2.3", "raw-vdi-tests")
-    yield s
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def x(api):
-    return api.xenapi
+d = own_daemon()
+api = root_session("d", originator="raw-vdi-tests")
+x = xenapi_of("api")
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +29,9 @@ def sid(api):
     return api._session
 
 
-@pytest.fixture(scope="module")
-def sr(x):
-    return x.pool.get_default_SR(x.pool.get_all()[0])
-
-
 @pytest.fixture
 def vdi(x, sr):
-    ref = x.VDI.create({"name_label": "raw", "name_description": "", "SR": sr, "virtual_size": str(SIZE),
-                        "type": "user", "sharable": False, "read_only": False, "other_config": {}})
+    ref = new_vdi(x, sr, SIZE, "raw")
     yield ref
     try:
         x.VDI.destroy(ref)
@@ -67,8 +45,8 @@ def vhd_path(d, x, vdi):
 
 
 def data_of(n, seed=0):
-    block = os.urandom(MiB)
-    return b"".join(bytes([seed]) + block[1:] for _ in range(n // MiB))
+    block = os.urandom(MIB)
+    return b"".join(bytes([seed]) + block[1:] for _ in range(n // MIB))
 
 
 def put(d, query, body, headers=None, timeout=60):
@@ -124,7 +102,7 @@ def test_raw_import_with_length_and_export(d, x, sid, vdi):
 def test_import_answers_first_and_closes_when_done(d, x, sid, vdi):
     """As xapi: the answer (200, Task-Id, Connection: close) comes before the body is read; the
     connection ends once the import is done, with the task settled; the data reads back."""
-    data = data_of(12 * MiB, 4) + b"\x05" * 1000         # a short end: not a whole block
+    data = data_of(12 * MIB, 4) + b"\x05" * 1000         # a short end: not a whole block
     task = x.task.create("import", "")
     c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
     try:
@@ -175,14 +153,14 @@ def test_ocaml_xe_style_import(d, x, sid, vdi, tmp_path, kind):
     connection, spliced), a small raw body (streamed), a pipe (no length: until the close), a VHD."""
     if kind == "vhd":
         src = str(tmp_path / "in.vhd")
-        vhd.create(src, 16 * MiB)
-        data = data_of(3 * MiB, 11)
+        vhd.create(src, 16 * MIB)
+        data = data_of(3 * MIB, 11)
         with vhd.open(src) as v:
-            v.write(4 * MiB, data)
+            v.write(4 * MIB, data)
         with open(src, "rb") as f:
             body = f.read()
     else:
-        data = body = data_of(10 * MiB if kind != "small" else MiB, 12) + b"\x0d" * 512
+        data = body = data_of(10 * MIB if kind != "small" else MIB, 12) + b"\x0d" * 512
     task = x.task.create("xe import", "")
     fmt = "vhd" if kind == "vhd" else "raw"
     status, headers = ocaml_xe_put(d, f"/import_raw_vdi?session_id={sid}&vdi={vdi}&task_id={task}&format={fmt}",
@@ -191,7 +169,7 @@ def test_ocaml_xe_style_import(d, x, sid, vdi, tmp_path, kind):
     assert wait_task(x, task) == "success", x.task.get_error_info(task)
     assert vdi in x.task.get_result(task)
     _, _, out = get(d, f"session_id={sid}&vdi={vdi}")
-    at = 4 * MiB if kind == "vhd" else 0
+    at = 4 * MIB if kind == "vhd" else 0
     assert out[at:at + len(data)] == data and out[:at].count(0) == at
     x.task.destroy(task)
 
@@ -208,7 +186,7 @@ def test_xen_orchestra_import_of_unknown_length(d, x, sid, vdi, tmp_path, tls):
     the task succeeds with the VDI. Plain: spliced; TLS: streamed."""
     import json
     url = f"https://127.0.0.1:{d.https_port}" if tls else d.url
-    data = data_of(10 * MiB, 13) + b"\x0e" * 4096
+    data = data_of(10 * MIB, 13) + b"\x0e" * 4096
     path = tmp_path / "disk.raw"
     path.write_bytes(data)
     proc = subprocess.run(["node", os.path.join(JS, "xo_put_stream.mjs"), url, "root", d.password,
@@ -236,7 +214,7 @@ def test_unknown_length_import_cut_by_a_reset_fails(d, x, sid, vdi, tls):
         s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi}&task_id={task} HTTP/1.1\r\n"
                   f"Host: x\r\nContent-Length: 1125899906842624\r\n\r\n".encode())
         assert s.recv(1000).startswith(b"HTTP/1.1 200")
-        s.sendall(data_of(5 * MiB, 4))
+        s.sendall(data_of(5 * MIB, 4))
         time.sleep(0.3)                      # the data is in; then the reset, not a close
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:
@@ -254,7 +232,7 @@ def test_unknown_length_import_cut_by_a_reset_fails(d, x, sid, vdi, tls):
 def test_import_and_export_over_tls(d, x, sid, vdi):
     """On TLS the bytes go through the TLS layer (no splice, no sendfile) and read back the same."""
     import ssl
-    data = data_of(12 * MiB, 3)
+    data = data_of(12 * MIB, 3)
     c = http.client.HTTPSConnection("127.0.0.1", d.https_port, context=ssl._create_unverified_context(),
                                     timeout=60)
     try:
@@ -278,7 +256,7 @@ def test_import_cut_short(d, x, sid, vdi):
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=30)
     try:
         s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi}&task_id={task} HTTP/1.1\r\n"
-                  f"Host: x\r\nContent-Length: {SIZE}\r\n\r\n".encode() + data_of(9 * MiB, 2))
+                  f"Host: x\r\nContent-Length: {SIZE}\r\n\r\n".encode() + data_of(9 * MIB, 2))
     finally:
         s.close()
     for _ in range(100):
@@ -291,7 +269,7 @@ def test_import_cut_short(d, x, sid, vdi):
 
 
 def test_chunked_import_with_task(d, x, sid, vdi):
-    data = data_of(8 * MiB, 7)
+    data = data_of(8 * MIB, 7)
     task = x.task.create("import", "")
 
     def pieces():
@@ -307,7 +285,7 @@ def test_chunked_import_with_task(d, x, sid, vdi):
 
 
 def test_http10_import_until_close(d, x, sid, vdi):
-    data = data_of(4 * MiB, 3)
+    data = data_of(4 * MIB, 3)
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=30)
     try:
         s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi} HTTP/1.0\r\n\r\n".encode() + data)
@@ -349,14 +327,14 @@ def _put10(d, query, data, timeout=60):
 def test_http10_import_until_close_large(d, x, sid, vdi):
     """Larger bodies that end with the connection are taken off it too: a short last block, and a
     body larger than the disk (VDI_IO_ERROR on the task, nothing past the end written)."""
-    data = data_of(10 * MiB, 8) + b"\x07" * 1000
+    data = data_of(10 * MIB, 8) + b"\x07" * 1000
     reply = _put10(d, f"session_id={sid}&vdi={vdi}", data)
     assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
     _, _, body = get(d, f"session_id={sid}&vdi={vdi}")
     assert body[:len(data)] == data and body[len(data):].count(0) == SIZE - len(data)
     task = x.task.create("too much", "")
     try:
-        reply = _put10(d, f"session_id={sid}&vdi={vdi}&task_id={task}", b"\x09" * (SIZE + 2 * MiB))
+        reply = _put10(d, f"session_id={sid}&vdi={vdi}&task_id={task}", b"\x09" * (SIZE + 2 * MIB))
         assert reply.startswith(b"HTTP/1.0 200"), reply[:200]     # answered before the body
     except ConnectionError:
         pass                                    # closed with bytes unread: the reset may beat the reply
@@ -372,12 +350,12 @@ def test_http10_import_until_close_large(d, x, sid, vdi):
 
 def test_sparse_import_stays_small(d, x, sid, vdi):
     data = bytearray(SIZE)
-    data[10 * MiB:10 * MiB + 5] = b"hello"
+    data[10 * MIB:10 * MIB + 5] = b"hello"
     data[SIZE - 3:] = b"end"
     status, _ = put(d, f"session_id={sid}&vdi={vdi}", bytes(data), {"Content-Length": str(SIZE)})
     assert status == 200
     path = vhd_path(d, x, vdi)
-    assert os.path.getsize(path) < 6 * MiB
+    assert os.path.getsize(path) < 6 * MIB
     assert int(x.VDI.get_physical_utilisation(vdi)) == os.path.getsize(path)
     _, _, body = get(d, f"session_id={sid}&vdi={vdi}")
     assert body == data
@@ -385,16 +363,16 @@ def test_sparse_import_stays_small(d, x, sid, vdi):
 
 def test_vhd_import_and_export(d, x, sid, vdi, tmp_path):
     src = str(tmp_path / "in.vhd")
-    vhd.create(src, 16 * MiB)
-    payload = data_of(3 * MiB, 9)
+    vhd.create(src, 16 * MIB)
+    payload = data_of(3 * MIB, 9)
     with vhd.open(src) as v:
-        v.write(5 * MiB, payload)
+        v.write(5 * MIB, payload)
     with open(src, "rb") as f:
         raw = f.read()
     status, _ = put(d, f"session_id={sid}&vdi={vdi}&format=vhd", raw, {"Content-Length": str(len(raw))})
     assert status == 200
     _, _, body = get(d, f"session_id={sid}&vdi={vdi}")
-    assert body[5 * MiB:8 * MiB] == payload and body[:5 * MiB].count(0) == 5 * MiB
+    assert body[5 * MIB:8 * MIB] == payload and body[:5 * MIB].count(0) == 5 * MIB
     status, headers, stream = get(d, f"session_id={sid}&vdi={vdi}&format=vhd")
     assert status == 200, stream
     assert int(headers["Content-Length"]) == len(stream)
@@ -403,7 +381,7 @@ def test_vhd_import_and_export(d, x, sid, vdi, tmp_path):
         f.write(stream)
     assert vhd.check(out) == []
     with vhd.open(out, readonly=True) as v:
-        assert v.virtual_size == SIZE and v.read(5 * MiB, 3 * MiB) == payload
+        assert v.virtual_size == SIZE and v.read(5 * MIB, 3 * MIB) == payload
         assert len(v.blocks()) == 2
 
 
@@ -421,11 +399,11 @@ def test_errors(d, x, sid, vdi):
     assert status == 401
     # too much data: the task fails with VDI_IO_ERROR, the daemon lives, the VDI is released
     task = x.task.create("oversize", "")
-    big = SIZE + 4 * MiB
+    big = SIZE + 4 * MIB
 
     def pieces():
-        block = b"\1" * MiB
-        for _ in range(big // MiB):
+        block = b"\1" * MIB
+        for _ in range(big // MIB):
             yield block
     try:
         status, _ = put(d, f"session_id={sid}&vdi={vdi}&task_id={task}", pieces(), {"Transfer-Encoding": "chunked"})
@@ -474,18 +452,18 @@ def test_follow_ups_right_after_an_export(d, x, sid, vdi):
     """The VDI is released after the export's last byte (as xapi's): a client's next step at once
     (an import, a resize, VDI.destroy) waits for that release instead of failing VDI_IN_USE; the
     export's task succeeds with progress 1.0."""
-    data = data_of(8 * MiB, 6)
+    data = data_of(8 * MIB, 6)
     assert put(d, f"session_id={sid}&vdi={vdi}", data, {"Content-Length": str(len(data))})[0] == 200
     for step in range(3):
         task = x.task.create("export", "")
         status, _, body = export_exactly(d, f"session_id={sid}&vdi={vdi}&task_id={task}")
         assert status == 200 and body[:len(data)] == data
         if step == 0:                         # an import of the same VDI (RW) at once
-            new = data_of(8 * MiB, 7)
+            new = data_of(8 * MIB, 7)
             assert put(d, f"session_id={sid}&vdi={vdi}", new, {"Content-Length": str(len(new))})[0] == 200
             data = new
         elif step == 1:
-            x.VDI.resize(vdi, str(SIZE + 2 * MiB))
+            x.VDI.resize(vdi, str(SIZE + 2 * MIB))
         else:
             x.VDI.destroy(vdi)
         assert wait_task(x, task) == "success" and x.task.get_progress(task) == 1.0
@@ -518,10 +496,10 @@ def test_export_of_a_vhd_chain_with_snapshots(d, x, sid, vdi):
     base = data_of(SIZE, 1)
     assert put(d, f"session_id={sid}&vdi={vdi}", base, {"Content-Length": str(SIZE)})[0] == 200
     snap1 = x.VDI.snapshot(vdi, {})
-    top1 = data_of(5 * MiB, 2) + b"\x02" * (MiB // 2)    # blocks 0-1 whole, block 2 in part
+    top1 = data_of(5 * MIB, 2) + b"\x02" * (MIB // 2)    # blocks 0-1 whole, block 2 in part
     assert put(d, f"session_id={sid}&vdi={vdi}", top1, {"Content-Length": str(len(top1))})[0] == 200
     snap2 = x.VDI.snapshot(vdi, {})
-    top2 = data_of(MiB, 3)                                 # block 0 in part again, on the newest layer
+    top2 = data_of(MIB, 3)                                 # block 0 in part again, on the newest layer
     assert put(d, f"session_id={sid}&vdi={vdi}", top2, {"Content-Length": str(len(top2))})[0] == 200
     want = bytearray(base)
     want[:len(top1)] = top1
