@@ -86,9 +86,11 @@ def new_vm(x, name="vm", memory=256 * MIB, vcpus=1, **fields):
     return x.VM.create({**rec, **fields})
 
 
-def new_vdi(x, sr, size=8 * MIB, name="disk", read_only=False, sharable=False):
-    return x.VDI.create({"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size),
-                         "type": "user", "sharable": sharable, "read_only": read_only, "other_config": {}})
+def new_vdi(x, sr, size=8 * MIB, name="disk", read_only=False, sharable=False, **fields):
+    """A user VDI on `sr`; `fields` override the record's."""
+    rec = {"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size), "type": "user",
+           "sharable": sharable, "read_only": read_only, "other_config": {}}
+    return x.VDI.create({**rec, **fields})
 
 
 def vbd_record(vm, vdi, userdevice="0", mode="RW", type_="Disk", empty=False):

@@ -2,7 +2,6 @@
 files, the SMAPIv1 drivers (garbage, crashes, hangs, a driver dropped in), the fresh host's local SR, and
 the access layer's state across a restart."""
 import contextlib
-import http.client
 import os
 import shutil
 import socket
@@ -17,10 +16,12 @@ import pytest
 import XenAPI
 
 from tests import daemon as _daemon
+from tests import helpers
+from tests.fixtures import root_xenapi
+from tests.helpers import MIB, failure, login, raw_vdi
 from xapi.sm import vhd
 from xapi.sm.exec import DRIVERS_DIR, Call
 
-MiB = 1 << 20
 QEMU_IMG = shutil.which("qemu-img")
 
 # A driver that answers sr_get_driver_info and then misbehaves as device-config "mode" says.
@@ -97,12 +98,7 @@ def storage_daemon():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def x(storage_daemon):
-    s = XenAPI.Session(storage_daemon.url)
-    s.xenapi.login_with_password("root", storage_daemon.password, "2.3", "pyxapi-tests")
-    yield s.xenapi
-    s.xenapi.session.logout()
+x = root_xenapi("storage_daemon", originator="pyxapi-tests")
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +111,9 @@ def tmp(tmp_path):
     return str(tmp_path)
 
 
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    return e.value.details
-
-
 def new_vdi(x, sr, size, name="disk", read_only=False):
-    return x.VDI.create({"name_label": name, "name_description": "a test disk", "SR": sr, "virtual_size": str(size),
-                         "type": "user", "sharable": False, "read_only": read_only,
-                         "other_config": {"owner": "tests"}})
+    return helpers.new_vdi(x, sr, size, name, read_only, name_description="a test disk",
+                           other_config={"owner": "tests"})
 
 
 def qemu_info(path) -> str:
@@ -191,35 +180,35 @@ def test_ext_sr_and_vdi_lifecycle(x, host, tmp):
     assert x.PBD.get_currently_attached(rec["PBDs"][0]) is True
     assert f"<UUID>{rec['uuid']}</UUID>" in x.SR.probe(host, {"path": folder}, "ext", {})
 
-    v = new_vdi(x, sr, 10 * MiB + 1)                 # rounded up to a 2 MiB block
+    v = new_vdi(x, sr, 10 * MIB + 1)                 # rounded up to a 2 MiB block
     vrec = x.VDI.get_record(v)
-    assert vrec["virtual_size"] == str(12 * MiB) and vrec["location"] == vrec["uuid"]
+    assert vrec["virtual_size"] == str(12 * MIB) and vrec["location"] == vrec["uuid"]
     assert vrec["name_label"] == "disk" and vrec["other_config"] == {"owner": "tests"}
     path = os.path.join(folder, vrec["location"] + ".vhd")
     assert int(vrec["physical_utilisation"]) == os.path.getsize(path)
-    assert x.SR.get_virtual_allocation(sr) == str(12 * MiB)
+    assert x.SR.get_virtual_allocation(sr) == str(12 * MIB)
     if QEMU_IMG:
         assert "virtual size: 12 MiB" in qemu_info(path)
 
     with vhd.open(path) as h:                         # some data, as a guest would write it
-        h.write(0, b"x" * (3 * MiB))
+        h.write(0, b"x" * (3 * MIB))
     x.VDI.update(v)
-    assert int(x.VDI.get_physical_utilisation(v)) == os.path.getsize(path) > 3 * MiB
+    assert int(x.VDI.get_physical_utilisation(v)) == os.path.getsize(path) > 3 * MIB
 
-    x.VDI.resize(v, str(20 * MiB))
-    assert x.VDI.get_virtual_size(v) == str(20 * MiB)
-    assert failure(x.VDI.resize, v, str(4 * MiB))[0] == "SR_BACKEND_FAILURE_79"     # no shrinking
+    x.VDI.resize(v, str(20 * MIB))
+    assert x.VDI.get_virtual_size(v) == str(20 * MIB)
+    assert failure(x.VDI.resize, v, str(4 * MIB))[0] == "SR_BACKEND_FAILURE_79"     # no shrinking
 
     snap = x.VDI.snapshot(v)
     srec = x.VDI.get_record(snap)
     assert srec["is_a_snapshot"] is True and srec["snapshot_of"] == v and x.VDI.get_snapshots(v) == [snap]
     assert srec["name_label"] == "disk" and srec["other_config"]["owner"] == "tests"
-    assert srec["other_config"]["content_id"] and srec["virtual_size"] == str(20 * MiB)
+    assert srec["other_config"]["content_id"] and srec["virtual_size"] == str(20 * MIB)
     assert str(srec["snapshot_time"]) > "2000"
     clone = x.VDI.clone(v)
     crec = x.VDI.get_record(clone)
     assert crec["is_a_snapshot"] is False and crec["snapshot_of"] == "OpaqueRef:NULL"
-    assert crec["virtual_size"] == str(20 * MiB) and crec["name_label"] == "disk"
+    assert crec["virtual_size"] == str(20 * MIB) and crec["name_label"] == "disk"
     bases = [r for r in x.VDI.get_all_records_where(f'field "SR" = "{sr}"').values() if not r["managed"]]
     assert len(bases) == 2 and all(b["read_only"] and b["name_label"] == "base copy" for b in bases)
     base_ref = x.VDI.get_by_uuid(bases[0]["uuid"])
@@ -234,13 +223,13 @@ def test_ext_sr_and_vdi_lifecycle(x, host, tmp):
     # the snapshot and the clone read what the disk held when they were taken
     for ref in (snap, clone):
         with vhd.open(os.path.join(folder, x.VDI.get_location(ref) + ".vhd"), readonly=True) as h:
-            assert h.read(0, 4096) == b"x" * 4096 and h.read(4 * MiB, 16) == bytes(16)
+            assert h.read(0, 4096) == b"x" * 4096 and h.read(4 * MIB, 16) == bytes(16)
 
     copy = x.VDI.copy(v, sr)
     cp = x.VDI.get_record(copy)
-    assert cp["virtual_size"] == str(20 * MiB) and cp["name_label"] == "disk" and cp["read_only"] is False
+    assert cp["virtual_size"] == str(20 * MIB) and cp["name_label"] == "disk" and cp["read_only"] is False
     with vhd.open(os.path.join(folder, cp["location"] + ".vhd"), readonly=True) as h:
-        assert h.parent is None and h.read(3 * MiB - 8, 16) == b"x" * 8 + bytes(8)
+        assert h.parent is None and h.read(3 * MIB - 8, 16) == b"x" * 8 + bytes(8)
 
     assert failure(x.SR.destroy, sr) == ["SR_HAS_PBD", sr]
     x.PBD.unplug(rec["PBDs"][0])
@@ -257,21 +246,6 @@ def test_ext_sr_and_vdi_lifecycle(x, host, tmp):
 
 
 # -- vdi_compose (SMAPIv1), as xapi's storage layer calls it during storage migration ----------------
-def _raw(d, method, sid, vdi, body=None):
-    """PUT /import_raw_vdi (the body) or GET /export_raw_vdi (returns the disk)."""
-    path = "/import_raw_vdi" if method == "PUT" else "/export_raw_vdi"
-    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
-    try:
-        c.request(method, f"{path}?session_id={sid}&vdi={vdi}", body=body,
-                  headers={"Content-Length": str(len(body))} if body is not None else {})
-        r = c.getresponse()
-        data = r.read()
-        assert r.status == 200, data
-        return data
-    finally:
-        c.close()
-
-
 def _compose(d, x, vdi1, vdi2):
     """Runs the SR's driver with a vdi_compose request, as xapi's Sm.vdi_compose does (vdi_ref: VDI2,
     args: [VDI1]), with a session of the local superuser (the driver calls internal messages)."""
@@ -302,28 +276,26 @@ def test_vdi_compose(storage_daemon, x, host, tmp):
     d = storage_daemon
     folder = os.path.join(tmp, "ext")
     sr = x.SR.create(host, {"path": folder}, "0", "compose", "", "ext", "user", False, {})
-    size = 8 * 2 * MiB
-    blk = 2 * MiB
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password, "2.3", "compose")
-    sid = s._session
+    size = 8 * 2 * MIB
+    blk = 2 * MIB
+    s = login(d, "compose")
     try:
         vdi1 = new_vdi(x, sr, size, "parent layer")
         parent_layer = b"".join(bytes([0xA0 + b]) * blk for b in range(4)) + bytes(4 * blk)
-        _raw(d, "PUT", sid, vdi1, parent_layer)
+        raw_vdi(d, s, "import_raw_vdi", vdi1, parent_layer)
         empty = new_vdi(x, sr, size, "empty")
         vdi2 = x.VDI.clone(empty)                        # a differencing leaf over an empty base
         child_layer = bytearray(size)
         child_layer[2 * blk:3 * blk] = b"\xc2" * blk
         child_layer[5 * blk:6 * blk] = b"\xc5" * blk
-        _raw(d, "PUT", sid, vdi2, bytes(child_layer))
+        raw_vdi(d, s, "import_raw_vdi", vdi2, bytes(child_layer))
         out, _ = _compose(d, x, vdi1, vdi2)
         assert "methodResponse" in out and "<fault>" not in out, out
         expected = bytearray(parent_layer)
         expected[2 * blk:3 * blk] = b"\xc2" * blk
         expected[5 * blk:6 * blk] = b"\xc5" * blk
-        assert _raw(d, "GET", sid, vdi2) == expected
-        assert _raw(d, "GET", sid, vdi1) == parent_layer    # VDI1 itself is unchanged
+        assert raw_vdi(d, s, "export_raw_vdi", vdi2) == expected
+        assert raw_vdi(d, s, "export_raw_vdi", vdi1) == parent_layer    # VDI1 itself is unchanged
         rec1, rec2 = x.VDI.get_record(vdi1), x.VDI.get_record(vdi2)
         assert rec1["managed"] is False and rec2["sm_config"]["vhd-parent"] == rec1["location"]
         p1, p2 = (os.path.join(folder, r["location"] + ".vhd") for r in (rec1, rec2))
@@ -338,37 +310,37 @@ def test_vdi_compose(storage_daemon, x, host, tmp):
         other = new_vdi(x, sr, size, "dynamic")            # not differencing: SM's general error
         out, err = _compose(d, x, vdi1, other)
         assert "<fault>" in out and "not a differencing VHD" in out and "Traceback" not in err
-        assert _raw(d, "GET", sid, vdi2) == expected
+        assert raw_vdi(d, s, "export_raw_vdi", vdi2) == expected
     finally:
         s.xenapi.session.logout()
 
 
 def test_vdi_errors(x, host, tmp):
     sr = x.SR.create(host, {"path": os.path.join(tmp, "a")}, "0", "a", "", "ext", "user", False, {})
-    small = x.SR.create(host, {"path": os.path.join(tmp, "small")}, str(4 * MiB), "small", "", "ext", "user",
+    small = x.SR.create(host, {"path": os.path.join(tmp, "small")}, str(4 * MIB), "small", "", "ext", "user",
                         False, {})
-    assert x.SR.get_physical_size(small) == str(4 * MiB)
-    v = new_vdi(x, sr, 64 * MiB)
+    assert x.SR.get_physical_size(small) == str(4 * MIB)
+    v = new_vdi(x, sr, 64 * MIB)
     with vhd.open(os.path.join(tmp, "a", x.VDI.get_location(v) + ".vhd")) as h:
-        h.write(0, b"y" * (8 * MiB))
+        h.write(0, b"y" * (8 * MIB))
     x.VDI.update(v)
     need = x.VDI.get_physical_utilisation(v)
     assert failure(x.VDI.copy, v, small) == ["SR_FULL", need, x.SR.get_physical_size(small)]
-    ro = new_vdi(x, sr, 2 * MiB, "ro", read_only=True)
-    assert failure(x.VDI.resize, ro, str(4 * MiB)) == ["VDI_READONLY", ro]
+    ro = new_vdi(x, sr, 2 * MIB, "ro", read_only=True)
+    assert failure(x.VDI.resize, ro, str(4 * MIB)) == ["VDI_READONLY", ro]
     assert failure(x.VDI.copy, v, sr, "OpaqueRef:NULL", ro) == ["VDI_READONLY", ro]
-    tiny = new_vdi(x, sr, 2 * MiB, "tiny")
-    assert failure(x.VDI.copy, v, sr, "OpaqueRef:NULL", tiny) == ["VDI_TOO_SMALL", tiny, str(64 * MiB)]
+    tiny = new_vdi(x, sr, 2 * MIB, "tiny")
+    assert failure(x.VDI.copy, v, sr, "OpaqueRef:NULL", tiny) == ["VDI_TOO_SMALL", tiny, str(64 * MIB)]
     # a VDI another host holds read-write cannot be activated here
     x.VDI.add_to_sm_config(v, "host_OpaqueRef:another-host", "RW")
     assert failure(x.VDI.copy, v, sr) == ["VDI_IN_USE", v, "activate"]
     x.VDI.remove_from_sm_config(v, "host_OpaqueRef:another-host")
-    into = new_vdi(x, sr, 64 * MiB, "into")
+    into = new_vdi(x, sr, 64 * MIB, "into")
     assert x.VDI.copy(v, sr, "OpaqueRef:NULL", into) == into
-    assert int(x.VDI.get_physical_utilisation(into)) > 8 * MiB
+    assert int(x.VDI.get_physical_utilisation(into)) > 8 * MIB
     assert x.VDI.get_sm_config(v).get("host_" + host) is None             # deactivated again
     x.PBD.unplug(x.SR.get_PBDs(sr)[0])
-    assert failure(new_vdi, x, sr, MiB) == ["SR_HAS_NO_PBDS", sr]
+    assert failure(new_vdi, x, sr, MIB) == ["SR_HAS_NO_PBDS", sr]
     assert failure(x.VDI.destroy, v) == ["SR_HAS_NO_PBDS", sr]
     x.PBD.plug(x.SR.get_PBDs(sr)[0])
     for ref in (v, ro, tiny, into):
@@ -381,18 +353,18 @@ def test_copy_across_srs(x, host, tmp):
     a = x.SR.create(host, {"path": os.path.join(tmp, "a")}, "0", "a", "", "ext", "user", False, {})
     os.makedirs(os.path.join(tmp, "nfs"))            # the export exists; the SR is a folder in it
     b = x.SR.create(host, {"path": os.path.join(tmp, "nfs")}, "0", "b", "", "nfs", "user", True, {})
-    v = new_vdi(x, a, 30 * MiB)
+    v = new_vdi(x, a, 30 * MIB)
     src = os.path.join(tmp, "a", x.VDI.get_location(v) + ".vhd")
     with vhd.open(src) as h:
-        h.write(MiB, b"z" * MiB)
-        h.write(25 * MiB, b"w" * 512)
+        h.write(MIB, b"z" * MIB)
+        h.write(25 * MIB, b"w" * 512)
     snap = x.VDI.snapshot(v)                         # the copy reads through the chain
     c = x.VDI.copy(v, b)
     dst = os.path.join(tmp, "nfs", x.SR.get_uuid(b), x.VDI.get_location(c) + ".vhd")
-    assert x.VDI.get_SR(c) == b and x.VDI.get_virtual_size(c) == str(30 * MiB)
-    assert int(x.VDI.get_physical_utilisation(c)) == os.path.getsize(dst) < 8 * MiB   # thin: data blocks only
+    assert x.VDI.get_SR(c) == b and x.VDI.get_virtual_size(c) == str(30 * MIB)
+    assert int(x.VDI.get_physical_utilisation(c)) == os.path.getsize(dst) < 8 * MIB   # thin: data blocks only
     with vhd.open(dst, readonly=True) as h:
-        assert h.parent is None and h.read(MiB, MiB) == b"z" * MiB and h.read(25 * MiB, 512) == b"w" * 512
+        assert h.parent is None and h.read(MIB, MIB) == b"z" * MIB and h.read(25 * MIB, 512) == b"w" * 512
     if QEMU_IMG:
         # qemu reads no differencing VHDs: compare with the base copy, which holds the data now
         base = os.path.join(tmp, "a", x.VDI.get_sm_config(v)["vhd-parent"] + ".vhd")
@@ -411,11 +383,11 @@ def test_vdi_forget_introduce_and_setters(x, host, tmp):
     its uuid; the setters write what they name, set_on_boot only where the SR has VDI_RESET_ON_BOOT."""
     folder = os.path.join(tmp, "ext")
     sr = x.SR.create(host, {"path": folder}, "0", "ext", "", "ext", "user", False, {})
-    v = new_vdi(x, sr, 6 * MiB)
+    v = new_vdi(x, sr, 6 * MIB)
     rec = x.VDI.get_record(v)
     path = os.path.join(folder, rec["location"] + ".vhd")
     with vhd.open(path) as h:
-        h.write(2 * MiB, b"q" * MiB)
+        h.write(2 * MIB, b"q" * MIB)
     x.VDI.update(v)
     rec = x.VDI.get_record(v)
     x.VDI.forget(v)
@@ -431,10 +403,10 @@ def test_vdi_forget_introduce_and_setters(x, host, tmp):
     back = x.VDI.get_by_uuid(rec["uuid"])
     brec = x.VDI.get_record(back)
     assert (brec["uuid"], brec["location"], brec["SR"]) == (rec["uuid"], rec["location"], sr)
-    assert brec["virtual_size"] == str(6 * MiB) and int(brec["physical_utilisation"]) == os.path.getsize(path)
+    assert brec["virtual_size"] == str(6 * MIB) and int(brec["physical_utilisation"]) == os.path.getsize(path)
     assert back in x.SR.get_VDIs(sr)
     with vhd.open(path, readonly=True) as h:
-        assert h.read(2 * MiB, MiB) == b"q" * MiB          # the same disk
+        assert h.read(2 * MIB, MIB) == b"q" * MIB          # the same disk
 
     x.VDI.set_name_label(back, "renamed")
     x.VDI.set_name_description(back, "described")
@@ -471,7 +443,7 @@ def test_nfs_folder_sr_forget_and_introduce_again(x, host, tmp):
     uuid = x.SR.get_uuid(sr)
     assert os.listdir(export) == [uuid] and x.SR.get_shared(sr) is True
     assert f"<UUID>{uuid}</UUID>" in x.SR.probe(host, {"path": export}, "nfs", {})
-    v = new_vdi(x, sr, 6 * MiB, "kept")
+    v = new_vdi(x, sr, 6 * MIB, "kept")
     vuuid = x.VDI.get_uuid(v)
     assert os.path.exists(os.path.join(export, uuid, vuuid + ".vhd"))
     # forget it (records only), then introduce it again: a scan finds the disk
@@ -488,15 +460,15 @@ def test_nfs_folder_sr_forget_and_introduce_again(x, host, tmp):
         ["PBD_EXISTS", sr2, host, pbd2]
     x.PBD.plug(pbd2)
     (v2,) = x.SR.get_VDIs(sr2)
-    assert x.VDI.get_uuid(v2) == vuuid and x.VDI.get_virtual_size(v2) == str(6 * MiB)
+    assert x.VDI.get_uuid(v2) == vuuid and x.VDI.get_virtual_size(v2) == str(6 * MIB)
     assert int(x.SR.get_physical_size(sr2)) > 0
     # a VHD copied into the folder behind our back appears at the next scan; a removed one goes
     extra = "11111111-2222-3333-4444-555555555555"
-    vhd.create(os.path.join(export, uuid, extra + ".vhd"), 4 * MiB)
+    vhd.create(os.path.join(export, uuid, extra + ".vhd"), 4 * MIB)
     os.unlink(os.path.join(export, uuid, vuuid + ".vhd"))
     x.SR.scan(sr2)
     (v3,) = x.SR.get_VDIs(sr2)
-    assert x.VDI.get_uuid(v3) == extra and x.VDI.get_virtual_size(v3) == str(4 * MiB)
+    assert x.VDI.get_uuid(v3) == extra and x.VDI.get_virtual_size(v3) == str(4 * MIB)
     x.VDI.destroy(v3)
     destroy_sr(x, sr2)
     assert os.listdir(export) == []
@@ -583,8 +555,7 @@ def test_nfs_mount_arguments_as_sm_builds_them(tmp_path):
         (fake / name).chmod(0o755)
     d = _daemon.start(env={"PATH": f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
     try:
-        s = XenAPI.Session(d.url)
-        s.xenapi.login_with_password("root", d.password, "2.3", "pyxapi-tests")
+        s = login(d, "pyxapi-tests")
         x = s.xenapi
         host = x.host.get_all()[0]
         mounts = os.path.join(d.data_dir, "sr-mount")
@@ -653,7 +624,7 @@ def test_iso_sr(x, host, tmp):
                        "sm_config": {"path": "upload.iso"}})
     assert x.VDI.get_read_only(up) is False and os.path.getsize(os.path.join(lib, "upload.iso")) == 4096
     copy = x.VDI.copy(x.VDI.get_by_uuid(deb["uuid"]), x.pool.get_default_SR(x.pool.get_all()[0]))
-    assert x.VDI.get_virtual_size(copy) == str(2 * MiB)     # a VHD rounds up to a block
+    assert x.VDI.get_virtual_size(copy) == str(2 * MIB)     # a VHD rounds up to a block
     x.VDI.destroy(copy)
     os.unlink(os.path.join(lib, "debian.iso"))
     x.SR.scan(sr)
@@ -710,14 +681,13 @@ def test_access_state_survives_a_restart(fresh_daemon, tmp):
     env = {"XAPI_SM_DIR": folder}
     try:
         d = fresh_daemon(env=env)
-        s = XenAPI.Session(d.url)
-        s.xenapi.login_with_password("root", d.password)
+        s = login(d)
         x = s.xenapi
         host = x.host.get_all()[0]
         log, block = os.path.join(tmp, "driver.log"), os.path.join(tmp, "block")
         sr = x.SR.create(host, {"path": os.path.join(tmp, "slow"), "log": log, "block": block}, "0", "slow", "",
                          "slow", "user", False, {})
-        v = new_vdi(x, sr, 4 * MiB)
+        v = new_vdi(x, sr, 4 * MIB)
         src = x.VDI.get_location(v)
         open(block, "w").close()
         task = x.Async.VDI.copy(v, sr)                  # blocks activating the destination RW
@@ -736,8 +706,7 @@ def test_access_state_survives_a_restart(fresh_daemon, tmp):
         before = _log(log)
         d2 = _daemon.start(data_dir=d.data_dir, env=env)
         try:
-            s2 = XenAPI.Session(d2.url)
-            s2.xenapi.login_with_password("root", d2.password)
+            s2 = login(d2)
             s2.xenapi.SR.get_supported_types()          # waits for the storage start-up (and its clean-up)
             after = _log(log)[len(before) - 1:]
             calls = [line.split()[:2] for line in after if line]
