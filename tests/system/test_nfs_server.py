@@ -9,7 +9,6 @@ rpcbind is started only when none answers, and stopped after; ganesha is always 
 (config, pid file, log and recovery folder in a temporary folder), stopped by pid."""
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import shutil
@@ -23,11 +22,11 @@ import pytest
 import XenAPI
 
 from tests import daemon as _daemon
-from tests.helpers import failure
+from tests.fixtures import root_session, xenapi_of
+from tests.helpers import MIB, failure, new_vdi, raw_vdi
 from xapi.sm import vhd
 from xapi.sm.filesr import META, kernel_has_nfs, nfs_fuse_client
 
-MiB = 1 << 20
 SERVER = "127.0.0.1"     # rpcbind answers a wildcard registration with the address of the interface
                          # the caller came in on: another 127.x address would be sent to eth0's
 
@@ -73,16 +72,6 @@ def _free_port(addr: str) -> int:
     with socket.socket() as s:
         s.bind((addr, 0))
         return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _mounts() -> list[list[str]]:
@@ -143,9 +132,9 @@ def nfs_server():
             pytest.fail(f"ganesha did not start (exit {ganesha.poll()}):\n{text[-3000:]}")
         yield export, log
     finally:
-        _stop(ganesha)
+        _daemon.terminate(ganesha, 10)
         if rpcbind is not None:
-            _stop(rpcbind)
+            _daemon.terminate(rpcbind, 10)
             for p in warm:
                 if os.path.exists(p):
                     os.unlink(p)
@@ -165,37 +154,13 @@ def d(nfs_server):
         _daemon.cleanup(daemon)
 
 
-@pytest.fixture(scope="module")
-def session(d):
-    s = XenAPI.Session(d.url)
-    s.xenapi.login_with_password("root", d.password, "2.3", "pyxapi-tests")
-    yield s
-    s.xenapi.session.logout()
-
-
-@pytest.fixture(scope="module")
-def x(session):
-    return session.xenapi
+session = root_session("d", originator="pyxapi-tests")
+x = xenapi_of("session")
 
 
 @pytest.fixture(scope="module")
 def host(x):
     return x.host.get_all()[0]
-
-
-def _raw(d, session, method: str, vdi: str, body: bytes | None = None) -> bytes:
-    """PUT /import_raw_vdi (the body) or GET /export_raw_vdi (the disk)."""
-    path = "/import_raw_vdi" if method == "PUT" else "/export_raw_vdi"
-    c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=60)
-    try:
-        c.request(method, f"{path}?session_id={session._session}&vdi={vdi}&format=raw", body=body,
-                  headers={"Content-Length": str(len(body))} if body is not None else {})
-        r = c.getresponse()
-        data = r.read()
-        assert r.status == 200, data
-        return data
-    finally:
-        c.close()
 
 
 def _unplug(x, pbd) -> None:
@@ -210,11 +175,6 @@ def _unplug(x, pbd) -> None:
             if e.details[0] != "VDI_IN_USE" or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-
-
-def _new_vdi(x, sr, size: int):
-    return x.VDI.create({"name_label": "disk", "name_description": "", "SR": sr, "virtual_size": str(size),
-                         "type": "user", "sharable": False, "read_only": False, "other_config": {}})
 
 
 def _client_kind() -> set[str]:
@@ -247,24 +207,24 @@ def test_nfs_sr_on_a_real_server(nfs_server, d, session, x, host):
     st = os.statvfs(export)
     assert int(x.SR.get_physical_size(sr)) == st.f_blocks * st.f_frsize
 
-    vdi = _new_vdi(x, sr, 4 * MiB)
+    vdi = new_vdi(x, sr, 4 * MIB)
     location = x.VDI.get_location(vdi)
     path = os.path.join(folder, location + ".vhd")
     with vhd.open(path, readonly=True) as v:                        # the server's copy, read directly
-        assert v.virtual_size == 4 * MiB
+        assert v.virtual_size == 4 * MIB
     if shutil.which("qemu-img"):
         info = subprocess.run(["qemu-img", "info", "-f", "vpc", path], capture_output=True, text=True)
         assert info.returncode == 0 and "virtual size: 4 MiB" in info.stdout, info
-    data = os.urandom(MiB) + b"\xa5" * MiB + os.urandom(123_457)
-    _raw(d, session, "PUT", vdi, data)
-    assert _raw(d, session, "GET", vdi) == data.ljust(4 * MiB, b"\0")
+    data = os.urandom(MIB) + b"\xa5" * MIB + os.urandom(123_457)
+    raw_vdi(d, session, "import_raw_vdi", vdi, data)
+    assert raw_vdi(d, session, "export_raw_vdi", vdi) == data.ljust(4 * MIB, b"\0")
 
     snap = x.VDI.snapshot(vdi, {})
     assert x.VDI.get_snapshot_of(snap) == vdi
     names = sorted(n for n in os.listdir(folder) if n.endswith(".vhd"))
     assert len(names) == 3 and location + ".vhd" in names           # base copy, the VDI's leaf, the snapshot
-    _raw(d, session, "PUT", vdi, b"after the snapshot".ljust(MiB, b"\0"))
-    assert _raw(d, session, "GET", snap) == data.ljust(4 * MiB, b"\0")
+    raw_vdi(d, session, "import_raw_vdi", vdi, b"after the snapshot".ljust(MIB, b"\0"))
+    assert raw_vdi(d, session, "export_raw_vdi", snap) == data.ljust(4 * MIB, b"\0")
 
     (pbd,) = x.SR.get_PBDs(sr)
     _unplug(x, pbd)
@@ -272,8 +232,8 @@ def test_nfs_sr_on_a_real_server(nfs_server, d, session, x, host):
     assert os.path.isfile(os.path.join(folder, META))               # the data stays on the server
     x.PBD.plug(pbd)
     assert _mount_of(point) is not None
-    got = _raw(d, session, "GET", vdi)
-    assert got[:MiB] == b"after the snapshot".ljust(MiB, b"\0") and got[MiB:2 * MiB] == data[MiB:2 * MiB]
+    got = raw_vdi(d, session, "export_raw_vdi", vdi)
+    assert got[:MIB] == b"after the snapshot".ljust(MIB, b"\0") and got[MIB:2 * MIB] == data[MIB:2 * MIB]
     assert f"<UUID>{uuid}</UUID>" in x.SR.probe(host, dconf, "nfs", {})
 
     for v in (snap, vdi):
@@ -293,10 +253,10 @@ def test_nfs_sr_nfsv4(nfs_server, d, session, x, host):
     uuid = x.SR.get_uuid(sr)
     mount = _mount_of(os.path.join(d.data_dir, "sr-mount", uuid))
     assert mount is not None and mount[0] == f"{SERVER}:{export}/{uuid}", mount
-    vdi = _new_vdi(x, sr, 4 * MiB)
-    data = os.urandom(2 * MiB + 4321)
-    _raw(d, session, "PUT", vdi, data)
-    assert _raw(d, session, "GET", vdi) == data.ljust(4 * MiB, b"\0")
+    vdi = new_vdi(x, sr, 4 * MIB)
+    data = os.urandom(2 * MIB + 4321)
+    raw_vdi(d, session, "import_raw_vdi", vdi, data)
+    assert raw_vdi(d, session, "export_raw_vdi", vdi) == data.ljust(4 * MIB, b"\0")
     assert os.path.isfile(os.path.join(export, uuid, x.VDI.get_location(vdi) + ".vhd"))
     x.VDI.destroy(vdi)
     for pbd in x.SR.get_PBDs(sr):
@@ -337,7 +297,7 @@ def test_iso_sr_on_a_real_server(nfs_server, d, session, x, host):
         x.SR.scan(sr)
         (vdi,) = x.SR.get_VDIs(sr)
         assert x.VDI.get_location(vdi) == "tools.iso" and x.VDI.get_virtual_size(vdi) == "8192"
-        assert _raw(d, session, "GET", vdi) == b"\x42" * 8192
+        assert raw_vdi(d, session, "export_raw_vdi", vdi) == b"\x42" * 8192
         for pbd in x.SR.get_PBDs(sr):
             _unplug(x, pbd)
         assert _mount_of(point) is None
@@ -369,8 +329,8 @@ def test_nfs_sr_whose_fuse_client_died(nfs_server, d, session, x, host):
     sr = x.SR.create(host, {"server": SERVER, "serverpath": export}, "0", "nfs", "", "nfs", "user", True, {})
     uuid = x.SR.get_uuid(sr)
     point = os.path.join(d.data_dir, "sr-mount", uuid)
-    vdi = _new_vdi(x, sr, MiB)
-    _raw(d, session, "PUT", vdi, b"kept" * 1024)
+    vdi = new_vdi(x, sr, MIB)
+    raw_vdi(d, session, "import_raw_vdi", vdi, b"kept" * 1024)
     pid = _client_pid(point)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -385,7 +345,7 @@ def test_nfs_sr_whose_fuse_client_died(nfs_server, d, session, x, host):
     assert _mount_of(point) is None
     x.PBD.plug(pbd)
     assert _client_pid(point) not in (None, pid)
-    assert _raw(d, session, "GET", vdi)[:4096] == b"kept" * 1024
+    assert raw_vdi(d, session, "export_raw_vdi", vdi)[:4096] == b"kept" * 1024
     x.VDI.destroy(vdi)
     _unplug(x, pbd)
     x.SR.destroy(sr)
