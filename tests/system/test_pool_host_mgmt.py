@@ -1,8 +1,8 @@
-"""host.* calls aimed at a member of a 2-host `xapi sim` pool run on that member (its plugin folder, its
+"""host.* calls aimed at a member of a 3-host `xapi sim` pool run on that member (its plugin folder, its
 console ring, its inventory, its daemon), and the pool-wide calls reach every host:
 pool.create_VLAN(_from_PIF) and pool.management_reconfigure; a member keeps its management
 interface (SLAVE_REQUIRES_MANAGEMENT_INTERFACE); host.power_on of a dead member runs the coordinator's
-power-on-host plugin."""
+power-on-host plugin; a member cut off from its coordinator takes local_management_reconfigure."""
 from __future__ import annotations
 
 import os
@@ -17,7 +17,7 @@ from tests.system.pool_vms import hosts_by_address
 
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins", "echo")
 
-sim = own_pool(2, env={"XAPI_HOST_HEARTBEAT_INTERVAL": "0.2", "XAPI_HOST_ASSUMED_DEAD": "1.5"})
+sim = own_pool(3, env={"XAPI_HOST_HEARTBEAT_INTERVAL": "0.2", "XAPI_HOST_ASSUMED_DEAD": "1.5"})
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _inventory(data_dir) -> dict:
 
 
 def test_plugin_runs_on_the_named_host(sim, x):
-    coordinator, member = hosts_by_address(x)
+    coordinator, member = hosts_by_address(x)[:2]
     folder = os.path.join(sim.hosts[1].data_dir, "plugins")
     os.makedirs(folder, exist_ok=True)
     shutil.copy(PLUGIN, os.path.join(folder, "echo"))
@@ -53,7 +53,7 @@ def test_plugin_runs_on_the_named_host(sim, x):
 
 
 def test_member_console(sim, x):
-    coordinator, member = hosts_by_address(x)
+    coordinator, member = hosts_by_address(x)[:2]
     x.host.send_debug_keys(member, "r")
     assert "'r' pressed" in x.host.dmesg(member)
     assert "'r' pressed" not in x.host.dmesg(coordinator)
@@ -136,7 +136,7 @@ def _power_on_plugin(folder: str, result: str) -> str:
 
 def test_power_on_a_dead_member(sim, x):
     member = hosts_by_address(x)[1]
-    assert failure(x.host.power_on, member) == ["HOST_IS_LIVE", member]
+    assert eventually(lambda: failure(x.host.power_on, member) == ["HOST_IS_LIVE", member], 20)
     sim.hosts[1].kill()
     metrics = x.host.get_metrics(member)
     assert eventually(lambda: x.host_metrics.get_live(metrics) is False, 20)
@@ -150,3 +150,17 @@ def test_power_on_a_dead_member(sim, x):
     x.host.power_on(member)
     with open(marker) as f:
         assert f.read() == "main " + x.host.get_uuid(member)
+
+
+def test_emergency_local_management_reconfigure(sim, x):
+    member = sim.hosts[2]
+    local = member.local_session()
+    try:
+        assert failure(local.xenapi.host.local_management_reconfigure, "xenbr1") == ["POOL_NOT_IN_EMERGENCY_MODE"]
+        sim.coordinator.kill()                        # the member loses its coordinator
+        assert eventually(lambda: local.xenapi.host.is_in_emergency_mode(), 30, 0.2)
+        local.xenapi.host.local_management_reconfigure("xenbr1")
+        assert _inventory(member.data_dir)["MANAGEMENT_INTERFACE"] == "xenbr1"
+        assert failure(local.xenapi.host.management_disable) == ["SLAVE_REQUIRES_MANAGEMENT_INTERFACE"]
+    finally:
+        local.xenapi.session.logout()
