@@ -86,6 +86,13 @@ def new_vm(x, name="vm", memory=256 * MIB, vcpus=1, **fields):
     return x.VM.create({**rec, **fields})
 
 
+def destroy_vm(x, vm) -> None:
+    """Destroys a VM a test made, halting it first if it still runs."""
+    if x.VM.get_power_state(vm) != "Halted":
+        x.VM.hard_shutdown(vm)
+    x.VM.destroy(vm)
+
+
 def new_vdi(x, sr, size=8 * MIB, name="disk", read_only=False, sharable=False, **fields):
     """A user VDI on `sr`; `fields` override the record's."""
     rec = {"name_label": name, "name_description": "", "SR": sr, "virtual_size": str(size), "type": "user",

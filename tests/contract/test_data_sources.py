@@ -6,9 +6,8 @@ import math
 import pytest
 
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import eventually, failure, login, new_vm
+from tests.helpers import MIB, destroy_vm, eventually, failure, login, new_vm
 
-MIB = 1 << 20
 
 host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
                                                   "XAPI_METRICS_INTERVAL": "0.1"})
@@ -19,9 +18,7 @@ x = root_xenapi("host")
 def vm(x):
     ref = new_vm(x, "ds", memory=512 * MIB, vcpus=2)
     yield ref
-    if x.VM.get_power_state(ref) != "Halted":
-        x.VM.hard_shutdown(ref)
-    x.VM.destroy(ref)
+    destroy_vm(x, ref)
 
 
 def _by_name(sources):

@@ -6,9 +6,8 @@ import time
 import pytest
 
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, needs_xs, new_vm, xenopsd, xs_read
+from tests.helpers import MIB, destroy_vm, failure, needs_xs, new_vm, xenopsd, xs_read
 
-MIB = 1 << 20
 RULE = "VCPU values must satisfy: 0 < VCPUs \u2264 VCPUs_max"
 
 host = own_daemon("--request-timeout", "10", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
@@ -20,9 +19,7 @@ x = root_xenapi("host")
 def vm(x):
     ref = new_vm(x, "live", vcpus=4, VCPUs_at_startup="2")
     yield ref
-    if x.VM.get_power_state(ref) != "Halted":
-        x.VM.hard_shutdown(ref)
-    x.VM.destroy(ref)
+    destroy_vm(x, ref)
 
 
 def _online(host, vm_uuid) -> int:
