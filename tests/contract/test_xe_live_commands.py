@@ -146,3 +146,16 @@ def test_host_and_pool_settings(host, x):
     state = x.pool.get_license_state(pool)
     shown = ok(xe(host, "pool-param-get", f"uuid={x.pool.get_uuid(pool)}", "param-name=license-state"))
     assert shown == "; ".join(f"{k}: {v}" for k, v in state.items()) and state["edition"] in shown
+
+
+def test_host_diagnostics_and_plugins(host, x):
+    h = x.host.get_all()[0]
+    uuid = x.host.get_uuid(h)
+    assert ok(xe(host, "host-dmesg", f"uuid={uuid}")) == x.host.dmesg(h).strip()
+    ok(xe(host, "host-sync-data", f"host={uuid}"))
+    ok(xe(host, "host-syslog-reconfigure", f"host-uuid={uuid}"))
+    ok(xe(host, "host-send-debug-keys", f"host-uuid={uuid}", "keys=q"))
+    missing = xe(host, "host-call-plugin", f"host-uuid={uuid}", "plugin=no-such-plugin", "fn=f")
+    assert missing.returncode == 1 and "no-such-plugin" in missing.stderr
+    live = xe(host, "host-power-on", f"uuid={uuid}")
+    assert live.returncode == 1 and uuid in live.stderr            # the API's HOST_IS_LIVE

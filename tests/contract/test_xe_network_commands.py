@@ -132,3 +132,25 @@ def test_pif_db_forget_then_scan(host, x, nics):
     again = [p for p in x.host.get_PIFs(me) if x.PIF.get_device(p) == "eth3"]
     assert len(again) == 1 and x.PIF.get_MAC(again[0]) == mac
     nics["eth3"] = again[0]
+
+
+def test_pool_vlan_create(host, x, nics):
+    net = network(host, "xe-pool-vlan")
+    out = ok(xe(host, "pool-vlan-create", f"pif-uuid={x.PIF.get_uuid(nics['eth1'])}", "vlan=99",
+                f"network-uuid={net}"))
+    pifs = [x.PIF.get_by_uuid(u) for u in out.split("\n")]       # one untagged PIF per host: one host here
+    assert len(pifs) == 1 and x.PIF.get_VLAN(pifs[0]) == "99"
+    assert x.PIF.get_network(pifs[0]) == x.network.get_by_uuid(net)
+    ok(xe(host, "vlan-destroy", f"uuid={out}"))
+    assert pifs[0] not in x.PIF.get_all()
+
+
+def test_management_reconfigure_onto_the_same_pif(host, x):
+    me = x.host.get_all()[0]
+    mgmt = next(p for p in x.host.get_PIFs(me) if x.PIF.get_management(p))
+    ok(xe(host, "host-management-reconfigure", f"pif-uuid={x.PIF.get_uuid(mgmt)}"))
+    assert x.PIF.get_management(mgmt) is True
+    ok(xe(host, "pool-management-reconfigure", f"network-uuid={x.network.get_uuid(x.PIF.get_network(mgmt))}"))
+    assert x.PIF.get_management(mgmt) is True
+    bad = xe(host, "host-management-reconfigure", "pif-uuid=nope")
+    assert bad.returncode == 1 and "nope" in bad.stderr

@@ -203,3 +203,53 @@ async def pool_secret_rotate(run) -> None:
          help="Replaces the host's TLS server certificate with a new self-signed one.")
 async def host_reset_server_certificate(run) -> None:
     await each_host(run, (), lambda h: run.call("host.reset_server_certificate", h))
+
+
+@command("host-dmesg", optn=(HOST_SELECTORS,), help="Prints the hypervisor's message buffer of the selected hosts.")
+async def host_dmesg(run) -> None:
+    await _print_each(run, "host.dmesg")
+
+
+@command("host-sync-data", optn=(HOST_SELECTORS,),
+         help="Copies the non-database data the coordinator keeps (RRDs, blobs, messages) to the selected hosts.")
+async def host_sync_data(run) -> None:
+    await each_host(run, (), lambda h: run.call("host.sync_data", h))
+
+
+@command("host-power-on", optn=SEL, help="Powers the selected hosts on through their power-on mode.")
+async def host_power_on(run) -> None:
+    await each_host(run, (), lambda h: run.call("host.power_on", h))
+
+
+@command("host-syslog-reconfigure", reqd=("host-uuid",), help="Makes the host's syslog take its logging settings.")
+async def host_syslog_reconfigure(run) -> None:
+    await run.call("host.syslog_reconfigure", await run.call("host.get_by_uuid", run.args["host-uuid"]))
+
+
+@command("host-send-debug-keys", reqd=("host-uuid", "keys"), help="Sends hypervisor debug keys to the host.")
+async def host_send_debug_keys(run) -> None:
+    host = await run.call("host.get_by_uuid", run.args["host-uuid"])
+    await run.call("host.send_debug_keys", host, run.args["keys"])
+
+
+@command("host-management-reconfigure", reqd=("pif-uuid",),
+         help="Moves the management interface of the PIF's host onto that PIF.")
+async def host_management_reconfigure(run) -> None:
+    await run.call("host.management_reconfigure", await run.call("PIF.get_by_uuid", run.args["pif-uuid"]))
+
+
+@command("pool-management-reconfigure", reqd=("network-uuid",),
+         help="Moves the management interface of every host onto its PIF on the network.")
+async def pool_management_reconfigure(run) -> None:
+    await run.call("pool.management_reconfigure", await run.call("network.get_by_uuid", run.args["network-uuid"]))
+
+
+@command("host-call-plugin", reqd=("host-uuid", "plugin", "fn"), optn=("args:",),
+         help="Calls the function fn of the host's plugin with args:key=value arguments; prints its result.")
+async def host_call_plugin(run) -> None:
+    host = await run.call("host.get_by_uuid", run.args["host-uuid"])
+    args = run.map_arg("args")
+    for key in args:
+        if key.endswith(":file"):           # xe reads these from the client's disk: no such channel here
+            raise CliError(f"args:{key}= (a file on the client) is not supported; pass args:key=value")
+    await run.out("print", await run.call("host.call_plugin", host, run.args["plugin"], run.args["fn"], args))
