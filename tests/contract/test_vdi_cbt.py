@@ -7,9 +7,8 @@ import time
 import pytest
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import failure, new_vdi, new_vm, raw_vdi, vbd_record, wait_for
+from tests.helpers import MIB, failure, new_vdi, new_vm, raw_vdi, vbd_record, wait_for
 
-MIB = 1 << 20
 CHUNK = 64 * 1024
 
 host = own_daemon("--request-timeout", "20", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05"})

@@ -6,12 +6,10 @@ import pytest
 from tests import daemon as _daemon
 from tests.contract.xe_client import ok, xe
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, login, new_vm, vif_record
+from tests.helpers import NULL, failure, login, new_vm, vif_record
 
 host = own_daemon("--request-timeout", "10")
 x = root_xenapi("host")
-
-NULL = "OpaqueRef:NULL"
 
 
 def net(x, name, mtu="1500"):

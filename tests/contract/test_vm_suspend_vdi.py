@@ -2,10 +2,9 @@
 VM's image moves to a copy holding the same bytes (MD5 through the VHD chain) and the VM resumes from
 it; a VDI with other bytes, a halted VM or a cbt_metadata VDI are refused as xapi refuses them."""
 from tests.fixtures import own_daemon, root_xenapi
-from tests.helpers import failure, needs_domains, new_vdi, new_vm, wait_for
+from tests.helpers import NULL, failure, needs_domains, new_vdi, new_vm, wait_for
 
 pytestmark = needs_domains
-NULL = "OpaqueRef:NULL"
 
 host = own_daemon("--request-timeout", "20", env={"XAPI_XENOPSD_SHUTDOWN_DELAY": "0.05",
                                                   "XAPI_GUEST_AGENT_DELAY": "0.1"})
