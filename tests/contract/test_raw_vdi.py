@@ -49,6 +49,16 @@ def data_of(n, seed=0):
     return b"".join(bytes([seed]) + block[1:] for _ in range(n // MIB))
 
 
+def vhd_stream(tmp_path, at, data) -> bytes:
+    """The bytes of a 16 MiB dynamic VHD holding `data` at offset `at`."""
+    src = str(tmp_path / "in.vhd")
+    vhd.create(src, 16 * MIB)
+    with vhd.open(src) as v:
+        v.write(at, data)
+    with open(src, "rb") as f:
+        return f.read()
+
+
 def put(d, query, body, headers=None, timeout=60):
     c = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=timeout)
     try:
@@ -152,13 +162,8 @@ def test_ocaml_xe_style_import(d, x, sid, vdi, tmp_path, kind):
     """OCaml xe reads the answer before it sends the body: raw with a length (taken off the
     connection, spliced), a small raw body (streamed), a pipe (no length: until the close), a VHD."""
     if kind == "vhd":
-        src = str(tmp_path / "in.vhd")
-        vhd.create(src, 16 * MIB)
         data = data_of(3 * MIB, 11)
-        with vhd.open(src) as v:
-            v.write(4 * MIB, data)
-        with open(src, "rb") as f:
-            body = f.read()
+        body = vhd_stream(tmp_path, 4 * MIB, data)
     else:
         data = body = data_of(10 * MIB if kind != "small" else MIB, 12) + b"\x0d" * 512
     task = x.task.create("xe import", "")
@@ -284,25 +289,6 @@ def test_chunked_import_with_task(d, x, sid, vdi):
     x.task.destroy(task)
 
 
-def test_http10_import_until_close(d, x, sid, vdi):
-    data = data_of(4 * MIB, 3)
-    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=30)
-    try:
-        s.sendall(f"PUT /import_raw_vdi?session_id={sid}&vdi={vdi} HTTP/1.0\r\n\r\n".encode() + data)
-        s.shutdown(socket.SHUT_WR)
-        reply = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    finally:
-        s.close()
-    assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
-    _, _, body = get(d, f"session_id={sid}&vdi={vdi}")
-    assert body[:len(data)] == data
-
-
 def _put10(d, query, data, timeout=60):
     """An HTTP/1.0 PUT whose body ends with the connection; the reply's head and body."""
     s = socket.create_connection(("127.0.0.1", d.http_port), timeout=timeout)
@@ -322,6 +308,14 @@ def _put10(d, query, data, timeout=60):
     finally:
         s.close()
     return b"".join(parts)
+
+
+def test_http10_import_until_close(d, x, sid, vdi):
+    data = data_of(4 * MIB, 3)
+    reply = _put10(d, f"session_id={sid}&vdi={vdi}", data, timeout=30)
+    assert reply.startswith(b"HTTP/1.0 200"), reply[:200]
+    _, _, body = get(d, f"session_id={sid}&vdi={vdi}")
+    assert body[:len(data)] == data
 
 
 def test_http10_import_until_close_large(d, x, sid, vdi):
@@ -362,13 +356,8 @@ def test_sparse_import_stays_small(d, x, sid, vdi):
 
 
 def test_vhd_import_and_export(d, x, sid, vdi, tmp_path):
-    src = str(tmp_path / "in.vhd")
-    vhd.create(src, 16 * MIB)
     payload = data_of(3 * MIB, 9)
-    with vhd.open(src) as v:
-        v.write(5 * MIB, payload)
-    with open(src, "rb") as f:
-        raw = f.read()
+    raw = vhd_stream(tmp_path, 5 * MIB, payload)
     status, _ = put(d, f"session_id={sid}&vdi={vdi}&format=vhd", raw, {"Content-Length": str(len(raw))})
     assert status == 200
     _, _, body = get(d, f"session_id={sid}&vdi={vdi}")
