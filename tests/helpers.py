@@ -71,6 +71,15 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident memory in KiB (VmRSS), 0 when it has none."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def new_vm(x, name="vm", memory=256 * MIB, vcpus=1, **fields):
     """A halted HVM VM without devices; `fields` override the record's."""
     rec = {

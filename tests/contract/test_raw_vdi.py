@@ -13,7 +13,7 @@ import pytest
 import XenAPI
 
 from tests.fixtures import own_daemon, root_session, xenapi_of
-from tests.helpers import MIB, new_vdi
+from tests.helpers import MIB, new_vdi, rss_kib
 from xapi.sm import vhd
 
 SIZE = 64 * MIB
@@ -78,14 +78,6 @@ def get(d, query, timeout=60):
         return r.status, dict(r.getheaders()), r.read()
     finally:
         c.close()
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_raw_import_with_length_and_export(d, x, sid, vdi):
