@@ -32,11 +32,20 @@ MODULES = {
 }
 
 
-# more modules of explicit messages for a class, each with its <CLASS>_MESSAGES table (name -> fn)
+# More modules of a class's explicit messages. In each, the messages are its `<CLASS>_MESSAGES` table
+# (message name -> function) when it has one for the class, else the functions it defines under the
+# messages' names (those in its __all__, where it has one). The class's module doesn't re-export them: a module of messages imports the class's
+# module, so re-exporting would make the import order matter.
 EXTRA_MODULES = {
-    "host": ("xapi.actions.host_mgmt", "xapi.actions.host_agent", "xapi.actions.host_console",
-             "xapi.actions.host_plugins"),
+    "VM": ("xapi.actions.vm_suspend", "xapi.actions.vm_clone", "xapi.actions.vm_provision",
+           "xapi.actions.vm_memory", "xapi.actions.vm_migrate", "xapi.actions.vm_storage_migrate",
+           "xapi.actions.vm_settings", "xapi.actions.vm_live", "xapi.actions.data_sources"),
+    "host": ("xapi.actions.host_evacuate", "xapi.actions.host_info", "xapi.actions.host_settings",
+             "xapi.actions.host_mgmt", "xapi.actions.host_agent", "xapi.actions.host_console",
+             "xapi.actions.host_plugins", "xapi.actions.vm_storage_migrate", "xapi.actions.data_sources"),
     "pool": ("xapi.actions.host_mgmt", "xapi.actions.pool_vlan"),
+    "SR": ("xapi.actions.data_sources",),
+    "VDI": ("xapi.actions.vm_storage_migrate", "xapi.actions.vdi_cbt"),
 }
 
 
@@ -44,8 +53,15 @@ def _extra(message: dm.Message):
     for module in EXTRA_MODULES.get(message.cls, ()):
         mod = importlib.import_module(module)
         table = getattr(mod, message.cls.upper() + "_MESSAGES", None)
-        if table and message.name in table:
-            return table[message.name]
+        if table is not None:
+            fn = table.get(message.name)
+        else:
+            fn = getattr(mod, message.name, None)
+            public = getattr(mod, "__all__", None)
+            if getattr(fn, "__module__", None) != module or (public is not None and message.name not in public):
+                fn = None                                       # imported there, or kept for its own use
+        if fn is not None:
+            return fn
     return None
 
 

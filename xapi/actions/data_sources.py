@@ -139,3 +139,15 @@ def sr_record_data_source(ctx, session, sr, data_source):
 
 def sr_forget_data_source_archives(ctx, session, sr, data_source):
     return sr_query_data_source(ctx, session, sr, data_source)
+
+
+# the messages of each class (xapi.actions.EXTRA_MODULES)
+VM_MESSAGES = {"get_data_sources": vm_get_data_sources, "query_data_source": vm_query_data_source,
+               "record_data_source": vm_record_data_source,
+               "forget_data_source_archives": vm_forget_data_source_archives}
+HOST_MESSAGES = {"get_data_sources": host_get_data_sources, "query_data_source": host_query_data_source,
+                 "record_data_source": host_record_data_source,
+                 "forget_data_source_archives": host_forget_data_source_archives}
+SR_MESSAGES = {"get_data_sources": sr_get_data_sources, "query_data_source": sr_query_data_source,
+               "record_data_source": sr_record_data_source,
+               "forget_data_source_archives": sr_forget_data_source_archives}

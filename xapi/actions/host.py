@@ -112,15 +112,3 @@ def sync_certificate(app) -> None:
         record_certificate(app.db, app.host_ref, _read(app.cert_path))
     except (OSError, ValueError) as e:
         log.error("cannot record the server certificate %s: %s", app.cert_path, e)
-
-
-# host maintenance (enable, disable, evacuate, shutdown, reboot), so that dispatch finds it here
-from xapi.actions.host_evacuate import (  # noqa: E402,F401
-    assert_can_evacuate, disable, enable, evacuate, get_vms_which_prevent_evacuation, reboot, shutdown)
-from xapi.actions.vm_storage_migrate import migrate_receive  # noqa: E402,F401
-from xapi.actions.host_info import *  # noqa: E402,F401,F403 - queries and small settings (host_info.__all__)
-from xapi.actions.host_settings import *  # noqa: E402,F401,F403 - settings (host_settings.__all__)
-from xapi.actions.data_sources import (  # noqa: E402,F401 - rrdd's data sources of a host
-    host_get_data_sources as get_data_sources, host_query_data_source as query_data_source,
-    host_record_data_source as record_data_source,
-    host_forget_data_source_archives as forget_data_source_archives)

@@ -111,8 +111,7 @@ def assert_can_evacuate(ctx, session, host):
 
 
 async def evacuate(ctx, session, host, network="", evacuate_batch_size=0):
-    from xapi.actions import host_operations
-    from xapi.actions import vm as vm_actions
+    from xapi.actions import host_operations, vm_migrate
     from xapi.forwarding import locks       # not at import: xapi.pool.api imports this module
     app = ctx.app
     _host(app, host)
@@ -128,7 +127,7 @@ async def evacuate(ctx, session, host, network="", evacuate_batch_size=0):
     async def move(vm: str, target: str) -> None:
         async with gate:
             try:
-                await vm_actions.pool_migrate(ctx, session, vm, target, {"live": "true"})
+                await vm_migrate.pool_migrate(ctx, session, vm, target, {"live": "true"})
             except XapiError as e:
                 if e.code != "VM_BAD_POWER_STATE":      # it stopped meanwhile: nothing to move
                     raise

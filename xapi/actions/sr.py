@@ -221,9 +221,3 @@ def set_physical_utilisation(ctx, session, self, value):
 
 def set_virtual_allocation(ctx, session, self, value):
     return _set(ctx, self, "virtual_allocation", value)
-
-
-from xapi.actions.data_sources import (  # noqa: E402,F401 - rrdd's data sources of an SR
-    sr_get_data_sources as get_data_sources, sr_query_data_source as query_data_source,
-    sr_record_data_source as record_data_source,
-    sr_forget_data_source_archives as forget_data_source_archives)

@@ -491,9 +491,3 @@ def set_metadata_of_pool(ctx, session, self, value):
 
 def set_metadata_latest(ctx, session, self, value):
     return _set(ctx, self, "metadata_latest", value)
-
-
-# VDI.pool_migrate: storage motion of the VM using the VDI
-from xapi.actions.vm_storage_migrate import vdi_pool_migrate as pool_migrate  # noqa: E402,F401
-from xapi.actions.vdi_cbt import (  # noqa: E402,F401 - changed block tracking and NBD (vdi_cbt)
-    data_destroy, disable_cbt, enable_cbt, get_nbd_info, list_changed_blocks)

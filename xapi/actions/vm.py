@@ -663,20 +663,5 @@ def validate_actions_after_crash(rec: dict, value: str) -> None:
                             "cannot invoke a coredump of an HVM or PV-in-PVH domain")
 
 
-# the other modules' messages, so that dispatch finds them here
-from xapi.actions import vm_suspend  # noqa: E402
-from xapi.actions.vm_suspend import resume, resume_on, suspend  # noqa: E402,F401
-from xapi.actions.vm_clone import checkpoint, clone, copy, revert, snapshot  # noqa: E402,F401
-from xapi.actions.vm_provision import provision  # noqa: E402,F401
-from xapi.actions import vm_memory  # noqa: E402
-from xapi.actions.vm_memory import (set_memory, set_memory_dynamic_max, set_memory_dynamic_min,  # noqa: E402,F401
-                                    set_memory_dynamic_range, set_memory_limits, set_memory_static_max,
-                                    set_memory_static_min, set_memory_static_range)
-from xapi.actions.vm_migrate import pool_migrate  # noqa: E402,F401
-from xapi.actions.vm_storage_migrate import assert_can_migrate, migrate_send  # noqa: E402,F401
-from xapi.actions.vm_settings import *  # noqa: E402,F401,F403 - setters and queries (vm_settings.__all__)
-from xapi.actions.vm_live import *  # noqa: E402,F401,F403 - settings of a running VM (vm_live.__all__)
-from xapi.actions.data_sources import (  # noqa: E402,F401 - rrdd's data sources of a VM
-    vm_get_data_sources as get_data_sources, vm_query_data_source as query_data_source,
-    vm_record_data_source as record_data_source,
-    vm_forget_data_source_archives as forget_data_source_archives)
+# modules this one calls at run time (they import this one: module imports, so any order works)
+from xapi.actions import vm_memory, vm_suspend  # noqa: E402

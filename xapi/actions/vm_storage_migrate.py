@@ -493,3 +493,8 @@ def _host_seeing(app, vm: str, vdi: str, sr: str) -> str:
         if all(_sr_sees(db, s, host) for s in needed) and (host == here or hosts.get_field(host, "enabled")):
             return host
     raise XapiError("NO_HOSTS_AVAILABLE")
+
+
+# its messages of other classes (xapi.actions.EXTRA_MODULES); the VM's are found by name
+HOST_MESSAGES = {"migrate_receive": migrate_receive}
+VDI_MESSAGES = {"pool_migrate": vdi_pool_migrate}
