@@ -2792,6 +2792,8 @@ class VMApi:
         """Lowest role: read-only."""
     def get_all_records_where(self, expr: str, /) -> dict[VMRef, VMRecord]:
         """Lowest role: read-only."""
+    def set_is_default_template(self, vm: VMRef, value: bool, /) -> None:
+        """Lowest role: pool-admin."""
 
 class AsyncVMApi:
     """xenapi.Async.VM: each call starts a task and answers with its ref."""
@@ -2926,6 +2928,8 @@ class AsyncVMApi:
         """Lowest role: vm-admin."""
     def create(self, args: VMCreateArgs, /) -> TaskRef:
         """Lowest role: vm-admin."""
+    def set_is_default_template(self, vm: VMRef, value: bool, /) -> TaskRef:
+        """Lowest role: pool-admin."""
 
 class VMMetricsApi:
     """xenapi.VM_metrics"""

@@ -453,10 +453,23 @@ async def set_suspend_VDI(ctx, session, self, value):  # noqa: N802 - the API's 
     return ""
 
 
+def set_is_default_template(ctx, session, vm, value):
+    """A default template is a template (not the other way round); other_config's default_template
+    keeps the flag too, for older clients (xapi_vm.ml)."""
+    table = _table(ctx)
+    rec = vm_mod._rec(ctx.app.db, vm)
+    if value and not rec.get("is_a_template"):
+        table.set_field(vm, "is_a_template", True)
+    other = {k: v for k, v in (rec.get("other_config") or {}).items() if k != "default_template"}
+    table.set_field(vm, "other_config", {**other, "default_template": "true" if value else "false"})
+    table.set_field(vm, "is_default_template", bool(value))
+    return ""
+
+
 __all__ = ["compute_memory_overhead", "maximise_memory", "set_VCPUs_max", "set_VCPUs_at_startup", "set_domain_type",
            "set_HVM_boot_policy", "set_HVM_shadow_multiplier", "set_memory_target_live", "set_order",
            "set_start_delay", "set_shutdown_delay", "set_ha_restart_priority", "set_ha_always_run",
            "set_appliance", "set_bios_strings", "copy_bios_strings", "set_NVRAM", "add_to_NVRAM",
            "remove_from_NVRAM", "set_has_vendor_device", "get_allowed_VBD_devices", "get_allowed_VIF_devices",
            "get_boot_record", "get_cooperative", "assert_agile", "get_SRs_required_for_recovery", "send_sysrq",
-           "send_trigger", "query_services", "set_suspend_VDI"]
+           "send_trigger", "query_services", "set_suspend_VDI", "set_is_default_template"]

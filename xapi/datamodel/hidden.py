@@ -25,3 +25,9 @@ def add_hidden(classes, Message, Param, parse) -> None:
     readers = host.messages["get_record"].roles
     host.messages["is_in_emergency_mode"] = Message(
         "host", "is_in_emergency_mode", (), True, parse("bool"), readers, (), False)
+    # VM.set_is_default_template (hide_from_docs): xe's `template-param-set is-default-template=` and
+    # Xen Orchestra's forced deletion of a default template call it.
+    vm = classes["VM"]
+    vm.messages["set_is_default_template"] = Message(
+        "VM", "set_is_default_template", (Param("vm", parse("VM ref")), Param("value", parse("bool"))),
+        True, parse("void"), frozenset({"pool-admin"}), (), False)
