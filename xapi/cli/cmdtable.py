@@ -7,6 +7,7 @@ pick their objects by `vm=`/`host=`/`sr=` (name or uuid), `uuid=` or any field f
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 VM_SELECTORS = "<vm-selectors>"
@@ -24,6 +25,18 @@ class Spec:
 
 
 TABLE: dict[str, Spec] = {}
+
+# the modules whose commands register themselves here; loaded on first use by specs(), so that no
+# module of xapi.cli imports them back (each one imports on its own, in any order)
+MODULES = ("ops_data_sources", "ops_host", "ops_misc", "ops_network", "ops_objects", "ops_snapshot",
+           "ops_storage", "ops_vm", "ops_vm_devices", "transfer")
+
+
+def specs() -> dict[str, Spec]:
+    """Every hand-written command by name, its modules loaded."""
+    for module in MODULES:
+        importlib.import_module("xapi.cli." + module)
+    return TABLE
 
 
 def command(name: str, reqd=(), optn=(), help: str = ""):

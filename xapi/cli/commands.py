@@ -22,7 +22,7 @@ import inspect
 from xapi import datamodel as dm
 from xapi.cli import errors as cli_errors
 from xapi.cli import record_tables, records
-from xapi.cli.cmdtable import TABLE
+from xapi.cli.cmdtable import specs
 from xapi.datamodel.errors import XapiError
 
 NULL_REF = "OpaqueRef:NULL"
@@ -135,7 +135,7 @@ def all_commands() -> dict[str, tuple[tuple, tuple, str]]:
         cmds = generated_commands()
         cmds["help"] = ((), ("all", "minimal"), "Shows help: the commands (--all: every one, --minimal: names "
                                                  "only, comma-separated) or one command's parameters.")
-        for name, spec in TABLE.items():
+        for name, spec in specs().items():
             cmds[name] = (spec.reqd, spec.optn, spec.help)
         _COMMANDS = dict(sorted(cmds.items()))
     return _COMMANDS
@@ -640,7 +640,7 @@ class Run:
                                     f"        description     : {text}")
             return
         show_all = self.flag("all")
-        names = list(cmds) if show_all else [n for n in cmds if n in TABLE or n == "help" or n in COMMON_LISTS]
+        names = list(cmds) if show_all else [n for n in cmds if n in specs() or n == "help" or n in COMMON_LISTS]
         if self.flag("minimal"):
             await self.out("print", ",".join(names))
             return
@@ -661,7 +661,7 @@ class Run:
     async def run(self, cmd: str) -> None:
         if cmd == "help":
             return await self.do_help()
-        spec = TABLE.get(cmd)
+        spec = specs().get(cmd)
         if spec is not None:
             for name in spec.reqd:
                 self.need(name)
@@ -753,8 +753,3 @@ def ref_names(app, values) -> dict[str, str]:
                 break
     return out
 
-
-# the hand-written commands register themselves in cmdtable.TABLE
-from xapi.cli import (  # noqa: E402,F401
-    ops_data_sources, ops_host, ops_misc, ops_network, ops_objects, ops_snapshot, ops_storage, ops_vm,
-    ops_vm_devices, transfer)
