@@ -9,6 +9,9 @@ EMERGENCY_CALLS = frozenset({
     "host.propose_new_master", "host.commit_new_master", "host.abort_new_master",
     "host.local_management_reconfigure", "host.emergency_ha_disable", "host.management_disable",
     "host.is_in_emergency_mode", "host.shutdown_agent",
+    # acting on this host's own TLS (xapi: local root only, answered without a coordinator)
+    "host.emergency_reset_server_certificate", "host.emergency_disable_tls_verification",
+    "host.emergency_reenable_tls_verification",
 })
 
 # Classes whose messages have no Async form, but for the listed exceptions (as xapi's generated SDKs

@@ -132,3 +132,76 @@ def _first_certificate(pem: bytes) -> bytes:
     if start < 0 or end < 0:
         raise ValueError("no certificate in the PEM data")
     return pem[start:end + len(_END)] + b"\n"
+
+
+def _error(code: str, *params):
+    from xapi.datamodel.errors import XapiError
+    return XapiError(code, *params)
+
+
+def _rfc3339(t: datetime.datetime) -> str:
+    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def server_certificate_file(certificate: str, private_key: str, chain: str,
+                            now: datetime.datetime | None = None) -> bytes:
+    """The listener's PEM file (key, certificate, chain) for a certificate a user installs, after
+    xapi's checks (host.install_server_certificate): an RSA key of 2048 to 4096 bits, a certificate of
+    that key, valid now and signed with SHA-256, and a chain (optional) of certificates. Raises
+    XapiError with xapi's SERVER_CERTIFICATE_* codes and parameters."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    try:
+        key = serialization.load_pem_private_key(private_key.encode(), password=None)
+    except UnsupportedAlgorithm as e:
+        raise _error("SERVER_CERTIFICATE_KEY_ALGORITHM_NOT_SUPPORTED", str(e)) from None
+    except (ValueError, TypeError):
+        raise _error("SERVER_CERTIFICATE_KEY_INVALID") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise _error("SERVER_CERTIFICATE_KEY_ALGORITHM_NOT_SUPPORTED", type(key).__name__)
+    if not 2048 <= key.key_size <= 4096:
+        raise _error("SERVER_CERTIFICATE_KEY_RSA_LENGTH_NOT_SUPPORTED", str(key.key_size))
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.encode())
+    except ValueError:
+        raise _error("SERVER_CERTIFICATE_INVALID") from None
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey) or public.public_numbers() != key.public_key().public_numbers():
+        raise _error("SERVER_CERTIFICATE_KEY_MISMATCH")
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if now < cert.not_valid_before_utc:
+        raise _error("SERVER_CERTIFICATE_NOT_VALID_YET", _rfc3339(now), _rfc3339(cert.not_valid_before_utc))
+    if now > cert.not_valid_after_utc:
+        raise _error("SERVER_CERTIFICATE_EXPIRED", _rfc3339(now), _rfc3339(cert.not_valid_after_utc))
+    if not isinstance(cert.signature_hash_algorithm, hashes.SHA256):
+        raise _error("SERVER_CERTIFICATE_SIGNATURE_NOT_SUPPORTED")
+    parts = [key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption()),
+             cert.public_bytes(serialization.Encoding.PEM)]
+    if chain:
+        try:
+            chain_certs = x509.load_pem_x509_certificates(chain.encode())
+        except ValueError:
+            raise _error("SERVER_CERTIFICATE_CHAIN_INVALID") from None
+        parts += [c.public_bytes(serialization.Encoding.PEM) for c in chain_certs]
+    return b"".join(parts)
+
+
+def load_ca_certificate(pem: str) -> x509.Certificate:
+    """A CA certificate a user installs pool-wide; INVALID_VALUE as xapi when it is not one PEM X.509."""
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        raise _error("INVALID_VALUE", "certificate", "<omitted>") from None
+
+
+def check_crl(pem: str, name: str) -> None:
+    """A certificate revocation list a user installs: CRL_CORRUPT [name] unless PEM X.509 CRL."""
+    try:
+        x509.load_pem_x509_crl(pem.encode())
+    except ValueError:
+        raise _error("CRL_CORRUPT", name) from None
+
+
+def fingerprint(cert: x509.Certificate, algorithm=None) -> str:
+    """As xapi shows fingerprints: upper-case hex octets joined by colons (SHA-256 unless told)."""
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(algorithm or hashes.SHA256()))
