@@ -253,3 +253,15 @@ async def host_call_plugin(run) -> None:
         if key.endswith(":file"):           # xe reads these from the client's disk: no such channel here
             raise CliError(f"args:{key}= (a file on the client) is not supported; pass args:key=value")
     await run.out("print", await run.call("host.call_plugin", host, run.args["plugin"], run.args["fn"], args))
+
+
+@command("host-management-disable",
+         help="Turns off the management interface of the host this command reaches (its API stays on the "
+              "local socket).")
+async def host_management_disable(run) -> None:
+    await run.call("host.management_disable")
+
+
+@command("host-shutdown-agent", help="Stops the toolstack daemon of the host this command reaches.")
+async def host_shutdown_agent(run) -> None:
+    await run.call("host.shutdown_agent")

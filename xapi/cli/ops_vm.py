@@ -488,6 +488,23 @@ async def vm_copy_bios_strings(run) -> None:
     await each_vm(run, ("host-uuid",), lambda ref: run.call("VM.copy_bios_strings", ref, host))
 
 
+@command("vm-is-bios-customized", optn=SEL,
+         help="Tells whether the BIOS strings of the selected VMs are set, and if so generic or a host's.")
+async def vm_is_bios_customized(run) -> None:
+    from xapi.actions.vm_settings import GENERIC_BIOS_STRINGS    # what set_bios_strings fills in
+
+    async def tell(ref) -> None:
+        strings = await run.call("VM.get_bios_strings", ref)
+        if not strings:
+            text = "The BIOS strings of this VM have not yet been set."
+        elif strings == GENERIC_BIOS_STRINGS:
+            text = "This VM is BIOS-generic."
+        else:
+            text = "This VM is BIOS-customized."
+        await run.out("print", text)
+    await each_vm(run, (), tell)
+
+
 @command("vm-call-plugin", reqd=("vm-uuid", "plugin", "fn"), optn=("args:",),
          help="Calls the function fn of the plugin in the VM's guest agent with args:key=value arguments; "
               "prints its result.")

@@ -61,6 +61,27 @@ class Channel:
                 if tag != xe.WAIT:
                     return tag
 
+    async def load(self, name: str, limit: int) -> bytes | None:
+        """The client's file `name` (its Load command): None when it can't read it or the file is
+        larger than limit bytes (read and dropped, so that the protocol stays in step)."""
+        await self.write(xe.command(xe.LOAD, name))
+        if await self.response() != xe.OK:
+            return None
+        data, size = bytearray(), 0
+        while True:
+            r = await self.message()
+            if r.int() != xe.MSG_BLOB:
+                raise ConnectionResetError("protocol error: a blob was expected")
+            if r.int() == xe.END:
+                return bytes(data) if size <= limit else None
+            n = r.int()
+            while n > 0:                    # in pieces: a chunk may be the whole file
+                piece = await self.read_exact(min(n, 1 << 16))
+                n -= len(piece)
+                size += len(piece)
+                if size <= limit:
+                    data += piece
+
     async def prompt(self, text: str) -> str:
         """Print text, then the client reads a line from its terminal and sends it back as a blob."""
         await self.write(xe.command(xe.PRINT, text))
