@@ -46,3 +46,78 @@ def test_coordinator_certificate_reset_keeps_members_following(sim):
     local = sim.hosts[1].local_session()
     assert eventually(lambda: local.xenapi.pool.get_name_label(pool) == "after the coordinator's new certificate")
     assert "fingerprint:" + after in open(f"{sim.hosts[1].data_dir}/pool.conf").read()
+
+
+def _key_and_cert():
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "member.example")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+    return (key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode(),
+            cert.public_bytes(serialization.Encoding.PEM).decode(),
+            tls.fingerprint(cert))
+
+
+def _member(x, sim):
+    return next(h for h, r in x.host.get_all_records().items() if r["address"] == sim.hosts[1].address)
+
+
+def test_member_installs_a_users_certificate_through_the_coordinator(sim):
+    x = sim.coordinator.session().xenapi
+    member = _member(x, sim)
+    key, cert, fp = _key_and_cert()
+    x.host.install_server_certificate(member, cert, key, "")
+    assert _presented(sim.hosts[1]) == fp and _recorded(x, member) == fp
+    pem = x.host.get_server_certificate(member)          # an internal call pinned to the new one
+    assert tls.certificate_info(pem.encode()).fingerprint == fp
+    x.host.refresh_server_certificate(member)            # back to a self-signed one
+    assert _presented(sim.hosts[1]) not in (fp, "") and _recorded(x, member) == _presented(sim.hosts[1])
+
+
+def test_ca_certificates_and_crls_reach_the_members(sim):
+    import os
+    x = sim.coordinator.session().xenapi
+    _, cert, _ = _key_and_cert()
+    member_certs = os.path.join(sim.hosts[1].data_dir, "trust", "certs")
+    x.pool.install_ca_certificate("pool-ca.pem", cert)
+    assert os.listdir(member_certs) == ["pool-ca.pem"]
+    assert open(os.path.join(member_certs, "pool-ca.pem")).read() == cert
+    os.unlink(os.path.join(member_certs, "pool-ca.pem"))  # a member that lost it gets it back
+    open(os.path.join(member_certs, "stray.pem"), "w").write(cert)    # and loses what the pool lacks
+    x.pool.certificate_sync()
+    assert os.listdir(member_certs) == ["pool-ca.pem"]
+    x.pool.uninstall_ca_certificate("pool-ca.pem")
+    assert os.listdir(member_certs) == []
+
+
+def test_tls_verification_on_every_host(sim):
+    import os
+    x = sim.coordinator.session().xenapi
+    x.pool.enable_tls_verification()
+    assert x.pool.get_tls_verification_enabled(x.pool.get_all()[0])
+    assert all(x.host.get_tls_verification_enabled(h) for h in x.host.get_all())
+    assert all(os.path.exists(os.path.join(h.data_dir, "verify-certificates")) for h in sim.hosts)
+    local = sim.hosts[1].local_session()                  # an emergency call, answered by the member
+    local.xenapi.host.emergency_disable_tls_verification()
+    assert not os.path.exists(os.path.join(sim.hosts[1].data_dir, "verify-certificates"))
+    local.xenapi.host.emergency_reenable_tls_verification()
+    assert os.path.exists(os.path.join(sim.hosts[1].data_dir, "verify-certificates"))
+
+
+def test_member_emergency_reset_is_recorded_by_the_coordinator(sim):
+    x = sim.coordinator.session().xenapi
+    member = _member(x, sim)
+    before = _presented(sim.hosts[1])
+    sim.hosts[1].local_session().xenapi.host.emergency_reset_server_certificate()
+    after = _presented(sim.hosts[1])
+    assert after != before and _recorded(x, member) == after
+    pem = x.host.get_server_certificate(member)          # the coordinator's calls pin the new one
+    assert tls.certificate_info(pem.encode()).fingerprint == after

@@ -138,8 +138,8 @@ async def refresh_server_certificate(ctx, session, host):
 
 
 async def emergency_reset_server_certificate(ctx, session):
-    """This host only, coordinator or not: a new self-signed certificate in the listener. Recorded
-    when this host holds the pool database (xapi's emergency call leaves the database alone)."""
+    """This host only, coordinator or not: a new self-signed certificate in the listener, recorded in
+    the pool database when the coordinator can be reached (the pinning of internal calls follows)."""
     app = ctx.app
     pem = await trust.new_self_signed(app)
     await trust._replace_own(app, pem)
@@ -147,6 +147,12 @@ async def emergency_reset_server_certificate(ctx, session):
         host_actions.record_certificate(app.db, app.host_ref, pem)
         app.hub.poke()
         await trust._announce_coordinator(app)
+    else:
+        try:        # a reachable coordinator pins the new one from now on
+            await app.pool.coordinator_peer().call("host.member_certificate", app.host_ref,
+                                                   tls.certificate_info(pem).pem, timeout=10)
+        except (XapiError, asyncio.TimeoutError) as e:
+            log.warning("the coordinator did not record the new certificate: %s", e)
     log.warning("emergency: new self-signed server certificate")
     return ""
 

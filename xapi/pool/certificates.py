@@ -267,3 +267,15 @@ def verification_on(app) -> bool:
 def _set_tls_verification(app, on: bool) -> str:
     set_verification(app, bool(on))
     return ""
+
+
+@method("host.member_certificate")
+def member_certificate(app, host: str, pem: str) -> str:
+    """The coordinator records a member's certificate that the member changed on its own
+    (host.emergency_reset_server_certificate), so its internal calls pin the new one."""
+    if not app.is_coordinator:
+        raise XapiError("HOST_IS_SLAVE", app.coordinator_address)
+    _check(app, host)
+    host_actions.record_certificate(app.db, host, pem.encode())
+    app.hub.poke()
+    return ""
