@@ -19,7 +19,7 @@ from xapi.auth.roles import ensure_roles
 from xapi.auth.sessions import Sessions
 from xapi.db import persist
 from xapi.db.schema import new_database
-from xapi.dispatch import Dispatcher
+from xapi.foreign_db import RoutingDispatcher
 from xapi.events import Hub
 from xapi.forwarding import resolve
 from xapi.server import handlers, tls
@@ -89,7 +89,9 @@ class Daemon:
         self.sessions.on_destroy.append(lambda ref: self.event_registrations.pop(ref, None))
         sm_internal.register()                  # the storage drivers' internal messages (xapi.sm)
         self.storage = sm_service.Storage(self)  # drivers, the access layer, PBDs (xapi.sm.service)
-        self.dispatcher = Dispatcher(resolve, self.db, self.sessions.by_ref)
+        # sessions of VDI.open_database read another database (xapi.foreign_db)
+        self.dispatcher = RoutingDispatcher(resolve, self.db, self.sessions.by_ref)
+        self.sessions.on_destroy.append(self.dispatcher.session_gone)
         self.audit = AuditLog(os.path.join(cfg.data_dir, "audit.log"))   # xapi.audit
         self.endpoints = Endpoints(self.dispatcher, self.hub, self.audit)
         # -- HTTP handlers (xapi.server.handlers) --
@@ -138,6 +140,11 @@ class Daemon:
         await self.storage.start()              # drivers call back on the local socket (xapi.sm)
         from xapi import pool as pool_setup
         await pool_setup.start(self)            # a member follows its coordinator (xapi.pool)
+        from xapi.pool import db_replication, redolog
+        if self.is_coordinator and self.redo is None:
+            await redolog.switch(self, redolog.wanted(self))    # pool.enable_redo_log's, after a restart
+        self.db_replication = db_replication.Replicator(self)   # metadata VDIs (SR.enable_database_replication)
+        self.db_replication.start()
         with open(self.pid_path + ".tmp", "w") as f:
             f.write(f"{os.getpid()}\n")
         os.rename(self.pid_path + ".tmp", self.pid_path)
@@ -191,6 +198,8 @@ class Daemon:
 
     async def stop(self) -> None:
         from xapi import pool as pool_setup
+        if getattr(self, "db_replication", None) is not None:
+            await self.db_replication.close()
         await pool_setup.stop(self)
         await self.storage.close()              # running drivers killed, the access state kept
         await self._stop_xenops()

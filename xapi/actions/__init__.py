@@ -43,9 +43,9 @@ EXTRA_MODULES = {
     "host": ("xapi.actions.host_evacuate", "xapi.actions.host_info", "xapi.actions.host_settings",
              "xapi.actions.host_mgmt", "xapi.actions.host_agent", "xapi.actions.host_console",
              "xapi.actions.host_plugins", "xapi.actions.vm_storage_migrate", "xapi.actions.data_sources"),
-    "pool": ("xapi.actions.host_mgmt", "xapi.actions.pool_vlan"),
-    "SR": ("xapi.actions.data_sources",),
-    "VDI": ("xapi.actions.vm_storage_migrate", "xapi.actions.vdi_cbt"),
+    "pool": ("xapi.actions.host_mgmt", "xapi.actions.pool_vlan", "xapi.actions.pool_redo_log"),
+    "SR": ("xapi.actions.data_sources", "xapi.actions.dr", "xapi.actions.sr_ha"),
+    "VDI": ("xapi.actions.vm_storage_migrate", "xapi.actions.vdi_cbt", "xapi.actions.dr"),
 }
 
 

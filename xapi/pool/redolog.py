@@ -36,6 +36,42 @@ def configured() -> str | None:
     return os.environ.get(ENV) or None
 
 
+# pool.enable_redo_log (xapi.actions.pool_redo_log): the log lives in a folder beside a redo_log VDI
+VDI_SIZE = 256 << 20        # xapi's Redo_log.minimum_vdi_size
+VDI_SUFFIX = "redo-log"     # <SR folder>/<vdi uuid>.redo-log/<pool uuid>.log
+
+
+def folder_of_pool(app) -> str | None:
+    """The folder of the redo-log pool.enable_redo_log switched on, on this host, or None when it is off
+    (or HA's own log is in charge, as xapi's Redo_log_usage) or this host cannot reach its SR."""
+    from xapi.pool import sr_folder
+    pools = app.db.table("pool")
+    for p in pools.refs():
+        rec = pools.get(p)
+        if rec["redo_log_enabled"] and not rec["ha_enabled"]:
+            return sr_folder.beside(app, rec["redo_log_vdi"], VDI_SUFFIX)
+    return None
+
+
+def wanted(app) -> "RedoLog | None":
+    """The redo-log this host should keep: XAPI_REDO_LOG's folder, else the pool's redo-log VDI's."""
+    folder = configured() or folder_of_pool(app)
+    return RedoLog(app, folder) if folder else None
+
+
+async def switch(app, new: "RedoLog | None") -> None:
+    """Replaces the running redo-log; on the coordinator the new one starts a term at once."""
+    old = getattr(app, "redo", None)
+    if old is not None and new is not None and old.folder == new.folder:
+        return                                  # the same log: its term goes on
+    app.redo = new
+    if old is not None:
+        old.end()
+        await old.close()
+    if new is not None and app.is_coordinator:
+        await new.begin()
+
+
 def _append(path: str, data: bytes) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:

@@ -35,6 +35,9 @@ async def become_coordinator(app) -> None:
     if replica is not None:
         await replica.stop()
         app.replica = None
+        if app.redo is None:                    # pool.enable_redo_log's VDI, as the replica knows it
+            from xapi.pool import redolog
+            app.redo = redolog.wanted(app)
         if app.redo is not None:
             applied = app.redo.replay(replica.epoch, replica.generation)
             log.info("redo-log: %d entries replayed past generation %d", applied, replica.generation)

@@ -158,6 +158,8 @@ class VHDFileSR(Driver):
     def __init__(self, req) -> None:
         super().__init__(req)
         self.DRIVER_INFO = driver_info(spec(self.TYPE), self.EXTRA_CONFIGURATION)
+        # SM's EXTSR and NFSSR: metadata VDIs for disaster recovery (xapi.actions.dr)
+        self.DRIVER_INFO["capabilities"].append("SR_METADATA")
         self._path: str | None = None
 
     EXTRA_CONFIGURATION: dict[str, str] = {}
