@@ -167,7 +167,37 @@ def test_host_shutdown_agent():
 @pytest.mark.parametrize("cmd", ["user-password-change", "pool-enable-external-auth", "pool-disable-external-auth",
                                  "subject-add", "host-license-add", "host-license-remove", "host-license-view",
                                  "host-apply-edition", "pool-apply-edition", "vm-is-bios-customized",
-                                 "host-management-disable", "host-shutdown-agent"])
+                                 "host-management-disable", "host-shutdown-agent",
+                                 "host-get-system-status-capabilities", "host-bugreport-upload"])
 def test_listed_in_help(host, cmd):
     assert cmd in ok(xe(host, "help", "--all", "--minimal")).split(",")
     assert f"command name            : {cmd}" in ok(xe(host, "help", cmd))
+
+
+def test_status_capabilities_and_bugreport_upload(host, x, tmp_path):
+    import http.server
+    import threading
+    h = x.host.get_all()[0]
+    got = ok(xe(host, "host-get-system-status-capabilities", f"uuid={x.host.get_uuid(h)}"))
+    assert got == x.host.get_system_status_capabilities(h).strip()
+    received = []
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 - http.server's name
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ok(xe(host, "host-bugreport-upload", f"url=http://127.0.0.1:{server.server_port}/report.tar.gz"))
+        assert [p for p, _ in received] == ["/report.tar.gz"] and received[0][1][:2] == b"\x1f\x8b"   # gzip
+    finally:
+        server.shutdown()
+        server.server_close()
+    refused = xe(host, "host-bugreport-upload", f"url=http://127.0.0.1:{server.server_port}/gone")
+    assert refused.returncode == 1 and "Failed to connect to host" in refused.stderr + refused.stdout

@@ -265,3 +265,17 @@ async def host_management_disable(run) -> None:
 @command("host-shutdown-agent", help="Stops the toolstack daemon of the host this command reaches.")
 async def host_shutdown_agent(run) -> None:
     await run.call("host.shutdown_agent")
+
+
+@command("host-get-system-status-capabilities", optn=(HOST_SELECTORS,),
+         help="Prints the kinds of data a status report of the selected hosts can hold (XML).")
+async def host_get_system_status_capabilities(run) -> None:
+    await _print_each(run, "host.get_system_status_capabilities")
+
+
+@command("host-bugreport-upload", optn=("url", "http_proxy", *SEL),
+         help="Uploads a status report of the selected hosts to url (HTTP PUT), through http_proxy if given.")
+async def host_bugreport_upload(run) -> None:
+    url, proxy = run.args.get("url", ""), run.args.get("http_proxy", "")
+    options = {"http_proxy": proxy} if proxy else {}
+    await each_host(run, ("url", "http_proxy"), lambda h: run.call("host.bugreport_upload", h, url, options))
