@@ -168,7 +168,7 @@ def test_host_shutdown_agent():
                                  "subject-add", "host-license-add", "host-license-remove", "host-license-view",
                                  "host-apply-edition", "pool-apply-edition", "vm-is-bios-customized",
                                  "host-management-disable", "host-shutdown-agent",
-                                 "host-get-system-status-capabilities", "host-bugreport-upload"])
+                                 "host-get-system-status-capabilities", "host-bugreport-upload", "host-cpu-info"])
 def test_listed_in_help(host, cmd):
     assert cmd in ok(xe(host, "help", "--all", "--minimal")).split(",")
     assert f"command name            : {cmd}" in ok(xe(host, "help", cmd))
@@ -201,3 +201,14 @@ def test_status_capabilities_and_bugreport_upload(host, x, tmp_path):
         server.server_close()
     refused = xe(host, "host-bugreport-upload", f"url=http://127.0.0.1:{server.server_port}/gone")
     assert refused.returncode == 1 and "Failed to connect to host" in refused.stderr + refused.stdout
+
+
+def test_host_cpu_info(host, x):
+    h = x.host.get_all()[0]
+    info = x.host.get_cpu_info(h)
+    shown = dict(line.strip().split(": ", 1) if ": " in line else (line.strip().rstrip(":").strip(), "")
+                 for line in ok(xe(host, "host-cpu-info")).splitlines() if line.strip())
+    assert {k.strip(): v for k, v in shown.items()} == info
+    assert ok(xe(host, "host-cpu-info", f"uuid={x.host.get_uuid(h)}")) == ok(xe(host, "host-cpu-info"))
+    bad = xe(host, "host-cpu-info", "uuid=00000000-0000-0000-0000-000000000000")
+    assert bad.returncode == 1 and "00000000-0000-0000-0000-000000000000" in bad.stderr + bad.stdout

@@ -279,3 +279,16 @@ async def host_bugreport_upload(run) -> None:
     url, proxy = run.args.get("url", ""), run.args.get("http_proxy", "")
     options = {"http_proxy": proxy} if proxy else {}
     await each_host(run, ("url", "http_proxy"), lambda h: run.call("host.bugreport_upload", h, url, options))
+
+
+async def _host_or_this(run) -> str:
+    if "uuid" in run.args:
+        return await run.call("host.get_by_uuid", run.args["uuid"])
+    return await run.call("session.get_this_host", run.session)
+
+
+@command("host-cpu-info", optn=("uuid",), help="Prints what the host knows of its physical CPUs.")
+async def host_cpu_info(run) -> None:
+    info = await run.call("host.get_cpu_info", await _host_or_this(run))
+    await run.print_records([list(info.items())])
+
