@@ -78,6 +78,8 @@ class Daemon:
         self.pool_ref, self.host_ref = startup.populate(self.db, inventory, self.hypervisor, address,
                                                         cfg.backend, cfg.data_dir)
         ensure_roles(self.db)                    # the static roles and permissions (xapi.auth.roles)
+        from xapi.actions import host_operations
+        host_operations.configure(cfg.data_dir)  # power_on's plugin is looked for in this host's folders
         self.coordinator_address = address
         self.sessions = Sessions(self.db, self.host_ref)
         self.hub = Hub(self.db)

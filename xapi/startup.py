@@ -239,41 +239,69 @@ def _dom0_consoles(db, dom0_ref, address) -> None:
 
 
 def _management_interface(db, inventory, host, address, now) -> tuple[str, str]:
+    """The host's eth0 PIF (made at first boot, on xenbr0) and the management flags. As xapi's
+    dbsync (Xapi_pif.update_management_flags), the inventory's MANAGEMENT_INTERFACE decides which
+    bridge's PIFs are the management ones: host_mgmt writes it (another bridge after
+    management_reconfigure or local_management_reconfigure, "" after management_disable: none). An
+    inventory without the key (first boot, an older data folder) keeps the PIF flagged before, else
+    eth0. The management PIF on eth0 carries the daemon's address; another keeps its own configuration."""
     pifs = db.table("PIF")
     mine = pifs.find("host", host)
-    pif = next((p for p in mine if pifs.get_field(p, "management")), None) or \
-        next((p for p in mine if pifs.get_field(p, "device") == MANAGEMENT_DEVICE
-              and pifs.get_field(p, "VLAN") == -1), None)
-    network = pifs.get_field(pif, "network") if pif is not None else None
+    eth0 = next((p for p in mine if pifs.get_field(p, "device") == MANAGEMENT_DEVICE
+                 and pifs.get_field(p, "VLAN") == -1), None)
+    if "MANAGEMENT_INTERFACE" in inventory:
+        bridge = inventory["MANAGEMENT_INTERFACE"]
+    else:
+        flagged = next((p for p in mine if pifs.get_field(p, "management")), None) or eth0
+        bridge = _bridge_of(db, flagged) if flagged is not None else MANAGEMENT_BRIDGE
+    network = pifs.get_field(eth0, "network") if eth0 is not None else None
     if not _valid(db, "network", network):
         network = _one(db, "network", "bridge", MANAGEMENT_BRIDGE)
     if network is None:
         network = insert(db, "network", name_label=f"Pool-wide network associated with {MANAGEMENT_DEVICE}",
                          name_description="", bridge=MANAGEMENT_BRIDGE, MTU=1500, managed=True,
                          other_config={})
-    netmask = "255.0.0.0" if address.startswith("127.") else "255.255.255.0"
-    live = {"network": network, "host": host, "currently_attached": True, "management": True,
-            "ip_configuration_mode": "Static", "IP": address, "netmask": netmask}
     metrics_live = {"carrier": True, "speed": 1000, "duplex": True, "last_updated": now}
-    if pif is None:
+    if eth0 is None:
         metrics = insert(db, "PIF_metrics", vendor_id="8086", vendor_name="Intel Corporation",
                          device_id="100e", device_name="82540EM Gigabit Ethernet Controller",
                          pci_bus_path="0000:00:03.0", **metrics_live)
-        pif = insert(db, "PIF", device=MANAGEMENT_DEVICE, MAC=_mac(inventory["INSTALLATION_UUID"]), MTU=1500,
-                     VLAN=-1, physical=True, metrics=metrics, gateway="", DNS="", managed=True,
-                     properties={"gro": "on"}, **live)
+        eth0 = insert(db, "PIF", device=MANAGEMENT_DEVICE, MAC=_mac(inventory["INSTALLATION_UUID"]), MTU=1500,
+                      VLAN=-1, physical=True, metrics=metrics, gateway="", DNS="", managed=True,
+                      properties={"gro": "on"}, network=network, host=host, currently_attached=True,
+                      management=False, **_address_fields(address))
+        mine = [*mine, eth0]
     else:
-        _sync(pifs, pif, live)
-        metrics = pifs.get_field(pif, "metrics")
+        _sync(pifs, eth0, {"network": network, "host": host})
+        metrics = pifs.get_field(eth0, "metrics")
         if _valid(db, "PIF_metrics", metrics):
             _sync(db.table("PIF_metrics"), metrics, metrics_live)
         else:
-            pifs.set_field(pif, "metrics", insert(db, "PIF_metrics", **metrics_live))
-    # only one management interface per host
-    for other in mine:
-        if other != pif and pifs.get_field(other, "management"):
-            pifs.set_field(other, "management", False)
-    return network, pif
+            pifs.set_field(eth0, "metrics", insert(db, "PIF_metrics", **metrics_live))
+    # exactly the PIFs on the management bridge are management PIFs (none when it is "")
+    management = None
+    for pif in mine:
+        on = bool(bridge) and _bridge_of(db, pif) == bridge
+        if pifs.get_field(pif, "management") != on:
+            pifs.set_field(pif, "management", on)
+        if on and management is None:
+            management = pif
+    if management is not None:
+        live = {"currently_attached": True}
+        if management == eth0:
+            live.update(_address_fields(address))
+        _sync(pifs, management, live)
+    return network, eth0
+
+
+def _bridge_of(db, pif: str) -> str | None:
+    network = db.table("PIF").get_field(pif, "network")
+    return db.table("network").get_field(network, "bridge") if _valid(db, "network", network) else None
+
+
+def _address_fields(address: str) -> dict:
+    netmask = "255.0.0.0" if address.startswith("127.") else "255.255.255.0"
+    return {"ip_configuration_mode": "Static", "IP": address, "netmask": netmask}
 
 
 def _scan_nics(db, host, backend, host_uuid) -> None:

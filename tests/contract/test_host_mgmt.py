@@ -219,3 +219,41 @@ def test_shutdown_agent():
         assert d.proc.returncode == 0
     finally:
         _daemon.cleanup(d)
+
+
+def test_a_restart_follows_the_inventory():
+    """As xapi's dbsync: the inventory's MANAGEMENT_INTERFACE decides the management PIF at start (none
+    after management_disable; eth1's bridge, with eth1's own address, after a reconfigure onto it)."""
+    d = _daemon.start()
+    folder = d.data_dir
+    try:
+        def session():
+            s = login(d)
+            return s, s.xenapi, s.xenapi.host.get_all()[0]
+
+        s, x, h = session()
+        x.host.management_disable()
+        s.xenapi.session.logout()
+        d.stop()
+        d = _daemon.start(data_dir=folder)
+        s, x, h = session()
+        assert _management(x, h) == [] and _inventory(d)["MANAGEMENT_INTERFACE"] == ""
+        eth0, eth1 = _pif(x, h, "eth0"), _pif(x, h, "eth1")
+        x.PIF.reconfigure_ip(eth1, "Static", "192.0.2.10", "255.255.255.0", "", "")
+        x.host.management_reconfigure(eth1)
+        s.xenapi.session.logout()
+        d.stop()
+        d = _daemon.start(data_dir=folder)
+        s, x, h = session()
+        assert _management(x, h) == [eth1] and x.PIF.get_IP(eth1) == "192.0.2.10"
+        assert x.PIF.get_management(eth0) is False
+        x.host.management_reconfigure(eth0)
+        s.xenapi.session.logout()
+        d.stop()
+        d = _daemon.start(data_dir=folder)
+        s, x, h = session()
+        assert _management(x, h) == [eth0] and x.PIF.get_IP(eth0) == "127.0.0.1"
+        assert x.PIF.get_IP(eth1) == "192.0.2.10" and x.host.get_address(h) == "127.0.0.1"
+        s.xenapi.session.logout()
+    finally:
+        _daemon.cleanup(d)

@@ -52,6 +52,27 @@ def test_plugin_runs_on_the_named_host(sim, x):
     assert failure(x.host.call_plugin, coordinator, "echo", "echo", {}) == ["XENAPI_MISSING_PLUGIN", "echo"]
 
 
+def test_pool_has_extension_asks_every_host(sim, x):
+    """xapi_pool.ml: Host.has_extension on every host, true only if all have it."""
+    pool = x.pool.get_all()[0]
+    hosts = hosts_by_address(x)
+    paths = []
+    try:
+        for i, d in enumerate(sim.hosts):
+            assert x.pool.has_extension(pool, "Test.everywhere") is False
+            folder = os.path.join(d.data_dir, "extensions")
+            os.makedirs(folder, exist_ok=True)
+            paths.append(os.path.join(folder, "Test.everywhere"))
+            shutil.copy(PLUGIN, paths[-1])
+            os.chmod(paths[-1], 0o755)
+            assert x.host.has_extension(hosts[i], "Test.everywhere") is True
+        assert x.pool.has_extension(pool, "Test.everywhere") is True
+    finally:
+        for p in paths:
+            os.unlink(p)
+    assert x.pool.has_extension(pool, "Test.everywhere") is False
+
+
 def test_member_console(sim, x):
     coordinator, member = hosts_by_address(x)[:2]
     x.host.send_debug_keys(member, "r")

@@ -8,10 +8,13 @@ The rules, first blocking one wins (OTHER_OPERATION_IN_PROGRESS [host, ref, op])
 - one provision at a time;
 - reboot, shutdown and apply_updates need the host disabled (HOST_NOT_DISABLED);
 - power_on needs the host not live (HOST_IS_LIVE [host]), a power_on_mode (HOST_POWER_ON_MODE_DISABLED)
-  and the power-on-host plugin, which this toolstack does not ship (XENAPI_MISSING_PLUGIN).
+  and an executable power-on-host plugin in this host's plugin folders (XENAPI_MISSING_PLUGIN
+  [power-on-host]; xapi looks in its own plugins root: power_on runs the plugin where it is computed).
 Held here: evacuate, shutdown and reboot, as message_forwarding.ml's Host.* do.
 """
 from __future__ import annotations
+
+import os
 
 from xapi.datamodel.errors import XapiError
 from xapi.forwarding import locks
@@ -23,6 +26,20 @@ _REMOVING = ("evacuate", "reboot", "shutdown")
 _EXCLUSIVE = {"reboot": ("shutdown", "apply_updates"), "shutdown": ("reboot", "apply_updates"),
               "apply_updates": ("reboot", "shutdown", "enable"), "provision": ("provision",)}
 POWER_ON_PLUGIN = "power-on-host"
+# this daemon's plugin folders (configure, at start): the ones host.power_on runs the plugin from
+_data_dir = ""
+
+
+def configure(data_dir: str) -> None:
+    global _data_dir
+    _data_dir = data_dir
+
+
+def power_on_plugin_present() -> bool:
+    from xapi.actions import host_plugins      # not at import: it imports xapi.pool
+    folders = host_plugins.folders(_data_dir, "plugins") if _data_dir else ["/etc/xapi.d/plugins"]
+    path = host_plugins.find_in(folders, POWER_ON_PLUGIN)
+    return path is not None and os.access(path, os.X_OK)
 
 
 def _rec(db, ref) -> dict:
@@ -52,7 +69,8 @@ def valid_operations(db, ref: str) -> locks.Verdicts:
         table.block(["HOST_IS_LIVE", ref], ("power_on",))
     if not rec.get("power_on_mode"):
         table.block(["HOST_POWER_ON_MODE_DISABLED"], ("power_on",))
-    table.block(["XENAPI_MISSING_PLUGIN", POWER_ON_PLUGIN], ("power_on",))
+    if not power_on_plugin_present():
+        table.block(["XENAPI_MISSING_PLUGIN", POWER_ON_PLUGIN], ("power_on",))
     return table
 
 

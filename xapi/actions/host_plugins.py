@@ -29,19 +29,23 @@ _MAX_RUNNING = 8
 _running: asyncio.Semaphore | None = None
 
 
-def _dirs(app, env: str, sub: str) -> list[str]:
-    given = os.environ.get(env)
+def folders(data_dir: str, kind: str) -> list[str]:
+    """The host's plugin (kind "plugins") or extension folders, in search order."""
+    given = os.environ.get("XAPI_PLUGIN_DIRS" if kind == "plugins" else "XAPI_EXTENSION_DIRS")
     if given:
         return [d for d in given.split(":") if d]
-    return [os.path.join(app.config.data_dir, sub), f"/etc/xapi.d/{sub}"]
+    return [os.path.join(data_dir, kind), f"/etc/xapi.d/{kind}"]
 
 
 def find(app, kind: str, name: str) -> str | None:
     """The executable `name` in the host's plugin (kind "plugins") or extension folders, or None."""
-    env = "XAPI_PLUGIN_DIRS" if kind == "plugins" else "XAPI_EXTENSION_DIRS"
+    return find_in(folders(app.config.data_dir, kind), name)
+
+
+def find_in(dirs: list[str], name: str) -> str | None:
     if not name or "/" in name or name in (".", ".."):
         return None
-    for folder in _dirs(app, env, kind):
+    for folder in dirs:
         try:
             if name in os.listdir(folder):
                 path = os.path.join(folder, name)

@@ -1,9 +1,12 @@
 """host.* settings, as xapi_host.ml makes them:
 
 * declare_dead: refused for a live host or this host (HOST_IS_LIVE [host]); its VMs other than control
-  domains are reset to Halted (VM.power_state_reset) and the host is disabled;
+  domains are reset to Halted (VM.power_state_reset: resident_on cleared, their VBDs/VIFs detached and
+  their disks no longer held by the dead host), the host is disabled and its allowed_operations
+  refreshed;
 * set_power_on_mode: mode and config stored (both kept as given); the secrets the old config named
-  (keys ending in password_secret) are destroyed, as Xapi_secret.clean_out_passwds;
+  (keys ending in password_secret) are destroyed, as Xapi_secret.clean_out_passwds; allowed_operations
+  refreshed (power_on);
 * get_sched_gran / set_sched_gran: Xen's sched-gran on the host's boot command line (effective at the
   next boot; absent means "cpu"), answered by the host itself; on a Xen host through xen-cmdline, on a
   simulated host in <data>/xen-cmdline, the simulated boot loader's;
@@ -50,7 +53,7 @@ async def _run(*argv: str) -> str:
 
 # -- declare_dead ----------------------------------------------------------------------------------
 async def declare_dead(ctx, session, host):
-    from xapi.actions import vm as vm_mod
+    from xapi.actions import host_operations, vm as vm_mod
     app = ctx.app
     rec = _host(ctx, host)
     hm = app.db.table("host_metrics")
@@ -61,8 +64,35 @@ async def declare_dead(ctx, session, host):
     for vm in list(rec.get("resident_VMs") or []):
         if vm in vms and not vms.get_field(vm, "is_control_domain"):
             await vm_mod.power_state_reset(ctx, session, vm)
+            await _release_dead_vm(app, vm, host)
     app.db.table("host").set_field(host, "enabled", False)
+    host_operations.refresh(app.db, host)
     return ""
+
+
+async def _release_dead_vm(app, vm: str, dead: str) -> None:
+    """What xapi's force_state_reset does for a VM now Halted: its VBDs and VIFs detached; and its
+    storage let go: the dead host can hold nothing any more (its sm-config host key dropped from the
+    VM's VDIs, so another host may attach them read-write), this host's datapaths of it released.
+    The dead host itself is not called."""
+    from xapi.actions import vm_devices
+    db = app.db
+    vm_devices._holders(app).pop(vm, None)
+    await vm_devices.release_datapaths(app, db.table("VM").get_field(vm, "uuid"))
+    vbds, vifs, vdis = db.table("VBD"), db.table("VIF"), db.table("VDI")
+    key = f"host_{dead}"
+    for ref in db.table("VM").get_field(vm, "VBDs") or []:
+        if ref not in vbds:
+            continue
+        if vbds.get_field(ref, "currently_attached"):
+            vbds.set_field(ref, "currently_attached", False)
+        vdi = vbds.get_field(ref, "VDI")
+        if vdi in vdis and key in vdis.get_field(vdi, "sm_config"):
+            vdis.set_field(vdi, "sm_config", {k: v for k, v in vdis.get_field(vdi, "sm_config").items() if k != key})
+    for ref in db.table("VM").get_field(vm, "VIFs") or []:
+        if ref in vifs and vifs.get_field(ref, "currently_attached"):
+            vifs.set_field(ref, "currently_attached", False)
+    vm_devices.refresh_operations(db, vm)
 
 
 # -- power on --------------------------------------------------------------------------------------
@@ -75,6 +105,8 @@ def set_power_on_mode(ctx, session, self, power_on_mode, power_on_config):
         if key.endswith("password_secret"):
             for ref in secrets.find("uuid", uuid):
                 secrets.remove(ref)
+    from xapi.actions import host_operations
+    host_operations.refresh(db, self)          # power_on follows the mode (xapi: update_allowed_operations)
     return ""
 
 

@@ -9,7 +9,7 @@
 * set_https_only runs host.set_https_only on every host;
 * get_license_state: the lowest edition of the hosts and the earliest license expiry ("never" when no
   host's license_params has one); apply_edition runs host.apply_edition on every host;
-* has_extension: true only when every host has it (none has extensions here);
+* has_extension: true only when every host has it (each host asked where it runs);
 * set_igmp_snooping_enabled: enabling needs the openvswitch backend on every host (OPENVSWITCH_NOT_ACTIVE);
 * add_to/remove_from_guest_agent_config: the map, then the guest agent features it gives
   (Guest_agent_auto_update: enabled unless auto_update_enabled is false, its update_url) pushed to
@@ -121,11 +121,15 @@ def apply_edition(ctx, session, self, edition):
     return ""
 
 
-def has_extension(ctx, session, self, name):
-    from xapi.actions import host_info
+async def has_extension(ctx, session, self, name):
+    """xapi_pool.ml: Host.has_extension on every host, each asked where it runs (a member over the
+    pool's internal calls); true only if all have it."""
+    from xapi.actions import host_plugins
     _pool(ctx.app.db, self)
-    hosts = ctx.app.db.table("host").refs()
-    return all(host_info.has_extension(ctx, session, h, name) for h in hosts)
+    for h in ctx.app.db.table("host").refs():
+        if not await host_plugins.has_extension(ctx, session, h, name):
+            return False
+    return True
 
 
 # -- networking ------------------------------------------------------------------------------------
