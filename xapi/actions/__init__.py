@@ -42,8 +42,10 @@ EXTRA_MODULES = {
            "xapi.actions.vm_settings", "xapi.actions.vm_live", "xapi.actions.data_sources"),
     "host": ("xapi.actions.host_evacuate", "xapi.actions.host_info", "xapi.actions.host_settings",
              "xapi.actions.host_mgmt", "xapi.actions.host_agent", "xapi.actions.host_console",
-             "xapi.actions.host_plugins", "xapi.actions.vm_storage_migrate", "xapi.actions.data_sources"),
-    "pool": ("xapi.actions.host_mgmt", "xapi.actions.pool_vlan", "xapi.actions.pool_redo_log"),
+             "xapi.actions.host_plugins", "xapi.actions.vm_storage_migrate", "xapi.actions.data_sources",
+             "xapi.actions.certificates"),
+    "pool": ("xapi.actions.host_mgmt", "xapi.actions.pool_vlan", "xapi.actions.pool_redo_log",
+             "xapi.actions.certificates"),
     "SR": ("xapi.actions.data_sources", "xapi.actions.dr", "xapi.actions.sr_ha"),
     "VDI": ("xapi.actions.vm_storage_migrate", "xapi.actions.vdi_cbt", "xapi.actions.dr"),
 }
