@@ -190,7 +190,14 @@ def test_tls_verification_flags(x, host):
     x.pool.enable_tls_verification()
     assert x.pool.get_tls_verification_enabled(pool) and x.host.get_tls_verification_enabled(me)
     assert os.path.exists(flag)
+    uuid = x.host.get_uuid(me)
+
+    def alerts():
+        return [m for m in x.message.get_all_records().values()
+                if m["name"] == "TLS_VERIFICATION_EMERGENCY_DISABLED" and m["obj_uuid"] == uuid]
     x.host.emergency_disable_tls_verification()
     assert not x.host.get_tls_verification_enabled(me) and not os.path.exists(flag)
+    assert [(m["priority"], m["cls"]) for m in alerts()] == [("3", "Host")]
     x.host.emergency_reenable_tls_verification()
     assert x.host.get_tls_verification_enabled(me) and os.path.exists(flag)
+    assert alerts() == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from xapi import messages
 from xapi.actions import host as host_actions
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert
@@ -34,7 +35,7 @@ def _ca_rows(db, name: str) -> list[str]:
 
 # -- CA certificates and CRLs, pool-wide --
 async def _pool_install(app, kind: str, name, pem) -> None:
-    trust.local_install(app, kind, name, pem)
+    await asyncio.to_thread(trust.local_install, app, kind, name, pem)
     try:
         await trust.sync_pool(app)
     except XapiError:
@@ -112,7 +113,7 @@ async def enable_tls_verification(ctx, session):
     await trust.sync_pool(app)
     for host in members:
         await app.pool.call(host, "host.set_tls_verification", True, timeout=10)
-    trust.set_verification(app, True)
+    await asyncio.to_thread(trust.set_verification, app, True)
     for host in hosts.refs():
         hosts.set_field(host, "tls_verification_enabled", True)
     for p in pools.refs():
@@ -157,21 +158,34 @@ async def emergency_reset_server_certificate(ctx, session):
     return ""
 
 
-def _set_host_flag(app, on: bool) -> None:
-    trust.set_verification(app, on)
-    if app.is_coordinator:
-        app.db.table("host").set_field(app.host_ref, "tls_verification_enabled", on)
-        app.hub.poke()
+ALERT = "TLS_VERIFICATION_EMERGENCY_DISABLED"       # xapi's alert while a host does not verify (priority 3)
 
 
-def emergency_disable_tls_verification(ctx, session):
-    _set_host_flag(ctx.app, False)
+async def _set_host_flag(app, on: bool) -> None:
+    await asyncio.to_thread(trust.set_verification, app, on)
+    if not app.is_coordinator:                          # the pool database is the coordinator's
+        return
+    hosts = app.db.table("host")
+    hosts.set_field(app.host_ref, "tls_verification_enabled", on)
+    uuid = hosts.get_field(app.host_ref, "uuid")
+    store = messages.store(app)
+    alerts = store.select(lambda ref, rec, t: rec["name"] == ALERT and rec["obj_uuid"] == uuid)
+    if on:
+        for ref in alerts:
+            store.remove(ref)
+    elif not alerts:
+        store.create(ALERT, 3, "Host", uuid, f"<body><host>{uuid}</host></body>")
+    app.hub.poke()
+
+
+async def emergency_disable_tls_verification(ctx, session):
+    await _set_host_flag(ctx.app, False)
     log.warning("emergency: TLS verification disabled on this host")
     return ""
 
 
-def emergency_reenable_tls_verification(ctx, session):
-    _set_host_flag(ctx.app, True)
+async def emergency_reenable_tls_verification(ctx, session):
+    await _set_host_flag(ctx.app, True)
     log.info("TLS verification re-enabled on this host")
     return ""
 
