@@ -100,3 +100,22 @@ def test_enable_open_read_disable(host, x, nfs):
     assert _metadata_vdis(x, sr) == []
     assert not os.path.exists(os.path.join(folder, rec["uuid"] + ".metadata"))
     assert failure(x.VDI.read_database_pool_uuid, vdi)[:2] == ["HANDLE_INVALID", "VDI"]
+
+
+def test_at_most_eight_replicated(x, tmp_path):
+    """xapi's redo_log_max_instances: an enable with 8 metadata VDIs replicated is NO_MORE_REDO_LOGS_ALLOWED."""
+    me = x.host.get_all()[0]
+    srs = [x.SR.create(me, {"path": str(tmp_path)}, "0", f"dr{i}", "", "nfs", "user", True, {}) for i in range(9)]
+    try:
+        for sr in srs[:8]:
+            x.SR.enable_database_replication(sr)
+        assert failure(x.SR.enable_database_replication, srs[8]) == ["NO_MORE_REDO_LOGS_ALLOWED"]
+        x.SR.disable_database_replication(srs[0])
+        x.SR.enable_database_replication(srs[8])
+        assert len(_metadata_vdis(x, srs[8])) == 1
+    finally:
+        for sr in srs:
+            x.SR.disable_database_replication(sr)
+            for pbd in x.SR.get_PBDs(sr):
+                x.PBD.unplug(pbd)
+            x.SR.destroy(sr)

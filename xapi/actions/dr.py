@@ -4,7 +4,8 @@
   driver with SR_METADATA (SR_OPERATION_NOT_SUPPORTED).
 - SR.enable_database_replication(sr): reuses a metadata VDI of this pool of at least 256 MiB, else
   creates "Metadata for DR" (metadata_of_pool this pool, metadata_latest false); the coordinator writes
-  the database into it now and after changes (xapi.pool.db_replication).
+  the database into it now and after changes (xapi.pool.db_replication); with 8 VDIs replicated
+  already (xapi's redo_log_max_instances, checked first as xapi does), NO_MORE_REDO_LOGS_ALLOWED.
 - SR.disable_database_replication(sr): stops writing to this pool's metadata VDIs of the SR and
   destroys them.
 - VDI.open_database(self): a metadata VDI only (VDI_INCOMPATIBLE_TYPE [vdi, type]); a read-only
@@ -28,6 +29,8 @@ from xapi.pool import db_replication, redolog, sr_folder
 from xapi.sm import rows
 
 log = logging.getLogger("xapi.dr")
+
+MAX_INSTANCES = 8               # xapi's redo_log_max_instances: metadata VDIs replicated at once
 
 
 def assert_supports_database_replication(ctx, session, sr):
@@ -54,6 +57,8 @@ async def enable_database_replication(ctx, session, sr):
     app = ctx.app
     db = app.db
     assert_supports_database_replication(ctx, session, sr)
+    if len(db_replication.replicated_vdis(app)) >= MAX_INSTANCES:
+        raise XapiError("NO_MORE_REDO_LOGS_ALLOWED")
     vdis = db.table("VDI")
     found = [v for v in _metadata_vdis(db, sr) if vdis.get_field(v, "virtual_size") >= redolog.VDI_SIZE]
     if found:
