@@ -6,6 +6,12 @@ certificate has to reach whoever pins it:
   calls pin that.
 - a new certificate for the coordinator is announced to every member (`pool.coordinator_fingerprint`),
   which pins it from then on (pool.conf) for its replica stream, heartbeats and XenAPI calls.
+- a member that makes itself a new one in an emergency tells a reachable coordinator
+  (`host.member_certificate`).
+
+The pool's trust: CA certificates and CRLs in every host's `<data>/trust/{certs,crls}`, the
+coordinator's folders the reference pushed to members (`trust.*` internal calls, xapi's
+certificate_sync). TLS verification: the flag file `<data>/verify-certificates` of each host.
 """
 from __future__ import annotations
 
@@ -154,14 +160,14 @@ def _trust_list(app, kind: str) -> list:
 
 
 @method("trust.install")
-def _trust_install(app, kind: str, name: str, pem: str) -> str:
-    local_install(app, kind, name, pem)
+async def _trust_install(app, kind: str, name: str, pem: str) -> str:
+    await asyncio.to_thread(local_install, app, kind, name, pem)
     return ""
 
 
 @method("trust.uninstall")
-def _trust_uninstall(app, kind: str, name: str) -> str:
-    local_uninstall(app, kind, name, force=True)
+async def _trust_uninstall(app, kind: str, name: str) -> str:
+    await asyncio.to_thread(local_uninstall, app, kind, name, True)
     return ""
 
 
@@ -264,8 +270,8 @@ def verification_on(app) -> bool:
 
 
 @method("host.set_tls_verification")
-def _set_tls_verification(app, on: bool) -> str:
-    set_verification(app, bool(on))
+async def _set_tls_verification(app, on: bool) -> str:
+    await asyncio.to_thread(set_verification, app, bool(on))
     return ""
 
 
