@@ -10,8 +10,9 @@ import time
 
 import XenAPI
 
+from tests import daemon as _daemon
 from tests.fixtures import own_pool
-from tests.helpers import eventually, failure
+from tests.helpers import eventually, failure, login
 
 sim = own_pool(3)
 
@@ -87,3 +88,32 @@ def test_promoted_member_replays_the_log(sim):
     z.pool.set_name_label(pool, "new coordinator")             # its own term in the same VDI's log
     path = _log_file(sim, z, _shared_sr(z), z.pool.get_redo_log_vdi(pool), pool)
     assert _eventually(lambda: b'"new coordinator"' in open(path, "rb").read(), 5)
+
+
+def test_restarted_coordinator_reopens_the_log():
+    """A one-host pool restarted (SIGTERM) with the redo-log on: it starts a new term in the same VDI's log."""
+    import shutil
+    folder = _daemon.data_folder()
+    shared = os.path.join(folder, "shared")
+    os.makedirs(shared)
+    d = _daemon.start(data_dir=folder)
+    try:
+        x = login(d).xenapi
+        pool = x.pool.get_all()[0]
+        sr = x.SR.create(x.host.get_all()[0], {"path": shared}, "0", "shared", "", "nfs", "user", True, {})
+        x.pool.enable_redo_log(sr)
+        vdi = x.pool.get_redo_log_vdi(pool)
+        path = os.path.join(shared, x.SR.get_uuid(sr), x.VDI.get_uuid(vdi) + ".redo-log", x.pool.get_uuid(pool) + ".log")
+        x.pool.set_name_label(pool, "before the restart")
+        assert _eventually(lambda: b'"before the restart"' in open(path, "rb").read(), 5)
+        first_term = open(path, "rb").readline()[:60]
+        assert d.stop() == 0
+        d = _daemon.start(data_dir=folder)
+        x = login(d).xenapi
+        assert x.pool.get_redo_log_enabled(pool) is True
+        x.pool.set_name_label(pool, "after the restart")
+        assert _eventually(lambda: b'"after the restart"' in open(path, "rb").read(), 5)
+        assert open(path, "rb").readline()[:60] != first_term          # a new epoch, from a snapshot
+    finally:
+        d.stop()
+        shutil.rmtree(folder, ignore_errors=True)
