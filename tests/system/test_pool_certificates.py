@@ -121,3 +121,19 @@ def test_member_emergency_reset_is_recorded_by_the_coordinator(sim):
     assert after != before and _recorded(x, member) == after
     pem = x.host.get_server_certificate(member)          # the coordinator's calls pin the new one
     assert tls.certificate_info(pem.encode()).fingerprint == after
+
+
+def test_member_emergency_calls_without_its_coordinator(sim):
+    """Last in the module: the coordinator is killed."""
+    import os
+    member = sim.hosts[1]
+    local = member.local_session()
+    sim.coordinator.kill()
+    assert eventually(lambda: local.xenapi.host.is_in_emergency_mode(), 30, 0.2)
+    before = _presented(member)
+    local.xenapi.host.emergency_reset_server_certificate()
+    assert _presented(member) != before
+    local.xenapi.host.emergency_disable_tls_verification()
+    assert not os.path.exists(os.path.join(member.data_dir, "verify-certificates"))
+    local.xenapi.host.emergency_reenable_tls_verification()
+    assert os.path.exists(os.path.join(member.data_dir, "verify-certificates"))
