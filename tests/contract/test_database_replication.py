@@ -3,6 +3,8 @@ a metadata VDI on a shared nfs SR holds the pool database, VDI.open_database ans
 session on that copy, read_database_pool_uuid names its pool; xapi's checks and errors. Also
 SR.assert_can_host_ha_statefile (xapi.actions.sr_ha)."""
 import os
+import shutil
+import time
 import xmlrpc.client
 
 import pytest
@@ -95,6 +97,25 @@ def test_enable_open_read_disable(host, x, nfs):
     assert failure(x.VDI.open_database, user) == ["VDI_INCOMPATIBLE_TYPE", user, "user"]
     assert x.VDI.read_database_pool_uuid(user) == ""
     x.VDI.destroy(user)
+
+    # a metadata VDI of another pool (not replicated here): its database as found on the SR
+    other = new_vdi(x, sr, name="another pool's metadata", type="metadata")
+    other_db = os.path.join(folder, x.VDI.get_uuid(other) + ".metadata", "state.db")
+    assert x.VDI.read_database_pool_uuid(other) == ""
+    assert failure(x.VDI.open_database, other)[0] == "COULD_NOT_IMPORT_DATABASE"
+    os.makedirs(os.path.dirname(other_db))
+    shutil.copyfile(os.path.join(folder, rec["uuid"] + ".metadata", "state.db"), other_db)
+    assert x.VDI.read_database_pool_uuid(other) == x.pool.get_uuid(pool)
+    t0 = time.monotonic()
+    opened = x.VDI.open_database(other)
+    print(f"VDI.open_database: {time.monotonic() - t0:.3f} s")
+    assert _as(host, opened).pool.get_uuid(pool) == x.pool.get_uuid(pool)
+    xmlrpc.client.ServerProxy(host.url).session.logout(opened)
+    with open(other_db, "r+b") as f:                             # a damaged copy
+        f.truncate(100)
+    assert failure(x.VDI.open_database, other)[0] == "COULD_NOT_IMPORT_DATABASE"
+    assert x.VDI.read_database_pool_uuid(other) == ""
+    x.VDI.destroy(other)
 
     x.SR.disable_database_replication(sr)
     assert _metadata_vdis(x, sr) == []

@@ -86,14 +86,11 @@ async def disable_database_replication(ctx, session, sr):
     return ""
 
 
-def _database_path(ctx, vdi) -> str:
+def _database_path(ctx, vdi) -> str | None:
     rec = rows.check(ctx.app.db, "VDI", vdi)
     if rec["type"] != "metadata":
         raise XapiError("VDI_INCOMPATIBLE_TYPE", vdi, rec["type"])
-    path = db_replication.path_of(ctx.app, vdi)
-    if path is None:
-        raise XapiError("SR_HAS_NO_PBDS", rec["SR"])
-    return path
+    return db_replication.path_of(ctx.app, vdi)
 
 
 async def _load(path: str):
@@ -103,6 +100,8 @@ async def _load(path: str):
 async def open_database(ctx, session, self):
     path = _database_path(ctx, self)
     try:
+        if path is None:
+            raise FileNotFoundError(f"the SR of VDI {self} is not plugged on this host")
         if not os.path.exists(path):
             raise FileNotFoundError(f"no database in VDI {self}")
         db = await _load(path)
