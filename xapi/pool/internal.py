@@ -50,13 +50,18 @@ async def _read_all(request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def _handle(request, response) -> None:
-    app = request.app
+def authenticate(request) -> None:
+    """A pool host's request: over TLS with the pool secret, else 403 (for every internal endpoint)."""
     transport = request._exchange.proto.transport
     if transport is None or transport.get_extra_info("ssl_object") is None:
         raise HttpError(403, "internal calls only over TLS", close=True)
-    if not secret.matches(app.pool_secret, request.headers.get(SECRET_HEADER)):
+    if not secret.matches(request.app.pool_secret, request.headers.get(SECRET_HEADER)):
         raise HttpError(403, "bad pool secret", close=True)
+
+
+async def _handle(request, response) -> None:
+    app = request.app
+    authenticate(request)
     body = await _read_all(request, app.config.max_request_size)
     try:
         call = orjson.loads(body)
@@ -83,6 +88,8 @@ async def _handle(request, response) -> None:
 
 def register(routes) -> None:
     routes.add("POST", PATH, _handle, auth=False)
+    from xapi.sm import mirror_stream
+    mirror_stream.register(routes)          # CONNECT /services/SM/mirror: storage motion's data stream
     from xapi.pool import (certificates, liveness, member_start, membership, methods,  # noqa: F401 - internal
                            relay, replica, transitions)                        # methods register
     membership.register(routes)

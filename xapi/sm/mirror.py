@@ -181,11 +181,25 @@ class Mirror:
             # mirrored writes as the source
             if data != bytes(n):
                 try:
-                    self.dst.write(off, data)
+                    # pipelined when the destination can (another host's: acknowledged by `_flush`)
+                    (getattr(self.dst, "write_behind", None) or self.dst.write)(off, data)
                 except Exception as e:  # noqa: BLE001 - reported as the mirror's failure
                     self.fail(e)
                     raise MirrorFailed(self.failed) from None
             self.copied[b] = 1
+
+    def _flush(self) -> None:
+        """Once the base is sent: every write acknowledged by the destination (a stream's)."""
+        with self.source.lock:
+            if self.failed is not None:
+                raise MirrorFailed(self.failed)
+            flush = getattr(self.dst, "flush", None)
+            if flush is not None:
+                try:
+                    flush()
+                except Exception as e:  # noqa: BLE001 - reported as the mirror's failure
+                    self.fail(e)
+                    raise MirrorFailed(self.failed) from None
 
     def _detach(self) -> None:
         with self.source.lock:
@@ -209,6 +223,7 @@ class Mirror:
                     await asyncio.sleep(COPY_DELAY)
                 if progress is not None:
                     progress((b + 1) / self.nblocks)
+            await run(self._flush)
         except BaseException:
             await run(self._detach)
             raise
@@ -287,6 +302,13 @@ class Datapaths:
                 if mirror.failed is not None or old.mirror is not mirror or old.closed \
                         or new is None or self.current.get(dp) is not old:
                     raise MirrorFailed(mirror.failed or "the datapath changed")
+                flush = getattr(mirror.dst, "flush", None)
+                if flush is not None:       # the switch only once every write is on the destination
+                    try:
+                        flush()
+                    except Exception as e:  # noqa: BLE001 - the mirror's failure: nothing changes
+                        mirror.fail(e)
+                        raise MirrorFailed(mirror.failed) from None
                 old.mirror = None
                 if mirror.dst is not None:
                     mirror.dst.close()

@@ -14,10 +14,10 @@ Internal methods (xapi.pool.internal), each also called directly when the host i
 - ``mirror.switch(dp, vdi, dst_vdi, rw, vm_uuid, device)`` (source = destination host): the datapath
   holds `dst_vdi` and its writes go there, the domain's disk backend (xenopsd VBD params) follows,
   `vdi` is released on the datapath; returns the new disk's path.
-- ``mirror.dst_open(mdp, dst_vdi)``, ``mirror.dst_write(mdp, offset, data)`` (base64),
-  ``mirror.dst_close(mdp)`` (destination): the destination disk of a mirror running on another host.
-  A write of a mirror on another host waits for its reply (the guest's write is mirrored
-  synchronously, as tapdisk's). The disk failing to open or write: VDI_IO_ERROR [reason].
+- ``mirror.dst_open(mdp, dst_vdi)``, ``mirror.dst_close(mdp)`` (destination): the destination disk
+  of a mirror running on another host, which the source writes over one stream per mirror
+  (xapi.sm.mirror_stream): the base copy pipelined, each guest write waiting for its acknowledgement
+  (mirrored synchronously, as tapdisk's). The disk failing to open or write: VDI_IO_ERROR [reason].
 - ``mirror.attach(dp, vdi, rw)``, ``mirror.activate(dp, vdi)``, ``mirror.release(dp, vdi)``: the VM's
   datapath moving with it to the host of its new VDI (attached there before the memory moves,
   released on the source after, which ends the mirror, then activated there).
@@ -25,12 +25,12 @@ Internal methods (xapi.pool.internal), each also called directly when the host i
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import logging
 
 from xapi.datamodel.errors import XapiError
 from xapi.pool.internal import method
-from xapi.sm import copy as sm_copy, mirror
+from xapi.sm import copy as sm_copy, mirror, mirror_stream
 
 log = logging.getLogger("xapi.sm.mirror")
 REMOTE_TIMEOUT = 60.0
@@ -62,16 +62,6 @@ async def dst_open(app, mdp: str, dst_vdi: str, generation=None):
         await asyncio.shield(access.release(mdp, dst_vdi))
         raise
     mirror.of(app).dsts[mdp] = (disk, dst_vdi)
-    return ""
-
-
-@method("mirror.dst_write")
-async def dst_write(app, mdp: str, offset: int, data: str):
-    entry = mirror.of(app).dsts.get(mdp)
-    if entry is None:
-        raise XapiError("INTERNAL_ERROR", f"no mirror destination {mdp}")
-    disk = entry[0]
-    await _io(disk.write, int(offset), base64.b64decode(data))
     return ""
 
 
@@ -119,23 +109,6 @@ class _LocalDst:
                                              self.loop).result(REMOTE_TIMEOUT)
 
 
-class _RemoteDst:
-    """A destination disk on another host, for pool threads: each call waits for the reply."""
-
-    def __init__(self, app, loop, host: str, mdp: str) -> None:
-        self.app, self.loop, self.host, self.mdp = app, loop, host, mdp
-
-    def _call(self, name: str, *params):
-        fut = asyncio.run_coroutine_threadsafe(self.app.pool.call(self.host, name, *params), self.loop)
-        return fut.result(REMOTE_TIMEOUT)
-
-    def write(self, offset: int, data) -> None:
-        self._call("mirror.dst_write", self.mdp, offset, base64.b64encode(bytes(data)).decode())
-
-    def close(self) -> None:
-        self._call("mirror.dst_close", self.mdp)
-
-
 # -- the source side ------------------------------------------------------------------------------------
 async def start(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, progress=None, generation=None):
     await _caught_up(app, generation)
@@ -153,7 +126,13 @@ async def start(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, progress=No
             dst = _LocalDst(app, loop, mdp)
         else:
             await app.pool.call(dst_host, "mirror.dst_open", mdp, dst_vdi, app.db.generation)
-            dst = _RemoteDst(app, loop, dst_host, mdp)
+            dst = mirror_stream.StreamDst(app, loop, dst_host, mdp)
+            try:
+                await dst.open()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(app.pool.call(dst_host, "mirror.dst_close", mdp))
+                raise
     except BaseException:
         datapaths.mirrors.pop(dp, None)
         raise
