@@ -22,7 +22,7 @@ from xapi.db.schema import new_database
 from xapi.foreign_db import RoutingDispatcher
 from xapi.events import Hub
 from xapi.forwarding import resolve
-from xapi.server import handlers, tls
+from xapi.server import handlers, listeners, tls
 from xapi.server.http import HttpProtocol
 from xapi.server.rpc import Endpoints
 from xapi.sm import internal as sm_internal, service as sm_service
@@ -124,16 +124,13 @@ class Daemon:
         cfg = self.config
         # VM calls need xenopsd: have it up before the first listener answers anyone
         await self._start_xenops()              # xenstored (simulator) and xenopsd (xapi.xenops)
-        self.servers.append(await loop.create_server(lambda: HttpProtocol(self), cfg.address, cfg.http_port,
-                                                     reuse_address=True, backlog=1024))
         self.audit.start()
         if cfg.https_port:
             # kept: host.reset_server_certificate loads a new certificate into it (xapi.actions.host)
             self.ssl_context = tls.server_context(self.cert_path)
             host_actions.sync_certificate(self)
-            self.servers.append(await loop.create_server(lambda: HttpProtocol(self), cfg.address, cfg.https_port,
-                                                         ssl=self.ssl_context,
-                                                         reuse_address=True, backlog=1024))
+        # HTTP and HTTPS on the address, or the loopback only without a management interface
+        await listeners.listen(self, listeners.management_enabled(startup.read_inventory(cfg.data_dir)))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         self.servers.append(await loop.create_unix_server(lambda: HttpProtocol(self, local=True),

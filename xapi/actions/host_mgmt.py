@@ -12,12 +12,15 @@ bridge (MANAGEMENT_INTERFACE, MANAGEMENT_ADDRESS_TYPE) and update_management_fla
 host's PIFs on that bridge as management; host.address becomes the PIF's address, as
 on_dom0_networking_change reads it (kept when the PIF has none yet). A VLAN's untagged PIF serves as
 well as a physical one (a management VLAN). The daemon listens on its configured address whatever
-the management interface (it does not rebind).
+the management PIF (it does not rebind to the PIF's address).
 
 host.management_disable (emergency call, on the host that receives it): HA_IS_ENABLED, a pool member
-SLAVE_REQUIRES_MANAGEMENT_INTERFACE; then no PIF of the host is the management one and the inventory
-names none. host.local_management_reconfigure(bridge) (emergency): only in emergency mode
-(POOL_NOT_IN_EMERGENCY_MODE), it records the bridge in the inventory, for the next start.
+SLAVE_REQUIRES_MANAGEMENT_INTERFACE; then no PIF of the host is the management one, the inventory
+names none and, as xapi_mgmt_iface.run ~mgmt_enabled:false, the daemon's HTTP/HTTPS listeners move to
+the loopback (127.0.0.1; the Unix socket stays): xapi.server.listeners. A management_reconfigure puts
+them back on the daemon's address. host.local_management_reconfigure(bridge) (emergency): only in
+emergency mode (POOL_NOT_IN_EMERGENCY_MODE), it records the bridge in the inventory and listens on the
+address again. At start the inventory decides both (xapi.startup, xapi.server.listeners).
 
 pool.management_reconfigure(network): HA_IS_ENABLED; every host needs a PIF on the network
 (PIF_NOT_PRESENT [host, network]), all of one primary address type
@@ -34,6 +37,7 @@ from xapi.actions import pif_links as links
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF
 from xapi.pool import internal
+from xapi.server import listeners
 
 
 def _assert_no_ha(db) -> None:
@@ -76,9 +80,11 @@ def _write_inventory(app, **values: str) -> None:
 
 
 @internal.method("host_mgmt.set_interface")
-def _set_interface(app, bridge: str, address_type: str) -> str:
-    """On the host itself: what its next start brings up as the management interface."""
+async def _set_interface(app, bridge: str, address_type: str) -> str:
+    """On the host itself: the management interface its next start brings up, and its listeners back
+    on its address if management_disable had left only the loopback."""
     _write_inventory(app, MANAGEMENT_INTERFACE=bridge, MANAGEMENT_ADDRESS_TYPE=address_type.lower())
+    await listeners.listen(app, True)
     return ""
 
 
@@ -117,23 +123,25 @@ async def management_reconfigure(ctx, session, pif):
     return ""
 
 
-def management_disable(ctx, session):
+async def management_disable(ctx, session):
     app = ctx.app
     db = app.db
     _assert_no_ha(db)
     if not app.is_coordinator:
         raise XapiError("SLAVE_REQUIRES_MANAGEMENT_INTERFACE")
     _write_inventory(app, MANAGEMENT_INTERFACE="")
+    await listeners.listen(app, False)           # xapi_mgmt_iface.run ~mgmt_enabled:false
     update_management_flags(db, app.host_ref, "")
     return ""
 
 
-def local_management_reconfigure(ctx, session, interface):
+async def local_management_reconfigure(ctx, session, interface):
     from xapi.pool.api import host_is_in_emergency_mode
     app = ctx.app
     if not host_is_in_emergency_mode(ctx, session):
         raise XapiError("POOL_NOT_IN_EMERGENCY_MODE")
     _write_inventory(app, MANAGEMENT_INTERFACE=str(interface))
+    await listeners.listen(app, True)
     return ""
 
 
