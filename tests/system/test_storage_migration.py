@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 
@@ -438,6 +440,57 @@ def test_mirror_onto_a_full_sr_fails_cleanly(sim, x, small_sr):
     assert disk_bytes(vhd_file(sim, x, vdi)) == expected(log)
     x.VM.destroy(vm)
     x.VDI.destroy(vdi)
+
+
+def test_mirror_onto_a_full_sr_on_another_host_fails_cleanly(sim, x, small_sr):
+    """The member mirrors over its stream into the coordinator's SR, which fills up: the coordinator
+    answers VDI_IO_ERROR on the stream, the migration fails with MIRROR_FAILED [vdi], the VM stays on
+    the member on its disk, which holds every write, and no mirror datapath is left on either host."""
+    h1, h2 = hosts_by_address(x)
+    vm, vdi, vbd = writer_vm(sim, x, h2, local_sr(x, h2), "sxm-full-remote")
+    assert failure(x.VDI.pool_migrate, vdi, small_sr, {}) == ["MIRROR_FAILED", vdi]
+    assert x.VBD.get_VDI(vbd) == vdi and x.VM.get_resident_on(vm) == h2
+    assert x.VM.get_power_state(vm) == "Running" and x.VM.get_current_operations(vm) == {}
+    assert x.SR.get_VDIs(small_sr) == [] and mirror_datapaths(sim) == []
+    assert "VDI_IO_ERROR" in sim.hosts[1].log()          # the stream's error, as the member saw it
+    time.sleep(0.1)
+    x.VM.hard_shutdown(vm)
+    log = writes(sim, x, vm)
+    assert disk_bytes(vhd_file(sim, x, vdi)) == expected(log)
+    x.VM.destroy(vm)
+    x.VDI.destroy(vdi)
+
+
+def _connect_stream(host, secret: str | None, tls: bool = True, dp: str = "mirror%2Fvbd%2Fnone%2F0") -> bytes:
+    """The answer's head to a CONNECT of the mirror stream endpoint."""
+    sock = socket.create_connection((host.address, host.https_port if tls else host.http_port), timeout=10)
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        sock = ctx.wrap_socket(sock)
+    with sock:
+        extra = f"X-Pool-Secret: {secret}\r\n" if secret is not None else ""
+        sock.sendall(f"CONNECT /services/SM/mirror?dp={dp} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = sock.recv(4096)
+            if not piece:
+                break
+            data += piece
+        return data.split(b"\r\n", 1)[0]
+
+
+def test_mirror_stream_takes_only_pool_hosts(sim):
+    """The stream endpoint is the pool's own: plain HTTP, no secret or a wrong one get 403; with the
+    pool secret, a datapath with no mirror destination open gets 404 (nothing is written)."""
+    from xapi.pool import secret as pool_secret
+    host = sim.coordinator
+    with open(pool_secret.path(host.data_dir)) as f:
+        good = f.read().strip()
+    assert b" 403 " in _connect_stream(host, good, tls=False)
+    assert b" 403 " in _connect_stream(host, None)
+    assert b" 403 " in _connect_stream(host, good + "x")
+    assert b" 404 " in _connect_stream(host, good)
 
 
 def no_descriptor_errors(pool) -> None:
