@@ -12,6 +12,8 @@ source and writing the destination under the tap's lock, so a write can't fall b
 the write of its block (a copied block that is rewritten is rewritten on both). Once every block is
 copied the disks are equal and stay so until `switch`, which points the datapath at the
 destination's tap (that VDI activated for the same datapath) atomically with respect to writes.
+A destination on another host (xapi.sm.mirror_stream) takes the base copy's blocks pipelined
+(`write_behind`) and acknowledges them by `flush`, which the copy's end and the switch wait for.
 
 All disk I/O runs in this module's small thread pool (`run`), never on the event loop.
 """
