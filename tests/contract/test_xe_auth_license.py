@@ -212,3 +212,20 @@ def test_host_cpu_info(host, x):
     assert ok(xe(host, "host-cpu-info", f"uuid={x.host.get_uuid(h)}")) == ok(xe(host, "host-cpu-info"))
     bad = xe(host, "host-cpu-info", "uuid=00000000-0000-0000-0000-000000000000")
     assert bad.returncode == 1 and "00000000-0000-0000-0000-000000000000" in bad.stderr + bad.stdout
+
+
+def test_vm_call_plugin_reads_file_args(host, x, tmp_path):
+    vm = new_vm(x, "xe-plugin-file")
+    uuid = x.VM.get_uuid(vm)
+    try:
+        gone = xe(host, "vm-call-plugin", f"vm-uuid={uuid}", "plugin=guest-agent-operation", "fn=nope",
+                  f"args:script:file={tmp_path}/missing.sh")
+        assert (gone.returncode, gone.stderr) == (1, f"Failed to read file {tmp_path}/missing.sh\n")
+        script = tmp_path / "script.sh"
+        script.write_text("echo hi\n")
+        # read, then the call reaches the plugin, which has no such fn (the API's error, not the file's)
+        read = xe(host, "vm-call-plugin", f"vm-uuid={uuid}", "plugin=guest-agent-operation", "fn=nope",
+                  f"args:script:file={script}")
+        assert read.returncode == 1 and "Failed to read file" not in read.stderr and "nope" in read.stderr
+    finally:
+        x.VM.destroy(vm)

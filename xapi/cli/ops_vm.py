@@ -6,12 +6,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from xapi import datamodel as dm
-from xapi.cli.commands import CliError, CliFailure, ParamNotFound
+from xapi.cli.commands import CliError, CliFailure, ExitWithError, ParamNotFound
 from xapi.cli.cmdtable import VM_SELECTORS, command
 
 VM = dm.CLASSES["VM"]
 NULL = "OpaqueRef:NULL"
 SEL = (VM_SELECTORS, "multiple")
+PLUGIN_FILE_LIMIT = 16 << 20    # an args:key:file= value travels inside one API call
 ANY_VM = {"include_templates": True, "include_control": True}     # the memory commands take these too
 
 
@@ -510,10 +511,17 @@ async def vm_is_bios_customized(run) -> None:
               "prints its result.")
 async def vm_call_plugin(run) -> None:
     vm = await run.call("VM.get_by_uuid", run.args["vm-uuid"])
-    args = run.map_arg("args")
-    for key in args:
-        if key.endswith(":file"):           # xe reads these from the client's disk: no such channel here
-            raise CliError(f"args:{key}= (a file on the client) is not supported; pass args:key=value")
+    args = {}
+    for key, value in run.map_arg("args").items():
+        name, sep, kind = key.rpartition(":")
+        if sep and kind == "file":          # args:key:file=path: the key's value is that client file
+            data = None if run.channel is None else await run.channel.load(value, PLUGIN_FILE_LIMIT)
+            if data is None:
+                await run.out("stderr", f"Failed to read file {value}\n")
+                raise ExitWithError(1)
+            args[name] = data.decode("utf-8", "replace")
+        else:
+            args[key] = value
     await run.out("print", await run.call("VM.call_plugin", vm, run.args["plugin"], run.args["fn"], args))
 
 
