@@ -89,11 +89,11 @@ def test_external_auth_and_subject_add(host, x):
 def test_license_commands(host, x, tmp_path):
     h = x.host.get_all()[0]
     missing = xe(host, "host-license-add", f"license-file={tmp_path}/none.xml")
-    assert (missing.returncode, missing.stderr) == (1, "Failed to read license file\n")
+    assert (missing.returncode, missing.stderr) == (1, "Failed to read license file.\n")
     lic = tmp_path / "license.xml"
     lic.write_text("<license sku_type='bogus'/>")
     refused = xe(host, "host-license-add", f"license-file={lic}", f"host-uuid={x.host.get_uuid(h)}")
-    assert (refused.returncode, refused.stderr) == (1, "Failed to apply license file\n")
+    assert (refused.returncode, refused.stderr) == (1, "Failed to apply license file.\n")
     ok(xe(host, "host-license-remove"))
     bad = xe(host, "host-license-remove", "host-uuid=00000000-0000-0000-0000-000000000000")
     assert bad.returncode == 1 and "00000000-0000-0000-0000-000000000000" in bad.stderr + bad.stdout
@@ -106,12 +106,16 @@ def test_license_commands(host, x, tmp_path):
 
 def test_apply_edition(host, x):
     h = x.host.get_all()[0]
-    editions = ["xcp-ng"]                   # what the licensing side offers (host.editions is left empty)
+    editions = x.host.get_editions(h)
+    assert ok(xe(host, "host-all-editions")) == "\n".join(editions)
     before = x.host.get_license_server(h)
+    # an unknown edition: the valid ones, then the API's error; the new licence server stays (as xapi)
     wrong = xe(host, "host-apply-edition", "edition=platinum", "license-server-address=10.9.9.9")
-    assert wrong.returncode == 1 and wrong.stderr == "Valid editions are: " + ", ".join(editions) + "\n"
-    assert x.host.get_license_server(h) == before                       # put back
-    edition = editions[0]
+    assert wrong.returncode == 1 and wrong.stderr.startswith("Valid editions are: " + ", ".join(editions) + "\n")
+    assert "platinum" in wrong.stderr.split("\n", 1)[1]
+    assert x.host.get_license_server(h) == {**before, "address": "10.9.9.9"}
+    x.host.set_license_server(h, before)
+    edition = x.host.get_edition(h)
     ok(xe(host, "host-apply-edition", f"edition={edition}", f"host-uuid={x.host.get_uuid(h)}",
           "license-server-address=10.9.9.9", "license-server-port=27001"))
     assert x.host.get_edition(h) == edition
@@ -119,8 +123,9 @@ def test_apply_edition(host, x):
     x.host.set_license_server(h, before)
     ok(xe(host, "pool-apply-edition", f"edition={edition}", "license-server-port=27002"))
     assert x.host.get_edition(h) == edition and x.host.get_license_server(h)["port"] == "27002"
-    wrong = xe(host, "pool-apply-edition", "edition=platinum", "license-server-port=1")
-    assert wrong.returncode == 1 and wrong.stderr.startswith("Valid editions are: ")
+    bad_port = xe(host, "pool-apply-edition", f"edition={edition}", "license-server-port=70000")
+    assert bad_port.returncode == 0
+    assert bad_port.stderr == "NOTE: The given port number is invalid; reverting to the current value.\n"
     assert x.host.get_license_server(h)["port"] == "27002"
     x.host.set_license_server(h, before)
 
@@ -166,7 +171,7 @@ def test_host_shutdown_agent():
 
 @pytest.mark.parametrize("cmd", ["user-password-change", "pool-enable-external-auth", "pool-disable-external-auth",
                                  "subject-add", "host-license-add", "host-license-remove", "host-license-view",
-                                 "host-apply-edition", "pool-apply-edition", "vm-is-bios-customized",
+                                 "host-apply-edition", "pool-apply-edition", "host-all-editions", "vm-is-bios-customized",
                                  "host-management-disable", "host-shutdown-agent",
                                  "host-get-system-status-capabilities", "host-bugreport-upload", "host-cpu-info"])
 def test_listed_in_help(host, cmd):
