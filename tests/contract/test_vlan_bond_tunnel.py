@@ -1,6 +1,8 @@
 """PIF.scan/introduce/forget, VLAN, Bond and tunnel through the XenAPI SDK on a real daemon: the rows
 xapi makes and links both ways, its checks and errors, event.from seeing the new rows, xe pif-scan,
 and a bond carrying the management interface across a restart."""
+import os
+
 import pytest
 
 from tests import daemon as _daemon
@@ -22,6 +24,16 @@ def pif_of(x, device):
     me = x.host.get_all()[0]
     return next(p for p in x.host.get_PIFs(me)
                 if x.PIF.get_device(p) == device and x.PIF.get_physical(p))
+
+
+def _inventory(d) -> dict:
+    """The daemon's inventory file (KEY='value' lines, as /etc/xensource-inventory)."""
+    inv = {}
+    with open(os.path.join(d.data_dir, "inventory")) as f:
+        for line in f:
+            k, _, v = line.strip().partition("=")
+            inv[k] = v.strip("'")
+    return inv
 
 
 def changes(x, classes, token):
@@ -266,8 +278,13 @@ def test_bond_and_vlan_survive_a_restart():
         me = x.host.get_all()[0]
         x.PIF.scan(me)
         eth0, eth1 = pif_of(x, "eth0"), pif_of(x, "eth1")
-        bond = x.Bond.create(net(x, "management-bond"), [eth0, eth1], "", "active-backup", {})
+        eth0_bridge = x.network.get_bridge(x.PIF.get_network(eth0))
+        bond_net = net(x, "management-bond")
+        bond = x.Bond.create(bond_net, [eth0, eth1], "", "active-backup", {})
         master = x.Bond.get_master(bond)
+        # as xapi's move_management: the inventory, which the next start follows, names the bond's bridge
+        assert _inventory(d)["MANAGEMENT_INTERFACE"] == x.network.get_bridge(bond_net)
+        assert _inventory(d)["MANAGEMENT_ADDRESS_TYPE"] == "ipv4"
         vlan = x.VLAN.create(master, "42", net(x, "vlan42"))
         s.xenapi.session.logout()
         assert d.stop() == 0
@@ -281,6 +298,14 @@ def test_bond_and_vlan_survive_a_restart():
         x.VLAN.destroy(vlan)
         x.Bond.destroy(bond)
         assert x.host.get_management_interface(me) == eth0
+        assert _inventory(d)["MANAGEMENT_INTERFACE"] == eth0_bridge
+        s.xenapi.session.logout()
+        assert d.stop() == 0
+        d = _daemon.start(data_dir=d.data_dir)        # the inventory names eth0's bridge: management stays back
+        s = login(d)
+        x = s.xenapi
+        assert x.host.get_management_interface(me) == eth0 and x.PIF.get_management(eth1) is False
+        assert x.PIF.get_currently_attached(eth0) is True and x.PIF.get_IP(eth0) == "127.0.0.1"
         s.xenapi.session.logout()
     finally:
         _daemon.cleanup(d)

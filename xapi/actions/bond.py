@@ -10,17 +10,21 @@ one host (PIF_CANNOT_BOND_CROSS_HOST), equal properties (INCOMPATIBLE_PIF_PROPER
 member with an IP configuration (PIF_BOND_MORE_THAN_ONE_IP).
 The master PIF "bond<N>" (first N free among the host's bond masters) gets the primary member's MAC
 (the management member, else the one with an IP configuration, else the first) and IP configuration;
-management moves to it, it is plugged (its members go down), and the members' VLANs, tunnels and local
+management moves to it (the host's inventory names the bond's bridge, as xapi's move_management), it is plugged (its members go down), and the members' VLANs, tunnels and local
 VIFs move up onto it; disallow_unplug moves from the members to it.
 destroy undoes it onto the primary member; set_mode keeps the properties valid for the new mode.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 
 from xapi.actions import pif_links as links, tunnel as tunnel_actions, vlan as vlan_actions
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert
+
+log = logging.getLogger("xapi.bond")
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
@@ -67,12 +71,43 @@ def _device_name(db, host: str) -> str:
     return f"bond{n}"
 
 
-def _move_management(db, src: str, dst: str) -> None:
-    """The host's management interface moves (xapi: change_management_interface, update_management_flags)."""
+def _move_management(app, src: str, dst: str) -> None:
+    """The host's management interface moves (xapi: move_management, i.e. change_management_interface
+    writing the host's inventory, then update_management_flags), so its next start keeps it there."""
+    db = app.db
     pifs = db.table("PIF")
     pifs.set_field(dst, "management", True)
     links.bring_up(db, dst)
     pifs.set_field(src, "management", False)
+    _follow_in_inventory(app, pifs.get_field(dst, "host"), dst)
+
+
+_pending: set = set()       # inventory writes on other hosts under way (a reference keeps each task alive)
+
+
+def _follow_in_inventory(app, host: str, pif: str) -> None:
+    """The inventory of the PIF's host names the PIF's bridge as its management interface: written
+    here for this host, through the host's internal call for a member (its own inventory file)."""
+    from xapi.actions import host_mgmt
+    db = app.db
+    network = db.table("PIF").get_field(pif, "network")
+    if not links.exists(db, "network", network):
+        return
+    bridge = db.table("network").get_field(network, "bridge")
+    address_type = db.table("PIF").get_field(pif, "primary_address_type")
+    if host == app.host_ref:
+        host_mgmt._write_inventory(app, MANAGEMENT_INTERFACE=bridge, MANAGEMENT_ADDRESS_TYPE=address_type.lower())
+        return
+    task = asyncio.get_running_loop().create_task(
+        app.pool.call(host, "host_mgmt.set_interface", bridge, address_type, timeout=30))
+    _pending.add(task)
+    task.add_done_callback(_written)
+
+
+def _written(task) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("the host's inventory does not name its new management interface: %s", task.exception())
 
 
 def _move_vlan(db, host: str, new_slave: str, vlan: str) -> None:
@@ -200,7 +235,7 @@ def create(ctx, session, network, members, MAC, mode, properties):  # noqa: N803
         links.link(db, "Bond", bond, "slaves", m)
     links.move_configuration(db, primary, master)
     if management is not None:
-        _move_management(db, management, master)
+        _move_management(ctx.app, management, master)
     elif not management_on_vlan:
         links.bring_up(db, master)
     for vlan in vlans:
@@ -243,7 +278,7 @@ def destroy(ctx, session, self):
     for m in members:
         pifs.set_field(m, "bond_slave_of", NULL_REF)
     if mrec["management"] and primary != NULL_REF:
-        _move_management(db, master, primary)
+        _move_management(ctx.app, master, primary)
         for m in members:
             links.bring_up(db, m)
     elif mrec["currently_attached"] and not management_on_vlan:
