@@ -78,17 +78,6 @@ def get_uncooperative_resident_VMs(ctx, session, self):  # noqa: N802 - the API'
     return []
 
 
-def has_extension(ctx, session, host, name):
-    """For pool.has_extension (xapi.actions.pool_settings), which asks synchronously: this host's extension
-    folders; another host's cannot be read without a call, so it counts as not having it. The API's
-    host.has_extension asks the host itself (xapi.actions.host_plugins)."""
-    from xapi.actions import host_plugins
-    _host(ctx, host)
-    if host != ctx.app.host_ref:
-        return False
-    return host_plugins._has_extension(ctx.app, name)
-
-
 # -- what a status report (xen-bugtool) can collect ------------------------------------------------
 # (key, content type, checked by default, max size, PII) as xen-bugtool --capabilities lists them
 _CAPABILITIES = (
