@@ -70,9 +70,12 @@ def test_promoted_member_replays_the_log(sim):
     pool = x.pool.get_all()[0]
     assert x.pool.get_redo_log_enabled(pool) is True
     local = h3.local_session()
-    assert _eventually(lambda: local.xenapi.pool.get_redo_log_enabled(pool) is True)
+    x.pool.set_name_label(pool, "seen by every replica")      # h3's replica follows the log's term
+    assert _eventually(lambda: local.xenapi.pool.get_name_label(pool) == "seen by every replica")
     h3.kill(signal.SIGSTOP)
     try:
+        x.pool.set_name_label(pool, "at most this one reaches h3")  # one long-poll answer may be in flight
+        time.sleep(0.3)
         x.pool.set_name_description(pool, "never sent to the frozen member")
         x.pool.set_other_config(pool, {"after": "the freeze"})
         time.sleep(1.5)                                        # background writes reach the log within 1 s

@@ -60,15 +60,16 @@ def wanted(app) -> "RedoLog | None":
 
 
 async def switch(app, new: "RedoLog | None") -> None:
-    """Replaces the running redo-log; on the coordinator the new one starts a term at once."""
+    """Replaces the running redo-log by `new` (kept as it is when both are the same log); on the
+    coordinator a log without a term starts one."""
     old = getattr(app, "redo", None)
     if old is not None and new is not None and old.folder == new.folder:
-        return                                  # the same log: its term goes on
-    app.redo = new
-    if old is not None:
+        new = old
+    elif old is not None:
         old.end()
         await old.close()
-    if new is not None and app.is_coordinator:
+    app.redo = new
+    if new is not None and app.is_coordinator and new.epoch is None:
         await new.begin()
 
 

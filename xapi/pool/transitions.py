@@ -15,7 +15,7 @@ import logging
 import socket
 
 from xapi.datamodel.errors import XapiError
-from xapi.pool import role as pool_role
+from xapi.pool import redolog, role as pool_role
 from xapi.pool.internal import method
 
 log = logging.getLogger("xapi.pool.transitions")
@@ -36,7 +36,6 @@ async def become_coordinator(app) -> None:
         await replica.stop()
         app.replica = None
         if app.redo is None:                    # pool.enable_redo_log's VDI, as the replica knows it
-            from xapi.pool import redolog
             app.redo = redolog.wanted(app)
         if app.redo is not None:
             applied = app.redo.replay(replica.epoch, replica.generation)
@@ -52,7 +51,7 @@ async def become_coordinator(app) -> None:
     app.hub.poke()
     if app.redo is not None:
         app.redo.end()
-        await app.redo.begin()                 # a new term
+    await redolog.switch(app, redolog.wanted(app))  # a new term, in the log the pool has now
     try:
         await app.persister.flush_now()
     except Exception:
