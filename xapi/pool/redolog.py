@@ -1,6 +1,7 @@
 """The redo-log: every committed write of the coordinator appended to a file on storage every host
 sees (<XAPI_REDO_LOG folder>/<pool uuid>.log, e.g. in the shared nfs folder; `xapi sim --redo-log`
-sets it), so a member
+sets it), or, once pool.enable_redo_log has put it on a redo_log VDI, <SR folder>/<vdi uuid>.redo-log/
+<pool uuid>.log (each host resolves the SR's folder from its own PBD), so a member
 promoted after the coordinator died recovers even the writes its replica had not received yet
 (xapi: redo_log.ml, a database and deltas on a shared VDI).
 
