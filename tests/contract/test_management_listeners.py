@@ -104,3 +104,32 @@ def test_management_disable_leaves_the_loopback(folder):
         s.xenapi.session.logout()
     finally:
         d.stop()
+
+
+def test_a_taken_port_leaves_the_listeners_where_they_were(folder):
+    """The new listener is bound before the old ones go: with the loopback's port taken by another
+    program, management_disable fails with xapi's INTERNAL_ERROR (the Unix bind error) and the daemon
+    still answers on its address, HTTP and HTTPS; once the port is free it moves."""
+    http_port, https_port = _daemon.free_port(), _daemon.free_port()
+    d = _Daemon(folder, http_port, https_port)
+    squatter = socket.socket()
+    try:
+        squatter.bind(("127.0.0.1", http_port))
+        squatter.listen(1)
+        s = d.session(ADDRESS)
+        x = s.xenapi
+        h = x.host.get_all()[0]
+        with pytest.raises(XenAPI.Failure) as e:
+            x.host.management_disable()
+        assert e.value.details[0] == "INTERNAL_ERROR" and "EADDRINUSE" in e.value.details[1]
+        assert _listens(ADDRESS, http_port) and _listens(ADDRESS, https_port)
+        assert not _listens("127.0.0.1", https_port)        # nothing half-moved
+        again = d.session(ADDRESS)                          # new connections are served there
+        assert again.xenapi.host.get_all() == [h]
+        again.xenapi.session.logout()
+        squatter.close()
+        x.host.management_disable()
+        assert not _listens(ADDRESS, http_port) and _listens("127.0.0.1", https_port)
+    finally:
+        squatter.close()
+        d.stop()
