@@ -3,10 +3,15 @@ the coordinator, whose internal calls pin the new one) and the coordinator's (an
 whose replica keeps following)."""
 from __future__ import annotations
 
+import os
+import signal
 import ssl
+import subprocess
+
+import XenAPI
 
 from tests.fixtures import own_pool
-from tests.helpers import eventually
+from tests.helpers import eventually, process_gone
 from xapi.server import tls
 
 
@@ -121,6 +126,55 @@ def test_member_emergency_reset_is_recorded_by_the_coordinator(sim):
     assert after != before and _recorded(x, member) == after
     pem = x.host.get_server_certificate(member)          # the coordinator's calls pin the new one
     assert tls.certificate_info(pem.encode()).fingerprint == after
+
+
+def _restart_stopped(sim, host, between) -> None:
+    """`host`'s daemon stopped, `between()` run meanwhile, then started again as it was."""
+    pid = host.pid
+    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:-1]
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    host.kill(signal.SIGTERM)
+    assert eventually(lambda: process_gone(pid), 20)
+    between()
+    env = dict(os.environ, XAPI_ROOT_PASSWORD=host.password)
+    with open(os.path.join(host.data_dir, "daemon.log"), "ab") as log:
+        sim.restarted.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL))
+    assert eventually(host.local_session, 30, 0.1, ignore=(OSError, XenAPI.Failure))
+
+
+def test_emergency_disable_lets_a_member_reach_a_coordinator_with_a_new_certificate(sim):
+    """The coordinator's certificate changed while the member was down (it never learnt it): the
+    member's internal calls fail on the pinned fingerprint, work while host.emergency_disable_
+    tls_verification is in force on the member, and fail again once it is reenabled."""
+    x = sim.coordinator.session().xenapi
+    me, member, pool = x.pool.get_master(x.pool.get_all()[0]), _member(x, sim), x.pool.get_all()[0]
+    host = sim.hosts[1]
+    _restart_stopped(sim, host, lambda: x.host.reset_server_certificate(me))
+    local = host.local_session().xenapi
+
+    def member_reset_recorded() -> bool:
+        # host.member_certificate: the member's internal call telling the coordinator its new one
+        local.host.emergency_reset_server_certificate()
+        return _recorded(x, member) == _presented(host)
+
+    x.pool.set_name_label(pool, "while pinned to the old certificate")
+    assert not member_reset_recorded()
+    assert local.host.is_in_emergency_mode() is True          # its replica cannot connect either
+    assert local.pool.get_name_label(pool) != "while pinned to the old certificate"
+
+    local.host.emergency_disable_tls_verification()
+    assert os.path.exists(os.path.join(host.data_dir, "tls-verification-emergency-disabled"))
+    assert member_reset_recorded()
+    assert eventually(lambda: local.pool.get_name_label(pool) == "while pinned to the old certificate", 15)
+    x.pool.set_name_label(pool, "reached unpinned")             # the replica's next batch, not a snapshot
+    assert eventually(lambda: local.pool.get_name_label(pool) == "reached unpinned", 15)
+    assert eventually(lambda: not local.host.is_in_emergency_mode(), 15)
+
+    local.host.emergency_reenable_tls_verification()
+    assert not os.path.exists(os.path.join(host.data_dir, "tls-verification-emergency-disabled"))
+    assert not member_reset_recorded()
+    assert eventually(lambda: local.host.is_in_emergency_mode(), 15) is True   # its unpinned stream closed
 
 
 def test_member_emergency_calls_without_its_coordinator(sim):

@@ -9,7 +9,8 @@
   become the host's listener certificate without a restart; host.refresh_server_certificate and the
   emergency host.emergency_reset_server_certificate: a new self-signed one.
 - pool.enable_tls_verification and the emergency host.emergency_disable/reenable_tls_verification:
-  the verification flags (pool and host fields, the per-host flag file).
+  the verification flags (pool and host fields, the per-host flag file); while the emergency
+  disable is in force the host's internal calls stop pinning their peers' certificates.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from xapi import messages
 from xapi.actions import host as host_actions
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert
-from xapi.pool import certificates as trust
+from xapi.pool import calls, certificates as trust
 from xapi.server import tls
 
 log = logging.getLogger("xapi.certificates")
@@ -179,13 +180,22 @@ async def _set_host_flag(app, on: bool) -> None:
 
 
 async def emergency_disable_tls_verification(ctx, session):
-    await _set_host_flag(ctx.app, False)
+    """As xapi: this host stops verifying its peers (its internal calls no longer pin their
+    certificates), so it reaches a peer whose certificate changed behind its back."""
+    app = ctx.app
+    await asyncio.to_thread(trust.set_emergency_unverified, app, True)
+    calls.set_unpinned(True)
+    await _set_host_flag(app, False)
     log.warning("emergency: TLS verification disabled on this host")
     return ""
 
 
 async def emergency_reenable_tls_verification(ctx, session):
-    await _set_host_flag(ctx.app, True)
+    """Pinning again; the connections made without it are closed."""
+    app = ctx.app
+    await asyncio.to_thread(trust.set_emergency_unverified, app, False)
+    calls.set_unpinned(False)
+    await _set_host_flag(app, True)
     log.info("TLS verification re-enabled on this host")
     return ""
 

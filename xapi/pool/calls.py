@@ -7,6 +7,11 @@ kept-alive connections from a small pool per host (no thread per call).
 
 Errors come back as the exception the other side raised (XapiError, XenopsError); a host that cannot
 be reached gives HOST_OFFLINE [host]. A caller cancelled mid-call drops that connection.
+
+While host.emergency_disable_tls_verification is in force on this host (its marker file, apart from
+the pool's normal verification flag) the fingerprint is not checked, as xapi's clients stop verifying
+their peers then, so a host whose peer's certificate changed can reach it again; reenabling closes
+the connections made meanwhile and pins again. One daemon per process: the state is the module's.
 """
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ import asyncio
 import collections
 import hashlib
 import logging
+import os
 import socket
 import ssl
+import weakref
 
 import orjson
 
@@ -46,6 +53,28 @@ def _client_context() -> ssl.SSLContext:
 
 _CONTEXT = _client_context()
 
+EMERGENCY_MARKER = "tls-verification-emergency-disabled"     # in the data folder
+_unpinned = False                   # this host's emergency: peers' certificates not checked
+_peers: weakref.WeakSet = weakref.WeakSet()
+
+
+def emergency_marker(data_dir: str) -> str:
+    return os.path.join(data_dir, EMERGENCY_MARKER)
+
+
+def unpinned() -> bool:
+    return _unpinned
+
+
+def set_unpinned(on: bool) -> None:
+    """The emergency switch for this host's outgoing pool connections; turned off, the connections
+    made without the check are closed (their calls fail over to new, pinned ones)."""
+    global _unpinned
+    _unpinned = bool(on)
+    if not _unpinned:
+        for peer in list(_peers):
+            peer.close_unpinned()
+
 
 def watch_for_dead_peer(writer) -> None:
     """A host cut off the network sends no reset: without this a call to it, or a kept connection
@@ -69,16 +98,28 @@ class Peer:
         self.name = name or address
         self.idle: collections.deque = collections.deque()
         self.slots = asyncio.Semaphore(MAX_OPEN)
+        self.unpinned_open: set = set()      # writers of open connections whose certificate was not checked
+        _peers.add(self)
 
     async def _connect(self):
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.address, self.port, ssl=_CONTEXT, limit=16 << 20), CONNECT_TIMEOUT)
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         if not der or fingerprint_of(der) != self.fingerprint:
-            writer.close()
-            raise XapiError("SSL_VERIFY_ERROR", f"{self.address}: certificate fingerprint mismatch")
+            if not _unpinned:
+                writer.close()
+                raise XapiError("SSL_VERIFY_ERROR", f"{self.address}: certificate fingerprint mismatch")
+            log.warning("%s: certificate fingerprint mismatch, accepted (TLS verification emergency-disabled)",
+                        self.address)
+            self.unpinned_open.add(writer)
         watch_for_dead_peer(writer)
         return reader, writer
+
+    def close_unpinned(self) -> None:
+        for writer in list(self.unpinned_open):
+            writer.close()
+        self.unpinned_open.clear()
+        self.idle = collections.deque(c for c in self.idle if not c[1].is_closing())
 
     async def call(self, method: str, *params, timeout: float | None = None):
         body = orjson.dumps({"method": method, "params": list(params)})
@@ -87,7 +128,12 @@ class Peer:
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         async with self.slots:
             for attempt in (0, 1):
-                conn = self.idle.popleft() if self.idle else None
+                conn = None
+                while self.idle and conn is None:
+                    conn = self.idle.popleft()
+                    if conn[1].is_closing():                # closed meanwhile (close_unpinned)
+                        self.unpinned_open.discard(conn[1])
+                        conn = None
                 fresh = conn is None
                 if fresh:
                     try:
@@ -100,6 +146,7 @@ class Peer:
                     status, keep, data = await asyncio.wait_for(_read_reply(reader), timeout)
                 except (OSError, asyncio.IncompleteReadError, ssl.SSLError, ValueError) as e:
                     writer.close()
+                    self.unpinned_open.discard(writer)
                     if fresh or attempt:
                         raise XapiError("HOST_OFFLINE", self.name) from e
                     # a kept connection the other side had closed (it restarted): so are the other
@@ -108,11 +155,13 @@ class Peer:
                     continue
                 except BaseException:                       # cancelled or timed out: state unknown
                     writer.close()
+                    self.unpinned_open.discard(writer)
                     raise
-                if keep and status == 200 and len(self.idle) < MAX_IDLE:
+                if keep and status == 200 and len(self.idle) < MAX_IDLE and not writer.is_closing():
                     self.idle.append(conn)
                 else:
                     writer.close()
+                    self.unpinned_open.discard(writer)
                 break
         if status != 200:
             raise XapiError("INTERNAL_ERROR", f"internal call {method} to {self.name}: HTTP {status}")
@@ -125,7 +174,9 @@ class Peer:
 
     def close(self) -> None:
         while self.idle:
-            self.idle.popleft()[1].close()
+            writer = self.idle.popleft()[1]
+            writer.close()
+            self.unpinned_open.discard(writer)
 
 
 async def _read_reply(reader) -> tuple[int, bool, bytes]:
@@ -150,6 +201,7 @@ class PoolCalls:
     def __init__(self, app) -> None:
         self.app = app
         self.peers: dict[tuple, Peer] = {}
+        set_unpinned(os.path.exists(emergency_marker(app.config.data_dir)))     # kept across restarts
 
     def _port(self) -> int:
         # Every host of a pool serves the same ports (as xapi's 80/443), so the internal endpoint of

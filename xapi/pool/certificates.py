@@ -11,7 +11,8 @@ certificate has to reach whoever pins it:
 
 The pool's trust: CA certificates and CRLs in every host's `<data>/trust/{certs,crls}`, the
 coordinator's folders the reference pushed to members (`trust.*` internal calls, xapi's
-certificate_sync). TLS verification: the flag file `<data>/verify-certificates` of each host.
+certificate_sync). TLS verification: the flag file `<data>/verify-certificates` of each host; an
+emergency disable also leaves `<data>/tls-verification-emergency-disabled`, which unpins internal calls.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import os
 from xapi import atomic
 from xapi.actions import host as host_actions
 from xapi.datamodel.errors import XapiError
-from xapi.pool import role as pool_role
+from xapi.pool import calls, role as pool_role
 from xapi.pool.internal import method
 from xapi.server import tls
 
@@ -267,6 +268,18 @@ def set_verification(app, on: bool) -> None:
 
 def verification_on(app) -> bool:
     return os.path.exists(verify_flag(app))
+
+
+def set_emergency_unverified(app, on: bool) -> None:
+    """host.emergency_disable_tls_verification's own marker (the normal flag says nothing about it):
+    while it is there this host's internal calls accept any certificate of their peers
+    (xapi.pool.calls); kept across restarts until emergency_reenable_tls_verification."""
+    path = calls.emergency_marker(app.config.data_dir)
+    if on:
+        atomic.write_file(path, b"", 0o644)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 @method("host.set_tls_verification")
