@@ -141,6 +141,8 @@ async def start(app, dp: str, vdi: str, dst_host: str, dst_vdi: str, progress=No
         await m.stop()
         raise XapiError("MIRROR_FAILED", vdi)
     datapaths.mirrors[dp] = m
+    log.info("mirror of VDI %s on %s into VDI %s on %s: copying %d bytes", vdi, dp, dst_vdi,
+             dst_host or app.host_ref, tap.size)
     try:
         await m.run(progress)
     except mirror.MirrorFailed as e:

@@ -56,7 +56,6 @@ async def _fill(request, view) -> int:
 
 async def _handle(request, response) -> None:
     from xapi.pool import internal
-    from xapi.sm.vhd import VHDError
     internal.authenticate(request)
     mdp = request.query.get("dp", "")
     entry = mirror.of(request.app).dsts.get(mdp)
@@ -65,33 +64,65 @@ async def _handle(request, response) -> None:
     disk = entry[0]
     response.start(200, [("Content-Type", "application/octet-stream")])
     await response.write(b"")                   # the head: the source starts sending
+    # records are read while the previous ones are written: one write at a time, in their order,
+    # each acknowledged once on the disk
+    queue: asyncio.Queue = asyncio.Queue(maxsize=4)
+    writes = asyncio.ensure_future(_write_all(response, disk, mdp, queue))
     head = bytearray(RECORD.size)
-    count = 0
     try:
-        while True:
+        while not writes.done():
             n = await _fill(request, memoryview(head))
             if n == 0:
-                return                          # the source ended the stream
+                break                               # the source ended the stream
             if n < len(head):
                 raise ConnectionResetError("the stream ended inside a record")
             offset, length = RECORD.unpack(head)
             if length > MAX_RECORD:
-                await _error(response, ["VDI_IO_ERROR", f"mirror record of {length} bytes"])
-                return
+                await _offer(queue, ["VDI_IO_ERROR", f"mirror record of {length} bytes"], writes)
+                break
             data = bytearray(length)
             if await _fill(request, memoryview(data)) < length:
                 raise ConnectionResetError("the stream ended inside a record")
-            if length:
-                try:
-                    await mirror.run(disk.write, offset, data)
-                except (OSError, VHDError) as e:
-                    log.error("mirror destination %s: %s", mdp, e)
-                    await _error(response, ["VDI_IO_ERROR", str(e) or type(e).__name__])
-                    return
-            count += 1
-            await response.write(REPLY.pack(b"A", count))
+            await _offer(queue, (offset, data), writes)
     except ConnectionError as e:            # the source went away (a cancel, a failure there)
-        log.info("mirror stream %s ended after %d records: %s", mdp, count, e)
+        log.info("mirror stream %s ended: %s", mdp, e)
+    finally:
+        await _offer(queue, None, writes)
+        try:
+            await writes                    # the write in flight finishes, cancelled or not
+        except ConnectionError as e:
+            log.info("mirror stream %s ended: %s", mdp, e)
+
+
+async def _offer(queue: asyncio.Queue, item, writes: asyncio.Future) -> None:
+    """Queues `item` for the writer, unless it ended first (a disk error: nothing more is written)."""
+    if writes.done():
+        return
+    put = asyncio.ensure_future(queue.put(item))
+    await asyncio.wait([put, writes], return_when=asyncio.FIRST_COMPLETED)
+    put.cancel()
+
+
+async def _write_all(response, disk, mdp: str, queue: asyncio.Queue) -> None:
+    from xapi.sm.vhd import VHDError
+    count = 0
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        if isinstance(item, list):          # the reader's own error
+            await _error(response, item)
+            return
+        offset, data = item
+        if data:
+            try:
+                await mirror.run(disk.write, offset, data)
+            except (OSError, VHDError) as e:
+                log.error("mirror destination %s: %s", mdp, e)
+                await _error(response, ["VDI_IO_ERROR", str(e) or type(e).__name__])
+                return
+        count += 1
+        await response.write(REPLY.pack(b"A", count))
 
 
 async def _error(response, error: list) -> None:
