@@ -128,6 +128,54 @@ def test_member_emergency_reset_is_recorded_by_the_coordinator(sim):
     assert tls.certificate_info(pem.encode()).fingerprint == after
 
 
+def _crl(key_pem: str, cert_pem: str) -> str:
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    key = serialization.load_pem_private_key(key_pem.encode(), None)
+    issuer = x509.load_pem_x509_certificate(cert_pem.encode()).subject
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(issuer).last_update(now)
+           .next_update(now + datetime.timedelta(days=7)).sign(key, hashes.SHA256()))
+    return crl.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_eject_drops_the_pools_trust_and_join_exchanges_it(sim):
+    """As xapi: an ejected host keeps none of the pool's CA certificates and CRLs; a joining host gets
+    the pool's and the pool takes the joining host's (exchange_ca_certificates_on_join, CRLs alike)."""
+    x = sim.coordinator.session().xenapi
+    host = sim.hosts[1]
+    key, pool_ca, _ = _key_and_cert()
+    x.pool.install_ca_certificate("pool-ca.pem", pool_ca)
+    x.pool.crl_install("pool-crl.pem", _crl(key, pool_ca))
+    trust = os.path.join(host.data_dir, "trust")
+    assert os.listdir(os.path.join(trust, "certs")) == ["pool-ca.pem"]
+    assert os.listdir(os.path.join(trust, "crls")) == ["pool-crl.pem"]
+
+    x.pool.eject(_member(x, sim))
+    assert not os.path.exists(trust)
+    alone = eventually(host.session, 20, 0.1, ignore=(OSError, XenAPI.Failure)).xenapi
+    assert alone.pool.certificate_list() == [] and alone.pool.crl_list() == []
+    _, own_ca, own_fp = _key_and_cert()
+    alone.pool.install_ca_certificate("joiner-ca.pem", own_ca)
+
+    alone.pool.join(sim.coordinator.address, "root", sim.coordinator.password)
+    assert sorted(os.listdir(os.path.join(trust, "certs"))) == ["joiner-ca.pem", "pool-ca.pem"]
+    assert open(os.path.join(trust, "certs", "pool-ca.pem")).read() == pool_ca
+    assert os.listdir(os.path.join(trust, "crls")) == ["pool-crl.pem"]
+    assert x.pool.certificate_list() == ["joiner-ca.pem", "pool-ca.pem"]
+    coordinator_certs = os.path.join(sim.coordinator.data_dir, "trust", "certs")
+    assert open(os.path.join(coordinator_certs, "joiner-ca.pem")).read() == own_ca
+    assert [x.Certificate.get_fingerprint(c) for c in x.Certificate.get_all()
+            if x.Certificate.get_name(c) == "joiner-ca.pem"] == [own_fp]
+    assert len(x.host.get_all()) == 2
+
+    x.pool.uninstall_ca_certificate("joiner-ca.pem")      # the pool's again: gone from every host
+    x.pool.uninstall_ca_certificate("pool-ca.pem")
+    x.pool.crl_uninstall("pool-crl.pem")
+    assert os.listdir(os.path.join(trust, "certs")) == [] and os.listdir(os.path.join(trust, "crls")) == []
+
+
 def _restart_stopped(sim, host, between) -> None:
     """`host`'s daemon stopped, `between()` run meanwhile, then started again as it was."""
     pid = host.pid

@@ -44,19 +44,45 @@ async def _pool_install(app, kind: str, name, pem) -> None:
         raise
 
 
+def _record_ca(db, name: str, parsed) -> None:
+    for ref in _ca_rows(db, name):                           # an older row of that name is obsolete
+        db.table("Certificate").remove(ref)
+    insert(db, "Certificate", name=name, type="ca", host=NULL,
+           not_before=host_actions._wire_time(parsed.not_valid_before_utc),
+           not_after=host_actions._wire_time(parsed.not_valid_after_utc),
+           fingerprint=tls.fingerprint(parsed))
+
+
 async def install_ca_certificate(ctx, session, name, cert):
     app = ctx.app
     trust._path(app, "ca", name)                             # CERTIFICATE_NAME_INVALID first
     parsed = tls.load_ca_certificate(cert)
     await _pool_install(app, "ca", name, cert)
-    for ref in _ca_rows(app.db, name):                       # an older row of that name is obsolete
-        app.db.table("Certificate").remove(ref)
-    insert(app.db, "Certificate", name=name, type="ca", host=NULL,
-           not_before=host_actions._wire_time(parsed.not_valid_before_utc),
-           not_after=host_actions._wire_time(parsed.not_valid_after_utc),
-           fingerprint=tls.fingerprint(parsed))
+    _record_ca(app.db, name, parsed)
     app.hub.poke()
     return ""
+
+
+async def exchange_on_join(app, offered: dict) -> dict:
+    """The coordinator's side of xapi's exchange_ca_certificates_on_join and exchange_crls_on_join,
+    before the joining host is added: its CA certificates and CRLs the pool has no file of that name
+    for become the pool's (on every host, a CA certificate with its Certificate row); the pool's whole
+    set (kind -> name -> PEM) goes back for the joining host to take."""
+    for kind in trust.KINDS:
+        have = set(trust.local_list(app, kind))
+        for name, pem in (offered.get(kind) or {}).items():
+            if name in have:
+                continue
+            trust._path(app, kind, name)
+            if kind == "ca":
+                parsed = tls.load_ca_certificate(pem)
+                await _pool_install(app, kind, name, pem)
+                _record_ca(app.db, name, parsed)
+                app.hub.poke()
+            else:
+                tls.check_crl(pem, name)
+                await _pool_install(app, kind, name, pem)
+    return await asyncio.to_thread(trust.local_export, app)
 
 
 async def uninstall_ca_certificate(ctx, session, name):

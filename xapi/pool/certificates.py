@@ -11,7 +11,8 @@ certificate has to reach whoever pins it:
 
 The pool's trust: CA certificates and CRLs in every host's `<data>/trust/{certs,crls}`, the
 coordinator's folders the reference pushed to members (`trust.*` internal calls, xapi's
-certificate_sync). TLS verification: the flag file `<data>/verify-certificates` of each host; an
+certificate_sync); a joining host and the pool exchange theirs (xapi.actions.certificates.
+exchange_on_join), an ejected host drops them. TLS verification: the flag file `<data>/verify-certificates` of each host; an
 emergency disable also leaves `<data>/tls-verification-emergency-disabled`, which unpins internal calls.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 
 from xapi import atomic
 from xapi.actions import host as host_actions
@@ -153,6 +155,29 @@ def local_uninstall(app, kind: str, name: str, force: bool = False) -> None:
     except FileNotFoundError:
         if not force:
             raise XapiError(_ERRORS[kind][2], name) from None
+
+
+def local_export(app) -> dict:
+    """kind -> name -> PEM of this host's trust folders."""
+    return {kind: {name: local_read(app, kind, name) for name in local_list(app, kind)} for kind in KINDS}
+
+
+def local_take(app, wanted: dict) -> None:
+    """This host's trust folders made exactly `wanted` (kind -> name -> PEM): a joining host takes the
+    pool's set (xapi's import_joining_pool_ca_certificates and CRLs)."""
+    for kind in KINDS:
+        want = wanted.get(kind) or {}
+        for name in local_list(app, kind):
+            if name not in want or local_read(app, kind, name) != want[name]:
+                local_uninstall(app, kind, name, force=True)
+        for name, pem in want.items():
+            if not os.path.exists(_path(app, kind, name)):
+                local_install(app, kind, name, pem)
+
+
+def local_forget(app) -> None:
+    """An ejected host keeps none of the pool's CA certificates and CRLs (xapi's eject)."""
+    shutil.rmtree(os.path.join(app.config.data_dir, "trust"), ignore_errors=True)
 
 
 @method("trust.list")

@@ -2,15 +2,18 @@
 
 pool.join runs on the joining host: its own checks (xapi's pre-join checks and errors), a login to
 the coordinator with the credentials given, the coordinator's checks (versions, external auth), then
-`POST /internal/join` on the coordinator with that session: the coordinator adds the joining host's
-own rows (host, metrics, CPUs, control domain, PIFs, local SRs with their PBDs and VDIs, certificate)
-with their refs unchanged, its PIFs on the pool network of the same bridge, copies the coordinator's
-bonds, VLANs and tunnels onto its NICs (xapi.pool.network_sync), and answers the pool secret. The
-joining host keeps it, records the coordinator in pool.conf, answers HOST_IS_SLAVE from then on and
+`POST /internal/join` on the coordinator with that session, carrying its CA certificates and CRLs:
+the coordinator makes those it lacks the pool's (xapi's exchange_ca_certificates_on_join), adds the
+joining host's own rows (host, metrics, CPUs, control domain, PIFs, local SRs with their PBDs and
+VDIs, certificate) with their refs unchanged, its PIFs on the pool network of the same bridge, copies
+the coordinator's bonds, VLANs and tunnels onto its NICs (xapi.pool.network_sync), and answers the
+pool secret and the pool's CA certificates and CRLs. The joining host keeps them (its trust folders
+become the pool's), records the coordinator in pool.conf, answers HOST_IS_SLAVE from then on and
 replaces its database with a replica of the coordinator's.
 
 pool.eject runs on the coordinator: xapi's checks, then the member resets itself to a fresh
-standalone pool (new pool, new secret, its host uuid kept) and its rows leave the pool database.
+standalone pool (new pool, new secret, no pool CA certificates or CRLs, its host uuid kept) and its
+rows leave the pool database.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import orjson
 from xapi import atomic, startup
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert
-from xapi.pool import network_sync, replica, role as pool_role, secret
+from xapi.pool import certificates as trust, network_sync, replica, role as pool_role, secret
 from xapi.pool.internal import method
 from xapi.pool.remote import Remote
 from xapi.server.handlers import HttpError
@@ -163,7 +166,9 @@ async def join(app, master_address: str, user: str, password: str, force: bool =
                                                                      session, master))
             me = app.db.table("host").get(app.host_ref)
             _remote_checks(app, me, master_rec, force, master_management)
-            body = orjson.dumps({"rows": _export(app.db, app.host_ref), "host": app.host_ref})
+            offered = await asyncio.to_thread(trust.local_export, app)    # its CA certificates and CRLs
+            body = orjson.dumps({"rows": _export(app.db, app.host_ref), "host": app.host_ref,
+                                 "trust": offered})
             status, data = await remote.request("POST", f"{JOIN_PATH}?session_id={session}", body)
             reply = orjson.loads(data) if status == 200 else {"error": ["JOINING_HOST_SERVICE_FAILED"]}
             if "error" in reply:
@@ -175,7 +180,9 @@ async def join(app, master_address: str, user: str, password: str, force: bool =
                 pass
     finally:
         remote.close()
-    # Now a member: keep the pool secret, record the coordinator, follow its database.
+    # Now a member: keep the pool secret and its trust, record the coordinator, follow its database.
+    if "trust" in reply:
+        await asyncio.to_thread(trust.local_take, app, reply["trust"])
     secret.store(app.config.data_dir, reply["secret"])
     app.pool_secret = reply["secret"]
     role = pool_role.Role(False, master_address, remote.fingerprint)
@@ -216,8 +223,11 @@ async def _admit(request, response) -> None:
         if not app.is_coordinator:
             raise XapiError("HOST_IS_SLAVE", app.coordinator_address)
         payload = orjson.loads(b"".join(parts))
+        from xapi.actions.certificates import exchange_on_join
+        pool_trust = await exchange_on_join(app, payload.get("trust") or {})
         admit(app, payload["rows"])
-        reply = {"secret": app.pool_secret, "pool": app.pool_ref, "coordinator": app.host_ref}
+        reply = {"secret": app.pool_secret, "pool": app.pool_ref, "coordinator": app.host_ref,
+                 "trust": pool_trust}
     except XapiError as e:
         reply = {"error": [str(x) for x in e.description]}
     except (KeyError, TypeError, ValueError) as e:
@@ -344,6 +354,7 @@ async def reset_standalone(app) -> str:
         app.replica = None
     app.pool_secret = secret.new()
     secret.store(data_dir, app.pool_secret)
+    await asyncio.to_thread(trust.local_forget, app)      # the pool's CA certificates and CRLs go
     app.role = pool_role.Role()
     pool_role.write(data_dir, app.role)
     inventory = startup.read_inventory(data_dir)
