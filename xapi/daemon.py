@@ -95,7 +95,7 @@ class Daemon:
         self.dispatcher = RoutingDispatcher(resolve, self.db, self.sessions.by_ref)
         self.sessions.on_destroy.append(self.dispatcher.session_gone)
         self.audit = AuditLog(os.path.join(cfg.data_dir, "audit.log"))   # xapi.audit
-        self.endpoints = Endpoints(self.dispatcher, self.hub, self.audit)
+        self.endpoints = Endpoints(self.dispatcher, self.hub, self.audit, durable=self._durable)
         # -- HTTP handlers (xapi.server.handlers) --
         self.handlers = handlers.Routes()
         blob_actions.register(self.handlers)
@@ -110,6 +110,11 @@ class Daemon:
         # --
         from xapi import pool as pool_setup
         pool_setup.prepare(self)                # pool secret, role, internal calls (xapi.pool)
+
+    def _durable(self):
+        """What a call's answer waits for: its writes in the redo-log, when there is one (xapi.pool.redolog)."""
+        redo = getattr(self, "redo", None)
+        return None if redo is None else redo.durable()
 
     @property
     def socket_path(self) -> str:

@@ -4,9 +4,11 @@ promoted after the coordinator was killed recovers from it the writes its frozen
 The tests run in order on one pool."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.request
 
 import XenAPI
 
@@ -49,7 +51,13 @@ def test_enable_checks_and_disable(sim):
     assert x.pool.get_redo_log_enabled(pool) is True
     path = _log_file(sim, x, sr, vdi, pool)
     x.pool.set_name_label(pool, "logged")
-    assert _eventually(lambda: os.path.exists(path) and b'"logged"' in open(path, "rb").read(), 5)
+    assert b'"logged"' in open(path, "rb").read()       # answered once it is in the log, not a second later
+    s = sim.hosts[0].session()                             # the JSON-RPC transport too
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "pool.add_to_other_config",
+                       "params": [s._session, pool, "via", "json"]}).encode()
+    req = urllib.request.Request(sim.hosts[0].url.rstrip("/") + "/jsonrpc", body, {"Content-Type": "application/json"})
+    assert json.load(urllib.request.urlopen(req, timeout=10))["result"] == ""
+    assert b"(('via' 'json'))" in open(path, "rb").read()    # maps are logged in xapi's s-expression form
     assert failure(x.VDI.copy, vdi, sr)[0] == "OPERATION_NOT_ALLOWED"   # the pool's VDI, not a disk
 
     x.pool.disable_redo_log()

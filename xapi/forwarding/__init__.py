@@ -6,7 +6,8 @@
   member answers them from its replica of the pool database (xapi.pool.replica), to the sessions it
   made itself (session.slave_local_login_with_password, its Unix socket).
 - "master": everything else. A member refuses it with HOST_IS_SLAVE [coordinator address]; the
-  coordinator runs it (with a redo-log, answering once its changes are on disk).
+  coordinator runs it. (With a redo-log, every call that may have written is answered once its
+  changes are on disk: xapi.server.rpc, whichever way the log was switched on.)
 
 The host that owns the object. xapi's coordinator forwards a side-effecting call, with a pool session,
 to the host that owns its object (message_forwarding.ml: do_op_on after a liveness check, else
@@ -36,7 +37,6 @@ from xapi import datamodel as dm
 from xapi.actions import action
 from xapi.datamodel.errors import XapiError
 from xapi.datamodel.flags import forwarding
-from xapi.pool import redolog
 
 
 def resolve(message: dm.Message, db):
@@ -45,21 +45,6 @@ def resolve(message: dm.Message, db):
     fn = POOL_MESSAGES.get(message.wire_name) or action(message, db)
     if fn is None or forwarding(message) != "master":
         return fn
-
-    if redolog.configured():
-        # With a redo-log, a call that may have written is answered once its changes are on disk.
-        @functools.wraps(fn)
-        async def coordinator_only_logged(ctx, session, *args):
-            app = ctx.app
-            if not app.is_coordinator:
-                raise XapiError("HOST_IS_SLAVE", app.coordinator_address)
-            result = fn(ctx, session, *args)
-            if inspect.isawaitable(result):
-                result = await result
-            if app.redo is not None:
-                await app.redo.commit()
-            return result
-        return coordinator_only_logged
 
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)

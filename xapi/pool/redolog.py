@@ -9,7 +9,7 @@ One JSON object a line: {"epoch", "g", "snapshot": {...}} (the whole replicated 
 {"epoch", "g", "c": [changes]} (rows changed since the previous line, in the replica stream's form,
 xapi.pool.replica). Each coordinator term writes under a new epoch, starting with a snapshot (the file is
 replaced atomically; also when it grows past LIMIT). A call that may have written is answered only
-after its changes are appended and synced (xapi.forwarding calls `commit`); background writes go out
+after its changes are appended and synced (xapi.server.rpc waits for `durable`); background writes go out
 within a second. A promoted member replays the lines of its replica's epoch past its generation.
 """
 from __future__ import annotations
@@ -127,6 +127,13 @@ class RedoLog:
         os.makedirs(self.folder, exist_ok=True)
         await asyncio.get_running_loop().run_in_executor(self._executor, atomic.write_file, self.path, line, 0o600)
         self.logged = snap["generation"]
+
+    def durable(self):
+        """The awaitable a call's answer waits for (xapi.server.rpc: Endpoints' `durable`): None when
+        every write is already logged, so a call that wrote nothing pays one comparison."""
+        if self.epoch is None or self.app.db.generation <= self.logged:
+            return None
+        return self.commit()
 
     async def commit(self) -> None:
         """Appends what changed since the last line; returns once it is on disk."""

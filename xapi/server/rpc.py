@@ -43,9 +43,13 @@ def _internal(e: BaseException) -> XapiError:
 
 
 class Endpoints:
-    def __init__(self, dispatcher, hub, audit=None) -> None:
+    def __init__(self, dispatcher, hub, audit=None, durable=None) -> None:
         self.dispatcher = dispatcher
         self.poke = hub.poke      # after any call that may have written: wake event waiters
+        # After a call that may have written: an awaitable that ends once its changes are in the
+        # redo-log, or None (no log, nothing new). The answer waits for it, as xapi's writes are
+        # logged before it answers; whichever way the log was switched on (start-up or the API).
+        self.durable = durable or (lambda: None)
         # -- audit log (xapi.audit): the entries it records; reads cost one attribute test --
         self.audit = audit
         self.audited = frozenset(e for e in dispatcher.entries.values() if audit.is_audited(e)) \
@@ -86,17 +90,32 @@ class Endpoints:
         waiters as a call over HTTP: its result, or a coroutine for an asynchronous action; every
         failure is a XapiError."""
         entry, result = self._call(ctx, method, params)
-        if entry.is_async and not entry.readonly:
+        if entry.readonly:
+            return result
+        if entry.is_async:
             return self._poke_later(result)
-        return result
+        logged = self.durable()
+        return result if logged is None else self._logged(logged, result)
 
     async def _poke_later(self, pending):
         """An asynchronous action's writes happen while it runs: wake event waiters once it is done
         (as the HTTP transports do), not at the next unrelated call."""
         try:
-            return await pending
+            result = await pending
         finally:
             self.poke()
+        await self._log()
+        return result
+
+    async def _log(self) -> None:
+        logged = self.durable()
+        if logged is not None:
+            await logged
+
+    @staticmethod
+    async def _logged(logged, reply):
+        await logged
+        return reply
 
     # -- XML-RPC --------------------------------------------------------------------------------
     def xml(self, ctx, body: bytes):
@@ -113,7 +132,20 @@ class Endpoints:
             return _xml_failure(e.description)
         if entry.is_async:
             return self._xml_later(entry, result)
-        return self._xml_encode(entry, result)
+        reply = self._xml_encode(entry, result)
+        if not entry.readonly:
+            logged = self.durable()
+            if logged is not None:
+                return self._reply_logged(logged, reply, _xml_failure)
+        return reply
+
+    @staticmethod
+    async def _reply_logged(logged, reply, failure):
+        try:
+            await logged
+        except Exception as e:  # noqa: BLE001 - the log could not be written: the call is not durable
+            return failure(_internal(e).description)
+        return reply
 
     @staticmethod
     def _xml_encode(entry, result) -> bytes:
@@ -129,6 +161,8 @@ class Endpoints:
     async def _xml_later(self, entry, pending):
         try:
             result = await pending
+            if not entry.readonly:
+                await self._log()
         except XapiError as e:
             return _xml_failure(e.description)
         except Exception as e:  # noqa: BLE001
@@ -171,8 +205,14 @@ class Endpoints:
         except XapiError as e:
             return rpc.json_dumps_failure(e.description, rid, version)
         if entry.is_async:
-            return self._json_later(result, rid, version)
-        return self._json_encode(result, rid, version)
+            return self._json_later(entry, result, rid, version)
+        reply = self._json_encode(result, rid, version)
+        if not entry.readonly:
+            logged = self.durable()
+            if logged is not None:
+                return self._reply_logged(logged, reply,
+                                          lambda d: rpc.json_dumps_failure(d, rid, version))
+        return reply
 
     @staticmethod
     def _json_encode(result, rid, version) -> bytes:
@@ -181,9 +221,11 @@ class Endpoints:
         except Exception as e:  # noqa: BLE001
             return rpc.json_dumps_failure(_internal(e).description, rid, version)
 
-    async def _json_later(self, pending, rid, version):
+    async def _json_later(self, entry, pending, rid, version):
         try:
             result = await pending
+            if not entry.readonly:
+                await self._log()
         except XapiError as e:
             return rpc.json_dumps_failure(e.description, rid, version)
         except Exception as e:  # noqa: BLE001
