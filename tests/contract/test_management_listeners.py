@@ -124,6 +124,8 @@ def test_a_taken_port_leaves_the_listeners_where_they_were(folder):
         assert e.value.details[0] == "INTERNAL_ERROR" and "EADDRINUSE" in e.value.details[1]
         assert _listens(ADDRESS, http_port) and _listens(ADDRESS, https_port)
         assert not _listens("127.0.0.1", https_port)        # nothing half-moved
+        with open(os.path.join(folder, "inventory")) as f:  # nor half-recorded for the next start
+            assert "MANAGEMENT_INTERFACE=''" not in f.read()
         again = d.session(ADDRESS)                          # new connections are served there
         assert again.xenapi.host.get_all() == [h]
         again.xenapi.session.logout()

@@ -129,8 +129,9 @@ async def management_disable(ctx, session):
     _assert_no_ha(db)
     if not app.is_coordinator:
         raise XapiError("SLAVE_REQUIRES_MANAGEMENT_INTERFACE")
-    _write_inventory(app, MANAGEMENT_INTERFACE="")
+    # the listeners first: a failed bind (INTERNAL_ERROR) leaves the inventory as it was for a restart
     await listeners.listen(app, False)           # xapi_mgmt_iface.run ~mgmt_enabled:false
+    _write_inventory(app, MANAGEMENT_INTERFACE="")
     update_management_flags(db, app.host_ref, "")
     return ""
 
@@ -140,8 +141,8 @@ async def local_management_reconfigure(ctx, session, interface):
     app = ctx.app
     if not host_is_in_emergency_mode(ctx, session):
         raise XapiError("POOL_NOT_IN_EMERGENCY_MODE")
+    await listeners.listen(app, True)            # first, as management_disable
     _write_inventory(app, MANAGEMENT_INTERFACE=str(interface))
-    await listeners.listen(app, True)
     return ""
 
 
