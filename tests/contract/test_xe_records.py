@@ -381,13 +381,31 @@ def test_param_list_of_every_record(d, x, running, prefix):
             x.VM.snapshot(running, "xe-records-snap")
         elif prefix == "message":
             x.message.create("XE_RECORDS", "1", "VM", x.VM.get_uuid(running), "body")
-        else:
-            pytest.skip(f"no {prefix} here")
+        elif prefix in ("bond", "vlan", "tunnel"):
+            _make_network_object(x, prefix)
+        elif prefix == "host-crashdump":
+            pytest.skip("a simulated host never crashes: no host-crashdump row can exist")
         uuids = ok(xe(d, f"{prefix}-list", "params=uuid", "--minimal"))
     uuid = uuids.split(",")[0]
     table = records.fields(prefix, commands.CLASSES[prefix])
     assert labels(ok(xe(d, f"{prefix}-param-list", f"uuid={uuid}"))) == [f.label for f in table if not f.hidden]
     assert ok(xe(d, f"{prefix}-param-get", f"uuid={uuid}", "param-name=uuid")) == uuid
+
+
+def _make_network_object(x, kind: str) -> None:
+    """A bond of two of the host's spare NICs, a VLAN or a tunnel on one (first boot scans eth1..eth3)."""
+    host = x.host.get_all()[0]
+    spare = sorted((p for p in x.host.get_PIFs(host) if not x.PIF.get_management(p)
+                    and x.PIF.get_physical(p) and x.PIF.get_bond_slave_of(p) == "OpaqueRef:NULL"),
+                   key=x.PIF.get_device)
+    net = x.network.create({"name_label": f"xe-records-{kind}", "name_description": "", "other_config": {}})
+    if kind == "bond":
+        x.Bond.create(net, spare[:2], "", "balance-slb", {})
+    elif kind == "vlan":
+        x.VLAN.create(spare[-1], "42", net)
+    else:                                      # a tunnel's transport needs an IP: the management PIF's
+        mgmt = next(p for p in x.host.get_PIFs(host) if x.PIF.get_management(p))
+        x.tunnel.create(mgmt, net, "gre")
 
 
 def test_datamodel_records_for_other_classes(d, x):
