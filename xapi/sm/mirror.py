@@ -267,13 +267,17 @@ class Datapaths:
         tap = self.taps.pop((dp, uuid), None)
         if tap is None:
             return
+        m = None
         try:
             if self.current.get(dp) is tap:
                 del self.current[dp]
-                self.mirrors.pop(dp, None)
+                m = self.mirrors.pop(dp, None)
                 await self.writers.stop(dp)
         finally:
             await run(tap.close)            # cancelled or not: the tap is out of the table
+            if m is not None:
+                # a mirror that failed earlier is no longer the tap's: its destination closes here
+                await m.stop()
 
     # -- the guest's side ------------------------------------------------------------------------
     def tap(self, dp: str) -> Tap | None:

@@ -265,6 +265,10 @@ async def activate(app, dp: str, vdi: str, generation=None):
 @method("mirror.release")
 async def release(app, dp: str, vdi: str, generation=None):
     await _caught_up(app, generation)
+    m = mirror.of(app).mirrors.get(dp)
+    if m is not None and m.failed is not None:
+        log.error("mirror of VDI %s on %s failed before its datapath moved (%s): the destination "
+                  "misses the writes since", vdi, dp, m.failed)
     if vdi in app.db.table("VDI"):
         await app.storage.access.release(dp, vdi)
     return ""
