@@ -153,7 +153,8 @@ async def enable_tls_verification(ctx, session):
 async def install_server_certificate(ctx, session, host, certificate, private_key, certificate_chain):
     app = ctx.app
     trust._check(app, host)
-    pem = tls.server_certificate_file(certificate, private_key, certificate_chain)
+    # loading and checking an RSA key of up to 4096 bits is CPU work: off the event loop
+    pem = await asyncio.to_thread(tls.server_certificate_file, certificate, private_key, certificate_chain)
     await trust.install_certificate(app, host, pem)
     log.info("host %s: server certificate installed", host)
     return ""

@@ -93,14 +93,7 @@ async def reset_server_certificate(ctx, session, host):
         app.hub.poke()
         return ""
     await host_actions.reset_server_certificate(ctx, session, host)
-    fingerprint = app.pool.host_fingerprint(app.host_ref)
-    for member in app.db.table("host").refs():
-        if member == app.host_ref:
-            continue
-        try:
-            await app.pool.call(member, "pool.coordinator_fingerprint", fingerprint, timeout=10)
-        except (XapiError, asyncio.TimeoutError) as e:
-            log.warning("host %s did not take the coordinator's new certificate: %s", member, e)
+    await _announce_coordinator(app)
     return ""
 
 
