@@ -326,6 +326,8 @@ class _Moves:
         the VBDs name them and they are attached there for the VM's datapaths (writes still go to the
         source's disks and their mirrors until the memory has moved)."""
         vbds = self.app.db.table("VBD")
+        for dp, vdi, _, _ in self.mirrors:      # each still mirrored, every write on its destination
+            await _on(self.app, self.source, "mirror.check", dp, vdi)
         for dp, _, dst, vbd in self.mirrors:
             vbds.set_field(vbd, "VDI", dst)
             await _on(self.app, self.dest, "mirror.attach", dp, dst, vbds.get_field(vbd, "mode") == "RW")

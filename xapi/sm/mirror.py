@@ -191,7 +191,7 @@ class Mirror:
             self.copied[b] = 1
 
     def _flush(self) -> None:
-        """Once the base is sent: every write acknowledged by the destination (a stream's)."""
+        """Every write sent is acknowledged by the destination (a stream's), else MirrorFailed."""
         with self.source.lock:
             if self.failed is not None:
                 raise MirrorFailed(self.failed)

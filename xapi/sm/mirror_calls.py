@@ -10,6 +10,8 @@ Internal methods (xapi.pool.internal), each also called directly when the host i
   (``mirror.progress``). VDI_NEEDS_VM_FOR_MIGRATE [vdi] when the datapath holds no tap of `vdi`
   here, MIRROR_FAILED [vdi] when the mirror fails.
 - ``mirror.stop(dp)`` (source): the mirror ends; its destination is closed and released.
+- ``mirror.check(dp, vdi)`` (source): before the VM moves, MIRROR_FAILED [vdi] unless the mirror
+  runs with every write it took acknowledged by the destination.
 - ``mirror.holds(dp, vdi)``: whether the datapath is open here on `vdi` (where its mirror must run).
 - ``mirror.switch(dp, vdi, dst_vdi, rw, vm_uuid, device)`` (source = destination host): the datapath
   holds `dst_vdi` and its writes go there, the domain's disk backend (xenopsd VBD params) follows,
@@ -208,6 +210,21 @@ async def stop(app, dp: str, generation=None):
     m = mirror.of(app).mirrors.pop(dp, None)
     if m is not None:           # (None: its start is opening the destination; it sees the stop)
         await m.stop()
+    return ""
+
+
+@method("mirror.check")
+async def check(app, dp: str, vdi: str, generation=None):
+    """Before the VM's memory moves to the mirror's host: the mirror still runs and every write it
+    took is on the destination (acknowledged); else MIRROR_FAILED [vdi]."""
+    m = mirror.of(app).mirrors.get(dp)
+    if m is None:
+        raise XapiError("MIRROR_FAILED", vdi)
+    try:
+        await mirror.run(m._flush)
+    except mirror.MirrorFailed as e:
+        log.error("mirror of VDI %s on %s: %s", vdi, dp, e)
+        raise XapiError("MIRROR_FAILED", vdi) from None
     return ""
 
 
