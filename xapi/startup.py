@@ -133,6 +133,7 @@ def populate(db, inventory: dict[str, str], hv, address: str, backend: str = "si
 
 
 def _host(db, inventory, info, hostname, address, now, network_kind) -> str:
+    from xapi.actions.host_settings import EDITIONS
     hosts = db.table("host")
     total = info["total_pages"] * PAGE
     free = info["free_pages"] * PAGE
@@ -148,7 +149,7 @@ def _host(db, inventory, info, hostname, address, now, network_kind) -> str:
                      "speed": f"{info['cpu_khz'] / 1000:.3f}", "vendor": "GenuineIntel",
                      "modelname": "Simulated CPU"},
         "capabilities": ["xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_64"], "sched_policy": "credit",
-        "edition": "xcp-ng",
+        "edition": "xcp-ng", "editions": list(EDITIONS),     # what host.apply_edition accepts
     }
     metrics_live = {"memory_total": total, "memory_free": free, "live": True, "last_updated": now}
     host = _one(db, "host", "uuid", inventory["INSTALLATION_UUID"])

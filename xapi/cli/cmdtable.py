@@ -28,7 +28,7 @@ TABLE: dict[str, Spec] = {}
 
 # the modules whose commands register themselves here; loaded on first use by specs(), so that no
 # module of xapi.cli imports them back (each one imports on its own, in any order)
-MODULES = ("ops_auth", "ops_data_sources", "ops_host", "ops_license", "ops_misc", "ops_network", "ops_objects",
+MODULES = ("ops_auth", "ops_certificates", "ops_data_sources", "ops_host", "ops_license", "ops_misc", "ops_network", "ops_objects",
            "ops_snapshot", "ops_storage", "ops_vm", "ops_vm_devices", "transfer")
 
 

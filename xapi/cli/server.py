@@ -143,7 +143,8 @@ async def cli(request, response) -> None:
 # Commands a pool member runs itself (xapi's Neverforward flag): those about its own state, and
 # those that must work when the coordinator is gone.
 NEVER_FORWARD = frozenset({"help", "host-is-in-emergency-mode", "pool-emergency-transition-to-master",
-                           "pool-emergency-reset-master"})
+                           "pool-emergency-reset-master", "host-emergency-reset-server-certificate",
+                           "host-emergency-disable-tls-verification", "host-emergency-reenable-tls-verification"})
 
 
 async def report(ch: Channel, e: XapiError, names: dict | None = None) -> int:
