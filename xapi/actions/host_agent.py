@@ -37,7 +37,7 @@ import tempfile
 import time
 
 from xapi import atomic
-from xapi.actions import blob as blob_actions, host_plugins
+from xapi.actions import blob as blob_actions, host_plugins, lookup
 from xapi.datamodel.errors import XapiError
 from xapi.pool import internal
 
@@ -47,10 +47,7 @@ POWER_ON_PLUGIN, POWER_ON_FN = "power-on-host", "main"
 
 
 def _rec(app, host) -> dict:
-    try:
-        return app.db.table("host").get(host)
-    except (KeyError, TypeError):
-        raise XapiError("HANDLE_INVALID", "host", host) from None
+    return lookup.record(app.db, "host", host)
 
 
 def _live(app, rec: dict) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 import time
 from xmlrpc.client import DateTime
 
+from xapi.actions import lookup
 from xapi.datamodel.errors import XapiError
 from xapi.pool import internal
 
@@ -25,10 +26,7 @@ _DOM0_STEM = "Control domain on host: "
 
 
 def _host(ctx, host) -> dict:
-    try:
-        return ctx.app.db.table("host").get(host)
-    except (KeyError, TypeError):
-        raise XapiError("HANDLE_INVALID", "host", host) from None
+    return lookup.record(ctx.app.db, "host", host)
 
 
 # -- time, answered by the host itself -----------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from xapi.datamodel.errors import XapiError
+from xapi.actions import lookup
 from xapi.forwarding import locks
 
 ALL_OPS = ("provision", "evacuate", "shutdown", "reboot", "power_on", "vm_start", "vm_resume", "vm_migrate",
@@ -43,10 +43,7 @@ def power_on_plugin_present() -> bool:
 
 
 def _rec(db, ref) -> dict:
-    try:
-        return db.table("host").get(ref)
-    except (KeyError, TypeError):
-        raise XapiError("HANDLE_INVALID", "host", ref) from None
+    return lookup.record(db, "host", ref)
 
 
 def valid_operations(db, ref: str) -> locks.Verdicts:

@@ -26,6 +26,7 @@ import os
 import shutil
 
 from xapi import atomic
+from xapi.actions import lookup
 from xapi.datamodel.errors import XapiError
 from xapi.pool import internal
 
@@ -37,10 +38,7 @@ _SIM_CMDLINE = "xen-cmdline"
 
 
 def _host(ctx, host) -> dict:
-    try:
-        return ctx.app.db.table("host").get(host)
-    except (KeyError, TypeError):
-        raise XapiError("HANDLE_INVALID", "host", host) from None
+    return lookup.record(ctx.app.db, "host", host)
 
 
 async def _run(*argv: str) -> str:

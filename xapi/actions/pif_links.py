@@ -11,19 +11,13 @@ effects (a bond master up takes its members down, a member up takes its master d
 """
 from __future__ import annotations
 
+from xapi.actions.lookup import record  # noqa: F401 - the PIF, VLAN, Bond and tunnel actions' links.record
 from xapi.datamodel.errors import XapiError
 from xapi.db.schema import NULL_REF, insert
 
 # what a PIF is, in get_pif_type's order (one kind per PIF)
 TUNNEL_ACCESS, BOND_SLAVE, BOND_MASTER, SRIOV_LOGICAL, VLAN_MASTER = \
     "tunnel_access", "bond_slave", "bond_master", "sriov_logical", "vlan_master"
-
-
-def record(db, cls: str, ref) -> dict:
-    try:
-        return db.table(cls).get(ref)
-    except (KeyError, TypeError):
-        raise XapiError("HANDLE_INVALID", cls, ref) from None
 
 
 def exists(db, cls: str, ref) -> bool:
