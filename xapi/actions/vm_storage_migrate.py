@@ -11,7 +11,7 @@ whose VDI is mapped to another SR is moved while the VM runs. A new VDI is made 
 the host whose storage holds the VM's datapath (where its domain was built) mirrors every guest
 write into it while the base copies (xapi.sm.mirror, xapi.sm.mirror_calls): the new VDI is opened
 on that host when it sees the SR, else on the destination host (writes then go there over the
-pool's internal calls). A new VDI the datapath's host sees is switched to there (the datapath's
+mirror's stream, xapi.sm.mirror_stream). A new VDI the datapath's host sees is switched to there (the datapath's
 writes go to it, the VBD points at it, the domain's backend params follow). Then, when `dest` names
 another host, the VM's memory goes there as VM.pool_migrate does; a new VDI on the destination
 host is attached there before the memory moves, the source's datapath is released after (which
