@@ -14,6 +14,7 @@ MODULES = {
     "task": "xapi.actions.task",
     "role": "xapi.actions.role",
     "subject": "xapi.actions.subject",
+    "auth": "xapi.actions.auth",
     "pool": "xapi.actions.pool",
     "host": "xapi.actions.host",
     "SR": "xapi.actions.sr",

@@ -36,7 +36,8 @@ async def pool_disable_external_auth(run) -> None:
 @command("subject-add", reqd=("subject-name",),
          help="Lets a user or group of the external directory log in (give it a role too); prints its uuid.")
 async def subject_add(run) -> None:
-    # xapi resolves the name through auth.get_subject_identifier first; subject.create here resolves a
-    # name or an identifier itself and records what the directory says about it
-    subject = await run.call("subject.create", {"subject_identifier": run.args["subject-name"]})
+    # as cli_operations: the name's identifier and information from the directory, then the subject
+    sid = await run.call("auth.get_subject_identifier", run.args["subject-name"])
+    info = await run.call("auth.get_subject_information_from_identifier", sid)
+    subject = await run.call("subject.create", {"subject_identifier": sid, "other_config": info})
     await run.print_list([await run.uuid_of("subject", subject)])
