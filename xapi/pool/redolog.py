@@ -84,6 +84,11 @@ def _append(path: str, data: bytes) -> int:
         os.close(fd)
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _changes(db, since: int, tables) -> list:
     out = []
     for c in db.changes_since(since, tables):
@@ -186,13 +191,13 @@ class RedoLog:
         self._executor.shutdown(wait=True)
 
     # -- a member being promoted -----------------------------------------------------------------------
-    def replay(self, epoch: str | None, generation: int) -> int:
+    async def replay(self, epoch: str | None, generation: int) -> int:
         """Applies the lines of `epoch` past `generation` to the database; returns how many."""
         if epoch is None:
             return 0
-        try:
-            with open(self.path, "rb") as f:
-                lines = f.read().splitlines()
+        try:        # the whole log (snapshots included) is read in the log's worker, not on the loop
+            lines = (await asyncio.get_running_loop().run_in_executor(
+                self._executor, _read, self.path)).splitlines()
         except FileNotFoundError:
             return 0
         applied = 0

@@ -38,7 +38,7 @@ async def become_coordinator(app) -> None:
         if app.redo is None:                    # pool.enable_redo_log's VDI, as the replica knows it
             app.redo = redolog.wanted(app)
         if app.redo is not None:
-            applied = app.redo.replay(replica.epoch, replica.generation)
+            applied = await app.redo.replay(replica.epoch, replica.generation)
             log.info("redo-log: %d entries replayed past generation %d", applied, replica.generation)
     app.role = pool_role.Role()
     pool_role.write(app.config.data_dir, app.role)
