@@ -165,3 +165,25 @@ def test_host_all_editions(x, host):
     assert ok(xe(host, "host-all-editions")).split() == editions
     for e in editions:
         x.host.apply_edition(me, e, False)
+
+
+def test_emergency_management_reconfigure_outside_emergency_mode(host):
+    # this host is the coordinator, not a member cut off from it: xapi's POOL_NOT_IN_EMERGENCY_MODE
+    _fails(xe(host, "host-emergency-management-reconfigure", "interface=xenbr0"), "This pool is not in emergency mode.")
+    _fails(xe(host, "host-emergency-management-reconfigure"), "interface")
+
+
+ADDED = ["pool-install-ca-certificate", "pool-certificate-install", "pool-uninstall-ca-certificate",
+         "pool-certificate-uninstall", "pool-certificate-list", "pool-crl-install", "pool-crl-uninstall",
+         "pool-crl-list", "pool-certificate-sync", "pool-enable-tls-verification", "host-server-certificate-install",
+         "host-refresh-server-certificate", "host-reset-server-certificate", "host-emergency-reset-server-certificate",
+         "host-emergency-disable-tls-verification", "host-emergency-reenable-tls-verification",
+         "pool-enable-redo-log", "pool-disable-redo-log", "sr-enable-database-replication",
+         "sr-disable-database-replication", "host-emergency-management-reconfigure"]
+
+
+def test_listed_in_help(host):
+    listed = ok(xe(host, "help", "--all", "--minimal")).split(",")
+    assert [c for c in ADDED if c not in listed] == []
+    text = ok(xe(host, "help", "host-server-certificate-install"))
+    assert "reqd params     : certificate, private-key" in text and "certificate-chain" in text

@@ -289,3 +289,9 @@ async def host_cpu_info(run) -> None:
     info = await run.call("host.get_cpu_info", await _host_or_this(run))
     await run.print_records([list(info.items())])
 
+
+
+@command("host-emergency-management-reconfigure", reqd=("interface",),
+         help="Reconfigure the management interface of this node: only use if the node is in emergency mode.")
+async def host_emergency_management_reconfigure(run) -> None:
+    await run.call("host.local_management_reconfigure", run.args["interface"])

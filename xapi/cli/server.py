@@ -144,7 +144,8 @@ async def cli(request, response) -> None:
 # those that must work when the coordinator is gone.
 NEVER_FORWARD = frozenset({"help", "host-is-in-emergency-mode", "pool-emergency-transition-to-master",
                            "pool-emergency-reset-master", "host-emergency-reset-server-certificate",
-                           "host-emergency-disable-tls-verification", "host-emergency-reenable-tls-verification"})
+                           "host-emergency-disable-tls-verification", "host-emergency-reenable-tls-verification",
+                           "host-emergency-management-reconfigure"})
 
 
 async def report(ch: Channel, e: XapiError, names: dict | None = None) -> int:
