@@ -187,3 +187,12 @@ def test_listed_in_help(host):
     assert [c for c in ADDED if c not in listed] == []
     text = ok(xe(host, "help", "host-server-certificate-install"))
     assert "reqd params     : certificate, private-key" in text and "certificate-chain" in text
+
+
+def test_completion_offers_local_files_for_the_certificate_files(host, tmp_path):
+    from tests.system.test_xe_completion import complete
+    (tmp_path / "server-cert.pem").write_bytes(b"")
+    for param in ("certificate", "private-key", "certificate-chain"):
+        got = complete(host, ["xe", "host-server-certificate-install", param, "=", str(tmp_path / "server-")])
+        assert got == [str(tmp_path / "server-cert.pem")], param
+    assert "private-key=" in complete(host, ["xe", "host-server-certificate-install", "pri"])

@@ -290,7 +290,6 @@ async def host_cpu_info(run) -> None:
     await run.print_records([list(info.items())])
 
 
-
 @command("host-emergency-management-reconfigure", reqd=("interface",),
          help="Reconfigure the management interface of this node: only use if the node is in emergency mode.")
 async def host_emergency_management_reconfigure(run) -> None:
