@@ -9,6 +9,7 @@ import datetime
 import os
 import socket
 import ssl
+import stat
 
 import pytest
 import XenAPI
@@ -155,6 +156,9 @@ def test_ca_certificates_pool_wide(x, host):
     assert "ca1.pem" in x.pool.certificate_list()
     with open(os.path.join(host.data_dir, "trust", "certs", "ca1.pem")) as f:
         assert x509.load_pem_x509_certificate(f.read().encode()) == ca
+    for folder in ("trust", "trust/certs"):                 # no one else may add a trusted CA
+        assert stat.S_IMODE(os.stat(os.path.join(host.data_dir, folder)).st_mode) == 0o700, folder
+    assert stat.S_IMODE(os.stat(os.path.join(host.data_dir, "xapi-ssl.pem")).st_mode) == 0o600  # its key
     rows = [r for r in x.Certificate.get_all_records().values() if r["type"] == "ca"]
     assert [(r["name"], r["fingerprint"], r["host"]) for r in rows] == \
         [("ca1.pem", tls.fingerprint(ca), "OpaqueRef:NULL")]

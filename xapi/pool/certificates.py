@@ -137,6 +137,9 @@ def local_install(app, kind: str, name: str, pem: str) -> None:
     path = _path(app, kind, name)
     if os.path.exists(path):
         raise XapiError(_ERRORS[kind][1], name)
+    # both levels 0700 (makedirs gives only the last one its mode): no one else adds a trusted CA
+    top = os.path.join(app.config.data_dir, "trust")
+    os.makedirs(top, mode=0o700, exist_ok=True)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     atomic.write_file(path, pem.encode(), 0o644)
 
