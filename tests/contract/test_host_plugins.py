@@ -39,11 +39,17 @@ def test_plugin_gets_the_callers_session(x, session, h):
     assert x.host.call_plugin(h, "echo", "session", {}) == session._session
 
 
-def test_missing_plugin(x, h):
+def test_missing_plugin(x, host, h):
     assert failure(x.host.call_plugin, h, "nope", "echo", {}) == ["XENAPI_MISSING_PLUGIN", "nope"]
     # only names in the folder: no way out of it
     assert failure(x.host.call_plugin, h, "../plugins/echo", "echo", {}) == \
         ["XENAPI_MISSING_PLUGIN", "../plugins/echo"]
+    for name in ("..", ".", "", "/bin/true", os.path.join(host.data_dir, "plugins", "echo")):
+        assert failure(x.host.call_plugin, h, name, "echo", {}) == ["XENAPI_MISSING_PLUGIN", name]
+    # an extension's name is the XML-RPC call's method name: no path either
+    call = xmlrpc.client.dumps((), "../plugins/echo")
+    assert failure(x.host.call_extension, h, call) == ["MESSAGE_METHOD_UNKNOWN", "../plugins/echo"]
+    assert x.host.has_extension(h, "../plugins/echo") is False
 
 
 def test_plugin_failures(x, h):
