@@ -119,3 +119,25 @@ def test_memory_computations_and_certificate(host, x):
     ok(xe(host, "host-reset-server-certificate", f"uuid={x.host.get_uuid(h)}"))
     after = ok(xe(host, "host-get-server-certificate", f"uuid={x.host.get_uuid(h)}"))
     assert after.strip() == x.host.get_server_certificate(h).strip() and after.strip() != before.strip()
+
+
+def test_vmss_create_and_destroy(host, x):
+    uuid = ok(xe(host, "vmss-create", "name-label=nightly", "type=snapshot", "frequency=daily",
+                 "schedule:hour=2", "schedule:min=30", "retained-snapshots=3"))
+    ref = x.VMSS.get_by_uuid(uuid)
+    rec = x.VMSS.get_record(ref)
+    assert (rec["name_label"], rec["name_description"], rec["enabled"], rec["type"], rec["frequency"],
+            rec["schedule"], rec["retained_snapshots"]) == ("nightly", "", True, "snapshot", "daily",
+                                                           {"hour": "2", "min": "30"}, "3")
+    assert uuid in ok(xe(host, "vmss-list", "params=uuid", "--minimal")).split(",")
+    ok(xe(host, "vmss-destroy", f"uuid={uuid}"))
+    assert ref not in x.VMSS.get_all()
+    defaults = ok(xe(host, "vmss-create", "name-label=d", "type=checkpoint", "frequency=hourly", "enabled=false"))
+    rec = x.VMSS.get_record(x.VMSS.get_by_uuid(defaults))
+    assert (rec["enabled"], rec["retained_snapshots"], rec["schedule"]) == (False, "7", {})
+    ok(xe(host, "vmss-destroy", f"uuid={defaults}"))
+    bad = xe(host, "vmss-create", "name-label=b", "type=weekly", "frequency=daily")
+    assert bad.returncode == 1 and bad.stderr == "The value specified is of the wrong type\nfield: type\n"
+    bad = xe(host, "vmss-create", "name-label=b", "type=snapshot", "frequency=daily", "retained-snapshots=x")
+    assert bad.returncode == 1 and "retained-snapshots" in bad.stderr
+    assert not [r for r in x.VMSS.get_all_records().values() if r["name_label"] == "b"]

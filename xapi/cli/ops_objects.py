@@ -107,3 +107,22 @@ async def subject_role_add(run) -> None:
 async def subject_role_remove(run) -> None:
     subject, role = await _subject_role(run)
     await run.call("subject.remove_from_roles", subject, role)
+
+
+@command("vmss-create", reqd=("name-label", "type", "frequency"),
+         optn=("name-description", "enabled", "schedule:", "retained-snapshots"),
+         help="Create a VM snapshot schedule.")
+async def vmss_create(run) -> None:
+    from xapi.cli import records
+    a = run.args
+    ref = await run.call("VMSS.create", {
+        "name_label": a["name-label"], "name_description": a.get("name-description", ""),
+        "enabled": records.to_bool("enabled", a.get("enabled", "true")), "type": a["type"],
+        "retained_snapshots": records.to_int("retained-snapshots", a.get("retained-snapshots", "7")),
+        "frequency": a["frequency"], "schedule": run.map_arg("schedule")})
+    await run.out("print", await run.uuid_of("VMSS", ref))
+
+
+@command("vmss-destroy", reqd=("uuid",), help="Destroy a VM snapshot schedule.")
+async def vmss_destroy(run) -> None:
+    await run.call("VMSS.destroy", await run.call("VMSS.get_by_uuid", run.args["uuid"]))
