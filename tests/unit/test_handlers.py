@@ -2,6 +2,8 @@
 framing, authentication's 401/403 paths and the task a request names."""
 import asyncio
 import base64
+import socket
+import struct
 from types import SimpleNamespace
 
 import pytest
@@ -573,3 +575,42 @@ def test_body_end_by_close_or_by_reset():
         assert seen["close"] == (1000, h.ConnectionEnded)
         assert seen["reset"][1] is not h.ConnectionEnded and issubclass(seen["reset"][1], ConnectionResetError)
     serve_stub(routes, test)
+
+
+def test_a_fixed_length_reply_all_sent_is_complete_when_the_client_closes_after_its_last_byte():
+    """xe vdi-export closes as soon as it has every byte: end() after that is a complete reply; one
+    whose bytes are not all out is still a lost connection."""
+    routes = h.Routes()
+    outcome = {}
+
+    def handler(send: int):
+        async def run(request, response):
+            response.start(200, length=10)
+            await response.write(b"0123456789"[:send])
+            while not response.connection_closed:       # the client's close seen before the end
+                await asyncio.sleep(0.001)
+            try:
+                await response.end()
+                outcome[send] = ("ended", response.finished)
+            except ConnectionError as e:
+                outcome[send] = ("failed", str(e))
+        return run
+    routes.add("GET", "/all", handler(10), auth=False)
+    routes.add("GET", "/part", handler(5), auth=False)
+
+    async def test(port):
+        for path, n in (("/all", 10), ("/part", 5)):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await r.readuntil(b"\r\n\r\n")
+            assert len(await r.readexactly(n)) == n
+            # closed at once, unread replies or not (a reset: the server sees the connection closed)
+            w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.close()
+            for _ in range(1000):
+                if n in outcome:
+                    break
+                await asyncio.sleep(0.005)
+    serve_stub(routes, test)
+    assert outcome[10] == ("ended", True)
+    assert outcome[5][0] == "failed"

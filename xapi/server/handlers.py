@@ -794,8 +794,11 @@ class Response:
             self.start(200, length=len(data))
         if data:
             await self.write(data)
-        if self.sent and self.framing in ("close", "none") and self._exchange.proto.closing:
-            self.finished = True    # nothing more to send: a reply that ends with the connection is over
+        if self.sent and self._exchange.proto.closing and (
+                self.framing in ("close", "none") or (self.framing == "length" and not (self.remaining and self._body))):
+            # nothing more to send (every byte of a Content-Length out too): the reply is complete even
+            # though the client closed right after the last byte (xe vdi-export does)
+            self.finished = True
             return
         transport = await self._ready()
         if self._head is not None:

@@ -499,18 +499,44 @@ class VHDFileSR(Driver):
             os.unlink(parent)
             parent = grand
 
+    def attach_note(self) -> str:
+        """Where attach leaves the file's stat for detach (local, not in the SR: an nfs SR's is remote)."""
+        return os.path.join(data_dir(), "sm-attached", f"{self.req.sr_uuid}-{self.req.vdi_uuid}")
+
+    @staticmethod
+    def file_stamp(path: str) -> str:
+        st = os.stat(path)
+        return f"{st.st_size} {st.st_mtime_ns}"
+
     def vdi_attach(self):
         info = self.file_info(self.req.vdi_location or self.req.vdi_uuid)
         path = self.vdi_path(self.req.vdi_location or self.req.vdi_uuid)
+        note = self.attach_note()
+        try:
+            os.makedirs(os.path.dirname(note), exist_ok=True)
+            with open(note, "w") as f:
+                f.write(self.file_stamp(path))
+        except OSError:
+            pass                            # detach then reads the record, as without a note
         return {"params": path, "format": "vhd", "o_direct": True, "o_direct_reason": "",
                 "virtual_size": str(info["virtual_size"]),
                 "xenstore_data": {"storage-type": self.TYPE, "vdi-uuid": self.req.vdi_uuid}}
 
     def vdi_detach(self):
         """Records the VDI's sizes, and the SR's, when the file changed while attached (a disk only
-        read, as by an export, costs no rescan of the SR)."""
+        read, as by an export, costs no rescan of the SR and no call back: SM's detach makes none)."""
         location = self.req.vdi_location or self.req.vdi_uuid
-        if self.req.session_ref and os.path.exists(self.vdi_path(location)):
+        path = self.vdi_path(location)
+        note = self.attach_note()
+        try:
+            with open(note) as f:
+                unchanged = f.read() == self.file_stamp(path)
+            os.unlink(note)
+        except OSError:
+            unchanged = False
+        if unchanged:
+            return None
+        if self.req.session_ref and os.path.exists(path):
             info = self.file_info(location)
             rec = self.api.VDI.get_record(self.req.vdi_ref)
             if (int(rec.get("physical_utilisation", -1)) != info["physical"]
@@ -523,14 +549,19 @@ class VHDFileSR(Driver):
         writable = bool(self.req.args) and self.req.args[0] == "true"
         self.file_info(self.req.vdi_location or self.req.vdi_uuid)
         ref = self.req.vdi_ref
+        # As SM's blktap2 _add_tag: one read of sm_config, one add of host_<ref> (its second read
+        # looks for a 'paused' key a concurrent pause wrote; nothing here pauses a VDI)
         sm_config = self.api.VDI.get_sm_config(ref)
         mine = f"host_{self.req.host_ref}"
+        mode = "RW" if writable else "RO"
         others = {k: v for k, v in sm_config.items() if k.startswith("host_") and k != mine}
         if any(v == "RW" for v in others.values()) or (writable and others):
             raise SMError("VDIInUse", f"activated on {sorted(others)}")
-        if mine in sm_config:               # a stale key of this host (read above): replaced
+        if sm_config.get(mine) == mode:     # already there (SM keeps it too)
+            return None
+        if mine in sm_config:               # a stale key of this host in another mode: replaced
             self.api.VDI.remove_from_sm_config(ref, mine)
-        self.api.VDI.add_to_sm_config(ref, mine, "RW" if writable else "RO")
+        self.api.VDI.add_to_sm_config(ref, mine, mode)
         return None
 
     def vdi_deactivate(self):
