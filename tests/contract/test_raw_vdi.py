@@ -492,3 +492,28 @@ def test_export_of_a_vhd_chain_with_snapshots(d, x, sid, vdi):
         assert body == expected, ref
     for snap in (snap2, snap1):
         x.VDI.destroy(snap)
+
+
+def test_allowed_operations_follow_an_export_holding_the_vdi(d, x, sid, vdi):
+    """While an export holds the VDI, destroy (and the other non-live ops) leave its
+    allowed_operations, with an event to whoever watches; they come back once it is released."""
+    assert "destroy" in x.VDI.get_allowed_operations(vdi)
+    token = x.event_from(["VDI"], "", 0.0)["token"]
+    s = socket.create_connection(("127.0.0.1", d.http_port), timeout=30)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.sendall(f"GET /export_raw_vdi?session_id={sid}&vdi={vdi} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")     # attached, sending; we don't read on
+        held = x.VDI.get_allowed_operations(vdi)
+        assert "destroy" not in held and "resize" not in held
+        seen = x.event_from(["VDI"], token, 5.0)
+        mods = [e for e in seen["events"] if e["ref"] == vdi and e["operation"] == "mod"]
+        assert mods and "destroy" not in mods[-1]["snapshot"]["allowed_operations"]
+        token = seen["token"]
+    finally:
+        s.close()
+    deadline = time.monotonic() + 10
+    while "destroy" not in x.VDI.get_allowed_operations(vdi):
+        assert time.monotonic() < deadline, x.VDI.get_allowed_operations(vdi)
+        x.event_from(["VDI"], token, 1.0)
+    assert "resize" in x.VDI.get_allowed_operations(vdi)

@@ -271,40 +271,59 @@ class Access:
         await self.deactivate(dp, vdi_ref)
         await self.detach(dp, vdi_ref)
 
+    def _hold(self, uuid: str) -> tuple[bool, bool]:
+        """What the VDI's allowed_operations see of its datapaths: held at all, held RW."""
+        e = self.vdis.get(uuid)
+        return self.in_use(uuid), bool(e) and any(str(st).endswith("RW") for st in e.get("dps", {}).values())
+
+    def _refresh_if_changed(self, uuid: str, vdi_ref: str, before: tuple[bool, bool]) -> None:
+        """Clients watching events see e.g. destroy leave allowed_operations while a datapath
+        holds the VDI and come back after; recomputed only when the hold changed."""
+        if vdi_ref is not None and self._hold(uuid) != before:
+            from xapi.sm import operations     # operations reads this layer's state
+            operations.refresh_vdi(self.storage.app, vdi_ref)
+
     async def _change(self, dp: str, vdi_ref: str, rec: dict, op: str, rw: bool = False):
         uuid = rec["uuid"]
         async with self._lock(uuid):
-            entry = self.vdis.get(uuid)
-            if entry is None:
-                if op in ("deactivate", "detach"):
-                    return None
-                sr = self.storage.app.db.table("SR").get(rec["SR"])
-                entry = {"sr": sr["uuid"], "location": rec["location"], "state": DETACHED, "dps": {},
-                         "leaked": [], "attach_info": None}
-            dps = entry["dps"]
-            old_dp = dps.get(dp, DETACHED)
-            if op in ("deactivate", "detach") and dp not in dps:
-                return None
+            before = self._hold(uuid)
             try:
-                new_dp = plus(old_dp, op, rw)
-                new_super = superstate([s for d, s in dps.items() if d != dp] + [new_dp])
-                steps = transitions(entry["state"], new_super)
-            except IllegalTransition as e:
-                raise XapiError("INTERNAL_ERROR",
-                                f"Storage_interface.Illegal_transition({uuid}: {e})") from None
-            # one save per driver side effect, right after it; the last one records the datapath's
-            # new state too (a change calling no driver saves once, if anything changed)
-            for i, step in enumerate(steps):
-                await self._backend(step, vdi_ref, rec, entry, new_super)
-                if i == len(steps) - 1:
-                    self._settle(uuid, entry, dp, new_dp)
-                else:
-                    self.vdis[uuid] = entry
-                await self._save()
-            if not steps and (old_dp != new_dp or dp not in dps):
+                return await self._change_locked(uuid, dp, vdi_ref, rec, op, rw)
+            finally:
+                self._refresh_if_changed(uuid, vdi_ref, before)
+
+    async def _change_locked(self, uuid: str, dp: str, vdi_ref: str, rec: dict, op: str, rw: bool):
+        entry = self.vdis.get(uuid)
+        if entry is None:
+            if op in ("deactivate", "detach"):
+                return None
+            sr = self.storage.app.db.table("SR").get(rec["SR"])
+            entry = {"sr": sr["uuid"], "location": rec["location"], "state": DETACHED, "dps": {},
+                     "leaked": [], "attach_info": None}
+        dps = entry["dps"]
+        old_dp = dps.get(dp, DETACHED)
+        if op in ("deactivate", "detach") and dp not in dps:
+            return None
+        try:
+            new_dp = plus(old_dp, op, rw)
+            new_super = superstate([s for d, s in dps.items() if d != dp] + [new_dp])
+            steps = transitions(entry["state"], new_super)
+        except IllegalTransition as e:
+            raise XapiError("INTERNAL_ERROR",
+                            f"Storage_interface.Illegal_transition({uuid}: {e})") from None
+        # one save per driver side effect, right after it; the last one records the datapath's
+        # new state too (a change calling no driver saves once, if anything changed)
+        for i, step in enumerate(steps):
+            await self._backend(step, vdi_ref, rec, entry, new_super)
+            if i == len(steps) - 1:
                 self._settle(uuid, entry, dp, new_dp)
-                await self._save()
-            return entry.get("attach_info") if op in ("attach", "activate") else None
+            else:
+                self.vdis[uuid] = entry
+            await self._save()
+        if not steps and (old_dp != new_dp or dp not in dps):
+            self._settle(uuid, entry, dp, new_dp)
+            await self._save()
+        return entry.get("attach_info") if op in ("attach", "activate") else None
 
     def _settle(self, uuid: str, entry: dict, dp: str, new_dp: str) -> None:
         dps = entry["dps"]
@@ -373,10 +392,12 @@ class Access:
                 if not allow_leak:
                     raise
                 log.error("datapath %s on VDI %s: release failed, leaked: %s", dp, uuid, e)
+                before = self._hold(uuid)
                 entry = self.vdis.get(uuid, entry)
                 entry.setdefault("leaked", []).append(dp)
                 entry["dps"].pop(dp, None)
                 self.vdis[uuid] = entry
+                self._refresh_if_changed(uuid, vdi_ref, before)
                 await self._save()
 
     async def _release_orphan(self, uuid: str, dp: str) -> None:
