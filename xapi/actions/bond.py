@@ -62,15 +62,6 @@ def _with_defaults(mode: str, properties: dict) -> dict:
     return out
 
 
-def _device_name(db, host: str) -> str:
-    pifs = db.table("PIF")
-    used = {pifs.get_field(p, "device") for p in pifs.find("host", host) if pifs.get_field(p, "bond_master_of")}
-    n = 0
-    while f"bond{n}" in used:
-        n += 1
-    return f"bond{n}"
-
-
 def _move_management(app, src: str, dst: str) -> None:
     """The host's management interface moves (xapi: move_management, i.e. change_management_interface
     writing the host's inventory, then update_management_flags), so its next start keeps it there."""
@@ -224,7 +215,8 @@ def create(ctx, session, network, members, MAC, mode, properties):  # noqa: N803
     if len(with_ip) > 1:
         raise XapiError("PIF_BOND_MORE_THAN_ONE_IP")
 
-    master = links.new_pif(db, device=_device_name(db, host), network=network, host=host, MAC=mac, MTU=-1,
+    device = links.free_device(db, host, "bond", "bond_master_of")
+    master = links.new_pif(db, device=device, network=network, host=host, MAC=mac, MTU=-1,
                            VLAN=-1, metrics=links.new_metrics(db), properties=dict(pif_properties))
     bond = insert(db, "Bond", master=master, primary_slave=primary, mode=mode, properties=properties,
                   links_up=_links_up(db, members), auto_update_mac=MAC == "")

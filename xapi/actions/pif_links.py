@@ -111,6 +111,17 @@ def new_metrics(db) -> str:
     return insert(db, "PIF_metrics")
 
 
+def free_device(db, host: str, stem: str, kind_field: str) -> str:
+    """The first `<stem><n>` no PIF of `host` that is a `kind_field` (bond_master_of, ...) is named
+    (xapi's choose_bond_device_name / choose_tunnel_device_name)."""
+    pifs = db.table("PIF")
+    used = {pifs.get_field(p, "device") for p in pifs.find("host", host) if pifs.get_field(p, kind_field)}
+    n = 0
+    while f"{stem}{n}" in used:
+        n += 1
+    return f"{stem}{n}"
+
+
 def new_pif(db, **fields) -> str:
     """A PIF that is not a physical NIC's (VLAN, bond master, tunnel access): xapi's defaults for those."""
     row = dict(physical=False, currently_attached=False, ip_configuration_mode="None", IP="", netmask="",

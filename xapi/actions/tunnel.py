@@ -21,19 +21,11 @@ from xapi.datamodel.errors import XapiError
 from xapi.db.schema import insert
 
 
-def _device_name(db, host: str) -> str:
-    pifs = db.table("PIF")
-    used = {pifs.get_field(p, "device") for p in pifs.find("host", host) if pifs.get_field(p, "tunnel_access_PIF_of")}
-    n = 0
-    while f"tunnel{n}" in used:
-        n += 1
-    return f"tunnel{n}"
-
-
 def create_internal(db, transport_PIF: str, network: str, host: str, protocol: str = "gre"):  # noqa: N803
     """The tunnel row and its access PIF, linked both ways; returns (tunnel, access PIF)."""
     metrics = db.table("PIF").get_field(transport_PIF, "metrics")
-    access = links.new_pif(db, device=_device_name(db, host), network=network, host=host,
+    device = links.free_device(db, host, "tunnel", "tunnel_access_PIF_of")
+    access = links.new_pif(db, device=device, network=network, host=host,
                            MAC=gen_mac(0, str(uuid.uuid4())), MTU=-1, VLAN=-1, metrics=metrics)
     tunnel = insert(db, "tunnel", access_PIF=access, transport_PIF=transport_PIF, status={"active": "false"},
                     protocol=protocol)
