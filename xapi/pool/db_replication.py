@@ -10,6 +10,7 @@ import concurrent.futures
 import logging
 import os
 
+from xapi.aiotask import cancel_and_wait
 from xapi.db import persist
 from xapi.pool import sr_folder
 
@@ -79,11 +80,7 @@ class Replicator:
                     log.exception("database replication to VDI %s failed", vdi)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
-        self._executor.shutdown(wait=True)
+        await cancel_and_wait(self._task)
+        self._task = None
+        # a cancelled write may still run in the worker: wait for it off the event loop
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)

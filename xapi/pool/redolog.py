@@ -23,6 +23,7 @@ import uuid
 import orjson
 
 from xapi import atomic
+from xapi.aiotask import cancel_and_wait
 from xapi.db_errors import EventsLost
 from xapi.pool import replica
 
@@ -177,18 +178,13 @@ class RedoLog:
         self.epoch = None
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         try:
             await self.commit()
         except Exception:
             log.exception("redo-log: last append failed")
-        self._executor.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     # -- a member being promoted -----------------------------------------------------------------------
     async def replay(self, epoch: str | None, generation: int) -> int:
