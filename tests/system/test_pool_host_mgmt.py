@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 
-import pytest
 
 from tests.fixtures import own_pool
 from tests.helpers import eventually, failure
@@ -18,16 +17,6 @@ from tests.system.pool_vms import hosts_by_address
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins", "echo")
 
 sim = own_pool(3, env={"XAPI_HOST_HEARTBEAT_INTERVAL": "0.2", "XAPI_HOST_ASSUMED_DEAD": "1.5"})
-
-
-@pytest.fixture(scope="module")
-def x(sim):
-    s = sim.coordinator.session()
-    yield s.xenapi
-    try:
-        s.xenapi.session.logout()
-    except Exception:
-        pass
 
 
 def _pif(x, host, device, vlan=-1):
